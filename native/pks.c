@@ -1,0 +1,275 @@
+/* pktswitch native core: see pks.h for the theory of operation. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "pks.h"
+
+#define EMPTY 0xffffffffu
+
+static const char *const err_names[PKS_E_COUNT] = {
+    "ok", "short", "version", "ihl", "total_length", "ip_checksum",
+    "fragment", "protocol", "l4_short", "tcp_data_offset",
+};
+
+const char *pks_err_name(int err)
+{
+    if (err < 0 || err >= PKS_E_COUNT)
+        return "unknown";
+    return err_names[err];
+}
+
+static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static inline void wr16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
+
+static inline uint32_t fold(uint32_t s)
+{
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    return s;
+}
+
+uint16_t pks_csum(const uint8_t *buf, uint32_t len, uint32_t sum)
+{
+    uint64_t s = sum;
+    uint32_t i = 0;
+    for (; i + 1 < len; i += 2)
+        s += rd16(buf + i);
+    if (len & 1)
+        s += (uint32_t)buf[len - 1] << 8;
+    while (s >> 16)
+        s = (s & 0xffff) + (s >> 16);
+    return (uint16_t)~s;
+}
+
+/* ------------------------------------------------------------------ parse */
+
+int pks_parse(const uint8_t *buf, uint32_t len, pks_meta *m)
+{
+    memset(&m->key, 0, sizeof m->key);
+    m->slot = -1;
+    m->dir = 0;
+    m->tcp_flags = 0;
+    m->payload = 0;
+    if (len < 20)
+        return m->err = PKS_E_SHORT;
+    if ((buf[0] >> 4) != 4)
+        return m->err = PKS_E_VERSION;
+    uint32_t ihl = (uint32_t)(buf[0] & 0x0f) * 4;
+    if (ihl < 20)
+        return m->err = PKS_E_IHL;
+    if (ihl > len)
+        return m->err = PKS_E_SHORT;
+    uint32_t tot = rd16(buf + 2);
+    if (tot < ihl || tot > len)
+        return m->err = PKS_E_TOTLEN;
+    if (pks_csum(buf, ihl, 0) != 0)
+        return m->err = PKS_E_IPCSUM;
+    if (rd16(buf + 6) & 0x3fff)                 /* MF set or a fragment offset */
+        return m->err = PKS_E_FRAGMENT;
+    if (buf[9] != 6)
+        return m->err = PKS_E_PROTO;
+    uint32_t l4len = tot - ihl;
+    if (l4len < 20)
+        return m->err = PKS_E_L4SHORT;
+    const uint8_t *th = buf + ihl;
+    uint32_t doff = (uint32_t)(th[12] >> 4) * 4;
+    if (doff < 20 || doff > l4len)
+        return m->err = PKS_E_TCPOFF;
+
+    m->ip_len = (uint16_t)tot;
+    m->l4_off = (uint16_t)ihl;
+    m->payload = (uint16_t)(l4len - doff);
+    m->ip_csum = rd16(buf + 10);
+    m->l4_csum = rd16(th + 16);
+    m->tcp_flags = th[13];
+    m->key.family = 4;
+    m->key.proto = 6;
+    m->key.sport = rd16(th);
+    m->key.dport = rd16(th + 2);
+    memcpy(m->key.saddr, buf + 12, 4);
+    memcpy(m->key.daddr, buf + 16, 4);
+    return m->err = PKS_OK;
+}
+
+/* ---------------------------------------------------------------- rewrite */
+
+/* RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'), summed over every 16-bit word that changes. */
+static inline uint32_t delta16(uint32_t acc, uint16_t old, uint16_t new)
+{
+    return acc + (uint16_t)~old + new;
+}
+
+void pks_rewrite(uint8_t *buf, const pks_meta *m, const pks_nat *n)
+{
+    uint8_t *th = buf + m->l4_off;
+    uint32_t ip = 0, l4 = 0;
+    for (int i = 0; i < 4; i += 2) {
+        uint16_t os = rd16(buf + 12 + i), ns = rd16(n->saddr + i);
+        uint16_t od = rd16(buf + 16 + i), nd = rd16(n->daddr + i);
+        ip = delta16(delta16(ip, os, ns), od, nd);
+    }
+    l4 = ip;                                    /* the addresses are in the pseudo-header */
+    l4 = delta16(l4, rd16(th), n->sport);
+    l4 = delta16(l4, rd16(th + 2), n->dport);
+
+    memcpy(buf + 12, n->saddr, 4);
+    memcpy(buf + 16, n->daddr, 4);
+    wr16(th, n->sport);
+    wr16(th + 2, n->dport);
+    wr16(buf + 10, (uint16_t)~fold((uint16_t)~rd16(buf + 10) + ip));
+    wr16(th + 16, (uint16_t)~fold((uint16_t)~rd16(th + 16) + l4));
+}
+
+/* ------------------------------------------------------------- flow index */
+
+static inline uint64_t key_hash(const pks_table *t, const pks_key *k)
+{
+    uint64_t w[5];
+    memcpy(w, k, sizeof w);
+    uint64_t h = t->seed;
+    for (int i = 0; i < 5; i++) {
+        h ^= w[i];
+        h *= 0x9e3779b97f4a7c15ull;
+        h ^= h >> 29;
+    }
+    return h;
+}
+
+static inline const pks_key *entry_key(const pks_table *t, uint32_t e)
+{
+    return &t->flows[e >> 1].key[e & 1];
+}
+
+int64_t pks_table_lookup(const pks_table *t, const pks_key *k)
+{
+    uint32_t i = (uint32_t)key_hash(t, k) & t->mask;
+    for (;;) {
+        uint32_t e = t->index[i];
+        if (e == EMPTY)
+            return -1;
+        if (memcmp(entry_key(t, e), k, sizeof *k) == 0)
+            return e;
+        i = (i + 1) & t->mask;
+    }
+}
+
+static void index_put(pks_table *t, uint32_t e)
+{
+    uint32_t i = (uint32_t)key_hash(t, entry_key(t, e)) & t->mask;
+    while (t->index[i] != EMPTY)
+        i = (i + 1) & t->mask;
+    t->index[i] = e;
+    t->nkeys++;
+}
+
+/* linear probing deletion by backward shift: no tombstones, lookups stay short */
+static void index_del(pks_table *t, uint32_t e)
+{
+    uint32_t i = (uint32_t)key_hash(t, entry_key(t, e)) & t->mask;
+    while (t->index[i] != e)
+        i = (i + 1) & t->mask;
+    uint32_t j = i;
+    for (;;) {
+        j = (j + 1) & t->mask;
+        uint32_t f = t->index[j];
+        if (f == EMPTY)
+            break;
+        uint32_t home = (uint32_t)key_hash(t, entry_key(t, f)) & t->mask;
+        /* f may fill the hole at i unless its home lies cyclically in (i, j] */
+        if (((j - home) & t->mask) >= ((j - i) & t->mask)) {
+            t->index[i] = f;
+            i = j;
+        }
+    }
+    t->index[i] = EMPTY;
+    t->nkeys--;
+}
+
+pks_table *pks_table_new(uint32_t nslots, uint64_t seed)
+{
+    if (nslots == 0 || nslots > (1u << 30))
+        return NULL;
+    uint64_t cap = 1;
+    while (cap < (uint64_t)nslots * 4)          /* 2 keys per flow, load factor <= 1/2 */
+        cap <<= 1;
+    pks_table *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->nslots = nslots;
+    t->mask = (uint32_t)(cap - 1);
+    t->seed = seed | 1;
+    t->index = malloc(cap * sizeof *t->index);
+    t->flows = calloc(nslots, sizeof *t->flows);
+    if (!t->index || !t->flows) {
+        pks_table_free(t);
+        return NULL;
+    }
+    memset(t->index, 0xff, cap * sizeof *t->index);
+    return t;
+}
+
+void pks_table_free(pks_table *t)
+{
+    if (!t)
+        return;
+    free(t->index);
+    free(t->flows);
+    free(t);
+}
+
+int pks_table_insert(pks_table *t, uint32_t slot, const pks_key *k0, const pks_nat *n0,
+                     const pks_key *k1, const pks_nat *n1)
+{
+    if (slot >= t->nslots || t->flows[slot].used)
+        return -2;
+    if (pks_table_lookup(t, k0) >= 0 || pks_table_lookup(t, k1) >= 0
+        || memcmp(k0, k1, sizeof *k0) == 0)
+        return -1;
+    pks_flow *f = &t->flows[slot];
+    memset(f, 0, sizeof *f);
+    f->key[0] = *k0;
+    f->key[1] = *k1;
+    f->nat[0] = *n0;
+    f->nat[1] = *n1;
+    f->used = 1;
+    index_put(t, slot << 1);
+    index_put(t, slot << 1 | 1);
+    return 0;
+}
+
+int pks_table_remove(pks_table *t, uint32_t slot)
+{
+    if (slot >= t->nslots || !t->flows[slot].used)
+        return -1;
+    index_del(t, slot << 1);
+    index_del(t, slot << 1 | 1);
+    memset(&t->flows[slot], 0, sizeof t->flows[slot]);
+    return 0;
+}
+
+/* --------------------------------------------------------------- per packet */
+
+void pks_apply(pks_table *t, uint8_t *buf, const pks_meta *m)
+{
+    pks_rewrite(buf, m, &t->flows[m->slot].nat[m->dir]);
+}
+
+int pks_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *m)
+{
+    if (pks_parse(buf, len, m) != PKS_OK)
+        return PKS_V_DROP;
+    int64_t e = pks_table_lookup(t, &m->key);
+    if (e < 0)
+        return PKS_V_SLOW;
+    m->slot = (int32_t)(e >> 1);
+    m->dir = (uint8_t)(e & 1);
+    pks_flow *f = &t->flows[m->slot];
+    f->pkts[m->dir]++;
+    f->bytes[m->dir] += m->ip_len;
+    f->last_seen = now;
+    if (f->fast && !(m->tcp_flags & (PKS_TCP_SYN | PKS_TCP_FIN | PKS_TCP_RST))) {
+        pks_rewrite(buf, m, &f->nat[m->dir]);
+        return PKS_V_FAST;
+    }
+    return PKS_V_SLOW;
+}

@@ -1,0 +1,112 @@
+/* pktswitch native core: packet parsing, NAT rewrite with incremental checksums, flow index.
+ *
+ * This header is the whole C interface; native/build.py feeds it to cffi unchanged, so every
+ * declaration here must stay inside what cffi's cdef parser accepts (no macros with bodies).
+ *
+ * Theory of operation
+ *   pks_process() is the one call made for every packet read from the TUN device. It validates
+ *   and parses the IP and transport headers into a pks_meta, looks the flow key up in the
+ *   index and counts the packet on its flow. If the flow is marked fast (ESTABLISHED: Python
+ *   has nothing to decide) and the packet carries no SYN, FIN or RST, the rewrite is applied
+ *   right there and the verdict is PKS_V_FAST. Otherwise Python gets PKS_V_SLOW and drives
+ *   the state machine, then calls pks_apply() for the rewrite. Malformed packets give
+ *   PKS_V_DROP with the reason in meta->err; nothing is written to the buffer in that case.
+ *
+ *   Flow storage is owned here (a flat array indexed by slot) so that the fast path never
+ *   calls back into Python; which slot a flow uses, its state and its timers are Python's.
+ *   Keys are family-independent (16-byte addresses) so IPv6 and UDP fit without redesign.
+ */
+#include <stdint.h>
+
+/* verdicts of pks_process */
+#define PKS_V_SLOW 0
+#define PKS_V_FAST 1
+#define PKS_V_DROP 2
+
+/* parse errors (meta->err); names in pks_err_name() */
+#define PKS_OK 0
+#define PKS_E_SHORT 1
+#define PKS_E_VERSION 2
+#define PKS_E_IHL 3
+#define PKS_E_TOTLEN 4
+#define PKS_E_IPCSUM 5
+#define PKS_E_FRAGMENT 6
+#define PKS_E_PROTO 7
+#define PKS_E_L4SHORT 8
+#define PKS_E_TCPOFF 9
+#define PKS_E_COUNT 10
+
+#define PKS_TCP_FIN 1
+#define PKS_TCP_SYN 2
+#define PKS_TCP_RST 4
+#define PKS_TCP_PSH 8
+#define PKS_TCP_ACK 16
+
+typedef struct {
+    uint8_t family;     /* 4 (6 later) */
+    uint8_t proto;      /* 6 = TCP (17 = UDP later) */
+    uint16_t sport;     /* host byte order */
+    uint16_t dport;
+    uint16_t pad;       /* always 0: keys are compared as bytes */
+    uint8_t saddr[16];  /* IPv4 uses the first 4 bytes, the rest stay 0 */
+    uint8_t daddr[16];
+} pks_key;
+
+typedef struct {        /* what the addresses and ports of one direction become */
+    uint8_t saddr[16];
+    uint8_t daddr[16];
+    uint16_t sport;     /* host byte order */
+    uint16_t dport;
+} pks_nat;
+
+typedef struct {
+    int32_t err;        /* PKS_OK or PKS_E_* */
+    int32_t slot;       /* flow slot, or -1 when the key is unknown */
+    uint8_t dir;        /* 0: client side -> backend, 1: backend -> client side */
+    uint8_t tcp_flags;
+    uint16_t ip_len;    /* IP total length: the packet's length in bytes */
+    uint16_t l4_off;    /* offset of the transport header */
+    uint16_t payload;   /* transport payload bytes */
+    uint16_t ip_csum;   /* IP header checksum as read */
+    uint16_t l4_csum;   /* transport checksum as read */
+    pks_key key;
+} pks_meta;
+
+typedef struct {
+    pks_key key[2];     /* dir 0 and dir 1 as they arrive */
+    pks_nat nat[2];     /* what each direction is rewritten to */
+    uint64_t pkts[2];
+    uint64_t bytes[2];
+    double last_seen;   /* `now` of the last packet seen on the flow */
+    uint8_t used;
+    uint8_t fast;       /* set by Python: packets without SYN/FIN/RST need no decision */
+} pks_flow;
+
+typedef struct {
+    uint32_t nslots;    /* flows the table can hold */
+    uint32_t nkeys;     /* keys in the index (2 per flow) */
+    uint32_t mask;      /* index capacity - 1 (a power of two) */
+    uint64_t seed;
+    uint32_t *index;    /* open addressing, linear probing: slot << 1 | dir, or 0xffffffff */
+    pks_flow *flows;
+} pks_table;
+
+pks_table *pks_table_new(uint32_t nslots, uint64_t seed);
+void pks_table_free(pks_table *t);
+/* 0 on success; -1 if either key is already indexed (nothing is changed); -2 bad slot/used */
+int pks_table_insert(pks_table *t, uint32_t slot, const pks_key *k0, const pks_nat *n0,
+                     const pks_key *k1, const pks_nat *n1);
+/* removes both keys of a used slot; 0 on success, -1 if the slot is not in use */
+int pks_table_remove(pks_table *t, uint32_t slot);
+/* slot << 1 | dir, or -1 */
+int64_t pks_table_lookup(const pks_table *t, const pks_key *k);
+
+int pks_parse(const uint8_t *buf, uint32_t len, pks_meta *m);
+int pks_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *m);
+/* rewrites a packet parsed into m (err == PKS_OK) to n; incremental checksum update */
+void pks_rewrite(uint8_t *buf, const pks_meta *m, const pks_nat *n);
+/* pks_rewrite with the nat of m's flow and direction */
+void pks_apply(pks_table *t, uint8_t *buf, const pks_meta *m);
+/* RFC 1071 Internet checksum of buf, starting from a 32-bit partial sum */
+uint16_t pks_csum(const uint8_t *buf, uint32_t len, uint32_t sum);
+const char *pks_err_name(int err);

@@ -1,0 +1,149 @@
+"""The flow table: one entry per switched connection, found from either direction.
+
+Storage is split where the work is. The native table (native/pks.c) holds, per slot, the two
+keys (client side and backend side as they arrive), the two rewrites, packet and byte counters
+and the time of the last packet; C finds a flow and counts every packet without Python. This
+module owns which slots are used, the TCP state of each flow and its timer.
+
+Idle expiry without scanning: every flow has at most one live entry in a heap of deadlines.
+When an entry comes due, the deadline is recomputed from the flow's real last-packet time;
+a flow that saw traffic meanwhile is pushed back, one that did not is expired. A state change
+to a shorter timeout pushes a new entry (the old one becomes stale and is skipped when it
+surfaces); a longer one keeps the old entry, which will come due early and be pushed back.
+So the work per call is O((expired + pushed back) x log n), never a walk over the table.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pktswitch._native import ffi, lib
+from pktswitch.core.tcpstate import DEFAULT_TIMEOUTS, State
+
+# Size precedent: conntrack's nf_conntrack_max on a host with 4 GiB or more is 262144.
+DEFAULT_MAX_FLOWS = 262144
+
+
+@dataclass(slots=True, eq=False)
+class Flow:
+    slot: int
+    service: Any  # the Service it belongs to
+    backend: Any  # the BackendState chosen
+    reason: str  # why that backend
+    created: float
+    snat: tuple[int, int] | None = None  # (SNAT address index, port) in full NAT
+    state: State = State.NONE
+    timeout: float = 0.0
+    timer_seq: int = -1  # sequence number of the flow's live heap entry
+    timer_due: float = 0.0  # when that entry comes due
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class TableFull(Exception):
+    pass
+
+
+class KeyBusy(Exception):
+    """One of the flow's two keys is already in the table (a tuple collision)."""
+
+
+class FlowTable:
+    def __init__(
+        self,
+        max_flows: int = DEFAULT_MAX_FLOWS,
+        timeouts: dict[State, float] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if seed is None:
+            seed = int.from_bytes(os.urandom(8), "little")
+        tab = lib.pks_table_new(max_flows, seed)
+        if tab == ffi.NULL:
+            raise MemoryError(f"cannot allocate a flow table for {max_flows} flows")
+        self.tab = ffi.gc(tab, lib.pks_table_free)
+        self.max_flows = max_flows
+        self.timeouts = dict(DEFAULT_TIMEOUTS if timeouts is None else timeouts)
+        self.flows: list[Flow | None] = [None] * max_flows
+        self._free = list(range(max_flows - 1, -1, -1))  # pop() hands out low slots first
+        self._heap: list[tuple[float, int, Flow]] = []
+        self._seq = 0
+
+    def __len__(self) -> int:
+        return self.max_flows - len(self._free)
+
+    def __iter__(self) -> Iterator[Flow]:
+        return (f for f in self.flows if f is not None)
+
+    # ---------------------------------------------------------------- membership
+    def add(self, k0: Any, n0: Any, k1: Any, n1: Any, flow_args: dict[str, Any]) -> Flow:
+        """Index a new flow under both keys; raises TableFull or KeyBusy."""
+        if not self._free:
+            raise TableFull
+        slot = self._free[-1]
+        rc = lib.pks_table_insert(self.tab, slot, k0, n0, k1, n1)
+        if rc == -1:
+            raise KeyBusy
+        if rc != 0:
+            raise RuntimeError(f"pks_table_insert: slot {slot} rc {rc}")
+        self._free.pop()
+        flow = Flow(slot=slot, **flow_args)
+        self.flows[slot] = flow
+        return flow
+
+    def remove(self, flow: Flow) -> None:
+        lib.pks_table_remove(self.tab, flow.slot)
+        self.flows[flow.slot] = None
+        self._free.append(flow.slot)
+        flow.timer_seq = -1
+
+    # ----------------------------------------------------------------- state
+    def set_state(self, flow: Flow, state: State, now: float) -> None:
+        """The one way a flow's state changes: state, timeout and timer move together."""
+        flow.state = state
+        flow.timeout = self.timeouts[state]
+        self.tab.flows[flow.slot].fast = state == State.ESTABLISHED
+        due = now + flow.timeout
+        if flow.timer_seq < 0 or due < flow.timer_due:
+            self._push(flow, due)
+
+    def _push(self, flow: Flow, due: float) -> None:
+        self._seq += 1
+        flow.timer_seq = self._seq
+        flow.timer_due = due
+        heapq.heappush(self._heap, (due, self._seq, flow))
+
+    # --------------------------------------------------------------- readings
+    def last_seen(self, flow: Flow) -> float:
+        return self.tab.flows[flow.slot].last_seen
+
+    def expires_at(self, flow: Flow) -> float:
+        return self.tab.flows[flow.slot].last_seen + flow.timeout
+
+    def counters(self, flow: Flow) -> tuple[int, int, int, int]:
+        """(packets in, bytes in, packets out, bytes out); in = from the client."""
+        f = self.tab.flows[flow.slot]
+        return f.pkts[0], f.bytes[0], f.pkts[1], f.bytes[1]
+
+    def native(self, flow: Flow) -> Any:
+        return self.tab.flows[flow.slot]
+
+    # ----------------------------------------------------------------- expiry
+    def next_due(self) -> float | None:
+        return self._heap[0][0] if self._heap else None
+
+    def due(self, now: float) -> Iterator[Flow]:
+        """Yield the flows idle past their timeout at `now`; the caller removes them."""
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, seq, flow = heapq.heappop(heap)
+            if seq != flow.timer_seq:
+                continue  # stale: the flow was removed or got an earlier entry since
+            expires = self.expires_at(flow)
+            if expires > now:
+                self._push(flow, expires)
+            else:
+                flow.timer_seq = -1
+                yield flow

@@ -1,0 +1,76 @@
+"""SNAT port allocation for full NAT.
+
+A full-NAT flow is known on the backend side by (backend ip, backend port, SNAT ip, SNAT port),
+so an SNAT (address, port) pair only has to be unique per backend endpoint: each backend gets
+the whole pool (addresses x ports), like Linux conntrack's SNAT does per destination.
+
+Freed pairs go to the back of that backend's queue and the oldest freed pair is handed out
+first: a pair comes back to the same backend as late as possible. This matters because the
+backend closes first in most HTTP exchanges and then keeps the old connection in TIME_WAIT
+(60 s on Linux); a new SYN from the same SNAT pair inside that window is dropped by the
+backend's PAWS check and retransmitted for seconds. Pairs never used yet are handed out before
+any freed one, spread round robin over the SNAT addresses.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+# Linux net.ipv4.tcp_fin_timeout / TCP_TIMEWAIT_LEN: how long a backend keeps TIME_WAIT.
+BACKEND_TIME_WAIT = 60.0
+
+DEFAULT_PORTS = (1024, 65535)  # IPVS/conntrack leave the well-known ports alone as well
+
+
+@dataclass(slots=True)
+class _Queue:
+    fresh: int = 0  # pairs [0, fresh) were handed out at least once
+    freed: deque[tuple[int, float]] = field(default_factory=deque)  # (pair, freed at)
+    in_use: int = 0
+
+
+class SnatPool:
+    """Allocates (SNAT address index, port) pairs per backend endpoint, least recently used."""
+
+    def __init__(self, naddrs: int, ports: tuple[int, int] = DEFAULT_PORTS) -> None:
+        lo, hi = ports
+        if naddrs < 1 or not 1 <= lo <= hi <= 65535:
+            raise ValueError(f"bad SNAT pool: {naddrs} addresses, ports {lo}-{hi}")
+        self.naddrs = naddrs
+        self.lo = lo
+        self.size = naddrs * (hi - lo + 1)
+        self._queues: dict[object, _Queue] = {}
+        self.exhausted = 0  # allocations refused: every pair toward that backend in use
+        self.early_reuse = 0  # pairs reused toward a backend within BACKEND_TIME_WAIT
+
+    def _pair(self, n: int) -> tuple[int, int]:
+        return n % self.naddrs, self.lo + n // self.naddrs
+
+    def alloc(self, backend: object, now: float) -> tuple[int, int] | None:
+        """A free (address index, port) toward `backend`, or None when all are in use."""
+        q = self._queues.get(backend)
+        if q is None:
+            q = self._queues[backend] = _Queue()
+        if q.fresh < self.size:
+            n = q.fresh
+            q.fresh += 1
+        elif q.freed:
+            n, freed_at = q.freed.popleft()
+            if now - freed_at < BACKEND_TIME_WAIT:
+                self.early_reuse += 1
+        else:
+            self.exhausted += 1
+            return None
+        q.in_use += 1
+        return self._pair(n)
+
+    def free(self, backend: object, pair: tuple[int, int], now: float) -> None:
+        q = self._queues[backend]
+        addr, port = pair
+        q.freed.append(((port - self.lo) * self.naddrs + addr, now))
+        q.in_use -= 1
+
+    def in_use(self, backend: object) -> int:
+        q = self._queues.get(backend)
+        return q.in_use if q else 0

@@ -1,0 +1,82 @@
+"""The packet model: typed access to what the native parser found in a packet.
+
+Parsing, validation and rewriting run in C (native/pks.c) in one call per packet; this module
+names what C returns (error reasons, flags, flow keys) and builds the C structs the flow table
+needs. Addresses are kept as 16-byte fields so that IPv6 fits the same key later; IPv4 uses
+the first four bytes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from pktswitch._native import ffi, lib
+
+VERDICT_SLOW = lib.PKS_V_SLOW
+VERDICT_FAST = lib.PKS_V_FAST
+VERDICT_DROP = lib.PKS_V_DROP
+
+# Drop reasons of malformed packets, indexed by the C error code.
+PARSE_ERRORS: tuple[str, ...] = tuple(
+    ffi.string(lib.pks_err_name(i)).decode() for i in range(lib.PKS_E_COUNT)
+)
+
+PROTO_TCP = 6
+
+_FLAG_LETTERS = (
+    (0x02, "S"),
+    (0x01, "F"),
+    (0x04, "R"),
+    (0x08, "P"),
+    (0x10, "A"),
+    (0x20, "U"),
+    (0x40, "E"),
+    (0x80, "C"),
+)
+
+
+def flags_str(flags: int) -> str:
+    """TCP flags as scapy writes them ("S", "SA", "FA", "R", ...)."""
+    return "".join(letter for bit, letter in _FLAG_LETTERS if flags & bit)
+
+
+def ip_bytes(ip: str) -> bytes:
+    """An IPv4 address string as its 4 bytes in network order."""
+    return ipaddress.IPv4Address(ip).packed
+
+
+def ip_str(addr: Any) -> str:
+    """The IPv4 address held in the first 4 bytes of a C 16-byte address field."""
+    return str(ipaddress.IPv4Address(bytes(ffi.buffer(addr, 4))))
+
+
+def make_key(proto: int, src: bytes, sport: int, dst: bytes, dport: int) -> Any:
+    """A `pks_key` for IPv4 addresses given as 4 bytes each."""
+    k = ffi.new("pks_key *")
+    k.family = 4
+    k.proto = proto
+    k.sport = sport
+    k.dport = dport
+    ffi.memmove(k.saddr, src, 4)
+    ffi.memmove(k.daddr, dst, 4)
+    return k
+
+
+def make_nat(src: bytes, sport: int, dst: bytes, dport: int) -> Any:
+    """A `pks_nat`: what a packet's source and destination become."""
+    n = ffi.new("pks_nat *")
+    n.sport = sport
+    n.dport = dport
+    ffi.memmove(n.saddr, src, 4)
+    ffi.memmove(n.daddr, dst, 4)
+    return n
+
+
+def summary(meta: Any) -> str:
+    """One line in scapy's style: 'TCP 198.51.100.2:40312 > 203.0.113.10:80 S'."""
+    k = meta.key
+    return (
+        f"TCP {ip_str(k.saddr)}:{k.sport} > {ip_str(k.daddr)}:{k.dport} "
+        f"{flags_str(meta.tcp_flags)}"
+    )

@@ -1,0 +1,258 @@
+"""The switch: one packet in, a verdict out, with the rewrite done in place.
+
+Sans-I/O: `process(length, now)` works on the packet the caller put in `switch.buf`, and
+returns True when `buf[:length]` (rewritten) must be written back to the TUN device, False
+when it is dropped. It never reads a file descriptor or the clock; `now` is passed in.
+
+Per packet, in Katran's order: the native call parses the packet, finds its flow and, for an
+ESTABLISHED flow carrying no SYN/FIN/RST, rewrites it and counts it (the fast path: no
+Python work beyond this call). Otherwise Python decides: a known flow goes through the TCP
+state table, then is rewritten; an unknown one may only be a SYN (without ACK) to a service,
+which schedules a backend, takes an SNAT port and inserts the flow. Anything else is counted
+by reason and dropped: pktswitch does not answer strays with RST, so a scan or a late packet
+gets the silence a firewall gives, and the counters say what happened.
+
+Two NAT modes:
+- fullnat: client:cport > VIP:vport  becomes  SNAT:sport > backend:bport, and back;
+- nat:     client:cport > VIP:vport  becomes  client:cport > backend:bport; the backend's
+           replies are routed back through the switch (policy routing set up by io/).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from pktswitch._native import ffi, lib
+from pktswitch.core import packet
+from pktswitch.core.flows import DEFAULT_MAX_FLOWS, Flow, FlowTable, KeyBusy, TableFull
+from pktswitch.core.nat import DEFAULT_PORTS, SnatPool
+from pktswitch.core.tcpstate import ACK, FIN, INPUT, REUSABLE, RST, SYN, State, next_state
+from pktswitch.sched.base import Scheduler, make
+from pktswitch.sched.pool import BackendState
+
+MAX_PACKET = 65535 + 16  # the largest IP packet, plus room for a TUN header
+
+MODES = ("fullnat", "nat")
+
+
+@dataclass(slots=True, eq=False)
+class ServiceState:
+    name: str
+    vip: str
+    port: int
+    scheduler: Scheduler
+    backends: list[BackendState]
+    vip_bytes: bytes = b""
+
+    def __post_init__(self) -> None:
+        self.vip_bytes = packet.ip_bytes(self.vip)
+
+
+class Switch:
+    def __init__(
+        self,
+        services: list[ServiceState],
+        mode: str = "fullnat",
+        snat: list[str] | tuple[str, ...] = (),
+        max_flows: int = DEFAULT_MAX_FLOWS,
+        timeouts: dict[State, float] | None = None,
+        snat_ports: tuple[int, int] = DEFAULT_PORTS,
+        seed: int | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if mode == "fullnat" and not snat:
+            raise ValueError("fullnat needs at least one SNAT address")
+        self.mode = mode
+        self.services = services
+        self._by_vip = {(s.vip_bytes, s.port): s for s in services}
+        self.snat = list(snat)
+        self._snat_bytes = [packet.ip_bytes(a) for a in self.snat]
+        self.pool = SnatPool(max(1, len(self.snat)), snat_ports)
+        self.table = FlowTable(max_flows, timeouts, seed)
+        self.buf = bytearray(MAX_PACKET)
+        self._bufp = ffi.from_buffer("uint8_t[]", self.buf, require_writable=True)
+        self.meta = ffi.new("pks_meta *")
+        # counters: every packet read ends in exactly one of forwarded / dropped[reason]
+        self.rx = 0
+        self.fast = 0
+        self.forwarded = 0
+        self.dropped: Counter[str] = Counter()
+        self.flows_created = 0
+        self.flows_expired: Counter[str] = Counter()  # by state at expiry
+        self.flows_reused = 0  # SYNs that replaced a TIME_WAIT/CLOSE flow
+
+    @classmethod
+    def from_config(cls, cfg: Any, seed: int | None = None) -> Switch:
+        services = [
+            ServiceState(
+                name=s.name,
+                vip=s.vip,
+                port=s.port,
+                scheduler=make(s.scheduler),
+                backends=[BackendState(b.name, b.ip, b.port, b.weight) for b in s.backends],
+            )
+            for s in cfg.services
+        ]
+        sw = cfg.switch
+        return cls(
+            services,
+            mode=sw.mode,
+            snat=sw.snat,
+            max_flows=sw.max_flows,
+            timeouts=cfg.timeouts,
+            snat_ports=getattr(sw, "snat_ports", DEFAULT_PORTS),
+            seed=seed,
+        )
+
+    # ------------------------------------------------------------------ packets
+    def process(self, length: int, now: float) -> bool:
+        """Decide on the packet in buf[:length]; True: write it back (rewritten)."""
+        self.rx += 1
+        meta = self.meta
+        verdict = lib.pks_process(self.table.tab, self._bufp, length, now, meta)
+        if verdict == packet.VERDICT_FAST:
+            self.fast += 1
+            self.forwarded += 1
+            return True
+        if verdict == packet.VERDICT_DROP:
+            self.dropped[packet.PARSE_ERRORS[meta.err]] += 1
+            return False
+        if meta.slot < 0:
+            return self._new_flow(now)
+        flow = self.table.flows[meta.slot]
+        assert flow is not None
+        flags = meta.tcp_flags
+        if (
+            meta.dir == INPUT
+            and flags & (SYN | ACK | RST | FIN) == SYN
+            and flow.state in REUSABLE
+        ):
+            # the client reused its port for a new connection: finish the old flow first
+            self.flows_reused += 1
+            self._expire(flow, now)
+            return self._new_flow(now)
+        state = next_state(flow.state, meta.dir, flags)
+        if state != flow.state:
+            self.table.set_state(flow, state, now)
+        lib.pks_apply(self.table.tab, self._bufp, meta)
+        self.forwarded += 1
+        return True
+
+    def _drop(self, reason: str) -> bool:
+        self.dropped[reason] += 1
+        return False
+
+    def _new_flow(self, now: float) -> bool:
+        meta = self.meta
+        key = meta.key
+        if meta.tcp_flags & (SYN | ACK | RST | FIN) != SYN:
+            return self._drop("no_flow")  # a mid-connection packet of a flow we do not know
+        dst = bytes(ffi.buffer(key.daddr, 4))
+        svc = self._by_vip.get((dst, key.dport))
+        if svc is None:
+            return self._drop("no_service")
+        client = bytes(ffi.buffer(key.saddr, 4))
+        picked = svc.scheduler.pick(svc.backends, client, key.sport)
+        if picked is None:
+            return self._drop("no_backend")
+        backend, reason = picked
+        snat: tuple[int, int] | None = None
+        if self.mode == "fullnat":
+            snat = self.pool.alloc(backend.endpoint, now)
+            if snat is None:
+                return self._drop("snat_exhausted")
+            src, sport = self._snat_bytes[snat[0]], snat[1]
+        else:
+            src, sport = client, key.sport
+        k0 = packet.make_key(packet.PROTO_TCP, client, key.sport, dst, key.dport)
+        n0 = packet.make_nat(src, sport, backend.ip_bytes, backend.port)
+        k1 = packet.make_key(packet.PROTO_TCP, backend.ip_bytes, backend.port, src, sport)
+        n1 = packet.make_nat(dst, key.dport, client, key.sport)
+        args = {"service": svc, "backend": backend, "reason": reason, "created": now, "snat": snat}
+        try:
+            flow = self.table.add(k0, n0, k1, n1, args)
+        except (TableFull, KeyBusy) as e:
+            if snat is not None:
+                self.pool.free(backend.endpoint, snat, now)
+            return self._drop("table_full" if isinstance(e, TableFull) else "tuple_busy")
+        nf = self.table.native(flow)
+        nf.pkts[0] = 1
+        nf.bytes[0] = meta.ip_len
+        nf.last_seen = now
+        backend.active += 1
+        backend.total += 1
+        self.flows_created += 1
+        self.table.set_state(flow, next_state(State.NONE, INPUT, meta.tcp_flags), now)
+        meta.slot = flow.slot
+        meta.dir = INPUT
+        lib.pks_apply(self.table.tab, self._bufp, meta)
+        self.forwarded += 1
+        return True
+
+    # ------------------------------------------------------------------- timers
+    def next_due(self) -> float | None:
+        return self.table.next_due()
+
+    def expire(self, now: float) -> int:
+        """Expire every flow idle past its timeout; returns how many."""
+        n = 0
+        for flow in list(self.table.due(now)):
+            self._expire(flow, now)
+            n += 1
+        return n
+
+    def _expire(self, flow: Flow, now: float) -> None:
+        self.flows_expired[flow.state.name] += 1
+        if flow.snat is not None:
+            self.pool.free(flow.backend.endpoint, flow.snat, now)
+        flow.backend.active -= 1
+        self.table.remove(flow)
+
+    # ------------------------------------------------------------------ reading
+    def flow_view(self, flow: Flow, now: float) -> dict[str, Any]:
+        """One flow as the control API and `pktswitch flows` show it."""
+        nf = self.table.native(flow)
+        k0, k1 = nf.key[0], nf.key[1]
+        snat = None
+        if flow.snat is not None:
+            snat = f"{self.snat[flow.snat[0]]}:{flow.snat[1]}"
+        return {
+            "protocol": "tcp",
+            "service": flow.service.name,
+            "client": f"{packet.ip_str(k0.saddr)}:{k0.sport}",
+            "vip": f"{packet.ip_str(k0.daddr)}:{k0.dport}",
+            "snat": snat,
+            "backend": flow.backend.name,
+            "backend_address": f"{packet.ip_str(k1.saddr)}:{k1.sport}",
+            "state": flow.state.name,
+            "timeout": flow.timeout,
+            "expires_in": round(max(0.0, nf.last_seen + flow.timeout - now), 3),
+            "age": round(now - flow.created, 3),
+            "packets_in": nf.pkts[0],
+            "bytes_in": nf.bytes[0],
+            "packets_out": nf.pkts[1],
+            "bytes_out": nf.bytes[1],
+            "reason": flow.reason,
+        }
+
+    def flows(self, now: float) -> list[dict[str, Any]]:
+        return [self.flow_view(f, now) for f in self.table]
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "packets_in": self.rx,
+            "packets_forwarded": self.forwarded,
+            "packets_fast_path": self.fast,
+            "dropped": dict(self.dropped),
+            "flows": len(self.table),
+            "max_flows": self.table.max_flows,
+            "flows_created": self.flows_created,
+            "flows_expired": dict(self.flows_expired),
+            "flows_reused": self.flows_reused,
+            "snat_exhausted": self.pool.exhausted,
+            "snat_early_reuse": self.pool.early_reuse,
+        }
