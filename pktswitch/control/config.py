@@ -32,7 +32,7 @@ IFNAME_MAX = 15  # Linux IFNAMSIZ is 16 bytes, including the terminating NUL
 SUN_PATH_MAX = 107  # Linux sockaddr_un.sun_path is 108 bytes, including the terminating NUL
 DEFAULT_MAX_FLOWS = 262_144  # conntrack: default nf_conntrack_max on 64-bit hosts above 4 GiB
 MAX_FLOWS_LIMIT = 16_777_216  # 2**24 flows: 64 times conntrack's default
-ROUTE_TABLE_MAX = 2**31 - 1  # iproute2 accepts table ids up to 2**32-1; stay in signed range
+ROUTE_TABLE_MAX = 2**31 - 1  # Linux table ids are u32 (0 = unspecified); kept to a signed int
 RESERVED_TABLES = {253: "default", 254: "main", 255: "local"}  # iproute2 rt_tables
 MAX_PORT = 65_535
 MAX_WEIGHT = 65_535  # ipvsadm: weights 0..65535; 0 takes no new flows
@@ -288,9 +288,7 @@ def _snat(value: Any, key: str) -> list[tuple[str, str]]:
 def _switch(value: Any, key: str) -> tuple[SwitchConfig, list[tuple[str, str]]]:
     table = _table(value, key, SWITCH_KEYS)
     d = SwitchConfig()
-    mode = _get(table, "mode", key, d.mode)
-    if mode not in MODES:
-        raise _Invalid(_join(key, "mode"), f"one of {', '.join(map(repr, MODES))}", _show(mode))
+    mode = _choice(_get(table, "mode", key, d.mode), _join(key, "mode"), MODES, "mode")
     snat = _snat(_get(table, "snat", key, []), _join(key, "snat"))
     if mode == "fullnat" and not snat:
         raise _Invalid(
@@ -336,7 +334,9 @@ def _backend(value: Any, key: str) -> Backend:
         name=_str(_get(table, "name", key), _join(key, "name")),
         ip=ip,
         port=port,
-        weight=_int(_get(table, "weight", key, DEFAULT_WEIGHT), _join(key, "weight"), 0, MAX_WEIGHT),
+        weight=_int(
+            _get(table, "weight", key, DEFAULT_WEIGHT), _join(key, "weight"), 0, MAX_WEIGHT
+        ),
     )
 
 
@@ -344,7 +344,9 @@ def _service(value: Any, key: str) -> Service:
     table = _table(value, key, SERVICE_KEYS)
     name = _str(_get(table, "name", key), _join(key, "name"))
     vip, port = _endpoint(_get(table, "vip", key), _join(key, "vip"))
-    protocol = _choice(_get(table, "protocol", key, "tcp"), _join(key, "protocol"), PROTOCOLS, "protocol")
+    protocol = _choice(
+        _get(table, "protocol", key, "tcp"), _join(key, "protocol"), PROTOCOLS, "protocol"
+    )
     scheduler = _choice(
         _get(table, "scheduler", key, "rr"), _join(key, "scheduler"), SCHEDULERS, "scheduler"
     )
@@ -359,7 +361,9 @@ def _service(value: Any, key: str) -> Service:
         b = _backend(item, item_key)
         if b.name in names:
             raise _Invalid(
-                f"{item_key}.name", "a name unique in the service", f"{b.name!r} (also {names[b.name]})"
+                f"{item_key}.name",
+                "a name unique in the service",
+                f"{b.name!r} (also {names[b.name]})",
             )
         if (b.ip, b.port) in addresses:
             raise _Invalid(
@@ -406,8 +410,10 @@ def _config(doc: dict[str, Any], path: str) -> Config:
 
 def _check_overlaps(services: list[Service], snat: list[tuple[str, str]]) -> None:
     """VIPs, SNAT addresses and backends must not share an IPv4 address: packets would loop."""
-    vip_of = {s.vip: f"service[{i}]" for i, s in reversed(list(enumerate(services)))}
-    snat_of = dict(reversed(snat))
+    vip_of: dict[str, str] = {}
+    for i, s in enumerate(services):
+        vip_of.setdefault(s.vip, f"service[{i}]")
+    snat_of = dict(snat)
     for ip, key in snat:
         if ip in vip_of:
             raise _Invalid(key, "an address that is no VIP", f"{ip!r} (VIP of {vip_of[ip]})")
@@ -418,4 +424,6 @@ def _check_overlaps(services: list[Service], snat: list[tuple[str, str]]) -> Non
             if b.ip in vip_of:
                 raise _Invalid(key, "an address that is no VIP", f"{got} (VIP of {vip_of[b.ip]})")
             if b.ip in snat_of:
-                raise _Invalid(key, "an address that is no SNAT address", f"{got} (in {snat_of[b.ip]})")
+                raise _Invalid(
+                    key, "an address that is no SNAT address", f"{got} (in {snat_of[b.ip]})"
+                )

@@ -1,0 +1,74 @@
+"""`pktswitch run`: build the switch from a config, attach it to the host, run until a signal.
+
+Order matters: the config is checked and the switch built before anything on the host is
+touched; the control socket is claimed before the TUN device, so a second switch with the same
+socket fails before it can disturb the first one's routes. Everything added is removed on
+SIGINT/SIGTERM or on any error, in reverse order.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from typing import Any
+
+from pktswitch.control.config import Config
+from pktswitch.control.server import ControlServer
+from pktswitch.core.switch import Switch
+from pktswitch.io.loop import Loop
+from pktswitch.io.tun import TunDevice
+
+log = logging.getLogger("pktswitch")
+
+
+def handlers(switch: Switch, loop: Loop | None, clock: Any = time.monotonic) -> dict[str, Any]:
+    """The control commands, answered from the live switch."""
+
+    def stats(_args: dict[str, Any]) -> dict[str, Any]:
+        s = switch.stats()
+        if loop is not None:
+            s["write_errors"] = dict(loop.write_errors)
+        return s
+
+    return {
+        "ping": lambda _args: "pong",
+        "flows": lambda _args: switch.flows(clock()),
+        "stats": stats,
+    }
+
+
+def run(cfg: Config) -> None:
+    switch = Switch.from_config(cfg)
+    sw = cfg.switch
+    server = ControlServer(sw.control, {})
+    tun: TunDevice | None = None
+    try:
+        tun = TunDevice(sw.tun)
+        tun.up()
+        tun.route([s.vip for s in cfg.services] + list(sw.snat))
+        if sw.mode == "nat":
+            tun.steer_replies(
+                sw.route_table, [(b.ip, b.port) for s in cfg.services for b in s.backends]
+            )
+        loop = Loop(switch, tun.fd)
+        server.handlers = handlers(switch, loop)
+        server.attach(loop)
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            log.info("%s: stopping", signal.Signals(signum).name)
+            loop.stop()
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        vips = ", ".join(f"{s.name} {s.vip}:{s.port}" for s in cfg.services)
+        log.info(
+            "pktswitch on %s, mode %s, services: %s; control %s", tun.name, sw.mode, vips,
+            sw.control,
+        )
+        loop.run()
+    finally:
+        server.close()
+        if tun is not None:
+            tun.close()
+        log.info("stopped: %s", switch.stats())

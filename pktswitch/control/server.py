@@ -1,0 +1,174 @@
+"""The control server: answers JSON-line requests on a Unix socket between packet batches.
+
+Every socket is non-blocking and every buffer bounded: a client that sends garbage gets an
+error reply, one that stops reading has its connection closed once its reply backlog passes
+MAX_BACKLOG, and none of them can hold up the datapath loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import selectors
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from pktswitch.control.protocol import COMMANDS, MAX_LINE, encode
+from pktswitch.io.loop import Loop
+
+log = logging.getLogger(__name__)
+
+MAX_BACKLOG = 16 * 1024 * 1024  # reply bytes queued for one client before it is dropped
+MAX_CLIENTS = 64
+
+Handler = Callable[[dict[str, Any]], Any]
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+def _prepare_path(path: str) -> None:
+    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+    if not os.path.exists(path):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1)
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)  # a stale socket left by a switch that died
+    else:
+        raise AlreadyRunning(f"a switch is already answering on {path}")
+    finally:
+        probe.close()
+
+
+class _Conn:
+    __slots__ = ("inbuf", "outbuf", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.inbuf = bytearray()
+        self.outbuf = bytearray()
+
+
+class ControlServer:
+    def __init__(self, path: str, handlers: dict[str, Handler]) -> None:
+        unknown = set(handlers) - set(COMMANDS)
+        if unknown:
+            raise ValueError(f"handlers for unknown commands: {sorted(unknown)}")
+        self.path = path
+        self.handlers = handlers
+        _prepare_path(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)  # root-only: the socket shows every client address
+        try:
+            self.sock.bind(path)
+        finally:
+            os.umask(old)
+        self.sock.listen(16)
+        self.sock.setblocking(False)
+        self.conns: dict[int, _Conn] = {}
+        self.loop: Loop | None = None
+
+    def attach(self, loop: Loop) -> None:
+        self.loop = loop
+        loop.add_reader(self.sock.fileno(), self._accept)
+
+    def close(self) -> None:
+        for fd in list(self.conns):
+            self._drop(fd)
+        if self.loop is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self.loop.remove(self.sock.fileno())
+        self.sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    # ------------------------------------------------------------------ sockets
+    def _accept(self, _events: int) -> None:
+        assert self.loop is not None
+        try:
+            s, _ = self.sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        if len(self.conns) >= MAX_CLIENTS:
+            s.close()
+            return
+        s.setblocking(False)
+        conn = _Conn(s)
+        self.conns[s.fileno()] = conn
+        fd = s.fileno()
+        self.loop.add_reader(fd, lambda ev, fd=fd: self._ready(fd, ev))
+
+    def _drop(self, fd: int) -> None:
+        conn = self.conns.pop(fd, None)
+        if conn is None:
+            return
+        if self.loop is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self.loop.remove(fd)
+        conn.sock.close()
+
+    def _ready(self, fd: int, events: int) -> None:
+        conn = self.conns.get(fd)
+        if conn is None:
+            return
+        if events & selectors.EVENT_READ:
+            try:
+                data = conn.sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                data = None
+            except OSError:
+                self._drop(fd)
+                return
+            if data == b"":
+                self._drop(fd)
+                return
+            if data:
+                conn.inbuf += data
+                while b"\n" in conn.inbuf:
+                    line, _, rest = conn.inbuf.partition(b"\n")
+                    conn.inbuf = bytearray(rest)
+                    conn.outbuf += encode(self.dispatch(bytes(line)))
+                if len(conn.inbuf) > MAX_LINE:
+                    conn.outbuf += encode({"ok": False, "error": "request line too long"})
+                    conn.inbuf.clear()
+        if conn.outbuf:
+            try:
+                sent = conn.sock.send(conn.outbuf)
+                del conn.outbuf[:sent]
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:
+                self._drop(fd)
+                return
+        if len(conn.outbuf) > MAX_BACKLOG:
+            self._drop(fd)
+            return
+        assert self.loop is not None
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.outbuf else 0)
+        self.loop.set_events(fd, events, lambda ev, fd=fd: self._ready(fd, ev))
+
+    # ----------------------------------------------------------------- requests
+    def dispatch(self, line: bytes) -> dict[str, Any]:
+        try:
+            req = json.loads(line)
+        except (ValueError, UnicodeDecodeError) as e:
+            return {"ok": False, "error": f"not JSON: {e}"}
+        if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
+            return {"ok": False, "error": 'expected an object like {"cmd": "flows"}'}
+        handler = self.handlers.get(req["cmd"])
+        if handler is None:
+            return {"ok": False, "error": f"unknown command {req['cmd']!r}; known: {COMMANDS}"}
+        args = req.get("args") or {}
+        if not isinstance(args, dict):
+            return {"ok": False, "error": '"args" must be an object'}
+        try:
+            return {"ok": True, "result": handler(args)}
+        except (ValueError, TypeError, KeyError) as e:
+            return {"ok": False, "error": f"{req['cmd']}: {e}"}

@@ -1,0 +1,95 @@
+"""The TUN device and the routes that steer the switch's traffic into it.
+
+The kernel routes every packet for a VIP (and, in full NAT, for an SNAT address) into the TUN
+device; pktswitch reads it, rewrites it and writes it back into the same device, and the kernel
+forwards the result like any routed packet (needs net.ipv4.ip_forward=1). No address is put on
+the device, and VIP and SNAT addresses must not be local addresses of this host: a local socket
+that shares a 4-tuple with a forwarded flow makes the kernel drop that flow's packets.
+
+In nat mode the backends reply to the client address itself, so their replies are caught by
+policy routing: a rule per backend (from its address, TCP, from its port) looks up a table
+whose default route points into the TUN device. Everything added is recorded and removed on
+close, in reverse order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from collections.abc import Sequence
+
+from pytun_pmd3 import TunTapDevice
+from pytun_pmd3.linux import IFF_NO_PI, IFF_TUN
+
+log = logging.getLogger(__name__)
+
+RULE_PRIORITY = 4242  # before the main table (32766); one priority for all our rules
+
+
+class SetupError(Exception):
+    """The host refused part of the datapath set-up (a route, a rule, the device)."""
+
+
+def _ip(*args: str) -> None:
+    r = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
+    if r.returncode != 0:
+        raise SetupError(f"ip {' '.join(args)}: {r.stderr.strip() or f'exit {r.returncode}'}")
+
+
+def _read_sysctl(name: str) -> str:
+    try:
+        with open("/proc/sys/" + name.replace(".", "/")) as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+class TunDevice:
+    """A TUN device (IFF_TUN | IFF_NO_PI: raw IP packets) with its routes and rules."""
+
+    def __init__(self, name: str) -> None:
+        try:
+            self._dev = TunTapDevice(name, flags=IFF_TUN | IFF_NO_PI)
+        except OSError as e:
+            raise SetupError(f"cannot create TUN device {name!r}: {e}") from e
+        self.name = self._dev.name
+        self.fd = self._dev.fileno()
+        os.set_blocking(self.fd, False)
+        self._undo: list[tuple[str, ...]] = []
+        if _read_sysctl("net.ipv4.ip_forward") != "1":
+            log.warning(
+                "net.ipv4.ip_forward is not 1 in this namespace: the kernel will not forward "
+                "what the switch writes"
+            )
+
+    def up(self) -> None:
+        _ip("link", "set", "dev", self.name, "up")
+
+    def route(self, prefixes: Sequence[str]) -> None:
+        """Route each address (a /32) into the device."""
+        for p in prefixes:
+            _ip("route", "replace", f"{p}/32", "dev", self.name)
+            self._undo.append(("route", "del", f"{p}/32", "dev", self.name))
+
+    def steer_replies(self, table: int, endpoints: Sequence[tuple[str, int]]) -> None:
+        """nat mode: send TCP from each backend endpoint into the device via `table`."""
+        _ip("route", "replace", "default", "dev", self.name, "table", str(table))
+        self._undo.append(("route", "del", "default", "dev", self.name, "table", str(table)))
+        for ip, port in sorted(set(endpoints)):
+            spec = ("from", f"{ip}/32", "ipproto", "tcp", "sport", str(port))
+            spec += ("lookup", str(table), "priority", str(RULE_PRIORITY))
+            _ip("rule", "add", *spec)
+            self._undo.append(("rule", "del", *spec))
+
+    def close(self) -> None:
+        """Remove every route and rule added, then the device itself (idempotent)."""
+        while self._undo:
+            args = self._undo.pop()
+            try:
+                _ip(*args)
+            except (SetupError, subprocess.TimeoutExpired) as e:
+                log.warning("cleanup: %s", e)
+        if self.fd >= 0:
+            self._dev.close()  # a non-persistent TUN device disappears with its last fd
+            self.fd = -1
