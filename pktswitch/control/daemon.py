@@ -63,7 +63,10 @@ def run(cfg: Config) -> None:
         signal.signal(signal.SIGTERM, on_signal)
         vips = ", ".join(f"{s.name} {s.vip}:{s.port}" for s in cfg.services)
         log.info(
-            "pktswitch on %s, mode %s, services: %s; control %s", tun.name, sw.mode, vips,
+            "pktswitch on %s, mode %s, services: %s; control %s",
+            tun.name,
+            sw.mode,
+            vips,
             sw.control,
         )
         loop.run()

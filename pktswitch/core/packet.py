@@ -77,6 +77,5 @@ def summary(meta: Any) -> str:
     """One line in scapy's style: 'TCP 198.51.100.2:40312 > 203.0.113.10:80 S'."""
     k = meta.key
     return (
-        f"TCP {ip_str(k.saddr)}:{k.sport} > {ip_str(k.daddr)}:{k.dport} "
-        f"{flags_str(meta.tcp_flags)}"
+        f"TCP {ip_str(k.saddr)}:{k.sport} > {ip_str(k.daddr)}:{k.dport} {flags_str(meta.tcp_flags)}"
     )

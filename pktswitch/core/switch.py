@@ -125,11 +125,7 @@ class Switch:
         flow = self.table.flows[meta.slot]
         assert flow is not None
         flags = meta.tcp_flags
-        if (
-            meta.dir == INPUT
-            and flags & (SYN | ACK | RST | FIN) == SYN
-            and flow.state in REUSABLE
-        ):
+        if meta.dir == INPUT and flags & (SYN | ACK | RST | FIN) == SYN and flow.state in REUSABLE:
             # the client reused its port for a new connection: finish the old flow first
             self.flows_reused += 1
             self._expire(flow, now)
