@@ -37,8 +37,9 @@ RESERVED_TABLES = {253: "default", 254: "main", 255: "local"}  # iproute2 rt_tab
 MAX_PORT = 65_535
 MAX_WEIGHT = 65_535  # ipvsadm: weights 0..65535; 0 takes no new flows
 DEFAULT_WEIGHT = 1  # ipvsadm's default weight
+DEFAULT_SNAT_PORTS = (1024, 65535)  # conntrack and IPVS leave the well-known ports alone too
 
-SWITCH_KEYS = ("tun", "mode", "snat", "control", "max_flows", "route_table")
+SWITCH_KEYS = ("tun", "mode", "snat", "snat_ports", "control", "max_flows", "route_table")
 SERVICE_KEYS = ("name", "vip", "protocol", "scheduler", "backend")
 BACKEND_KEYS = ("name", "address", "weight")
 TOP_KEYS = ("switch", "timeouts", "service")
@@ -85,6 +86,7 @@ class SwitchConfig:
     control: str = "/run/pktswitch/pktswitch.sock"
     max_flows: int = DEFAULT_MAX_FLOWS
     route_table: int = 4242
+    snat_ports: tuple[int, int] = DEFAULT_SNAT_PORTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,8 +309,19 @@ def _switch(value: Any, key: str) -> tuple[SwitchConfig, list[tuple[str, str]]]:
         route_table=_route_table(
             _get(table, "route_table", key, d.route_table), _join(key, "route_table")
         ),
+        snat_ports=_port_range(
+            _get(table, "snat_ports", key, list(d.snat_ports)), _join(key, "snat_ports")
+        ),
     )
     return switch, snat
+
+
+def _port_range(value: Any, key: str) -> tuple[int, int]:
+    if not (isinstance(value, list) and len(value) == 2):
+        raise _Invalid(key, "a list [first, last] of two ports", _show(value))
+    lo = _int(value[0], f"{key}[0]", 1, MAX_PORT)
+    hi = _int(value[1], f"{key}[1]", lo, MAX_PORT)
+    return lo, hi
 
 
 def _timeouts(value: Any, key: str) -> dict[State, float]:

@@ -103,7 +103,7 @@ class Switch:
             snat=sw.snat,
             max_flows=sw.max_flows,
             timeouts=cfg.timeouts,
-            snat_ports=getattr(sw, "snat_ports", DEFAULT_PORTS),
+            snat_ports=sw.snat_ports,
             seed=seed,
         )
 

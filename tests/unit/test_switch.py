@@ -1,0 +1,336 @@
+"""The switch core on scapy-built packets with a fake clock; scapy is the checksum oracle."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.packet import Raw
+
+from pktswitch.core.switch import ServiceState, Switch
+from pktswitch.core.tcpstate import DEFAULT_TIMEOUTS, State
+from pktswitch.sched.base import make
+from pktswitch.sched.pool import BackendState
+
+CLIENT, VIP, SNAT = "198.51.100.2", "203.0.113.10", "203.0.113.1"
+BACKENDS = {"A": "192.0.2.1", "B": "192.0.2.2", "C": "192.0.2.3"}
+
+
+def service(names: str = "ABC", port: int = 80) -> ServiceState:
+    backends = [BackendState(n, BACKENDS[n], 8080) for n in names]
+    return ServiceState("web", VIP, port, make("rr"), backends)
+
+
+class Harness:
+    """Feeds packets through a Switch and returns what it would write, parsed by scapy."""
+
+    def __init__(self, mode: str = "fullnat", names: str = "ABC", **kw: object) -> None:
+        timeouts = dict(DEFAULT_TIMEOUTS)
+        timeouts.update(kw.pop("timeouts", {}))  # type: ignore[call-overload]
+        self.sw = Switch(
+            [service(names)],
+            mode=mode,
+            snat=[SNAT] if mode == "fullnat" else [],
+            timeouts=timeouts,
+            seed=7,
+            **kw,  # type: ignore[arg-type]
+        )
+        self.now = 1000.0
+
+    def send(self, pkt: IP | bytes) -> IP | None:
+        raw = bytes(pkt)
+        self.sw.buf[: len(raw)] = raw
+        if not self.sw.process(len(raw), self.now):
+            assert self.sw.buf[: len(raw)] == raw, "a dropped packet must not be modified"
+            return None
+        return IP(bytes(self.sw.buf[: len(raw)]))
+
+    def client(self, flags: str, sport: int = 40000, **kw: object) -> IP | None:
+        payload = kw.pop("payload", b"")
+        p = IP(src=CLIENT, dst=VIP) / TCP(sport=sport, dport=80, flags=flags, **kw)
+        return self.send(p / Raw(payload) if payload else p)
+
+    def backend(self, out: IP, flags: str, **kw: object) -> IP | None:
+        """The backend's answer to a packet the switch sent it."""
+        payload = kw.pop("payload", b"")
+        t = out[TCP]
+        p = IP(src=out.dst, dst=out.src) / TCP(sport=t.dport, dport=t.sport, flags=flags, **kw)
+        return self.send(p / Raw(payload) if payload else p)
+
+    def handshake(self, sport: int = 40000) -> IP:
+        syn = self.client("S", sport, seq=100)
+        assert syn is not None
+        assert self.backend(syn, "SA", seq=500, ack=101) is not None
+        assert self.client("A", sport, seq=101, ack=501) is not None
+        return syn
+
+    def flow(self, sport: int = 40000) -> dict[str, object]:
+        (row,) = [r for r in self.sw.flows(self.now) if r["client"] == f"{CLIENT}:{sport}"]
+        return row
+
+
+def checksums_ok(p: IP) -> bool:
+    """scapy recomputes both checksums from scratch; they must equal what the switch wrote."""
+    fresh = p.copy()
+    del fresh.chksum
+    del fresh[TCP].chksum
+    fresh = IP(bytes(fresh))
+    return (fresh.chksum, fresh[TCP].chksum) == (p.chksum, p[TCP].chksum)
+
+
+def test_fullnat_syn_rewrite_exact() -> None:
+    h = Harness()
+    opts = [("MSS", 1460), ("SAckOK", b""), ("WScale", 7)]
+    out = h.client("S", seq=12345, window=64240, options=opts)
+    assert out is not None
+    assert (out.src, out.dst, out[TCP].sport, out[TCP].dport) == (SNAT, "192.0.2.1", 1024, 8080)
+    assert checksums_ok(out)
+    # everything else is as the client sent it
+    assert (out.ttl, out.id, out[TCP].seq, out[TCP].window) == (64, 1, 12345, 64240)
+    assert out[TCP].flags == "S"
+    assert out[TCP].options[:3] == opts  # scapy pads the options with EOL
+
+
+def test_reply_is_rewritten_back_to_the_vip() -> None:
+    h = Harness()
+    syn = h.client("S", seq=100)
+    assert syn is not None
+    synack = h.backend(syn, "SA", seq=900, ack=101)
+    assert synack is not None
+    assert (synack.src, synack[TCP].sport, synack.dst, synack[TCP].dport) == (
+        VIP,
+        80,
+        CLIENT,
+        40000,
+    )
+    assert checksums_ok(synack)
+    assert synack[TCP].seq == 900 and synack[TCP].ack == 101
+
+
+def test_round_robin_over_30_new_flows() -> None:
+    h = Harness()
+    order = []
+    for i in range(30):
+        out = h.client("S", sport=41000 + i)
+        assert out is not None
+        order.append(out.dst)
+    assert order == [BACKENDS[n] for n in "ABC"] * 10
+    assert Counter(r["backend"] for r in h.sw.flows(h.now)) == {"A": 10, "B": 10, "C": 10}
+
+
+def test_states_follow_the_conversation_and_established_goes_fast() -> None:
+    h = Harness()
+    syn = h.client("S", seq=100)
+    assert syn is not None
+    assert h.flow()["state"] == "SYN_RECV"
+    h.backend(syn, "SA", seq=500, ack=101)
+    assert h.flow()["state"] == "SYN_RECV"
+    h.client("A", seq=101, ack=501)
+    assert h.flow()["state"] == "ESTABLISHED"
+    fast_before = h.sw.fast
+    out = h.client("PA", seq=101, ack=501, payload=b"GET / HTTP/1.1\r\n\r\n")
+    assert out is not None and checksums_ok(out) and bytes(out[Raw]) == b"GET / HTTP/1.1\r\n\r\n"
+    back = h.backend(syn, "PA", seq=501, ack=119, payload=b"HTTP/1.1 200 OK\r\n\r\n")
+    assert back is not None and checksums_ok(back)
+    assert h.sw.fast == fast_before + 2
+    h.client("FA", seq=119, ack=520)
+    assert h.flow()["state"] == "CLOSE_WAIT"
+    h.backend(syn, "FA", seq=520, ack=120)
+    assert h.flow()["state"] == "TIME_WAIT"
+    row = h.flow()
+    assert (row["packets_in"], row["packets_out"]) == (4, 3)
+    assert row["bytes_in"] == 40 + 40 + 58 + 40 and row["bytes_out"] == 40 + 59 + 40
+
+
+@pytest.mark.parametrize(
+    ("pkt", "reason"),
+    [
+        (IP(src=CLIENT, dst=VIP) / TCP(sport=1, dport=80, flags="A"), "no_flow"),
+        (IP(src=CLIENT, dst=VIP) / TCP(sport=1, dport=80, flags="SA"), "no_flow"),
+        (IP(src=CLIENT, dst=VIP) / TCP(sport=1, dport=80, flags="R"), "no_flow"),
+        (IP(src=CLIENT, dst=VIP) / TCP(sport=1, dport=81, flags="S"), "no_service"),
+        (IP(src=CLIENT, dst="203.0.113.11") / TCP(sport=1, dport=80, flags="S"), "no_service"),
+        (IP(src=CLIENT, dst=VIP) / UDP(sport=1, dport=80), "protocol"),
+        (bytes(IP(src=CLIENT, dst=VIP) / TCP(sport=1, dport=80, flags="S"))[:30], "total_length"),
+        (b"\x60" + bytes(39), "version"),
+        (b"", "short"),
+    ],
+)
+def test_unknown_or_bad_packets_are_counted_and_dropped(pkt: IP | bytes, reason: str) -> None:
+    h = Harness()
+    assert h.send(pkt) is None
+    assert h.sw.dropped == {reason: 1}
+    assert h.sw.flows(h.now) == []
+
+
+def test_syn_retransmit_keeps_its_backend() -> None:
+    h = Harness()
+    first = h.client("S", seq=100)
+    again = h.client("S", seq=100)
+    assert first is not None and again is not None
+    assert (again.dst, again[TCP].sport) == (first.dst, first[TCP].sport)
+    assert h.sw.flows_created == 1
+
+
+def test_idle_expiry_on_time_per_state() -> None:
+    h = Harness()
+    h.client("S", seq=100)
+    h.now += DEFAULT_TIMEOUTS[State.SYN_RECV] - 0.001
+    assert h.sw.expire(h.now) == 0
+    h.now += 0.001
+    assert h.sw.expire(h.now) == 1
+    assert h.sw.flows_expired == {"SYN_RECV": 1}
+    assert h.sw.flows(h.now) == []
+    (backend,) = [b for b in h.sw.services[0].backends if b.name == "A"]
+    assert (backend.active, backend.total) == (0, 1)
+    assert h.sw.pool.in_use(backend.endpoint) == 0
+
+
+def test_traffic_on_the_fast_path_keeps_a_flow_alive() -> None:
+    h = Harness(timeouts={State.ESTABLISHED: 10})
+    syn = h.handshake()
+    for _ in range(5):
+        h.now += 6
+        assert h.sw.expire(h.now) == 0
+        assert h.backend(syn, "A", seq=501, ack=101) is not None  # fast path refresh
+    assert h.flow()["expires_in"] == 10
+    h.now += 10
+    assert h.sw.expire(h.now) == 1
+
+
+def test_shorter_timeout_after_a_state_change_applies() -> None:
+    h = Harness(timeouts={State.ESTABLISHED: 100, State.CLOSE: 2})
+    h.handshake()
+    h.client("R", seq=101)
+    assert h.flow()["state"] == "CLOSE"
+    h.now += 2
+    assert h.sw.expire(h.now) == 1
+
+
+def test_syn_reusing_a_time_wait_flow_is_scheduled_anew() -> None:
+    h = Harness(timeouts={State.TIME_WAIT: 120})
+    syn = h.handshake()
+    h.client("FA", seq=101, ack=501)
+    h.backend(syn, "FA", seq=501, ack=102)
+    assert h.flow()["state"] == "TIME_WAIT"
+    again = h.client("S", seq=99999)  # the client reuses port 40000 for a new connection
+    assert again is not None
+    assert again.dst == BACKENDS["B"], "the new connection is scheduled, not sent to A"
+    assert h.flow()["state"] == "SYN_RECV"
+    assert h.sw.flows_reused == 1
+    assert h.sw.flows_expired == {"TIME_WAIT": 1}
+    assert len(h.sw.flows(h.now)) == 1
+
+
+def test_syn_on_an_established_flow_does_not_reschedule() -> None:
+    h = Harness()
+    syn = h.handshake()
+    again = h.client("S", seq=100)
+    assert again is not None and again.dst == syn.dst
+    assert h.sw.flows_created == 1
+
+
+def test_nat_mode_rewrites_only_the_destination() -> None:
+    h = Harness(mode="nat")
+    out = h.client("S", seq=100)
+    assert out is not None
+    assert (out.src, out[TCP].sport, out.dst, out[TCP].dport) == (CLIENT, 40000, "192.0.2.1", 8080)
+    assert checksums_ok(out)
+    back = h.backend(out, "SA", seq=7, ack=101)
+    assert back is not None
+    assert (back.src, back[TCP].sport, back.dst, back[TCP].dport) == (VIP, 80, CLIENT, 40000)
+    assert checksums_ok(back)
+    assert h.flow()["snat"] is None
+
+
+def test_snat_ports_come_back_least_recently_used_and_exhaustion_is_counted() -> None:
+    h = Harness(names="A", snat_ports=(2000, 2002), timeouts={State.SYN_RECV: 1})
+    ports = [h.client("S", sport=50000 + i)[TCP].sport for i in range(3)]  # type: ignore[index]
+    assert ports == [2000, 2001, 2002]
+    assert h.client("S", sport=50003) is None
+    assert h.sw.dropped == {"snat_exhausted": 1}
+    h.now += 1
+    assert h.sw.expire(h.now) == 3
+    again = [h.client("S", sport=50010 + i)[TCP].sport for i in range(3)]  # type: ignore[index]
+    assert again == [2000, 2001, 2002]  # freed in that order, reused oldest first
+    assert h.sw.pool.early_reuse == 3  # within the backend's TIME_WAIT: counted
+
+
+def test_table_limit() -> None:
+    h = Harness(max_flows=2)
+    assert h.client("S", sport=1) is not None
+    assert h.client("S", sport=2) is not None
+    assert h.client("S", sport=3) is None
+    assert h.sw.dropped == {"table_full": 1}
+
+
+def test_every_packet_is_forwarded_or_dropped_once() -> None:
+    h = Harness()
+    h.handshake()
+    h.client("A", sport=9)
+    h.send(b"junk")
+    s = h.sw.stats()
+    assert s["packets_in"] == s["packets_forwarded"] + sum(s["dropped"].values()) == 5
+
+
+ipv4 = st.ip_addresses(v=4).map(str)
+port = st.integers(1, 65535)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    client=ipv4,
+    cport=port,
+    vport=port,
+    bport=port,
+    flags=st.sampled_from(["A", "PA", "FA", "RA", "R"]),
+    payload=st.binary(max_size=300),
+    mode=st.sampled_from(["fullnat", "nat"]),
+    ttl=st.integers(1, 255),
+    ipid=st.integers(0, 65535),
+)
+def test_rewrites_are_exact_in_both_directions(
+    client: str,
+    cport: int,
+    vport: int,
+    bport: int,
+    flags: str,
+    payload: bytes,
+    mode: str,
+    ttl: int,
+    ipid: int,
+) -> None:
+    if client in (VIP, SNAT, *BACKENDS.values()):
+        return
+    svc = ServiceState("s", VIP, vport, make("rr"), [BackendState("A", "192.0.2.1", bport)])
+    sw = Switch([svc], mode=mode, snat=[SNAT], seed=3)
+    syn = bytes(IP(src=client, dst=VIP) / TCP(sport=cport, dport=vport, flags="S"))
+    sw.buf[: len(syn)] = syn
+    assert sw.process(len(syn), 1.0)
+    first = IP(bytes(sw.buf[: len(syn)]))
+    pkts = [
+        (
+            IP(src=client, dst=VIP, ttl=ttl, id=ipid) / TCP(sport=cport, dport=vport, flags=flags),
+            (first.src, first[TCP].sport, "192.0.2.1", bport),
+        ),
+        (
+            IP(src="192.0.2.1", dst=first.src, ttl=ttl, id=ipid)
+            / TCP(sport=bport, dport=first[TCP].sport, flags=flags),
+            (VIP, vport, client, cport),
+        ),
+    ]
+    for pkt, (src, sport, dst, dport) in pkts:
+        raw = bytes(pkt / Raw(payload)) if payload else bytes(pkt)
+        sw.buf[: len(raw)] = raw
+        assert sw.process(len(raw), 2.0)
+        out = IP(bytes(sw.buf[: len(raw)]))
+        assert (out.src, out[TCP].sport, out.dst, out[TCP].dport) == (src, sport, dst, dport)
+        assert checksums_ok(out)
+        # only addresses, ports and the two checksums changed
+        a, b = bytearray(raw), bytearray(bytes(out))
+        for off in (10, 11, *range(12, 20), 20, 21, 22, 23, 36, 37):
+            a[off] = b[off] = 0
+        assert a == b
