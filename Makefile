@@ -1,0 +1,16 @@
+# The two commands of README.md. Both run tools/setup.sh first, so a fresh Debian machine
+# needs nothing else (run them as root: the lab and the netns tests create namespaces).
+.PHONY: demo test setup lint
+
+setup:
+	@tools/setup.sh
+
+demo: setup
+	.venv/bin/python netns-lab/demo.py $(ARGS)
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+test: lint
+	.venv/bin/python -m pytest -p no:cacheprovider $(ARGS)

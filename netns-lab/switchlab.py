@@ -1,0 +1,138 @@
+"""Running pktswitch inside a Lab: its config, its process, and the checks around them.
+
+Used by the demo and by the netns tests, so both run the switch the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from labnet import Lab
+
+VENV_BIN = Path(sys.executable).parent
+PKTSWITCH = str(VENV_BIN / "pktswitch")
+
+WEB_PORT = 80
+BULK_PORT = 5201  # iperf3: its control and data connections must reach one backend
+
+
+def config_text(
+    lab: Lab,
+    mode: str = "fullnat",
+    timeouts: dict[str, float] | None = None,
+    snat_ports: tuple[int, int] | None = None,
+    web_backends: Iterable[str] = ("A", "B", "C"),
+) -> str:
+    """A config for the lab: service "web" on VIP:80 round robin over the backends, and
+    service "bulk" on VIP:5201 with backend A only (iperf3 needs one backend per client)."""
+    lines = [
+        "[switch]",
+        f'tun = "{lab.prefix.rstrip("-")[:12]}t0"',
+        f'mode = "{mode}"',
+        f'snat = ["{lab.SNAT}"]',
+        f'control = "{lab.run_dir / "pktswitch.sock"}"',
+    ]
+    if snat_ports:
+        lines.append(f"snat_ports = [{snat_ports[0]}, {snat_ports[1]}]")
+    if timeouts:
+        lines += ["", "[timeouts]", *(f"{k} = {v}" for k, v in timeouts.items())]
+    for name, port, backends in (
+        ("web", WEB_PORT, list(web_backends)),
+        ("bulk", BULK_PORT, ["A"]),
+    ):
+        lines += ["", "[[service]]", f'name = "{name}"', f'vip = "{lab.VIP}:{port}"']
+        lines += ['protocol = "tcp"', 'scheduler = "rr"']
+        for b in backends:
+            lines += ["", "[[service.backend]]", f'name = "{b}"']
+            lines += [f'address = "{lab.BACKENDS[b]}:{port}"', "weight = 1"]
+    return "\n".join(lines) + "\n"
+
+
+class Switch:
+    """`pktswitch run` in the lab's lb namespace; a context manager that stops it with SIGINT
+    and checks that it removed its TUN device, routes and rules."""
+
+    def __init__(self, lab: Lab, config: str) -> None:
+        self.lab = lab
+        self.config_path = lab.run_dir / "pktswitch.toml"
+        self.config_path.write_text(config)
+        self.socket = str(lab.run_dir / "pktswitch.sock")
+        self.tun = ""
+        for line in config.splitlines():
+            if line.startswith("tun = "):
+                self.tun = line.split('"')[1]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 10) -> None:
+        self.proc = self.lab.spawn(
+            "lb", PKTSWITCH, "run", "-c", str(self.config_path), log="pktswitch.log"
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"pktswitch exited with {self.proc.returncode}: {self.log()}")
+            r = self.cli("stats", "--json", check=False)
+            if r.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"pktswitch did not answer on {self.socket}: {self.log()}")
+            time.sleep(0.05)
+
+    def log(self) -> str:
+        path = self.lab.log_path(self.proc) if self.proc else None
+        return path.read_text()[-2000:] if path and path.exists() else ""
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run a `pktswitch` inspection command against this switch (from outside the lab:
+        the control socket is a file, reachable from any namespace)."""
+        return subprocess.run(
+            [PKTSWITCH, *args, "-s", self.socket],
+            capture_output=True,
+            text=True,
+            timeout=15,
+            check=check,
+        )
+
+    def flows(self) -> list[dict[str, Any]]:
+        return json.loads(self.cli("flows", "--json").stdout)
+
+    def stats(self) -> dict[str, Any]:
+        return json.loads(self.cli("stats", "--json").stdout)
+
+    def stop(self) -> int:
+        """SIGINT, as Ctrl-C; returns the exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(2)
+        try:
+            rc = self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            rc = self.lab.stop(self.proc)
+        return rc
+
+    def leftovers(self) -> list[str]:
+        """What of the switch is still on the host: its device, routes, rules."""
+        left = []
+        link = self.lab.exec("lb", "ip", "link", "show", "dev", self.tun, check=False)
+        if link.returncode == 0:
+            left.append(f"device {self.tun}")
+        routes = self.lab.exec("lb", "ip", "route", "show", "table", "all", check=False).stdout
+        left += [f"route {r}" for r in routes.splitlines() if "203.0.113." in r]
+        rules = self.lab.exec("lb", "ip", "rule", "show", check=False).stdout
+        left += [f"rule {r}" for r in rules.splitlines() if "192.0.2." in r]
+        if Path(self.socket).exists():
+            left.append(f"socket {self.socket}")
+        return left
+
+    def __enter__(self) -> Switch:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.stop()

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what pktswitch needs on a Debian machine: system packages (as root), a venv in
+# .venv with the package installed editable (which compiles the native extension) and the
+# test tools. Safe to run again: it only installs what is missing or changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(iproute2 nginx-light iperf3 tcpdump curl ethtool gcc python3-dev)
+need_cmds=(ip nginx iperf3 tcpdump curl ethtool gcc)
+
+missing=()
+for c in "${need_cmds[@]}"; do command -v "$c" >/dev/null 2>&1 || missing+=("$c"); done
+if [ ${#missing[@]} -gt 0 ] || [ "${PKS_APT_ALWAYS:-0}" = 1 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: missing ${missing[*]}; run as root to install them with apt-get" >&2
+    exit 1
+  fi
+  echo "setup: installing system packages: ${APT_PACKAGES[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${APT_PACKAGES[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+"$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
+  echo "setup: pktswitch needs Python >= 3.11 ($PY is $("$PY" --version 2>&1))" >&2; exit 1; }
+
+stamp=.venv/.pktswitch-installed
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+# reinstall when the packaging or the native sources changed since the last install
+if [ ! -f "$stamp" ] || [ -n "$(find pyproject.toml setup.py native -newer "$stamp" -print -quit)" ] \
+   || ! .venv/bin/python -c 'import pktswitch._native' 2>/dev/null; then
+  .venv/bin/pip install -q --disable-pip-version-check -U pip setuptools wheel "cffi>=1.17"
+  .venv/bin/pip install -q --disable-pip-version-check --no-build-isolation -e ".[test]"
+  touch "$stamp"
+fi
