@@ -7,7 +7,7 @@
 #define EMPTY 0xffffffffu
 
 static const char *const err_names[PKS_E_COUNT] = {
-    "ok", "short", "version", "ihl", "total_length", "ip_checksum",
+    "ok", "short", "ip_version", "ihl", "total_length", "ip_checksum",
     "fragment", "protocol", "l4_short", "tcp_data_offset",
 };
 

@@ -44,11 +44,19 @@ def _ask(path: str, cmd: str, **args: Any) -> Any:
         sys.exit(1)
 
 
+def _cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.1f}"
+    return str(v)
+
+
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
     """An aligned text table; `columns` are (key, heading). Numbers align right."""
     cells = [[h for _, h in columns]]
     for r in rows:
-        cells.append(["-" if r.get(k) is None else str(r[k]) for k, _ in columns])
+        cells.append([_cell(r.get(k)) for k, _ in columns])
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     numeric = [all(isinstance(r.get(k), int | float) for r in rows) for k, _ in columns]
     lines = []
@@ -156,6 +164,15 @@ def stats(sock: str | None, config: str | None, as_json: bool) -> None:
         if isinstance(v, dict):
             v = ", ".join(f"{a}={b}" for a, b in sorted(v.items())) or "-"
         click.echo(f"{k:20} {v}")
+
+
+@main.command("tcp-states")
+@config_option
+def tcp_states(config: str | None) -> None:
+    """The TCP state table and timeouts the switch runs on (with CONFIG's overrides)."""
+    from pktswitch.core.tcpstate import render
+
+    click.echo(render(_load(config).timeouts if config else None))
 
 
 if __name__ == "__main__":

@@ -122,3 +122,28 @@ def next_state(state: State, direction: int, flags: int) -> State:
 def timeout_name(state: State) -> str:
     """The config key of a state's timeout in `[timeouts]`: the state's name in lower case."""
     return state.name.lower()
+
+
+ALIASES = {
+    s: "s" + a
+    for s, a in zip(
+        State, ("NO", "ES", "SS", "SR", "FW", "TW", "CL", "CW", "LA", "LI", "SA"), strict=True
+    )
+}
+
+
+def render(timeouts: dict[State, float] | None = None) -> str:
+    """The transition grid and the timeouts as text, from the tables above."""
+    timeouts = DEFAULT_TIMEOUTS if timeouts is None else timeouts
+    head = "           " + " ".join(f"{ALIASES[s]:>3}" for s in State)
+    lines = ["rows: the packet's event; columns: the flow's state; cells: the next state", ""]
+    for direction, name in ((INPUT, "from client"), (OUTPUT, "from backend")):
+        lines += [f"{name}:", head]
+        for ev in Event:
+            cells = " ".join(f"{ALIASES[TRANSITIONS[direction][ev][s]]:>3}" for s in State)
+            lines.append(f"  {ev.name.lower():<8} {cells}")
+        lines.append("")
+    lines.append("timeouts:")
+    for s in State:
+        lines.append(f"  {ALIASES[s]} {s.name:<12} {timeouts[s]:g} s")
+    return "\n".join(lines)

@@ -174,3 +174,15 @@ def test_second_server_on_a_live_socket_is_refused(running: tuple[str, Switch]) 
     path, _ = running
     with pytest.raises(AlreadyRunning):
         ControlServer(path, {})
+
+
+def test_tcp_states_prints_the_table_the_code_runs_on(tmp_path: Path) -> None:
+    cfg = tmp_path / "pks.toml"
+    cfg.write_text(CONFIG.format(sock="/run/x.sock") + "\n[timeouts]\ntime_wait = 7\n")
+    r = CliRunner().invoke(main, ["tcp-states", "-c", str(cfg)])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    client = lines.index("from client:")
+    assert lines[client + 2].split() == ["syn"] + ["sSR", "sES", "sES"] + ["sSR"] * 8
+    assert "  sTW TIME_WAIT    7 s" in lines
+    assert "  sES ESTABLISHED  900 s" in lines

@@ -279,7 +279,7 @@ BASE = bytes(IP(src=CLIENT, dst=VIP) / TCP(sport=40312, dport=80, flags="A"))
 MALFORMED: list[tuple[str, bytes, str]] = [
     ("empty", b"", "short"),
     ("19 bytes", BASE[:19], "short"),
-    ("version 6", bytes(IP(version=6) / TCP()), "version"),
+    ("version 6", bytes(IP(version=6) / TCP()), "ip_version"),
     ("ihl 4", bytes(IP(ihl=4) / TCP()), "ihl"),
     ("ihl 0", _set(BASE, 0, b"\x40"), "ihl"),
     ("ihl beyond buffer", _set(BASE, 0, b"\x4f"), "short"),
@@ -345,7 +345,7 @@ def test_parse_resets_meta_on_error() -> None:
 
 def test_err_names() -> None:
     names = [
-        "ok", "short", "version", "ihl", "total_length", "ip_checksum",
+        "ok", "short", "ip_version", "ihl", "total_length", "ip_checksum",
         "fragment", "protocol", "l4_short", "tcp_data_offset",
     ]  # fmt: skip
     assert len(names) == lib.PKS_E_COUNT

@@ -155,7 +155,7 @@ def test_states_follow_the_conversation_and_established_goes_fast() -> None:
         (IP(src=CLIENT, dst="203.0.113.11") / TCP(sport=1, dport=80, flags="S"), "no_service"),
         (IP(src=CLIENT, dst=VIP) / UDP(sport=1, dport=80), "protocol"),
         (bytes(IP(src=CLIENT, dst=VIP) / TCP(sport=1, dport=80, flags="S"))[:30], "total_length"),
-        (b"\x60" + bytes(39), "version"),
+        (b"\x60" + bytes(39), "ip_version"),
         (b"", "short"),
     ],
 )
