@@ -29,6 +29,7 @@ def handlers(switch: Switch, loop: Loop | None, clock: Any = time.monotonic) -> 
         s = switch.stats()
         if loop is not None:
             s["write_errors"] = dict(loop.write_errors)
+            s["internal_errors"] = loop.internal_errors
         return s
 
     return {
@@ -38,9 +39,23 @@ def handlers(switch: Switch, loop: Loop | None, clock: Any = time.monotonic) -> 
     }
 
 
+class _Stop(Exception):
+    """A stop signal that arrived before the loop was running."""
+
+
 def run(cfg: Config) -> None:
     switch = Switch.from_config(cfg)
     sw = cfg.switch
+    loop: Loop | None = None
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("%s: stopping", signal.Signals(signum).name)
+        if loop is None:
+            raise _Stop
+        loop.stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     server = ControlServer(sw.control, {})
     tun: TunDevice | None = None
     try:
@@ -54,13 +69,6 @@ def run(cfg: Config) -> None:
         loop = Loop(switch, tun.fd)
         server.handlers = handlers(switch, loop)
         server.attach(loop)
-
-        def on_signal(signum: int, _frame: Any) -> None:
-            log.info("%s: stopping", signal.Signals(signum).name)
-            loop.stop()
-
-        signal.signal(signal.SIGINT, on_signal)
-        signal.signal(signal.SIGTERM, on_signal)
         vips = ", ".join(f"{s.name} {s.vip}:{s.port}" for s in cfg.services)
         log.info(
             "pktswitch on %s, mode %s, services: %s; control %s",
@@ -70,6 +78,8 @@ def run(cfg: Config) -> None:
             sw.control,
         )
         loop.run()
+    except _Stop:
+        pass
     finally:
         server.close()
         if tun is not None:

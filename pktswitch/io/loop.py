@@ -40,6 +40,7 @@ class Loop:
         self.sel.register(tun_fd, selectors.EVENT_READ, None)
         self.stopping = False
         self.write_errors: dict[str, int] = {}
+        self.internal_errors = 0  # packets whose processing raised: a bug, logged and dropped
 
     def add_reader(self, fd: int, callback: Callable[[int], None]) -> None:
         self.sel.register(fd, selectors.EVENT_READ, callback)
@@ -66,7 +67,15 @@ class Loop:
                 break
             except InterruptedError:
                 continue
-            if core.process(n, now):
+            try:
+                forward = core.process(n, now)
+            except Exception:
+                # a bug must not take the datapath down with every flow on it: log, drop, go on
+                self.internal_errors += 1
+                if self.internal_errors <= 10:
+                    log.exception("internal error on a %d-byte packet; dropped", n)
+                continue
+            if forward:
                 try:
                     os.write(fd, view[:n])
                 except OSError as e:
