@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import click
 
 from pktswitch.control import protocol
-from pktswitch.control.client import ControlError, NotRunning, call
+from pktswitch.control.client import ControlError, NotRunning, call, stream
 from pktswitch.control.config import ConfigError, load
 
 EXIT_BAD_CONFIG = 2
@@ -138,16 +139,69 @@ FLOW_COLUMNS = (
 @main.command()
 @socket_option
 @config_option
+@click.option("--service", help="only this service's flows")
+@click.option("--backend", help="only flows on this backend (by name)")
+@click.option("--state", help="only flows in this TCP state (e.g. ESTABLISHED)")
+@click.option("--limit", type=click.IntRange(min=1), help="at most this many (oldest first)")
+@click.option("--watch", type=click.FloatRange(min=0.1), help="refresh every SECONDS until ^C")
 @click.option("--json", "as_json", is_flag=True, help="one JSON array, same fields as the table")
-def flows(sock: str | None, config: str | None, as_json: bool) -> None:
-    """List the live flow table of a running switch."""
-    rows = _ask(_socket(sock, config), "flows")
+def flows(
+    sock: str | None,
+    config: str | None,
+    service: str | None,
+    backend: str | None,
+    state: str | None,
+    limit: int | None,
+    watch: float | None,
+    as_json: bool,
+) -> None:
+    """List the live flow table of a running switch, oldest flow first."""
+    path = _socket(sock, config)
+    args = {"service": service, "backend": backend, "state": state, "limit": limit}
+    while True:
+        rows = _ask(path, "flows", **args)
+        if as_json:
+            text = json.dumps(rows, indent=1)
+        else:
+            text = table(rows, FLOW_COLUMNS) + f"\n{len(rows)} flow(s)"
+        if watch is None:
+            click.echo(text)
+            return
+        click.echo("\x1b[H\x1b[2J" + text, nl=True)  # clear the screen, redraw in place
+        try:
+            time.sleep(watch)
+        except KeyboardInterrupt:
+            return
+
+
+BACKEND_COLUMNS = (
+    ("service", "SERVICE"),
+    ("backend", "NAME"),
+    ("address", "ADDRESS"),
+    ("weight", "WEIGHT"),
+    ("health", "HEALTH"),
+    ("active", "ACTIVE"),
+    ("total", "TOTAL"),
+    ("bytes_in", "BYTES>"),
+    ("bytes_out", "<BYTES"),
+    ("rtt_syn_ms", "SYN-RTT(ms)"),
+)
+
+
+@main.command()
+@socket_option
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="one JSON array, same fields as the table")
+def backends(sock: str | None, config: str | None, as_json: bool) -> None:
+    """Backends of a running switch: weight, health, flows, bytes, handshake time."""
+    rows = _ask(_socket(sock, config), "backends")
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
-    rows.sort(key=lambda r: (r["service"], r["client"]))
-    click.echo(table(rows, FLOW_COLUMNS))
-    click.echo(f"{len(rows)} flow(s)")
+    for r in rows:  # three decimals: sub-millisecond handshakes are the normal case here
+        if r["rtt_syn_ms"] is not None:
+            r["rtt_syn_ms"] = f"{r['rtt_syn_ms']:.3f}"
+    click.echo(table(rows, BACKEND_COLUMNS))
 
 
 @main.command()
@@ -155,7 +209,7 @@ def flows(sock: str | None, config: str | None, as_json: bool) -> None:
 @config_option
 @click.option("--json", "as_json", is_flag=True)
 def stats(sock: str | None, config: str | None, as_json: bool) -> None:
-    """Counters of a running switch: packets, drops by reason, flows."""
+    """Counters of a running switch: packets, drops by reason, flows, SNAT ports."""
     s = _ask(_socket(sock, config), "stats")
     if as_json:
         click.echo(json.dumps(s, indent=1))
@@ -163,7 +217,104 @@ def stats(sock: str | None, config: str | None, as_json: bool) -> None:
     for k, v in s.items():
         if isinstance(v, dict):
             v = ", ".join(f"{a}={b}" for a, b in sorted(v.items())) or "-"
-        click.echo(f"{k:20} {v}")
+        click.echo(f"{k:22} {v}")
+
+
+def _endpoint_text(d: dict[str, Any], changed: Sequence[str], mark: bool) -> str:
+    def f(name: str, text: str) -> str:
+        return text + ("*" if mark and name in changed else "")
+
+    if "sport" not in d:
+        return f"{d['len']} bytes, not TCP/IPv4"
+    return (
+        f"{f('src', d['src'])}:{f('sport', str(d['sport']))} > "
+        f"{f('dst', d['dst'])}:{f('dport', str(d['dport']))} [{f('flags', d['flags'])}]"
+    )
+
+
+def trace_text(ev: dict[str, Any]) -> str:
+    """Three lines per packet: what happened, the packet as read, the packet as written,
+    with each field the switch changed marked by '*'."""
+    clock = time.strftime("%H:%M:%S", time.localtime(ev["time"])) + f"{ev['time'] % 1:.6f}"[1:]
+    tr = ev["transition"]
+    where = f"{ev['service']}/{ev['backend']} flow {ev['flow']}" if ev["flow"] else "no flow"
+    head = f"#{ev['seq']} {clock} {ev['verdict']}"
+    head += f" {tr[0]} -> {tr[1]}" if tr else ""
+    lines = [f"{head}  {where}"]
+    b, a, ch = ev["before"], ev["after"], ev["changed"]
+
+    def sums(d: dict[str, Any], mark: bool) -> str:
+        if "tcp_csum" not in d:
+            return ""
+        ip = f"{d['ip_csum']:#06x}" + ("*" if mark and "ip_csum" in ch else "")
+        tcp = f"{d['tcp_csum']:#06x}" + ("*" if mark and "tcp_csum" in ch else "")
+        return f"ip {ip} tcp {tcp}"
+
+    before = _endpoint_text(b, ch, False)
+    after = _endpoint_text(a, ch, True) if a else "(dropped)"
+    width = max(len(before), len(after))
+    lines.append(f"   in   {before.ljust(width)}  {sums(b, False)}".rstrip())
+    lines.append(f"   out  {after.ljust(width)}  {sums(a, True) if a else ''}".rstrip())
+    return "\n".join(lines)
+
+
+@main.command()
+@socket_option
+@config_option
+@click.option("--flow", "flow", metavar="CLIENT:PORT", help="follow one client connection")
+@click.option("--count", type=click.IntRange(min=1), help="stop after this many packets")
+@click.option("--pcap", type=click.Path(dir_okay=False, writable=True), help="also write a pcap")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per packet")
+def trace(
+    sock: str | None,
+    config: str | None,
+    flow: str | None,
+    count: int | None,
+    pcap: str | None,
+    as_json: bool,
+) -> None:
+    """Show live what the switch does to each packet: before and after, changes marked.
+
+    With --pcap, each packet is written twice to FILE, as read and as written (raw IP).
+    """
+    import base64
+
+    from pktswitch.control.pcap import PcapWriter
+
+    path = _socket(sock, config)
+    out = open(pcap, "wb") if pcap else None  # noqa: SIM115 (closed in finally)
+    writer = PcapWriter(out) if out else None
+    events = stream(path, "trace", flow=flow, count=count, snaplen=65535 if pcap else 256)
+    summary: dict[str, Any] = {}
+    try:
+        while True:
+            try:
+                ev = next(events)
+            except StopIteration as stop:
+                summary = stop.value or {}
+                break
+            click.echo(json.dumps(ev) if as_json else trace_text(ev))
+            if writer is not None:
+                writer.write(ev["time"], base64.b64decode(ev["raw_before"]))
+                if ev["raw_after"] is not None:
+                    writer.write(ev["time"], base64.b64decode(ev["raw_after"]))
+    except NotRunning as e:
+        click.echo(str(e), err=True)
+        sys.exit(protocol.EXIT_NOT_RUNNING)
+    except ControlError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        events.close()
+        if out is not None:
+            out.close()
+    if summary and not as_json:
+        click.echo(
+            f"{summary['sent']} packet(s) traced, {summary['dropped']} lost to a full trace buffer",
+            err=True,
+        )
 
 
 @main.command("tcp-states")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 from pktswitch.control.protocol import request
@@ -40,3 +41,30 @@ def call(path: str, cmd: str, timeout: float = 5.0, **args: Any) -> Any:
     if not reply.get("ok"):
         raise ControlError(reply.get("error", "unknown error"))
     return reply["result"]
+
+
+def stream(path: str, cmd: str, timeout: float | None = None, **args: Any) -> Iterator[Any]:
+    """Yield the events of a streaming command; returns (StopIteration.value) its summary."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    try:
+        try:
+            s.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError) as e:
+            raise NotRunning(f"pktswitch is not running (no answer on {path})") from e
+        except PermissionError as e:
+            raise NotRunning(f"cannot reach pktswitch on {path}: permission denied") from e
+        s.sendall(request(cmd, **args))
+        s.settimeout(timeout)
+        f = s.makefile("rb")
+        for line in f:
+            reply = json.loads(line)
+            if not reply.get("ok"):
+                raise ControlError(reply.get("error", "unknown error"))
+            if "event" in reply:
+                yield reply["event"]
+            else:
+                return reply.get("result")
+        raise NotRunning(f"pktswitch closed the connection on {path}")
+    finally:
+        s.close()

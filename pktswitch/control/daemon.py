@@ -15,6 +15,7 @@ from typing import Any
 
 from pktswitch.control.config import Config
 from pktswitch.control.server import ControlServer
+from pktswitch.control.tracing import TraceStream
 from pktswitch.core.switch import Switch
 from pktswitch.io.loop import Loop
 from pktswitch.io.tun import TunDevice
@@ -26,7 +27,7 @@ def handlers(switch: Switch, loop: Loop | None, clock: Any = time.monotonic) -> 
     """The control commands, answered from the live switch."""
 
     def stats(_args: dict[str, Any]) -> dict[str, Any]:
-        s = switch.stats()
+        s = switch.stats(clock())
         if loop is not None:
             s["write_errors"] = dict(loop.write_errors)
             s["internal_errors"] = loop.internal_errors
@@ -34,8 +35,10 @@ def handlers(switch: Switch, loop: Loop | None, clock: Any = time.monotonic) -> 
 
     return {
         "ping": lambda _args: "pong",
-        "flows": lambda _args: switch.flows(clock()),
+        "flows": lambda args: switch.flows(clock(), **args),
+        "backends": lambda _args: switch.backends(),
         "stats": stats,
+        "trace": lambda args: TraceStream(switch, args, clock),
     }
 
 
@@ -84,4 +87,4 @@ def run(cfg: Config) -> None:
         server.close()
         if tun is not None:
             tun.close()
-        log.info("stopped: %s", switch.stats())
+        log.info("stopped: %s", switch.stats(time.monotonic()))

@@ -14,15 +14,28 @@ import os
 import selectors
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from pktswitch.control.protocol import COMMANDS, MAX_LINE, encode
+from pktswitch.control.protocol import COMMANDS, MAX_LINE, BadRequest, check_args, encode
 from pktswitch.io.loop import Loop
 
 log = logging.getLogger(__name__)
 
 MAX_BACKLOG = 16 * 1024 * 1024  # reply bytes queued for one client before it is dropped
 MAX_CLIENTS = 64
+
+STREAM_CHUNK = 256  # events moved from a stream into a client's buffer per loop turn
+STREAM_BACKLOG = 1024 * 1024  # a stream waits while its client has this much unsent
+
+
+class Stream(Protocol):
+    """What a streaming command's handler returns: events pulled between packet batches."""
+
+    def poll(self, limit: int) -> list[Any]: ...
+    def done(self) -> bool: ...
+    def summary(self) -> Any: ...
+    def close(self) -> None: ...
+
 
 Handler = Callable[[dict[str, Any]], Any]
 
@@ -48,12 +61,13 @@ def _prepare_path(path: str) -> None:
 
 
 class _Conn:
-    __slots__ = ("inbuf", "outbuf", "sock")
+    __slots__ = ("inbuf", "outbuf", "sock", "stream")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.inbuf = bytearray()
         self.outbuf = bytearray()
+        self.stream: Stream | None = None
 
 
 class ControlServer:
@@ -78,6 +92,7 @@ class ControlServer:
     def attach(self, loop: Loop) -> None:
         self.loop = loop
         loop.add_reader(self.sock.fileno(), self._accept)
+        loop.idle.append(self._pump)
 
     def close(self) -> None:
         for fd in list(self.conns):
@@ -109,6 +124,9 @@ class ControlServer:
         conn = self.conns.pop(fd, None)
         if conn is None:
             return
+        if conn.stream is not None:
+            conn.stream.close()
+            conn.stream = None
         if self.loop is not None:
             with contextlib.suppress(KeyError, ValueError):
                 self.loop.remove(fd)
@@ -131,13 +149,20 @@ class ControlServer:
                 return
             if data:
                 conn.inbuf += data
-                while b"\n" in conn.inbuf:
+                while b"\n" in conn.inbuf and conn.stream is None:
                     line, _, rest = conn.inbuf.partition(b"\n")
                     conn.inbuf = bytearray(rest)
-                    conn.outbuf += encode(self.dispatch(bytes(line)))
+                    reply = self.dispatch(bytes(line))
+                    if isinstance(reply, dict):
+                        conn.outbuf += encode(reply)
+                    else:
+                        conn.stream = reply  # answered by _pump, event by event
                 if len(conn.inbuf) > MAX_LINE:
                     conn.outbuf += encode({"ok": False, "error": "request line too long"})
                     conn.inbuf.clear()
+        self._flush(fd, conn)
+
+    def _flush(self, fd: int, conn: _Conn) -> None:
         if conn.outbuf:
             try:
                 sent = conn.sock.send(conn.outbuf)
@@ -154,21 +179,40 @@ class ControlServer:
         events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.outbuf else 0)
         self.loop.set_events(fd, events, lambda ev, fd=fd: self._ready(fd, ev))
 
+    def _pump(self) -> None:
+        """Move waiting stream events into their clients' buffers, a bounded amount per turn;
+        a client that does not read leaves its events in the stream's own bounded queue."""
+        for fd, conn in list(self.conns.items()):
+            stream = conn.stream
+            if stream is None or len(conn.outbuf) > STREAM_BACKLOG:
+                continue
+            for event in stream.poll(STREAM_CHUNK):
+                conn.outbuf += encode({"ok": True, "event": event})
+            if stream.done():
+                conn.outbuf += encode({"ok": True, "result": stream.summary()})
+                stream.close()
+                conn.stream = None
+            if conn.outbuf:
+                self._flush(fd, conn)
+
     # ----------------------------------------------------------------- requests
-    def dispatch(self, line: bytes) -> dict[str, Any]:
+    def dispatch(self, line: bytes) -> dict[str, Any] | Stream:
+        """The reply to one request line, or the Stream that will answer it."""
         try:
             req = json.loads(line)
         except (ValueError, UnicodeDecodeError) as e:
             return {"ok": False, "error": f"not JSON: {e}"}
         if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
             return {"ok": False, "error": 'expected an object like {"cmd": "flows"}'}
-        handler = self.handlers.get(req["cmd"])
-        if handler is None:
-            return {"ok": False, "error": f"unknown command {req['cmd']!r}; known: {COMMANDS}"}
-        args = req.get("args") or {}
-        if not isinstance(args, dict):
-            return {"ok": False, "error": '"args" must be an object'}
+        cmd = req["cmd"]
         try:
-            return {"ok": True, "result": handler(args)}
+            args = check_args(cmd, req.get("args") or {})
+            handler = self.handlers.get(cmd)
+            if handler is None:
+                raise BadRequest(f"{cmd}: not served by this switch")
+            result = handler(args)
         except (ValueError, TypeError, KeyError) as e:
-            return {"ok": False, "error": f"{req['cmd']}: {e}"}
+            return {"ok": False, "error": str(e) if isinstance(e, BadRequest) else f"{cmd}: {e}"}
+        if COMMANDS[cmd].stream:
+            return result  # type: ignore[no-any-return]
+        return {"ok": True, "result": result}

@@ -18,7 +18,7 @@ from __future__ import annotations
 import heapq
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pktswitch._native import ffi, lib
@@ -35,12 +35,14 @@ class Flow:
     backend: Any  # the BackendState chosen
     reason: str  # why that backend
     created: float
+    client: tuple[bytes, int]  # the client's address and port
     snat: tuple[int, int] | None = None  # (SNAT address index, port) in full NAT
     state: State = State.NONE
     timeout: float = 0.0
     timer_seq: int = -1  # sequence number of the flow's live heap entry
     timer_due: float = 0.0  # when that entry comes due
-    extra: dict[str, Any] = field(default_factory=dict)
+    syns: int = 0  # SYNs seen from the client (retransmits make the handshake time unusable)
+    synack_at: float = -1.0  # when the backend's first SYN-ACK was seen
 
 
 class TableFull(Exception):

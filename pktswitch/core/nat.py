@@ -43,6 +43,7 @@ class SnatPool:
         self._queues: dict[object, _Queue] = {}
         self.exhausted = 0  # allocations refused: every pair toward that backend in use
         self.early_reuse = 0  # pairs reused toward a backend within BACKEND_TIME_WAIT
+        self.in_use_by_addr = [0] * naddrs  # pairs in use, per SNAT address (all backends)
 
     def _pair(self, n: int) -> tuple[int, int]:
         return n % self.naddrs, self.lo + n // self.naddrs
@@ -63,13 +64,16 @@ class SnatPool:
             self.exhausted += 1
             return None
         q.in_use += 1
-        return self._pair(n)
+        pair = self._pair(n)
+        self.in_use_by_addr[pair[0]] += 1
+        return pair
 
     def free(self, backend: object, pair: tuple[int, int], now: float) -> None:
         q = self._queues[backend]
         addr, port = pair
         q.freed.append(((port - self.lo) * self.naddrs + addr, now))
         q.in_use -= 1
+        self.in_use_by_addr[addr] -= 1
 
     def in_use(self, backend: object) -> int:
         q = self._queues.get(backend)

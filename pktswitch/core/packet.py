@@ -79,3 +79,23 @@ def summary(meta: Any) -> str:
     return (
         f"TCP {ip_str(k.saddr)}:{k.sport} > {ip_str(k.daddr)}:{k.dport} {flags_str(meta.tcp_flags)}"
     )
+
+
+def describe(raw: bytes) -> dict[str, Any]:
+    """The header fields a trace shows, decoded in Python from the bytes (the readable
+    reference of what native/pks.c parses). Fields that are not there are left out."""
+    d: dict[str, Any] = {"len": len(raw)}
+    if len(raw) < 20 or raw[0] >> 4 != 4:
+        return d
+    ihl = (raw[0] & 0x0F) * 4
+    d["src"] = str(ipaddress.IPv4Address(raw[12:16]))
+    d["dst"] = str(ipaddress.IPv4Address(raw[16:20]))
+    d["proto"] = raw[9]
+    d["ip_csum"] = int.from_bytes(raw[10:12], "big")
+    if raw[9] == PROTO_TCP and len(raw) >= ihl + 20:
+        t = raw[ihl:]
+        d["sport"] = int.from_bytes(t[0:2], "big")
+        d["dport"] = int.from_bytes(t[2:4], "big")
+        d["flags"] = flags_str(t[13])
+        d["tcp_csum"] = int.from_bytes(t[16:18], "big")
+    return d

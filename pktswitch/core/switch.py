@@ -28,13 +28,25 @@ from pktswitch._native import ffi, lib
 from pktswitch.core import packet
 from pktswitch.core.flows import DEFAULT_MAX_FLOWS, Flow, FlowTable, KeyBusy, TableFull
 from pktswitch.core.nat import DEFAULT_PORTS, SnatPool
-from pktswitch.core.tcpstate import ACK, FIN, INPUT, REUSABLE, RST, SYN, State, next_state
+from pktswitch.core.tcpstate import (
+    ACK,
+    FIN,
+    INPUT,
+    REUSABLE,
+    RST,
+    SYN,
+    State,
+    next_state,
+)
+from pktswitch.core.trace import Record, Subscription
 from pktswitch.sched.base import Scheduler, make
 from pktswitch.sched.pool import BackendState
 
 MAX_PACKET = 65535 + 16  # the largest IP packet, plus room for a TUN header
 
 MODES = ("fullnat", "nat")
+
+RATE_WINDOW = 10  # seconds over which "new flows per second" is averaged
 
 
 @dataclass(slots=True, eq=False)
@@ -83,6 +95,11 @@ class Switch:
         self.flows_created = 0
         self.flows_expired: Counter[str] = Counter()  # by state at expiry
         self.flows_reused = 0  # SYNs that replaced a TIME_WAIT/CLOSE flow
+        self._created_per_s: dict[int, int] = {}  # whole second -> flows created in it
+        # what the last packet did, for tracing: set only on the paths that change them
+        self.last_drop = ""
+        self.last_transition: tuple[State, State] | None = None
+        self.subscriptions: list[Subscription] = []
 
     @classmethod
     def from_config(cls, cfg: Any, seed: int | None = None) -> Switch:
@@ -118,7 +135,8 @@ class Switch:
             self.forwarded += 1
             return True
         if verdict == packet.VERDICT_DROP:
-            self.dropped[packet.PARSE_ERRORS[meta.err]] += 1
+            self.last_drop = reason = packet.PARSE_ERRORS[meta.err]
+            self.dropped[reason] += 1
             return False
         if meta.slot < 0:
             return self._new_flow(now)
@@ -130,14 +148,27 @@ class Switch:
             self.flows_reused += 1
             self._expire(flow, now)
             return self._new_flow(now)
+        if flags & SYN:
+            if meta.dir == INPUT:
+                flow.syns += 1
+            elif flags & ACK and flow.synack_at < 0:
+                flow.synack_at = now
+                if flow.syns == 1:  # Karn: a retransmitted SYN makes the sample ambiguous
+                    flow.backend.add_rtt_sample(now - flow.created)
         state = next_state(flow.state, meta.dir, flags)
         if state != flow.state:
+            self.last_transition = (flow.state, state)
             self.table.set_state(flow, state, now)
         lib.pks_apply(self.table.tab, self._bufp, meta)
         self.forwarded += 1
         return True
 
+    def count_drop(self, reason: str) -> None:
+        """Count a packet the I/O layer had to drop (e.g. the core raised on it)."""
+        self.dropped[reason] += 1
+
     def _drop(self, reason: str) -> bool:
+        self.last_drop = reason
         self.dropped[reason] += 1
         return False
 
@@ -167,7 +198,15 @@ class Switch:
         n0 = packet.make_nat(src, sport, backend.ip_bytes, backend.port)
         k1 = packet.make_key(packet.PROTO_TCP, backend.ip_bytes, backend.port, src, sport)
         n1 = packet.make_nat(dst, key.dport, client, key.sport)
-        args = {"service": svc, "backend": backend, "reason": reason, "created": now, "snat": snat}
+        args = {
+            "service": svc,
+            "backend": backend,
+            "reason": reason,
+            "created": now,
+            "client": (client, key.sport),
+            "snat": snat,
+            "syns": 1,
+        }
         try:
             flow = self.table.add(k0, n0, k1, n1, args)
         except (TableFull, KeyBusy) as e:
@@ -181,7 +220,14 @@ class Switch:
         backend.active += 1
         backend.total += 1
         self.flows_created += 1
-        self.table.set_state(flow, next_state(State.NONE, INPUT, meta.tcp_flags), now)
+        second = int(now)
+        self._created_per_s[second] = self._created_per_s.get(second, 0) + 1
+        if len(self._created_per_s) > RATE_WINDOW + 1:
+            for old in [k for k in self._created_per_s if k < second - RATE_WINDOW]:
+                del self._created_per_s[old]
+        state = next_state(State.NONE, INPUT, meta.tcp_flags)
+        self.last_transition = (State.NONE, state)
+        self.table.set_state(flow, state, now)
         meta.slot = flow.slot
         meta.dir = INPUT
         lib.pks_apply(self.table.tab, self._bufp, meta)
@@ -204,8 +250,52 @@ class Switch:
         self.flows_expired[flow.state.name] += 1
         if flow.snat is not None:
             self.pool.free(flow.backend.endpoint, flow.snat, now)
+        _, bytes_in, _, bytes_out = self.table.counters(flow)
+        flow.backend.closed_bytes[0] += bytes_in
+        flow.backend.closed_bytes[1] += bytes_out
         flow.backend.active -= 1
         self.table.remove(flow)
+
+    # ------------------------------------------------------------------ tracing
+    def subscribe(self, sub: Subscription) -> None:
+        """Start recording packets for `sub`; the traced path replaces process()."""
+        self.subscriptions.append(sub)
+        self.process = self._process_traced  # type: ignore[method-assign]
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        if sub in self.subscriptions:
+            self.subscriptions.remove(sub)
+        if not self.subscriptions:
+            del self.process  # back to the class's untraced method
+
+    def _process_traced(self, length: int, now: float) -> bool:
+        before = bytes(self.buf[:length])
+        fast = self.fast
+        self.last_transition = None
+        forward = Switch.process(self, length, now)
+        meta = self.meta
+        flow = self.table.flows[meta.slot] if meta.slot >= 0 else None
+        if flow is not None:
+            client: tuple[bytes, int] | None = flow.client
+        elif meta.err == 0:
+            client = (bytes(ffi.buffer(meta.key.saddr, 4)), meta.key.sport)
+        else:
+            client = None
+        tr = self.last_transition
+        rec = Record(
+            t=now,
+            before=before,
+            after=bytes(self.buf[:length]) if forward else None,
+            verdict=("fast" if self.fast > fast else "slow")
+            if forward
+            else f"drop:{self.last_drop}",
+            flow=flow,
+            transition=(tr[0].name, tr[1].name) if tr else None,
+        )
+        for sub in self.subscriptions:
+            if sub.wants(client):
+                sub.offer(rec)
+        return forward
 
     # ------------------------------------------------------------------ reading
     def flow_view(self, flow: Flow, now: float) -> dict[str, Any]:
@@ -234,21 +324,78 @@ class Switch:
             "reason": flow.reason,
         }
 
-    def flows(self, now: float) -> list[dict[str, Any]]:
-        return [self.flow_view(f, now) for f in self.table]
+    def flows(
+        self,
+        now: float,
+        service: str | None = None,
+        backend: str | None = None,
+        state: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Flows as flow_view() shows them, oldest first, filtered by exact names."""
+        out = []
+        for f in sorted(self.table, key=lambda f: f.created):
+            if service is not None and f.service.name != service:
+                continue
+            if backend is not None and f.backend.name != backend:
+                continue
+            if state is not None and f.state.name != state.upper():
+                continue
+            out.append(self.flow_view(f, now))
+            if limit is not None and len(out) >= limit:
+                break
+        return out
 
-    def stats(self) -> dict[str, Any]:
+    def backends(self) -> list[dict[str, Any]]:
+        """Every backend of every service with its live counters."""
+        live: dict[int, list[int]] = {}
+        for f in self.table:
+            _, bin_, _, bout = self.table.counters(f)
+            acc = live.setdefault(id(f.backend), [0, 0])
+            acc[0] += bin_
+            acc[1] += bout
+        rows = []
+        for svc in self.services:
+            for b in svc.backends:
+                lb = live.get(id(b), [0, 0])
+                rows.append(
+                    {
+                        "service": svc.name,
+                        "backend": b.name,
+                        "address": f"{b.ip}:{b.port}",
+                        "weight": b.weight,
+                        "health": "up",
+                        "active": b.active,
+                        "total": b.total,
+                        "bytes_in": b.closed_bytes[0] + lb[0],
+                        "bytes_out": b.closed_bytes[1] + lb[1],
+                        "rtt_syn_ms": None if b.rtt_syn is None else round(b.rtt_syn * 1e3, 3),
+                        "rtt_samples": b.rtt_samples,
+                    }
+                )
+        return rows
+
+    def new_flows_per_second(self, now: float) -> float:
+        """New flows per second over the last RATE_WINDOW whole seconds."""
+        second = int(now)
+        n = sum(c for s, c in self._created_per_s.items() if second - RATE_WINDOW <= s < second)
+        return n / RATE_WINDOW
+
+    def stats(self, now: float) -> dict[str, Any]:
         return {
             "mode": self.mode,
             "packets_in": self.rx,
             "packets_forwarded": self.forwarded,
             "packets_fast_path": self.fast,
+            "packets_dropped": sum(self.dropped.values()),
             "dropped": dict(self.dropped),
             "flows": len(self.table),
             "max_flows": self.table.max_flows,
+            "new_flows_per_second": self.new_flows_per_second(now),
             "flows_created": self.flows_created,
             "flows_expired": dict(self.flows_expired),
             "flows_reused": self.flows_reused,
             "snat_exhausted": self.pool.exhausted,
             "snat_early_reuse": self.pool.early_reuse,
+            "snat_in_use": {a: self.pool.in_use_by_addr[i] for i, a in enumerate(self.snat)},
         }

@@ -19,14 +19,16 @@ from typing import Protocol
 
 log = logging.getLogger(__name__)
 
-BATCH = 64  # packets per wake-up before timers and control get a turn
+BATCH = 64  # packets per wake-up before timers and control get a turn (as NAPI's dev_weight)
 MAX_WAIT = 1.0  # longest sleep, so a stop request is seen within a second
+MAX_LOGGED_ERRORS = 10  # internal errors logged with a traceback; the rest are only counted
 
 
 class Core(Protocol):
     buf: bytearray
 
     def process(self, length: int, now: float) -> bool: ...
+    def count_drop(self, reason: str) -> None: ...
     def expire(self, now: float) -> int: ...
     def next_due(self) -> float | None: ...
 
@@ -41,6 +43,7 @@ class Loop:
         self.stopping = False
         self.write_errors: dict[str, int] = {}
         self.internal_errors = 0  # packets whose processing raised: a bug, logged and dropped
+        self.idle: list[Callable[[], None]] = []  # run once per loop turn, after I/O
 
     def add_reader(self, fd: int, callback: Callable[[int], None]) -> None:
         self.sel.register(fd, selectors.EVENT_READ, callback)
@@ -71,9 +74,8 @@ class Loop:
                 forward = core.process(n, now)
             except Exception:
                 # a bug must not take the datapath down with every flow on it: log, drop, go on
-                self.internal_errors += 1
-                if self.internal_errors <= 10:
-                    log.exception("internal error on a %d-byte packet; dropped", n)
+                self._internal_error(f"on a {n}-byte packet")
+                core.count_drop("internal_error")
                 continue
             if forward:
                 try:
@@ -84,6 +86,11 @@ class Loop:
                     self.write_errors[name] = self.write_errors.get(name, 0) + 1
         view.release()
 
+    def _internal_error(self, where: str) -> None:
+        self.internal_errors += 1
+        if self.internal_errors <= MAX_LOGGED_ERRORS:
+            log.exception("internal error %s; carrying on", where)
+
     def run(self) -> None:
         while not self.stopping:
             now = self.clock()
@@ -92,6 +99,14 @@ class Loop:
             for key, events in self.sel.select(wait):
                 if key.data is None:
                     self._drain()
-                else:
+                    continue
+                try:
                     key.data(events)
+                except Exception:
+                    self._internal_error("in a control callback")
             self.core.expire(self.clock())
+            for callback in self.idle:
+                try:
+                    callback()
+                except Exception:
+                    self._internal_error("in an idle callback")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,29 +37,50 @@ address = "192.0.2.1:80"
 """
 
 
+class Running:
+    """A switch served by the real loop in a thread, with a datagram socket pair standing in
+    for the TUN device: one datagram is one packet, as on a TUN device."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        backends = [BackendState(n, f"192.0.2.{i}", 80) for i, n in enumerate("ABC", 1)]
+        svc = ServiceState("web", "203.0.113.10", 80, make("rr"), backends)
+        self.sw = Switch([svc], snat=["203.0.113.1"], seed=1)
+        syn = bytes(
+            IP(src="198.51.100.2", dst="203.0.113.10") / TCP(sport=40000, dport=80, flags="S")
+        )
+        self.sw.buf[: len(syn)] = syn
+        assert self.sw.process(len(syn), 100.0)
+        self.tun, self.wire = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.tun.setblocking(False)
+        self.wire.settimeout(5)
+        self.loop = Loop(self.sw, self.tun.fileno(), clock=lambda: 105.0)
+        self.path = str(tmp_path / "ctl.sock")
+        self.server = ControlServer(self.path, handlers(self.sw, self.loop, clock=lambda: 105.0))
+        self.server.attach(self.loop)
+        self.thread = threading.Thread(target=self.loop.run, daemon=True)
+        self.thread.start()
+
+    def send(self, pkt: IP, reply: bool = True) -> bytes:
+        """Put a packet on the fake TUN device; return what the switch writes back."""
+        self.wire.send(bytes(pkt))
+        return self.wire.recv(65535) if reply else b""
+
+    def close(self) -> None:
+        self.loop.stop()
+        self.thread.join(5)
+        self.server.close()
+        self.tun.close()
+        self.wire.close()
+
+
 @pytest.fixture
 def running(tmp_path: Path) -> Iterator[tuple[str, Switch]]:
     """A switch with one SYN_RECV flow, its control socket served from a loop thread."""
-    svc = ServiceState("web", "203.0.113.10", 80, make("rr"), [BackendState("A", "192.0.2.1", 80)])
-    sw = Switch([svc], snat=["203.0.113.1"], seed=1)
-    syn = bytes(IP(src="198.51.100.2", dst="203.0.113.10") / TCP(sport=40000, dport=80, flags="S"))
-    sw.buf[: len(syn)] = syn
-    assert sw.process(len(syn), 100.0)
-    rfd, wfd = os.pipe()  # stands in for the TUN device: never readable
-    loop = Loop(sw, rfd, clock=lambda: 105.0)
-    path = str(tmp_path / "ctl.sock")
-    server = ControlServer(path, handlers(sw, loop, clock=lambda: 105.0))
-    server.attach(loop)
-    t = threading.Thread(target=loop.run, daemon=True)
-    t.start()
+    r = Running(tmp_path)
     try:
-        yield path, sw
+        yield r.path, r.sw
     finally:
-        loop.stop()
-        t.join(5)
-        server.close()
-        os.close(rfd)
-        os.close(wfd)
+        r.close()
 
 
 def test_flows_json_has_the_flow(running: tuple[str, Switch]) -> None:
@@ -83,7 +104,7 @@ def test_flows_json_has_the_flow(running: tuple[str, Switch]) -> None:
         "bytes_in": 40,
         "packets_out": 0,
         "bytes_out": 0,
-        "reason": "rr: next in turn (1/1)",
+        "reason": "rr: next in turn (1/3)",
     }
 
 
@@ -186,3 +207,123 @@ def test_tcp_states_prints_the_table_the_code_runs_on(tmp_path: Path) -> None:
     assert lines[client + 2].split() == ["syn"] + ["sSR", "sES", "sES"] + ["sSR"] * 8
     assert "  sTW TIME_WAIT    7 s" in lines
     assert "  sES ESTABLISHED  900 s" in lines
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[Running]:
+    r = Running(tmp_path)
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+def client_syn(sport: int) -> IP:
+    return IP(src="198.51.100.2", dst="203.0.113.10") / TCP(sport=sport, dport=80, flags="S")
+
+
+def test_flows_filters(live: Running) -> None:
+    for sport in (40001, 40002, 40003):
+        live.send(client_syn(sport))  # to B, C, A
+    run = CliRunner().invoke
+
+    def clients(*args: str) -> list[str]:
+        r = run(main, ["flows", "--json", "-s", live.path, *args])
+        assert r.exit_code == 0, r.output
+        return [row["client"].split(":")[1] for row in json.loads(r.output)]
+
+    assert clients() == ["40000", "40001", "40002", "40003"]  # oldest first
+    assert clients("--backend", "A") == ["40000", "40003"]
+    assert clients("--state", "syn_recv", "--limit", "2") == ["40000", "40001"]
+    assert clients("--state", "ESTABLISHED") == []
+    assert clients("--service", "nope") == []
+
+
+def test_backends_table_and_json(live: Running) -> None:
+    syn = live.send(client_syn(40001))  # to B
+    out = IP(syn)
+    synack = IP(src=out.dst, dst=out.src) / TCP(sport=80, dport=out[TCP].sport, flags="SA")
+    live.send(synack)
+    r = CliRunner().invoke(main, ["backends", "--json", "-s", live.path])
+    assert r.exit_code == 0, r.output
+    rows = {row["backend"]: row for row in json.loads(r.output)}
+    assert rows["A"]["active"] == rows["B"]["active"] == 1 and rows["C"]["active"] == 0
+    assert rows["B"]["address"] == "192.0.2.2:80" and rows["B"]["weight"] == 1
+    assert (rows["B"]["bytes_in"], rows["B"]["bytes_out"]) == (40, 40)
+    assert rows["B"]["rtt_samples"] == 1 and rows["B"]["rtt_syn_ms"] == 0.0  # one fake clock
+    assert rows["A"]["rtt_syn_ms"] is None
+    r = CliRunner().invoke(main, ["backends", "-s", live.path])
+    assert r.output.splitlines()[0].split() == [
+        "SERVICE", "NAME", "ADDRESS", "WEIGHT", "HEALTH", "ACTIVE", "TOTAL", "BYTES>", "<BYTES",
+        "SYN-RTT(ms)",
+    ]  # fmt: skip
+
+
+def _send_when_traced(live: Running, pkts: list[IP], dropped: int = -1) -> threading.Thread:
+    """Send pkts once a trace has subscribed; the one at index `dropped` gets no reply."""
+
+    def go() -> None:
+        deadline = time.monotonic() + 5
+        while not live.sw.subscriptions and time.monotonic() < deadline:
+            time.sleep(0.005)
+        for i, p in enumerate(pkts):
+            live.send(p, reply=i != dropped)
+
+    t = threading.Thread(target=go)
+    t.start()
+    return t
+
+
+def test_trace_shows_the_syn_rewrite_and_writes_a_pcap(live: Running, tmp_path: Path) -> None:
+    from scapy.utils import rdpcap
+
+    pcap = tmp_path / "t.pcap"
+    sender = _send_when_traced(live, [client_syn(40001), client_syn(40001)])
+    r = CliRunner().invoke(main, ["trace", "--count", "2", "--pcap", str(pcap), "-s", live.path])
+    sender.join(5)
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert lines[0].endswith("slow NONE -> SYN_RECV  web/B flow 198.51.100.2:40001")
+    ins, outs = lines[1].split(), lines[2].split()
+    assert ins[:5] == ["in", "198.51.100.2:40001", ">", "203.0.113.10:80", "[S]"]
+    assert outs[:5] == ["out", "203.0.113.1*:1024*", ">", "192.0.2.2*:80", "[S]"]
+    assert lines[3].endswith("slow  web/B flow 198.51.100.2:40001")  # retransmit: no change
+    assert lines[-1] == "2 packet(s) traced, 0 lost to a full trace buffer"
+    # the checksums shown are the packet's, and scapy agrees with them
+    pkts = rdpcap(str(pcap))
+    assert len(pkts) == 4
+    before, after = IP(bytes(pkts[0])), IP(bytes(pkts[1]))
+    assert bytes(before) == bytes(client_syn(40001))
+    fresh = after.copy()
+    del fresh.chksum
+    del fresh[TCP].chksum
+    fresh = IP(bytes(fresh))
+    assert (fresh.chksum, fresh[TCP].chksum) == (after.chksum, after[TCP].chksum)
+    assert ins[5:] == ["ip", f"{before.chksum:#06x}", "tcp", f"{before[TCP].chksum:#06x}"]
+    assert outs[5:] == ["ip", f"{after.chksum:#06x}*", "tcp", f"{after[TCP].chksum:#06x}*"]
+    assert (after.src, after[TCP].sport, after.dst) == ("203.0.113.1", 1024, "192.0.2.2")
+
+
+def test_trace_follows_one_flow_and_counts_drops_as_drops(live: Running) -> None:
+    other = client_syn(40007)
+    junk = IP(src="198.51.100.2", dst="203.0.113.10") / TCP(sport=40009, dport=80, flags="A")
+    mine = client_syn(40009)
+    sender = _send_when_traced(live, [other, junk, mine], dropped=1)
+    r = CliRunner().invoke(
+        main, ["trace", "--json", "--count", "2", "--flow", "198.51.100.2:40009", "-s", live.path]
+    )
+    sender.join(5)
+    assert r.exit_code == 0, r.output
+    evs = [json.loads(line) for line in r.output.splitlines()]
+    assert [e["verdict"] for e in evs] == ["drop:no_flow", "slow"]
+    assert evs[0]["after"] is None and evs[0]["flow"] is None
+    assert evs[1]["changed"] == ["src", "sport", "dst", "ip_csum", "tcp_csum"]
+    assert live.sw.subscriptions == []  # the trace unsubscribed when it ended
+
+
+def test_trace_argument_errors(live: Running) -> None:
+    r = CliRunner().invoke(main, ["trace", "--flow", "nonsense", "-s", live.path])
+    assert r.exit_code == 1
+    assert r.output.strip() == (
+        "error: trace: flow must be CLIENT_IP:PORT like 198.51.100.2:40312, got 'nonsense'"
+    )

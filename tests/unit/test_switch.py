@@ -272,7 +272,7 @@ def test_every_packet_is_forwarded_or_dropped_once() -> None:
     h.handshake()
     h.client("A", sport=9)
     h.send(b"junk")
-    s = h.sw.stats()
+    s = h.sw.stats(h.now)
     assert s["packets_in"] == s["packets_forwarded"] + sum(s["dropped"].values()) == 5
 
 

@@ -1,0 +1,90 @@
+"""`pktswitch trace` on the daemon side: a subscription to the switch, served as a stream.
+
+Records are turned into events here, between packet batches: header fields before and after
+(decoded from the bytes in Python), which of them changed, the state transition, and the raw
+bytes (cut to the subscriber's snaplen) for a pcap file.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pktswitch.core import packet
+from pktswitch.core.switch import Switch
+from pktswitch.core.trace import Record, Subscription
+
+FIELDS = ("src", "sport", "dst", "dport", "flags", "ip_csum", "tcp_csum")
+
+
+def parse_client(text: str) -> tuple[bytes, int]:
+    """'198.51.100.2:40312' as (4 address bytes, port); ValueError naming what is wrong."""
+    ip, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"flow must be CLIENT_IP:PORT like 198.51.100.2:40312, got {text!r}")
+    return packet.ip_bytes(ip), int(port)
+
+
+def event(rec: Record, seq: int, snaplen: int, wall: float) -> dict[str, Any]:
+    before = packet.describe(rec.before)
+    after = packet.describe(rec.after) if rec.after is not None else None
+    changed = [f for f in FIELDS if after is not None and before.get(f) != after.get(f)]
+    flow = rec.flow
+    ev: dict[str, Any] = {
+        "seq": seq,
+        "time": round(wall, 6),
+        "verdict": rec.verdict,
+        "flow": None,
+        "service": None,
+        "backend": None,
+        "transition": list(rec.transition) if rec.transition else None,
+        "before": before,
+        "after": after,
+        "changed": changed,
+        "raw_before": base64.b64encode(rec.before[:snaplen]).decode(),
+        "raw_after": base64.b64encode(rec.after[:snaplen]).decode() if rec.after else None,
+    }
+    if flow is not None:
+        ip, port = flow.client
+        ev["flow"] = f"{ipaddress.IPv4Address(ip)}:{port}"
+        ev["service"] = flow.service.name
+        ev["backend"] = flow.backend.name
+    return ev
+
+
+class TraceStream:
+    def __init__(self, switch: Switch, args: dict[str, Any], clock: Callable[[], float]) -> None:
+        client = parse_client(args["flow"]) if "flow" in args else None
+        count = args.get("count")
+        if count is not None and count < 1:
+            raise ValueError(f"count must be at least 1, got {count}")
+        snaplen = args.get("snaplen", 65535)
+        if not 0 <= snaplen <= 65535:
+            raise ValueError(f"snaplen must be 0..65535, got {snaplen}")
+        self.switch = switch
+        self.clock = clock
+        self.sub = Subscription(client=client, count=count, snaplen=snaplen)
+        self.sent = 0
+        switch.subscribe(self.sub)
+
+    def poll(self, limit: int) -> list[dict[str, Any]]:
+        q = self.sub.queue
+        offset = time.time() - self.clock()  # the switch's clock is monotonic
+        out = []
+        while q and len(out) < limit:
+            rec = q.popleft()
+            self.sent += 1
+            out.append(event(rec, self.sent, self.sub.snaplen, rec.t + offset))
+        return out
+
+    def done(self) -> bool:
+        return self.sub.done()
+
+    def summary(self) -> dict[str, int]:
+        return {"matched": self.sub.matched, "sent": self.sent, "dropped": self.sub.dropped}
+
+    def close(self) -> None:
+        self.switch.unsubscribe(self.sub)

@@ -1,0 +1,51 @@
+"""Packet tracing: what the switch did to each packet, before and after, for whoever watches.
+
+A subscriber (one `pktswitch trace`) gets a bounded queue. While at least one is subscribed the
+switch copies each packet before processing it and records (before, after, verdict, state
+change); a record that finds its subscriber's queue full is dropped and counted, never waited
+for, so tracing costs the datapath a bounded amount of work per packet and nothing when nobody
+traces. Records are turned into text or JSON later, outside the packet loop.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+QUEUE_MAX = 4096  # records waiting for one subscriber before new ones are dropped
+
+
+@dataclass(slots=True)
+class Record:
+    t: float  # the switch's clock (`now`) when the packet was handled
+    before: bytes
+    after: bytes | None  # None: dropped
+    verdict: str  # "fast", "slow" (forwarded by Python), or "drop:<reason>"
+    flow: Any  # the Flow the packet belongs to, if any
+    transition: tuple[str, str] | None  # (old state, new state) when it changed
+
+
+@dataclass(slots=True, eq=False)
+class Subscription:
+    client: tuple[bytes, int] | None = None  # follow one client address and port only
+    count: int | None = None  # stop after this many records
+    snaplen: int = 65535
+    queue: deque[Record] = field(default_factory=deque)
+    matched: int = 0  # records that passed the filter
+    dropped: int = 0  # of those, lost to a full queue
+
+    def wants(self, client: tuple[bytes, int] | None) -> bool:
+        if self.count is not None and self.matched >= self.count:
+            return False
+        return self.client is None or self.client == client
+
+    def done(self) -> bool:
+        return self.count is not None and self.matched >= self.count and not self.queue
+
+    def offer(self, rec: Record) -> None:
+        self.matched += 1
+        if len(self.queue) >= QUEUE_MAX:
+            self.dropped += 1
+        else:
+            self.queue.append(rec)
