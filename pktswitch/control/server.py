@@ -13,6 +13,7 @@ import logging
 import os
 import selectors
 import socket
+import stat
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -22,7 +23,7 @@ from pktswitch.io.loop import Loop
 log = logging.getLogger(__name__)
 
 MAX_BACKLOG = 16 * 1024 * 1024  # reply bytes queued for one client before it is dropped
-MAX_CLIENTS = 64
+MAX_CLIENTS = 64  # concurrent control clients; an operator needs a handful (supervisord: no cap)
 
 STREAM_CHUNK = 256  # events moved from a stream into a client's buffer per loop turn
 STREAM_BACKLOG = 1024 * 1024  # a stream waits while its client has this much unsent
@@ -46,8 +47,12 @@ class AlreadyRunning(Exception):
 
 def _prepare_path(path: str) -> None:
     os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
-    if not os.path.exists(path):
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
         return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise AlreadyRunning(f"{path} exists and is not a socket: refusing to replace it")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.settimeout(1)
@@ -149,17 +154,22 @@ class ControlServer:
                 return
             if data:
                 conn.inbuf += data
-                while b"\n" in conn.inbuf and conn.stream is None:
-                    line, _, rest = conn.inbuf.partition(b"\n")
-                    conn.inbuf = bytearray(rest)
-                    reply = self.dispatch(bytes(line))
-                    if isinstance(reply, dict):
-                        conn.outbuf += encode(reply)
-                    else:
-                        conn.stream = reply  # answered by _pump, event by event
-                if len(conn.inbuf) > MAX_LINE:
+                if len(conn.inbuf) > MAX_LINE and b"\n" not in conn.inbuf:
                     conn.outbuf += encode({"ok": False, "error": "request line too long"})
                     conn.inbuf.clear()
+        self._serve(fd, conn)
+
+    def _serve(self, fd: int, conn: _Conn) -> None:
+        """Answer one request, and only once the previous answer has left: a client that
+        pipelines requests gets one per loop turn, between packet batches."""
+        if conn.stream is None and not conn.outbuf and b"\n" in conn.inbuf:
+            line, _, rest = conn.inbuf.partition(b"\n")
+            conn.inbuf = bytearray(rest)
+            reply = self.dispatch(bytes(line))
+            if isinstance(reply, dict):
+                conn.outbuf += encode(reply)
+            else:
+                conn.stream = reply  # answered by _pump, a chunk per loop turn
         self._flush(fd, conn)
 
     def _flush(self, fd: int, conn: _Conn) -> None:
@@ -176,7 +186,8 @@ class ControlServer:
             self._drop(fd)
             return
         assert self.loop is not None
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.outbuf else 0)
+        # while an answer is leaving, read nothing more from that client (backpressure)
+        events = selectors.EVENT_WRITE if conn.outbuf else selectors.EVENT_READ
         self.loop.set_events(fd, events, lambda ev, fd=fd: self._ready(fd, ev))
 
     def _pump(self) -> None:
@@ -184,7 +195,11 @@ class ControlServer:
         a client that does not read leaves its events in the stream's own bounded queue."""
         for fd, conn in list(self.conns.items()):
             stream = conn.stream
-            if stream is None or len(conn.outbuf) > STREAM_BACKLOG:
+            if stream is None:
+                if not conn.outbuf and b"\n" in conn.inbuf:
+                    self._serve(fd, conn)  # the next pipelined request
+                continue
+            if len(conn.outbuf) > STREAM_BACKLOG:
                 continue
             for event in stream.poll(STREAM_CHUNK):
                 conn.outbuf += encode({"ok": True, "event": event})
@@ -200,8 +215,8 @@ class ControlServer:
         """The reply to one request line, or the Stream that will answer it."""
         try:
             req = json.loads(line)
-        except (ValueError, UnicodeDecodeError) as e:
-            return {"ok": False, "error": f"not JSON: {e}"}
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
+            return {"ok": False, "error": f"not JSON: {type(e).__name__}: {e}"[:200]}
         if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
             return {"ok": False, "error": 'expected an object like {"cmd": "flows"}'}
         cmd = req["cmd"]
@@ -213,6 +228,9 @@ class ControlServer:
             result = handler(args)
         except (ValueError, TypeError, KeyError) as e:
             return {"ok": False, "error": str(e) if isinstance(e, BadRequest) else f"{cmd}: {e}"}
+        except Exception as e:  # a bug: the client gets an error, the daemon goes on
+            log.exception("control command %r failed", cmd)
+            return {"ok": False, "error": f"{cmd}: internal error: {type(e).__name__}"}
         if COMMANDS[cmd].stream:
             return result  # type: ignore[no-any-return]
         return {"ok": True, "result": result}

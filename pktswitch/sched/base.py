@@ -2,47 +2,441 @@
 
 A scheduler is called once per new flow, never per packet. It returns the backend and a short
 reason that is kept on the flow (and shown by `pktswitch flows`), or None when no backend can
-take a new flow. Backends with weight 0 take no new flows.
+take a new flow. Backends with weight 0 take no new flows (IPVS quiescing): every scheduler
+here skips them, and returns None when no backend has a weight above 0.
+
+The interface (all three take the service's current list of BackendState):
+
+- pick(backends, client, cport) -> (backend, reason) | None: schedule a new flow. `client` is
+  the 4-byte client address, `cport` its port. It does not count the flow: the caller raises
+  backend.active / backend.total, which lc and wlc read.
+- peek(backends, client, cport): the answer pick would give now, changing nothing that pick
+  depends on (rr's turn, wrr's credits): Katran's simulator, `pktswitch which`.
+- update(backends): the control plane calls it after any change to the backend set or to a
+  weight. iphash and maglev rebuild their table there (only if (backend, name, weight) changed,
+  so a spurious call is cheap); wrr restarts its smoothing; rr, lc and wlc keep nothing derived
+  from the set and ignore it.
+
+Change detection, so that a forgotten update() is not silently wrong:
+- wrr reads every weight on every pick (its algorithm is O(n) anyway) and restarts by itself
+  when they change;
+- iphash and maglev check in O(1) per pick that the list is the same object with the same
+  length as at their last build, and rebuild otherwise. A weight changed in place, or a list
+  element replaced in place, is NOT seen by that check - call update(). One more O(1) guard:
+  if the table points at a backend whose weight is now 0, they rebuild before answering, so
+  quiescing a backend in place is always honoured.
+
+Schedulers: rr, wrr (nginx's smooth weighted round robin), iphash (IPVS sh), lc, wlc (IPVS),
+maglev (Maglev / Katran). `make(name, **options)` builds one; options come from the config.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
+from pktswitch.sched import maglev
+from pktswitch.sched.hashing import HASH_KEYS, flow_key, flow_text, hash64
 from pktswitch.sched.pool import BackendState
+
+Picked = tuple[BackendState, str]
+
+IPHASH_BUCKETS = 256  # IPVS sh: IP_VS_SH_TAB_SIZE = 256 (ip_vs_sh.c, CONFIG_IP_VS_SH_TAB_BITS=8)
+MAX_IPHASH_BUCKETS = 1 << 20  # IPVS allows up to 20 table bits (CONFIG_IP_VS_SH_TAB_BITS)
+REASON_RIVALS = 3  # lc/wlc reasons name at most this many other backends, then "+N more"
 
 
 class Scheduler(Protocol):
     name: str
 
-    def pick(
-        self, backends: Sequence[BackendState], client: bytes, cport: int
-    ) -> tuple[BackendState, str] | None: ...
+    def pick(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
+        """Schedule a new flow: the backend and why, or None if no backend takes new flows."""
+        ...
+
+    def peek(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
+        """What pick would answer now, without changing what the next pick answers."""
+        ...
+
+    def update(self, backends: Sequence[BackendState]) -> None:
+        """The backend set or a weight changed: rebuild whatever was derived from it."""
+        ...
 
 
+# ---------------------------------------------------------------------- round robin
 class RoundRobin:
-    """Each new flow goes to the next backend in turn (IPVS rr): equal servers, equal shares."""
+    """Each new flow goes to the next backend in turn (IPVS rr): equal servers, equal shares.
+
+    Weights other than 0 are ignored; weight-0 backends are skipped. The reason gives the
+    backend's position in the list: "rr: next in turn (2/3)".
+    """
 
     name = "rr"
+    OPTIONS: tuple[str, ...] = ()
 
     def __init__(self) -> None:
-        self._next = 0
+        self._next = 0  # index in the list where the search for the next turn starts
 
-    def pick(
-        self, backends: Sequence[BackendState], client: bytes, cport: int
-    ) -> tuple[BackendState, str] | None:
+    def _choose(self, backends: Sequence[BackendState]) -> int | None:
         n = len(backends)
         for i in range(n):
-            b = backends[(self._next + i) % n]
-            if b.weight > 0:
-                self._next = (self._next + i + 1) % n
-                return b, f"rr: next in turn ({(self._next - 1) % n + 1}/{n})"
+            j = (self._next + i) % n
+            if backends[j].weight > 0:
+                return j
         return None
 
+    def _answer(self, backends: Sequence[BackendState], j: int) -> Picked:
+        return backends[j], f"rr: next in turn ({j + 1}/{len(backends)})"
 
-SCHEDULERS: dict[str, type[Scheduler]] = {"rr": RoundRobin}
+    def pick(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
+        j = self._choose(backends)
+        if j is None:
+            return None
+        self._next = (j + 1) % len(backends)
+        return self._answer(backends, j)
+
+    def peek(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
+        j = self._choose(backends)
+        return None if j is None else self._answer(backends, j)
+
+    def update(self, backends: Sequence[BackendState]) -> None:
+        pass  # the turn is an index, kept modulo the list's length
 
 
-def make(name: str) -> Scheduler:
-    return SCHEDULERS[name]()
+# ---------------------------------------------------------------------- weighted round robin
+class SmoothWeightedRoundRobin:
+    """nginx's smooth weighted round robin (ngx_http_upstream_get_peer).
+
+    Each pick adds every backend's weight to its `current`, takes the backend with the largest
+    current (the first in the list on a tie) and subtracts the total weight from it. Over any
+    sum(weights) consecutive picks each backend gets exactly its weight, interleaved rather
+    than in bursts: weights A=2, B=3, C=5 give C B A C B C C A B C.
+
+    When a weight or the set changes (seen on the next pick, or told by update()), the
+    currents restart from 0, as nginx's do on reload: from then on every sum(new weights)
+    picks follow the new weights exactly. Reason: "wrr: C current 5 of total 10".
+    """
+
+    name = "wrr"
+    OPTIONS: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self._sig: tuple[tuple[BackendState, int], ...] = ()
+        self._current: list[int] = []
+
+    def _choose(
+        self, backends: Sequence[BackendState]
+    ) -> tuple[tuple[tuple[BackendState, int], ...], list[int], Picked] | None:
+        sig = tuple((b, b.weight) for b in backends)
+        current = list(self._current) if sig == self._sig else [0] * len(backends)
+        total = 0
+        best = -1
+        for i, b in enumerate(backends):
+            w = b.weight
+            if w <= 0:
+                continue
+            current[i] += w
+            total += w
+            if best < 0 or current[i] > current[best]:
+                best = i
+        if best < 0:
+            return None
+        b = backends[best]
+        reason = f"wrr: {b.name} current {current[best]} of total {total}"
+        current[best] -= total
+        return sig, current, (b, reason)
+
+    def pick(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
+        chosen = self._choose(backends)
+        if chosen is None:
+            return None
+        self._sig, self._current, picked = chosen
+        return picked
+
+    def peek(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
+        chosen = self._choose(backends)
+        return None if chosen is None else chosen[2]
+
+    def update(self, backends: Sequence[BackendState]) -> None:
+        sig = tuple((b, b.weight) for b in backends)
+        if sig != self._sig:
+            self._sig, self._current = sig, [0] * len(backends)
+
+
+# ---------------------------------------------------------------------- least connections
+def _rivals(parts: list[str]) -> str:
+    """At most REASON_RIVALS of the other backends, then how many more there are."""
+    shown = ", ".join(parts[:REASON_RIVALS])
+    more = len(parts) - REASON_RIVALS
+    return f"{shown}, +{more} more" if more > 0 else shown
+
+
+class LeastConnections:
+    """Fewest active flows wins (IPVS lc); weight-0 backends are left out.
+
+    Ties go to the first in the list, as in IPVS (a deterministic answer that `pktswitch which`
+    can predict). IPVS also counts inactive connections (active*256 + inactive); pktswitch
+    keeps only `active`. Reason: "lc: A 2 < B 3, C 3" (rivals by fewest flows first), or on a
+    tie "lc: A 2 <= B 2, C 3 (tie: first listed)".
+    """
+
+    name = "lc"
+    OPTIONS: tuple[str, ...] = ()
+
+    def peek(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
+        cands = [b for b in backends if b.weight > 0]
+        if not cands:
+            return None
+        best = min(cands, key=lambda b: b.active)  # min keeps the first of equals
+        others = sorted((b for b in cands if b is not best), key=lambda b: b.active)
+        if not others:
+            return best, f"lc: {best.name} {best.active}, the only candidate"
+        tie = others[0].active == best.active
+        rivals = _rivals([f"{b.name} {b.active}" for b in others])
+        reason = f"lc: {best.name} {best.active} {'<=' if tie else '<'} {rivals}"
+        return best, reason + (" (tie: first listed)" if tie else "")
+
+    def pick(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
+        return self.peek(backends, client, cport)
+
+    def update(self, backends: Sequence[BackendState]) -> None:
+        pass
+
+
+class WeightedLeastConnections:
+    """Smallest active/weight wins (IPVS wlc); weight-0 backends are left out.
+
+    As IPVS, the ratios are compared without division: a.active * b.weight < b.active *
+    a.weight; ties go to the first in the list. Reason: "wlc: A 3/2=1.5 < B 5/3=1.7" - ratios
+    with one decimal, more (up to 3) when one decimal would show a smaller ratio as equal.
+    """
+
+    name = "wlc"
+    OPTIONS: tuple[str, ...] = ()
+
+    def peek(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
+        best: BackendState | None = None
+        for b in backends:
+            if b.weight > 0 and (best is None or b.active * best.weight < best.active * b.weight):
+                best = b
+        if best is None:
+            return None
+        others = sorted(
+            (b for b in backends if b.weight > 0 and b is not best),
+            key=lambda b: b.active / b.weight,
+        )
+        if not others:
+            return best, f"wlc: {best.name} {best.active}/{best.weight}, the only candidate"
+        tie = others[0].active * best.weight == best.active * others[0].weight
+        shown = others[:REASON_RIVALS]
+        digits = 1
+        while digits < 3 and any(
+            f"{b.active / b.weight:.{digits}f}" == f"{best.active / best.weight:.{digits}f}"
+            and b.active * best.weight != best.active * b.weight
+            for b in shown
+        ):
+            digits += 1
+
+        def ratio(b: BackendState) -> str:
+            return f"{b.name} {b.active}/{b.weight}={b.active / b.weight:.{digits}f}"
+
+        rivals = _rivals([ratio(b) for b in others])
+        reason = f"wlc: {ratio(best)} {'<=' if tie else '<'} {rivals}"
+        return best, reason + (" (tie: first listed)" if tie else "")
+
+    def pick(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
+        return self.peek(backends, client, cport)
+
+    def update(self, backends: Sequence[BackendState]) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------- hashing schedulers
+def _hash_key_option(name: str, hash_key: object) -> bool:
+    """Validate the `hash_key` option; True when the client port is hashed too."""
+    if hash_key not in HASH_KEYS:
+        raise ValueError(
+            f"{name}: option hash_key must be one of {', '.join(map(repr, HASH_KEYS))}, "
+            f"got {hash_key!r}"
+        )
+    return hash_key == "ip+port"
+
+
+def _int_option(name: str, option: str, value: object, lo: int, hi: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ValueError(f"{name}: option {option} must be an integer {lo}..{hi}, got {value!r}")
+    return value
+
+
+class _Table:
+    """A scheduler that precomputes a lookup table from the backends (iphash, maglev).
+
+    The table maps slot -> index into self._members (small ints, as a data plane would index
+    them); -1 for an empty slot. Rebuilt by update(), or lazily as the module docstring says.
+    """
+
+    name = ""
+
+    def __init__(self, size: int, with_port: bool) -> None:
+        self.size = size
+        self.with_port = with_port
+        self._src: Sequence[BackendState] | None = None  # the list the table was built from
+        self._len = -1
+        self._sig: tuple[tuple[BackendState, str, int], ...] | None = None
+        self._members: list[BackendState] = []
+        self._table: list[int] = [-1] * size
+
+    def _build(self, members: list[BackendState]) -> list[int]:
+        raise NotImplementedError
+
+    def _order(self, backends: Sequence[BackendState]) -> list[BackendState]:
+        """The backends that get slots (weight > 0), in the order _build takes them."""
+        return [b for b in backends if b.weight > 0]
+
+    def update(self, backends: Sequence[BackendState]) -> None:
+        self._src, self._len = backends, len(backends)
+        sig = tuple((b, b.name, b.weight) for b in backends)
+        if sig != self._sig:
+            self._sig = sig
+            self._members = self._order(backends)
+            self._table = self._build(self._members)
+
+    def _fresh(self, backends: Sequence[BackendState]) -> None:
+        """The O(1) staleness check: another list, or the same list grown or shrunk."""
+        if backends is not self._src or len(backends) != self._len:
+            self.update(backends)
+
+    def slots(self, backends: Sequence[BackendState]) -> list[str | None]:
+        """Each slot's backend name (None: empty), for tests and for showing the table."""
+        self._fresh(backends)
+        names = [b.name for b in self._members]
+        return [names[i] if i >= 0 else None for i in self._table]
+
+    def _lookup(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
+        self._fresh(backends)
+        key = flow_key(client, cport, self.with_port)
+        slot = hash64(key) % self.size
+        i = self._table[slot]
+        if i >= 0 and self._members[i].weight <= 0:  # quiesced in place without update()
+            self.update(backends)
+            i = self._table[slot]
+        if i < 0:
+            return None
+        b = self._members[i]
+        return b, self._reason(flow_text(client, cport, self.with_port), slot, b)
+
+    def _reason(self, key: str, slot: int, b: BackendState) -> str:
+        raise NotImplementedError
+
+    def pick(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
+        return self._lookup(backends, client, cport)
+
+    def peek(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
+        # may rebuild a stale table (derived data, the same rebuild pick would do): the answer
+        # and every later pick are unchanged by it
+        return self._lookup(backends, client, cport)
+
+
+class SourceHash(_Table):
+    """The client address picks the backend (IPVS sh): table[hash(client) % 256].
+
+    Option hash_key="ip+port" hashes the client port too: clients behind one proxy address
+    (the mega-proxy problem) then spread over the backends, at the price of one client's
+    connections no longer sharing a backend.
+
+    The 256 buckets (option table_size) are filled as IPVS sh fills them, in turns by weight,
+    except that the turns follow the smooth weighted round robin order (interleaved, as wrr)
+    instead of IPVS's runs of `weight` buckets per backend: each backend then gets close to
+    table_size*weight/total buckets even when weights are large next to 256 (IPVS's runs
+    give the first backends everything). Weight-0 backends get no bucket. This is not
+    consistent hashing: a change of the set or a weight remaps most clients (use maglev for
+    that). Reason: "iphash: hash(198.51.100.2) -> bucket 17 -> B".
+    """
+
+    name = "iphash"
+    OPTIONS = ("hash_key", "table_size")
+
+    def __init__(self, hash_key: str = "ip", table_size: int = IPHASH_BUCKETS) -> None:
+        with_port = _hash_key_option(self.name, hash_key)
+        size = _int_option(self.name, "table_size", table_size, 1, MAX_IPHASH_BUCKETS)
+        super().__init__(size, with_port)
+
+    def _build(self, members: list[BackendState]) -> list[int]:
+        if not members:
+            return [-1] * self.size
+        weights = [b.weight for b in members]
+        total = sum(weights)
+        current = [0] * len(members)
+        table = []
+        for _ in range(self.size):
+            best = 0
+            for i, w in enumerate(weights):
+                current[i] += w
+                if current[i] > current[best]:
+                    best = i
+            current[best] -= total
+            table.append(best)
+        return table
+
+    def _reason(self, key: str, slot: int, b: BackendState) -> str:
+        return f"iphash: hash({key}) -> bucket {slot} -> {b.name}"
+
+
+class MaglevHash(_Table):
+    """Maglev consistent hashing (pktswitch.sched.maglev): table[hash(client) % M], M prime.
+
+    Options: table_size (prime, default 65537 as Katran and Envoy, at most Envoy's 5000011),
+    hash_key ("ip" or "ip+port", as iphash). The table depends only on the set of (name,
+    weight): members are sorted by name (then address) before the turns, so a backend that
+    leaves and comes back, in any position of the list, restores exactly the old table.
+    Reason: "maglev: hash(198.51.100.2) -> slot 40122 of 65537 -> C".
+    """
+
+    name = "maglev"
+    OPTIONS = ("hash_key", "table_size")
+
+    def __init__(self, hash_key: str = "ip", table_size: int = maglev.DEFAULT_TABLE_SIZE) -> None:
+        with_port = _hash_key_option(self.name, hash_key)
+        size = _int_option(self.name, "table_size", table_size, 2, maglev.MAX_TABLE_SIZE)
+        if not maglev.is_prime(size):
+            raise ValueError(
+                f"maglev: option table_size must be a prime number "
+                f"(65537 as in Katran and Envoy), got {size}"
+            )
+        super().__init__(size, with_port)
+
+    def _order(self, backends: Sequence[BackendState]) -> list[BackendState]:
+        return sorted((b for b in backends if b.weight > 0), key=lambda b: (b.name, b.ip, b.port))
+
+    def _build(self, members: list[BackendState]) -> list[int]:
+        return maglev.build([(b.name, b.weight) for b in members], self.size)
+
+    def _reason(self, key: str, slot: int, b: BackendState) -> str:
+        return f"maglev: hash({key}) -> slot {slot} of {self.size} -> {b.name}"
+
+
+# ---------------------------------------------------------------------- registry
+SCHEDULERS: dict[str, Callable[..., Scheduler]] = {
+    "rr": RoundRobin,
+    "wrr": SmoothWeightedRoundRobin,
+    "iphash": SourceHash,
+    "lc": LeastConnections,
+    "wlc": WeightedLeastConnections,
+    "maglev": MaglevHash,
+}
+
+
+def make(name: str, **options: Any) -> Scheduler:
+    """A new scheduler by name, with options from the config; ValueError names what is wrong.
+
+    A scheduler class lists the options it takes in OPTIONS (none if it has no such attribute).
+    """
+    factory = SCHEDULERS.get(name)
+    if factory is None:
+        known = ", ".join(sorted(SCHEDULERS))
+        raise ValueError(f"unknown scheduler {name!r} (known: {known})")
+    allowed: tuple[str, ...] = getattr(factory, "OPTIONS", ())
+    for option in options:
+        if option not in allowed:
+            takes = f"options: {', '.join(allowed)}" if allowed else "it takes no options"
+            raise ValueError(f"scheduler {name!r} has no option {option!r} ({takes})")
+    return factory(**options)
