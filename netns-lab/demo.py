@@ -78,6 +78,8 @@ def show(lab: Lab, mode: str, requests: int, hold: int, iperf_seconds: int) -> N
         rc = sw.stop()
         left = sw.leftovers()
         print(f"\npktswitch stopped by SIGINT (exit {rc}); left on the host: {left or 'nothing'}")
+        if rc != 0 or left:
+            raise SystemExit(f"pktswitch did not stop cleanly: exit {rc}, left {left}")
 
 
 def main() -> int:

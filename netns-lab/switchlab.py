@@ -5,7 +5,6 @@ Used by the demo and by the netns tests, so both run the switch the same way.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from labnet import Lab
+
+from pktswitch.control.client import NotRunning, call
 
 VENV_BIN = Path(sys.executable).parent
 PKTSWITCH = str(VENV_BIN / "pktswitch")
@@ -77,9 +78,11 @@ class Switch:
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"pktswitch exited with {self.proc.returncode}: {self.log()}")
-            r = self.cli("stats", "--json", check=False)
-            if r.returncode == 0:
+            try:
+                call(self.socket, "ping", timeout=1)
                 return
+            except NotRunning:
+                pass
             if time.monotonic() > deadline:
                 raise TimeoutError(f"pktswitch did not answer on {self.socket}: {self.log()}")
             time.sleep(0.05)
@@ -99,11 +102,12 @@ class Switch:
             check=check,
         )
 
-    def flows(self) -> list[dict[str, Any]]:
-        return json.loads(self.cli("flows", "--json").stdout)
+    def flows(self, **filters: Any) -> list[dict[str, Any]]:
+        """The flow table, asked in-process (the CLI's own client, without its start-up)."""
+        return call(self.socket, "flows", **filters)  # type: ignore[no-any-return]
 
     def stats(self) -> dict[str, Any]:
-        return json.loads(self.cli("stats", "--json").stdout)
+        return call(self.socket, "stats")  # type: ignore[no-any-return]
 
     def stop(self) -> int:
         """SIGINT, as Ctrl-C; returns the exit code."""

@@ -99,7 +99,7 @@ def run(config: str, verbose: bool) -> None:
     )
     try:
         daemon.run(cfg)
-    except (AlreadyRunning, SetupError) as e:
+    except (AlreadyRunning, SetupError, OSError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
 

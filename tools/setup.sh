@@ -5,11 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(iproute2 nginx-light iperf3 tcpdump curl ethtool gcc python3-dev)
-need_cmds=(ip nginx iperf3 tcpdump curl ethtool gcc)
+APT_PACKAGES=(iproute2 nginx-light iperf3 tcpdump curl ethtool gcc python3-dev python3-venv)
 
 missing=()
-for c in "${need_cmds[@]}"; do command -v "$c" >/dev/null 2>&1 || missing+=("$c"); done
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
 if [ ${#missing[@]} -gt 0 ] || [ "${PKS_APT_ALWAYS:-0}" = 1 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: missing ${missing[*]}; run as root to install them with apt-get" >&2

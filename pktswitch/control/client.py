@@ -1,4 +1,4 @@
-"""The control client: one request, one reply, over the switch's Unix socket."""
+"""The control client: one request over the switch's Unix socket, its reply or its events."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
-from pktswitch.control.protocol import request
+from pktswitch.control.protocol import COMMANDS, request
 
 
 class NotRunning(Exception):
@@ -18,53 +18,42 @@ class ControlError(Exception):
     """The switch answered with an error."""
 
 
-def call(path: str, cmd: str, timeout: float = 5.0, **args: Any) -> Any:
+def _replies(path: str, cmd: str, timeout: float | None, args: dict[str, Any]) -> Iterator[Any]:
+    """Send one request; yield each reply object until the connection ends."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
         try:
             s.connect(path)
+            s.sendall(request(cmd, **args))
+            for line in s.makefile("rb"):
+                reply = json.loads(line)
+                if not reply.get("ok"):
+                    raise ControlError(reply.get("error", "unknown error"))
+                yield reply
         except (FileNotFoundError, ConnectionRefusedError) as e:
             raise NotRunning(f"pktswitch is not running (no answer on {path})") from e
         except PermissionError as e:
             raise NotRunning(f"cannot reach pktswitch on {path}: permission denied") from e
-        s.sendall(request(cmd, **args))
-        buf = bytearray()
-        while not buf.endswith(b"\n"):
-            chunk = s.recv(1 << 20)
-            if not chunk:
-                raise NotRunning(f"pktswitch closed the connection on {path}")
-            buf += chunk
-    finally:
-        s.close()
-    reply = json.loads(buf)
-    if not reply.get("ok"):
-        raise ControlError(reply.get("error", "unknown error"))
-    return reply["result"]
-
-
-def stream(path: str, cmd: str, timeout: float | None = None, **args: Any) -> Iterator[Any]:
-    """Yield the events of a streaming command; returns (StopIteration.value) its summary."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(5)
-    try:
-        try:
-            s.connect(path)
-        except (FileNotFoundError, ConnectionRefusedError) as e:
-            raise NotRunning(f"pktswitch is not running (no answer on {path})") from e
-        except PermissionError as e:
-            raise NotRunning(f"cannot reach pktswitch on {path}: permission denied") from e
-        s.sendall(request(cmd, **args))
-        s.settimeout(timeout)
-        f = s.makefile("rb")
-        for line in f:
-            reply = json.loads(line)
-            if not reply.get("ok"):
-                raise ControlError(reply.get("error", "unknown error"))
-            if "event" in reply:
-                yield reply["event"]
-            else:
-                return reply.get("result")
+        except TimeoutError as e:
+            raise NotRunning(f"pktswitch does not answer on {path} (timed out)") from e
         raise NotRunning(f"pktswitch closed the connection on {path}")
     finally:
         s.close()
+
+
+def stream(path: str, cmd: str, timeout: float | None = None, **args: Any) -> Iterator[Any]:
+    """Yield the events of a streaming command; its summary is the StopIteration value."""
+    for reply in _replies(path, cmd, timeout, args):
+        if "event" not in reply:
+            return reply.get("result")
+        yield reply["event"]
+
+
+def call(path: str, cmd: str, timeout: float = 5.0, **args: Any) -> Any:
+    """The command's result; for a streaming command, the list of all its events."""
+    if COMMANDS[cmd].stream:
+        return list(stream(path, cmd, timeout=timeout, **args))
+    for reply in _replies(path, cmd, timeout, args):
+        return reply["result"]
+    raise AssertionError("unreachable: _replies raises when the connection ends")

@@ -22,25 +22,26 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pktswitch.core.flows import DEFAULT_MAX_FLOWS
+from pktswitch.core.nat import DEFAULT_PORTS as DEFAULT_SNAT_PORTS
+from pktswitch.core.switch import MODES
 from pktswitch.core.tcpstate import DEFAULT_TIMEOUTS, State, timeout_name
+from pktswitch.sched.base import SCHEDULERS, make
 
-MODES = ("fullnat", "nat")
 PROTOCOLS = frozenset({"tcp"})
-SCHEDULERS = frozenset({"rr"})
 
 IFNAME_MAX = 15  # Linux IFNAMSIZ is 16 bytes, including the terminating NUL
 SUN_PATH_MAX = 107  # Linux sockaddr_un.sun_path is 108 bytes, including the terminating NUL
-DEFAULT_MAX_FLOWS = 262_144  # conntrack: default nf_conntrack_max on 64-bit hosts above 4 GiB
 MAX_FLOWS_LIMIT = 16_777_216  # 2**24 flows: 64 times conntrack's default
 ROUTE_TABLE_MAX = 2**31 - 1  # Linux table ids are u32 (0 = unspecified); kept to a signed int
 RESERVED_TABLES = {253: "default", 254: "main", 255: "local"}  # iproute2 rt_tables
 MAX_PORT = 65_535
 MAX_WEIGHT = 65_535  # ipvsadm: weights 0..65535; 0 takes no new flows
 DEFAULT_WEIGHT = 1  # ipvsadm's default weight
-DEFAULT_SNAT_PORTS = (1024, 65535)  # conntrack and IPVS leave the well-known ports alone too
 
 SWITCH_KEYS = ("tun", "mode", "snat", "snat_ports", "control", "max_flows", "route_table")
-SERVICE_KEYS = ("name", "vip", "protocol", "scheduler", "backend")
+SCHEDULER_OPTIONS = ("hash_key", "table_size")  # passed to the scheduler that takes them
+SERVICE_KEYS = ("name", "vip", "protocol", "scheduler", *SCHEDULER_OPTIONS, "backend")
 BACKEND_KEYS = ("name", "address", "weight")
 TOP_KEYS = ("switch", "timeouts", "service")
 TIMEOUT_KEYS = {timeout_name(state): state for state in State}
@@ -76,6 +77,7 @@ class Service:
     protocol: str
     scheduler: str
     backends: tuple[Backend, ...]
+    options: tuple[tuple[str, Any], ...] = ()  # scheduler options, e.g. (("hash_key", "ip"),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +365,14 @@ def _service(value: Any, key: str) -> Service:
     scheduler = _choice(
         _get(table, "scheduler", key, "rr"), _join(key, "scheduler"), SCHEDULERS, "scheduler"
     )
+    options = tuple((o, table[o]) for o in SCHEDULER_OPTIONS if o in table)
+    try:
+        make(scheduler, **dict(options))
+    except ValueError as e:
+        bad = [o for o, _ in options if o in str(e)]
+        err = _Invalid(_join(key, bad[0] if bad else "scheduler"), "", "")
+        err.message = str(e)  # the scheduler's own words name the option and what it takes
+        raise err from e
     backend_key = _join(key, "backend")
     if "backend" not in table:
         raise _Invalid(backend_key, f"at least one [[service.backend]] in {key}", "none")
@@ -387,7 +397,7 @@ def _service(value: Any, key: str) -> Service:
         names[b.name] = item_key
         addresses[b.ip, b.port] = item_key
         backends.append(b)
-    return Service(name, vip, port, protocol, scheduler, tuple(backends))
+    return Service(name, vip, port, protocol, scheduler, tuple(backends), options)
 
 
 def _config(doc: dict[str, Any], path: str) -> Config:

@@ -15,7 +15,7 @@ from typing import Any
 
 from pktswitch.control.config import Config
 from pktswitch.control.server import ControlServer
-from pktswitch.control.tracing import TraceStream
+from pktswitch.control.streams import FlowsStream, TraceStream
 from pktswitch.core.switch import Switch
 from pktswitch.io.loop import Loop
 from pktswitch.io.tun import TunDevice
@@ -35,15 +35,14 @@ def handlers(switch: Switch, loop: Loop | None, clock: Any = time.monotonic) -> 
 
     return {
         "ping": lambda _args: "pong",
-        "flows": lambda args: switch.flows(clock(), **args),
+        "flows": lambda args: FlowsStream(switch, args, clock),
         "backends": lambda _args: switch.backends(),
         "stats": stats,
         "trace": lambda args: TraceStream(switch, args, clock),
     }
 
 
-class _Stop(Exception):
-    """A stop signal that arrived before the loop was running."""
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def run(cfg: Config) -> None:
@@ -53,15 +52,18 @@ def run(cfg: Config) -> None:
 
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("%s: stopping", signal.Signals(signum).name)
-        if loop is None:
-            raise _Stop
-        loop.stop()
+        if loop is not None:
+            loop.stop()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    server = ControlServer(sw.control, {})
+    # Set-up and clean-up run with stop signals held back, so that a Ctrl-C cannot land between
+    # adding a route and recording it; one that arrives meanwhile is delivered when the loop runs.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    server: ControlServer | None = None
     tun: TunDevice | None = None
     try:
+        server = ControlServer(sw.control, {})
         tun = TunDevice(sw.tun)
         tun.up()
         tun.route([s.vip for s in cfg.services] + list(sw.snat))
@@ -80,11 +82,12 @@ def run(cfg: Config) -> None:
             vips,
             sw.control,
         )
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         loop.run()
-    except _Stop:
-        pass
     finally:
-        server.close()
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        if server is not None:
+            server.close()
         if tun is not None:
             tun.close()
         log.info("stopped: %s", switch.stats(time.monotonic()))

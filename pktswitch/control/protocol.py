@@ -33,6 +33,7 @@ COMMANDS: dict[str, Command] = {
     "flows": Command(
         "the live flow table",
         {"service": str, "backend": str, "state": str, "limit": int},
+        stream=True,
     ),
     "backends": Command("backends with weight, health, flows, bytes and response time"),
     "stats": Command("packet, drop, flow and SNAT counters"),

@@ -68,13 +68,14 @@ class FlowTable:
         self.tab = ffi.gc(tab, lib.pks_table_free)
         self.max_flows = max_flows
         self.timeouts = dict(DEFAULT_TIMEOUTS if timeouts is None else timeouts)
-        self.flows: list[Flow | None] = [None] * max_flows
-        self._free = list(range(max_flows - 1, -1, -1))  # pop() hands out low slots first
+        self.flows: list[Flow | None] = []  # by slot; grows to the high-water mark only
+        self._free: list[int] = []  # slots freed below the high-water mark
+        self._count = 0
         self._heap: list[tuple[float, int, Flow]] = []
         self._seq = 0
 
     def __len__(self) -> int:
-        return self.max_flows - len(self._free)
+        return self._count
 
     def __iter__(self) -> Iterator[Flow]:
         return (f for f in self.flows if f is not None)
@@ -82,23 +83,31 @@ class FlowTable:
     # ---------------------------------------------------------------- membership
     def add(self, k0: Any, n0: Any, k1: Any, n1: Any, flow_args: dict[str, Any]) -> Flow:
         """Index a new flow under both keys; raises TableFull or KeyBusy."""
-        if not self._free:
+        if self._free:
+            slot = self._free[-1]
+        elif len(self.flows) < self.max_flows:
+            slot = len(self.flows)
+        else:
             raise TableFull
-        slot = self._free[-1]
         rc = lib.pks_table_insert(self.tab, slot, k0, n0, k1, n1)
         if rc == -1:
             raise KeyBusy
         if rc != 0:
             raise RuntimeError(f"pks_table_insert: slot {slot} rc {rc}")
-        self._free.pop()
         flow = Flow(slot=slot, **flow_args)
-        self.flows[slot] = flow
+        if self._free:
+            self._free.pop()
+            self.flows[slot] = flow
+        else:
+            self.flows.append(flow)
+        self._count += 1
         return flow
 
     def remove(self, flow: Flow) -> None:
         lib.pks_table_remove(self.tab, flow.slot)
         self.flows[flow.slot] = None
         self._free.append(flow.slot)
+        self._count -= 1
         flow.timer_seq = -1
 
     # ----------------------------------------------------------------- state

@@ -108,7 +108,7 @@ class Switch:
                 name=s.name,
                 vip=s.vip,
                 port=s.port,
-                scheduler=make(s.scheduler),
+                scheduler=make(s.scheduler, **dict(s.options)),
                 backends=[BackendState(b.name, b.ip, b.port, b.weight) for b in s.backends],
             )
             for s in cfg.services
@@ -324,27 +324,9 @@ class Switch:
             "reason": flow.reason,
         }
 
-    def flows(
-        self,
-        now: float,
-        service: str | None = None,
-        backend: str | None = None,
-        state: str | None = None,
-        limit: int | None = None,
-    ) -> list[dict[str, Any]]:
-        """Flows as flow_view() shows them, oldest first, filtered by exact names."""
-        out = []
-        for f in sorted(self.table, key=lambda f: f.created):
-            if service is not None and f.service.name != service:
-                continue
-            if backend is not None and f.backend.name != backend:
-                continue
-            if state is not None and f.state.name != state.upper():
-                continue
-            out.append(self.flow_view(f, now))
-            if limit is not None and len(out) >= limit:
-                break
-        return out
+    def flows(self, now: float) -> list[dict[str, Any]]:
+        """Every flow as flow_view() shows it, oldest first."""
+        return [self.flow_view(f, now) for f in sorted(self.table, key=lambda f: f.created)]
 
     def backends(self) -> list[dict[str, Any]]:
         """Every backend of every service with its live counters."""

@@ -45,6 +45,17 @@ def _read_sysctl(name: str) -> str:
         return "?"
 
 
+def _remove_stale_rules(spec: tuple[str, ...]) -> None:
+    """Delete rules identical to `spec` left by a switch that was killed (SIGKILL leaves
+    its rules behind: they outlive the device). Identical means ours: same backend endpoint,
+    table and priority."""
+    for _ in range(100):  # bounded: each round removes one copy
+        r = subprocess.run(["ip", "rule", "del", *spec], capture_output=True, timeout=10)
+        if r.returncode != 0:
+            return
+        log.warning("removed a stale rule: %s", " ".join(spec))
+
+
 class TunDevice:
     """A TUN device (IFF_TUN | IFF_NO_PI: raw IP packets) with its routes and rules."""
 
@@ -79,6 +90,7 @@ class TunDevice:
         for ip, port in sorted(set(endpoints)):
             spec = ("from", f"{ip}/32", "ipproto", "tcp", "sport", str(port))
             spec += ("lookup", str(table), "priority", str(RULE_PRIORITY))
+            _remove_stale_rules(spec)
             _ip("rule", "add", *spec)
             self._undo.append(("rule", "del", *spec))
 

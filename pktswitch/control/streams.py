@@ -1,6 +1,8 @@
-"""`pktswitch trace` on the daemon side: a subscription to the switch, served as a stream.
+"""Streaming control commands: answered a chunk per loop turn, between packet batches.
 
-Records are turned into events here, between packet batches: header fields before and after
+`flows` walks a snapshot of the table so that a table of a million flows never stalls the
+datapath for the time it takes to describe them all. `trace` is a subscription to the switch:
+records are turned into events here, outside the packet loop: header fields before and after
 (decoded from the bytes in Python), which of them changed, the state transition, and the raw
 bytes (cut to the subscriber's snaplen) for a pcap file.
 """
@@ -88,3 +90,52 @@ class TraceStream:
 
     def close(self) -> None:
         self.switch.unsubscribe(self.sub)
+
+
+class FlowsStream:
+    """The flow table, oldest flow first, filtered; flows that expire meanwhile are skipped."""
+
+    def __init__(self, switch: Switch, args: dict[str, Any], clock: Callable[[], float]) -> None:
+        limit = args.get("limit")
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        self.switch = switch
+        self.clock = clock
+        self.service = args.get("service")
+        self.backend = args.get("backend")
+        self.state = args["state"].upper() if "state" in args else None
+        self.limit = limit
+        self.flows = sorted(switch.table, key=lambda f: f.created)
+        self.pos = 0
+        self.sent = 0
+
+    def _wanted(self, f: Any) -> bool:
+        return (
+            self.switch.table.flows[f.slot] is f
+            and (self.service is None or f.service.name == self.service)
+            and (self.backend is None or f.backend.name == self.backend)
+            and (self.state is None or f.state.name == self.state)
+        )
+
+    def poll(self, limit: int) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        now = self.clock()
+        while self.pos < len(self.flows) and len(out) < limit and not self._full():
+            f = self.flows[self.pos]
+            self.pos += 1
+            if self._wanted(f):
+                out.append(self.switch.flow_view(f, now))
+                self.sent += 1
+        return out
+
+    def _full(self) -> bool:
+        return self.limit is not None and self.sent >= self.limit
+
+    def done(self) -> bool:
+        return self._full() or self.pos >= len(self.flows)
+
+    def summary(self) -> dict[str, int]:
+        return {"flows": self.sent, "table": len(self.switch.table)}
+
+    def close(self) -> None:
+        self.flows = []
