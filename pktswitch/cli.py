@@ -184,7 +184,8 @@ BACKEND_COLUMNS = (
     ("total", "TOTAL"),
     ("bytes_in", "BYTES>"),
     ("bytes_out", "<BYTES"),
-    ("rtt_syn_ms", "SYN-RTT(ms)"),
+    ("rtt_syn_ms", "HANDSHAKE(ms)"),
+    ("rt_data_ms", "RESPONSE(ms)"),
 )
 
 
@@ -199,8 +200,9 @@ def backends(sock: str | None, config: str | None, as_json: bool) -> None:
         click.echo(json.dumps(rows, indent=1))
         return
     for r in rows:  # three decimals: sub-millisecond handshakes are the normal case here
-        if r["rtt_syn_ms"] is not None:
-            r["rtt_syn_ms"] = f"{r['rtt_syn_ms']:.3f}"
+        for k in ("rtt_syn_ms", "rt_data_ms"):
+            if r[k] is not None:
+                r[k] = f"{r[k]:.3f}"
     click.echo(table(rows, BACKEND_COLUMNS))
 
 

@@ -26,6 +26,7 @@ from pktswitch.core.tcpstate import DEFAULT_TIMEOUTS, State
 
 # Size precedent: conntrack's nf_conntrack_max on a host with 4 GiB or more is 262144.
 DEFAULT_MAX_FLOWS = 262144
+MEASURE_PACKETS = 16  # slow-path packets a flow may spend waiting for its first response
 
 
 @dataclass(slots=True, eq=False)
@@ -43,6 +44,12 @@ class Flow:
     timer_due: float = 0.0  # when that entry comes due
     syns: int = 0  # SYNs seen from the client (retransmits make the handshake time unusable)
     synack_at: float = -1.0  # when the backend's first SYN-ACK was seen
+    # First-response measurement: while `measuring`, the flow stays off the fast path so that
+    # Python sees its first request and first response; it ends at the first response or
+    # after MEASURE_PACKETS packets (a one-way bulk transfer has no response to wait for).
+    measuring: bool = True
+    request_at: float = -1.0
+    slow_packets: int = 0
 
 
 class TableFull(Exception):
@@ -115,10 +122,15 @@ class FlowTable:
         """The one way a flow's state changes: state, timeout and timer move together."""
         flow.state = state
         flow.timeout = self.timeouts[state]
-        self.tab.flows[flow.slot].fast = state == State.ESTABLISHED
+        self.tab.flows[flow.slot].fast = state == State.ESTABLISHED and not flow.measuring
         due = now + flow.timeout
         if flow.timer_seq < 0 or due < flow.timer_due:
             self._push(flow, due)
+
+    def measured(self, flow: Flow) -> None:
+        """The flow's first response was seen (or given up on): it may take the fast path."""
+        flow.measuring = False
+        self.tab.flows[flow.slot].fast = flow.state == State.ESTABLISHED
 
     def _push(self, flow: Flow, due: float) -> None:
         self._seq += 1

@@ -26,7 +26,14 @@ from typing import Any
 
 from pktswitch._native import ffi, lib
 from pktswitch.core import packet
-from pktswitch.core.flows import DEFAULT_MAX_FLOWS, Flow, FlowTable, KeyBusy, TableFull
+from pktswitch.core.flows import (
+    DEFAULT_MAX_FLOWS,
+    MEASURE_PACKETS,
+    Flow,
+    FlowTable,
+    KeyBusy,
+    TableFull,
+)
 from pktswitch.core.nat import DEFAULT_PORTS, SnatPool
 from pktswitch.core.tcpstate import (
     ACK,
@@ -47,6 +54,7 @@ MAX_PACKET = 65535 + 16  # the largest IP packet, plus room for a TUN header
 MODES = ("fullnat", "nat")
 
 RATE_WINDOW = 10  # seconds over which "new flows per second" is averaged
+MEASURABLE = frozenset({State.SYN_RECV, State.ESTABLISHED})  # a first response may still come
 
 
 @dataclass(slots=True, eq=False)
@@ -60,6 +68,10 @@ class ServiceState:
 
     def __post_init__(self) -> None:
         self.vip_bytes = packet.ip_bytes(self.vip)
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1e3, 3)
 
 
 class Switch:
@@ -154,14 +166,31 @@ class Switch:
             elif flags & ACK and flow.synack_at < 0:
                 flow.synack_at = now
                 if flow.syns == 1:  # Karn: a retransmitted SYN makes the sample ambiguous
-                    flow.backend.add_rtt_sample(now - flow.created)
+                    flow.backend.add_sample("syn", now - flow.created, now)
         state = next_state(flow.state, meta.dir, flags)
         if state != flow.state:
             self.last_transition = (flow.state, state)
             self.table.set_state(flow, state, now)
+        if flow.measuring:
+            self._measure(flow, now)
         lib.pks_apply(self.table.tab, self._bufp, meta)
         self.forwarded += 1
         return True
+
+    def _measure(self, flow: Flow, now: float) -> None:
+        """First request -> first response time, from a flow's slow-path packets."""
+        meta = self.meta
+        flow.slow_packets += 1
+        if meta.payload:
+            if meta.dir == INPUT:
+                if flow.request_at < 0:
+                    flow.request_at = now
+            elif flow.request_at >= 0:
+                flow.backend.add_sample("data", now - flow.request_at, now)
+                self.table.measured(flow)
+                return
+        if flow.slow_packets >= MEASURE_PACKETS or flow.state not in MEASURABLE:
+            self.table.measured(flow)
 
     def count_drop(self, reason: str) -> None:
         """Count a packet the I/O layer had to drop (e.g. the core raised on it)."""
@@ -351,8 +380,10 @@ class Switch:
                         "total": b.total,
                         "bytes_in": b.closed_bytes[0] + lb[0],
                         "bytes_out": b.closed_bytes[1] + lb[1],
-                        "rtt_syn_ms": None if b.rtt_syn is None else round(b.rtt_syn * 1e3, 3),
-                        "rtt_samples": b.rtt_samples,
+                        "rtt_syn_ms": _ms(b.rtt_syn),
+                        "rt_data_ms": _ms(b.rt_data),
+                        "rt_ms": _ms(b.rt),
+                        "samples": dict(b.samples),
                     }
                 )
         return rows

@@ -32,6 +32,7 @@ maglev (Maglev / Katran). `make(name, **options)` builds one; options come from 
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -415,6 +416,55 @@ class MaglevHash(_Table):
 
 
 # ---------------------------------------------------------------------- registry
+class LeastResponseTime:
+    """Least response time by the power of two choices (Mitzenmacher; Envoy, HAProxy random(2)).
+
+    Two backends are drawn at random and the one with the lower score takes the flow, score =
+    rt x (active + 1) / weight: the smoothed response time the switch measured (handshakes,
+    first responses, probes: see pool.py) scaled by the load it would carry. Drawing two keeps
+    a fast backend from taking every new flow at once, and a backend that has not been measured
+    yet scores 0, so it is tried. The random source is seeded: the same seed, the same choices.
+    """
+
+    name = "lrt"
+    OPTIONS: tuple[str, ...] = ()
+
+    def __init__(self, seed: int = 0x5EED) -> None:
+        self._rng = random.Random(seed)
+
+    @staticmethod
+    def _score(b: BackendState) -> float:
+        return 0.0 if b.rt is None else b.rt * (b.active + 1) / b.weight
+
+    @staticmethod
+    def _text(b: BackendState) -> str:
+        rt = "unmeasured" if b.rt is None else f"{b.rt * 1e3:.1f}ms"
+        return f"{b.name} {rt}x({b.active}+1)/{b.weight}"
+
+    def _choose(self, backends: Sequence[BackendState], rng: random.Random) -> Picked | None:
+        up = [b for b in backends if b.weight > 0]
+        if not up:
+            return None
+        if len(up) == 1:
+            return up[0], f"lrt: {up[0].name}, the only candidate"
+        a, b = rng.sample(up, 2)
+        if self._score(b) < self._score(a):
+            a, b = b, a
+        op = "<" if self._score(a) < self._score(b) else "<="
+        return a, f"lrt: {self._text(a)} {op} {self._text(b)} (two random choices)"
+
+    def pick(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
+        return self._choose(backends, self._rng)
+
+    def peek(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
+        twin = random.Random()
+        twin.setstate(self._rng.getstate())
+        return self._choose(backends, twin)
+
+    def update(self, backends: Sequence[BackendState]) -> None:
+        pass
+
+
 SCHEDULERS: dict[str, Callable[..., Scheduler]] = {
     "rr": RoundRobin,
     "wrr": SmoothWeightedRoundRobin,
@@ -422,6 +472,7 @@ SCHEDULERS: dict[str, Callable[..., Scheduler]] = {
     "lc": LeastConnections,
     "wlc": WeightedLeastConnections,
     "maglev": MaglevHash,
+    "lrt": LeastResponseTime,
 }
 
 

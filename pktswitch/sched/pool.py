@@ -1,9 +1,23 @@
-"""Backends at run time: address, weight and the live counters the schedulers read."""
+"""Backends at run time: address, weight and the live counters the schedulers read.
+
+Response times come from what the switch already sees, smoothed as TCP smooths its RTT
+(RFC 6298, alpha = 1/8): the handshake (client SYN to backend SYN-ACK, kernel work on the
+backend) and the first response (first client data to first backend data, the application's
+work). Active probes, TCP connects from the switch, add handshake samples for a backend that
+gets no traffic, so that an estimate does not freeze at its last bad value. `rt` smooths all
+of them together: it is what least-response-time scheduling compares.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+
+SMOOTHING = 1 / 8  # RFC 6298's alpha for SRTT
+
+
+def _smooth(old: float | None, sample: float) -> float:
+    return sample if old is None else old + (sample - old) * SMOOTHING
 
 
 @dataclass(slots=True, eq=False)
@@ -16,19 +30,24 @@ class BackendState:
     total: int = 0  # flows ever scheduled to it
     closed_bytes: list[int] = field(default_factory=lambda: [0, 0])  # of expired flows: in, out
     rtt_syn: float | None = None  # smoothed SYN -> SYN-ACK time, seconds
-    rtt_samples: int = 0
+    rt_data: float | None = None  # smoothed first request -> first response time, seconds
+    rt: float | None = None  # all samples smoothed together: what lrt compares
+    samples: dict[str, int] = field(default_factory=lambda: {"syn": 0, "data": 0, "probe": 0})
+    last_sample_at: float = -1.0  # the switch's clock at the last sample
     ip_bytes: bytes = field(init=False)
 
     def __post_init__(self) -> None:
         self.ip_bytes = ipaddress.IPv4Address(self.ip).packed
 
-    def add_rtt_sample(self, seconds: float) -> None:
-        """Smooth handshake times as TCP smooths RTT (RFC 6298: alpha = 1/8)."""
-        self.rtt_samples += 1
-        if self.rtt_syn is None:
-            self.rtt_syn = seconds
+    def add_sample(self, kind: str, seconds: float, now: float) -> None:
+        """One response-time sample: kind "syn" or "probe" (handshakes) or "data"."""
+        self.samples[kind] += 1
+        self.last_sample_at = now
+        if kind == "data":
+            self.rt_data = _smooth(self.rt_data, seconds)
         else:
-            self.rtt_syn += (seconds - self.rtt_syn) / 8
+            self.rtt_syn = _smooth(self.rtt_syn, seconds)
+        self.rt = _smooth(self.rt, seconds)
 
     @property
     def endpoint(self) -> tuple[bytes, int]:

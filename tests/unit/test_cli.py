@@ -250,12 +250,13 @@ def test_backends_table_and_json(live: Running) -> None:
     assert rows["A"]["active"] == rows["B"]["active"] == 1 and rows["C"]["active"] == 0
     assert rows["B"]["address"] == "192.0.2.2:80" and rows["B"]["weight"] == 1
     assert (rows["B"]["bytes_in"], rows["B"]["bytes_out"]) == (40, 40)
-    assert rows["B"]["rtt_samples"] == 1 and rows["B"]["rtt_syn_ms"] == 0.0  # one fake clock
-    assert rows["A"]["rtt_syn_ms"] is None
+    assert rows["B"]["samples"] == {"syn": 1, "data": 0, "probe": 0}
+    assert rows["B"]["rtt_syn_ms"] == 0.0  # the fake clock stands still
+    assert rows["A"]["rtt_syn_ms"] is None and rows["A"]["rt_data_ms"] is None
     r = CliRunner().invoke(main, ["backends", "-s", live.path])
     assert r.output.splitlines()[0].split() == [
         "SERVICE", "NAME", "ADDRESS", "WEIGHT", "HEALTH", "ACTIVE", "TOTAL", "BYTES>", "<BYTES",
-        "SYN-RTT(ms)",
+        "HANDSHAKE(ms)", "RESPONSE(ms)",
     ]  # fmt: skip
 
 

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.packet import Raw
 
+from pktswitch.core.flows import MEASURE_PACKETS
 from pktswitch.core.switch import ServiceState, Switch
 from pktswitch.core.tcpstate import DEFAULT_TIMEOUTS, State
 from pktswitch.sched.base import make
@@ -19,19 +20,21 @@ CLIENT, VIP, SNAT = "198.51.100.2", "203.0.113.10", "203.0.113.1"
 BACKENDS = {"A": "192.0.2.1", "B": "192.0.2.2", "C": "192.0.2.3"}
 
 
-def service(names: str = "ABC", port: int = 80) -> ServiceState:
+def service(names: str = "ABC", port: int = 80, scheduler: str = "rr") -> ServiceState:
     backends = [BackendState(n, BACKENDS[n], 8080) for n in names]
-    return ServiceState("web", VIP, port, make("rr"), backends)
+    return ServiceState("web", VIP, port, make(scheduler), backends)
 
 
 class Harness:
     """Feeds packets through a Switch and returns what it would write, parsed by scapy."""
 
-    def __init__(self, mode: str = "fullnat", names: str = "ABC", **kw: object) -> None:
+    def __init__(
+        self, mode: str = "fullnat", names: str = "ABC", scheduler: str = "rr", **kw: object
+    ) -> None:
         timeouts = dict(DEFAULT_TIMEOUTS)
         timeouts.update(kw.pop("timeouts", {}))  # type: ignore[call-overload]
         self.sw = Switch(
-            [service(names)],
+            [service(names, scheduler=scheduler)],
             mode=mode,
             snat=[SNAT] if mode == "fullnat" else [],
             timeouts=timeouts,
@@ -130,19 +133,21 @@ def test_states_follow_the_conversation_and_established_goes_fast() -> None:
     assert h.flow()["state"] == "SYN_RECV"
     h.client("A", seq=101, ack=501)
     assert h.flow()["state"] == "ESTABLISHED"
-    fast_before = h.sw.fast
     out = h.client("PA", seq=101, ack=501, payload=b"GET / HTTP/1.1\r\n\r\n")
     assert out is not None and checksums_ok(out) and bytes(out[Raw]) == b"GET / HTTP/1.1\r\n\r\n"
     back = h.backend(syn, "PA", seq=501, ack=119, payload=b"HTTP/1.1 200 OK\r\n\r\n")
     assert back is not None and checksums_ok(back)
-    assert h.sw.fast == fast_before + 2
+    assert h.sw.fast == 0  # the first request and response are measured by Python
+    assert h.client("A", seq=119, ack=520) is not None
+    assert h.sw.fast == 1  # from then on, C alone
     h.client("FA", seq=119, ack=520)
     assert h.flow()["state"] == "CLOSE_WAIT"
+    assert h.sw.fast == 1
     h.backend(syn, "FA", seq=520, ack=120)
     assert h.flow()["state"] == "TIME_WAIT"
     row = h.flow()
-    assert (row["packets_in"], row["packets_out"]) == (4, 3)
-    assert row["bytes_in"] == 40 + 40 + 58 + 40 and row["bytes_out"] == 40 + 59 + 40
+    assert (row["packets_in"], row["packets_out"]) == (5, 3)
+    assert row["bytes_in"] == 40 + 40 + 58 + 40 + 40 and row["bytes_out"] == 40 + 59 + 40
 
 
 @pytest.mark.parametrize(
@@ -164,6 +169,69 @@ def test_unknown_or_bad_packets_are_counted_and_dropped(pkt: IP | bytes, reason:
     assert h.send(pkt) is None
     assert h.sw.dropped == {reason: 1}
     assert h.sw.flows(h.now) == []
+
+
+def test_handshake_and_first_response_times_are_measured() -> None:
+    h = Harness()
+    syn = h.client("S", seq=100)
+    h.now += 0.002
+    h.backend(syn, "SA", seq=500, ack=101)
+    h.now += 0.001
+    h.client("A", seq=101, ack=501)
+    h.client("PA", seq=101, ack=501, payload=b"GET /")
+    h.now += 0.050
+    h.backend(syn, "A", seq=501, ack=106)  # an ACK without data is not the response
+    h.now += 0.010
+    h.backend(syn, "PA", seq=501, ack=106, payload=b"HTTP/1.1 200 OK")
+    (a,) = [b for b in h.sw.backends() if b["backend"] == "A"]
+    assert a["samples"] == {"syn": 1, "data": 1, "probe": 0}
+    assert a["rtt_syn_ms"] == 2.0 and a["rt_data_ms"] == 60.0
+    assert a["rt_ms"] == pytest.approx(2.0 + (60.0 - 2.0) / 8)  # both, smoothed (alpha 1/8)
+
+
+def test_a_one_way_transfer_gives_up_measuring_and_goes_fast() -> None:
+    h = Harness()
+    h.handshake()
+    for i in range(MEASURE_PACKETS - 2):  # SYN-ACK and ACK counted as the first two
+        h.client("PA", seq=101 + i * 10, ack=501, payload=b"x" * 10)
+    assert h.sw.fast == 0
+    h.client("PA", seq=500, ack=501, payload=b"x" * 10)
+    assert h.sw.fast == 1
+    (a,) = [b for b in h.sw.backends() if b["backend"] == "A"]
+    assert a["rt_data_ms"] is None
+
+
+def test_lrt_sends_a_slow_backend_clearly_less() -> None:
+    """C answers 50 ms later than A and B; 60 sequential requests, each measured as it goes."""
+    h = Harness(scheduler="lrt")
+    delay = {BACKENDS["A"]: 0.001, BACKENDS["B"]: 0.001, BACKENDS["C"]: 0.051}
+    got: Counter[str] = Counter()
+    for i in range(60):
+        sport = 30000 + i
+        syn = h.client("S", sport, seq=1)
+        assert syn is not None
+        got[syn.dst] += 1
+        h.now += 0.0002
+        h.backend(syn, "SA", seq=1, ack=2)
+        h.client("PA", sport, seq=2, ack=2, payload=b"GET /")
+        h.now += delay[syn.dst]
+        h.backend(syn, "PA", seq=2, ack=7, payload=b"HTTP/1.1 200 OK")
+        h.client("R", sport, seq=7)  # done: CLOSE, expired 10 s later
+        h.now += 0.01
+    assert got[BACKENDS["C"]] <= 6, got
+    assert min(got[BACKENDS["A"]], got[BACKENDS["B"]]) >= 20, got
+    (c,) = [b for b in h.sw.backends() if b["backend"] == "C"]
+    assert c["rt_data_ms"] == pytest.approx(51.0)
+
+
+def test_a_retransmitted_syn_gives_no_handshake_sample() -> None:
+    h = Harness()
+    syn = h.client("S", seq=100)
+    h.now += 1
+    h.client("S", seq=100)
+    h.backend(syn, "SA", seq=500, ack=101)
+    (a,) = [b for b in h.sw.backends() if b["backend"] == "A"]
+    assert a["samples"]["syn"] == 0  # Karn: which SYN is this SYN-ACK answering?
 
 
 def test_syn_retransmit_keeps_its_backend() -> None:
