@@ -319,6 +319,45 @@ def trace(
         )
 
 
+@main.command()
+@socket_option
+@config_option
+@click.option("--service", required=True, help="the service (its name in the config)")
+@click.argument("client", metavar="CLIENT_IP[:PORT]")
+@click.option("--json", "as_json", is_flag=True)
+def which(sock: str | None, config: str | None, service: str, client: str, as_json: bool) -> None:
+    """Which backend a new flow from CLIENT would get now, and why (nothing is sent)."""
+    ip, _, port = client.partition(":")
+    if port and not port.isdigit():
+        raise click.BadParameter(f"expected CLIENT_IP[:PORT], got {client!r}", param_hint="CLIENT")
+    r = _ask(_socket(sock, config), "which", service=service, client=ip, port=int(port or 0))
+    if as_json:
+        click.echo(json.dumps(r, indent=1))
+    elif r["backend"] is None:
+        click.echo(f"{service}: {r['reason']}")
+    else:
+        click.echo(f"{r['client']} -> {r['backend']} {r['address']}  ({r['reason']})")
+
+
+@main.group()
+def backend() -> None:
+    """Change a backend of a running switch."""
+
+
+@backend.command("set")
+@socket_option
+@config_option
+@click.argument("target", metavar="SERVICE/BACKEND")
+@click.option("--weight", type=click.IntRange(0, 65535), required=True)
+def backend_set(sock: str | None, config: str | None, target: str, weight: int) -> None:
+    """Set a backend's weight: new flows follow it, flows already there stay."""
+    service, sep, name = target.partition("/")
+    if not sep or not service or not name:
+        raise click.BadParameter(f"expected SERVICE/BACKEND, got {target!r}", param_hint="TARGET")
+    r = _ask(_socket(sock, config), "set_weight", service=service, backend=name, weight=weight)
+    click.echo(f"{service}/{name}: weight {r['was']} -> {r['weight']}")
+
+
 @main.command("tcp-states")
 @config_option
 def tcp_states(config: str | None) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 from pktswitch.core.flows import DEFAULT_MAX_FLOWS
 from pktswitch.core.nat import DEFAULT_PORTS as DEFAULT_SNAT_PORTS
-from pktswitch.core.switch import MODES
+from pktswitch.core.switch import MAX_WEIGHT, MODES
 from pktswitch.core.tcpstate import DEFAULT_TIMEOUTS, State, timeout_name
 from pktswitch.sched.base import SCHEDULERS, make
 
@@ -36,7 +36,6 @@ MAX_FLOWS_LIMIT = 16_777_216  # 2**24 flows: 64 times conntrack's default
 ROUTE_TABLE_MAX = 2**31 - 1  # Linux table ids are u32 (0 = unspecified); kept to a signed int
 RESERVED_TABLES = {253: "default", 254: "main", 255: "local"}  # iproute2 rt_tables
 MAX_PORT = 65_535
-MAX_WEIGHT = 65_535  # ipvsadm: weights 0..65535; 0 takes no new flows
 DEFAULT_WEIGHT = 1  # ipvsadm's default weight
 
 SWITCH_KEYS = ("tun", "mode", "snat", "snat_ports", "control", "max_flows", "route_table")

@@ -39,6 +39,10 @@ def handlers(switch: Switch, loop: Loop | None, clock: Any = time.monotonic) -> 
         "backends": lambda _args: switch.backends(),
         "stats": stats,
         "trace": lambda args: TraceStream(switch, args, clock),
+        "which": lambda args: switch.which(args["service"], args["client"], args.get("port", 0)),
+        "set_weight": lambda args: switch.set_weight(
+            args["service"], args["backend"], args["weight"]
+        ),
     }
 
 

@@ -37,6 +37,14 @@ COMMANDS: dict[str, Command] = {
     ),
     "backends": Command("backends with weight, health, flows, bytes and response time"),
     "stats": Command("packet, drop, flow and SNAT counters"),
+    "which": Command(
+        "the backend a new flow would get, and why, without sending a packet",
+        {"service": str, "client": str, "port": int},
+    ),
+    "set_weight": Command(
+        "change a backend's weight: new flows follow, existing ones stay",
+        {"service": str, "backend": str, "weight": int},
+    ),
     "trace": Command(
         "a live stream of what the switch does to each packet",
         {"flow": str, "count": int, "snaplen": int},

@@ -52,6 +52,7 @@ from pktswitch.sched.pool import BackendState
 MAX_PACKET = 65535 + 16  # the largest IP packet, plus room for a TUN header
 
 MODES = ("fullnat", "nat")
+MAX_WEIGHT = 65535  # ipvsadm: weights 0..65535; 0 takes no new flows
 
 RATE_WINDOW = 10  # seconds over which "new flows per second" is averaged
 MEASURABLE = frozenset({State.SYN_RECV, State.ESTABLISHED})  # a first response may still come
@@ -284,6 +285,48 @@ class Switch:
         flow.backend.closed_bytes[1] += bytes_out
         flow.backend.active -= 1
         self.table.remove(flow)
+
+    # ------------------------------------------------------------------ control
+    def service(self, name: str) -> ServiceState:
+        for svc in self.services:
+            if svc.name == name:
+                return svc
+        known = ", ".join(s.name for s in self.services)
+        raise ValueError(f"no service named {name!r} (services: {known})")
+
+    def backend(self, service: str, name: str) -> tuple[ServiceState, BackendState]:
+        svc = self.service(service)
+        for b in svc.backends:
+            if b.name == name:
+                return svc, b
+        known = ", ".join(b.name for b in svc.backends)
+        raise ValueError(f"service {service!r} has no backend {name!r} (backends: {known})")
+
+    def which(self, service: str, client: str, cport: int) -> dict[str, Any]:
+        """The backend a new flow from client:cport would get now, and why: nothing is sent
+        and nothing changes (Katran's simulator)."""
+        svc = self.service(service)
+        picked = svc.scheduler.peek(svc.backends, packet.ip_bytes(client), cport)
+        if picked is None:
+            return {"service": service, "backend": None, "reason": "no backend takes new flows"}
+        b, reason = picked
+        return {
+            "service": service,
+            "client": f"{client}:{cport}",
+            "scheduler": svc.scheduler.name,
+            "backend": b.name,
+            "address": f"{b.ip}:{b.port}",
+            "reason": reason,
+        }
+
+    def set_weight(self, service: str, backend: str, weight: int) -> dict[str, Any]:
+        """A new weight for new flows; flows already on the backend stay where they are."""
+        if not 0 <= weight <= MAX_WEIGHT:
+            raise ValueError(f"weight must be 0..{MAX_WEIGHT}, got {weight}")
+        svc, b = self.backend(service, backend)
+        old, b.weight = b.weight, weight
+        svc.scheduler.update(svc.backends)
+        return {"service": service, "backend": backend, "weight": weight, "was": old}
 
     # ------------------------------------------------------------------ tracing
     def subscribe(self, sub: Subscription) -> None:

@@ -328,3 +328,28 @@ def test_trace_argument_errors(live: Running) -> None:
     assert r.output.strip() == (
         "error: trace: flow must be CLIENT_IP:PORT like 198.51.100.2:40312, got 'nonsense'"
     )
+
+
+def test_which_says_where_a_new_flow_would_go_without_changing_it(live: Running) -> None:
+    run = CliRunner().invoke
+    for _ in range(2):
+        r = run(main, ["which", "--service", "web", "198.51.100.9:5000", "-s", live.path])
+        assert r.exit_code == 0, r.output
+        assert r.output.strip() == "198.51.100.9:5000 -> B 192.0.2.2:80  (rr: next in turn (2/3))"
+    assert IP(live.send(client_syn(40001))).dst == "192.0.2.2"  # and so it does
+    r = run(main, ["which", "--service", "nope", "198.51.100.9", "-s", live.path])
+    assert r.exit_code == 1
+    assert r.output.strip() == "error: which: no service named 'nope' (services: web)"
+
+
+def test_backend_weight_changes_new_flows_only(live: Running) -> None:
+    run = CliRunner().invoke
+    r = run(main, ["backend", "set", "web/B", "--weight", "0", "-s", live.path])
+    assert r.exit_code == 0, r.output
+    assert r.output.strip() == "web/B: weight 1 -> 0"
+    dsts = [IP(live.send(client_syn(41000 + i))).dst for i in range(4)]
+    assert dsts == ["192.0.2.3", "192.0.2.1", "192.0.2.3", "192.0.2.1"]  # B is skipped
+    flows = json.loads(run(main, ["flows", "--json", "-s", live.path]).output)
+    assert flows[0]["backend"] == "A"  # the flow that was there before stays
+    r = run(main, ["backend", "set", "web/Z", "--weight", "1", "-s", live.path])
+    assert r.exit_code == 1 and "has no backend 'Z' (backends: A, B, C)" in r.output
