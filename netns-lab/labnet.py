@@ -135,6 +135,8 @@ class Capture:
 
 class Lab:
     CLIENT_IP = "198.51.100.2"
+    # more client addresses on the same interface, for schedulers that hash the client
+    EXTRA_CLIENT_IPS: ClassVar[tuple[str, ...]] = tuple(f"198.51.100.{i}" for i in range(3, 23))
     LB_CLIENT_IP = "198.51.100.1"
     LB_BACKEND_IP = "192.0.2.254"
     VIP = "203.0.113.10"
@@ -276,8 +278,10 @@ class Lab:
                 f"{ip}:{port} not accepting TCP from {self.ns[role]} after {timeout}s{detail}"
             )
 
-    def curl(self, url: str, timeout: float = 5) -> str:
-        """`curl -sS --fail` from the client namespace; returns the body, raises on failure."""
+    def curl(self, url: str, timeout: float = 5, source: str | None = None) -> str:
+        """`curl -sS --fail` from the client namespace (from address `source` if given);
+        returns the body, raises on failure."""
+        bind = ("--interface", source) if source else ()
         res = self.exec(
             "cli",
             "curl",
@@ -285,6 +289,7 @@ class Lab:
             "--fail",
             "--noproxy",
             "*",
+            *bind,
             "-m",
             str(timeout),
             url,
@@ -387,6 +392,8 @@ class Lab:
         # client <-> lb: created inside cli, peer placed straight into lb
         self._ip(cli, f"link add cli0 type veth peer name lbc0 netns {lb}")
         self._ip(cli, f"addr add {self.CLIENT_IP}/24 dev cli0")
+        for ip in self.EXTRA_CLIENT_IPS:
+            self._ip(cli, f"addr add {ip}/24 dev cli0")
         self._ip(cli, "link set cli0 up")
         self._ip(cli, f"route add default via {self.LB_CLIENT_IP}")
         self._ip(lb, f"addr add {self.LB_CLIENT_IP}/24 dev lbc0")

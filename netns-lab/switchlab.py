@@ -5,6 +5,7 @@ Used by the demo and by the netns tests, so both run the switch the same way.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -29,30 +30,51 @@ def config_text(
     timeouts: dict[str, float] | None = None,
     snat_ports: tuple[int, int] | None = None,
     web_backends: Iterable[str] = ("A", "B", "C"),
+    scheduler: str = "rr",
+    weights: dict[str, int] | None = None,
+    options: dict[str, object] | None = None,
+    extra: Iterable[str] = (),
 ) -> str:
-    """A config for the lab: service "web" on VIP:80 round robin over the backends, and
-    service "bulk" on VIP:5201 with backend A only (iperf3 needs one backend per client)."""
+    """A config for the lab: service "web" on VIP:80 over the backends (round robin unless
+    `scheduler` says otherwise, with `weights` and scheduler `options`), and service "bulk"
+    on VIP:5201 with backend A only (iperf3 needs one backend per client). `extra` adds
+    whole [[service]] blocks (see service_text)."""
     lines = [
         "[switch]",
         f'tun = "{lab.prefix.rstrip("-")[:12]}t0"',
         f'mode = "{mode}"',
-        f'snat = ["{lab.SNAT}"]',
-        f'control = "{lab.run_dir / "pktswitch.sock"}"',
     ]
+    if mode == "fullnat":
+        lines.append(f'snat = ["{lab.SNAT}"]')
+    lines.append(f'control = "{lab.run_dir / "pktswitch.sock"}"')
     if snat_ports:
         lines.append(f"snat_ports = [{snat_ports[0]}, {snat_ports[1]}]")
     if timeouts:
         lines += ["", "[timeouts]", *(f"{k} = {v}" for k, v in timeouts.items())]
-    for name, port, backends in (
-        ("web", WEB_PORT, list(web_backends)),
-        ("bulk", BULK_PORT, ["A"]),
-    ):
-        lines += ["", "[[service]]", f'name = "{name}"', f'vip = "{lab.VIP}:{port}"']
-        lines += ['protocol = "tcp"', 'scheduler = "rr"']
-        for b in backends:
-            lines += ["", "[[service.backend]]", f'name = "{b}"']
-            lines += [f'address = "{lab.BACKENDS[b]}:{port}"', "weight = 1"]
+    web = {b: (weights or {}).get(b, 1) for b in web_backends}
+    lines.append(service_text(lab, "web", WEB_PORT, scheduler, web, options))
+    lines.append(service_text(lab, "bulk", BULK_PORT, "rr", {"A": 1}))
+    lines += list(extra)
     return "\n".join(lines) + "\n"
+
+
+def service_text(
+    lab: Lab,
+    name: str,
+    port: int,
+    scheduler: str,
+    backends: dict[str, int],
+    options: dict[str, object] | None = None,
+) -> str:
+    """One [[service]] on VIP:port over backends {name: weight}, each on the same port."""
+    lines = ["", "[[service]]", f'name = "{name}"', f'vip = "{lab.VIP}:{port}"']
+    lines += ['protocol = "tcp"', f'scheduler = "{scheduler}"']
+    for k, v in (options or {}).items():
+        lines.append(f"{k} = {json.dumps(v)}")
+    for b, weight in backends.items():
+        lines += ["", "[[service.backend]]", f'name = "{b}"']
+        lines += [f'address = "{lab.BACKENDS[b]}:{port}"', f"weight = {weight}"]
+    return "\n".join(lines)
 
 
 class Switch:

@@ -181,6 +181,7 @@ BACKEND_COLUMNS = (
     ("weight", "WEIGHT"),
     ("health", "HEALTH"),
     ("active", "ACTIVE"),
+    ("inactive", "INACTIVE"),
     ("total", "TOTAL"),
     ("bytes_in", "BYTES>"),
     ("bytes_out", "<BYTES"),

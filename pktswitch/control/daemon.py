@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from pktswitch.control.config import Config
+from pktswitch.control.probes import Prober
 from pktswitch.control.server import ControlServer
 from pktswitch.control.streams import FlowsStream, TraceStream
 from pktswitch.core.switch import Switch
@@ -23,7 +24,9 @@ from pktswitch.io.tun import TunDevice
 log = logging.getLogger("pktswitch")
 
 
-def handlers(switch: Switch, loop: Loop | None, clock: Any = time.monotonic) -> dict[str, Any]:
+def handlers(
+    switch: Switch, loop: Loop | None, clock: Any = time.monotonic, prober: Prober | None = None
+) -> dict[str, Any]:
     """The control commands, answered from the live switch."""
 
     def stats(_args: dict[str, Any]) -> dict[str, Any]:
@@ -31,6 +34,8 @@ def handlers(switch: Switch, loop: Loop | None, clock: Any = time.monotonic) -> 
         if loop is not None:
             s["write_errors"] = dict(loop.write_errors)
             s["internal_errors"] = loop.internal_errors
+        if prober is not None:
+            s["probes"] = {"sent": prober.sent, "failed": prober.failed}
         return s
 
     return {
@@ -66,6 +71,7 @@ def run(cfg: Config) -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     server: ControlServer | None = None
     tun: TunDevice | None = None
+    prober: Prober | None = None
     try:
         server = ControlServer(sw.control, {})
         tun = TunDevice(sw.tun)
@@ -76,7 +82,10 @@ def run(cfg: Config) -> None:
                 sw.route_table, [(b.ip, b.port) for s in cfg.services for b in s.backends]
             )
         loop = Loop(switch, tun.fd)
-        server.handlers = handlers(switch, loop)
+        timed = [b for svc in switch.services if svc.scheduler.name == "lrt" for b in svc.backends]
+        if timed:
+            prober = Prober(loop, timed, loop.clock)
+        server.handlers = handlers(switch, loop, prober=prober)
         server.attach(loop)
         vips = ", ".join(f"{s.name} {s.vip}:{s.port}" for s in cfg.services)
         log.info(
@@ -90,6 +99,8 @@ def run(cfg: Config) -> None:
         loop.run()
     finally:
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        if prober is not None:
+            prober.close()
         if server is not None:
             server.close()
         if tun is not None:

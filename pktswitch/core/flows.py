@@ -102,6 +102,7 @@ class FlowTable:
         if rc != 0:
             raise RuntimeError(f"pks_table_insert: slot {slot} rc {rc}")
         flow = Flow(slot=slot, **flow_args)
+        flow.backend.inactive += 1  # State.NONE until set_state
         if self._free:
             self._free.pop()
             self.flows[slot] = flow
@@ -111,6 +112,10 @@ class FlowTable:
         return flow
 
     def remove(self, flow: Flow) -> None:
+        if flow.state == State.ESTABLISHED:
+            flow.backend.active -= 1
+        else:
+            flow.backend.inactive -= 1
         lib.pks_table_remove(self.tab, flow.slot)
         self.flows[flow.slot] = None
         self._free.append(flow.slot)
@@ -119,7 +124,13 @@ class FlowTable:
 
     # ----------------------------------------------------------------- state
     def set_state(self, flow: Flow, state: State, now: float) -> None:
-        """The one way a flow's state changes: state, timeout and timer move together."""
+        """The one way a flow's state changes: state, timeout, timer and the backend's
+        active/inactive counts move together."""
+        was_active = flow.state == State.ESTABLISHED
+        if was_active != (state == State.ESTABLISHED):
+            step = -1 if was_active else 1
+            flow.backend.active += step
+            flow.backend.inactive -= step
         flow.state = state
         flow.timeout = self.timeouts[state]
         self.tab.flows[flow.slot].fast = state == State.ESTABLISHED and not flow.measuring

@@ -247,7 +247,6 @@ class Switch:
         nf.pkts[0] = 1
         nf.bytes[0] = meta.ip_len
         nf.last_seen = now
-        backend.active += 1
         backend.total += 1
         self.flows_created += 1
         second = int(now)
@@ -283,7 +282,6 @@ class Switch:
         _, bytes_in, _, bytes_out = self.table.counters(flow)
         flow.backend.closed_bytes[0] += bytes_in
         flow.backend.closed_bytes[1] += bytes_out
-        flow.backend.active -= 1
         self.table.remove(flow)
 
     # ------------------------------------------------------------------ control
@@ -420,6 +418,7 @@ class Switch:
                         "weight": b.weight,
                         "health": "up",
                         "active": b.active,
+                        "inactive": b.inactive,
                         "total": b.total,
                         "bytes_in": b.closed_bytes[0] + lb[0],
                         "bytes_out": b.closed_bytes[1] + lb[1],

@@ -247,7 +247,9 @@ def test_backends_table_and_json(live: Running) -> None:
     r = CliRunner().invoke(main, ["backends", "--json", "-s", live.path])
     assert r.exit_code == 0, r.output
     rows = {row["backend"]: row for row in json.loads(r.output)}
-    assert rows["A"]["active"] == rows["B"]["active"] == 1 and rows["C"]["active"] == 0
+    # handshakes not finished: inactive (IPVS InActConn), not active
+    assert [rows[n]["inactive"] for n in "ABC"] == [1, 1, 0]
+    assert [rows[n]["active"] for n in "ABC"] == [0, 0, 0]
     assert rows["B"]["address"] == "192.0.2.2:80" and rows["B"]["weight"] == 1
     assert (rows["B"]["bytes_in"], rows["B"]["bytes_out"]) == (40, 40)
     assert rows["B"]["samples"] == {"syn": 1, "data": 0, "probe": 0}
@@ -255,7 +257,8 @@ def test_backends_table_and_json(live: Running) -> None:
     assert rows["A"]["rtt_syn_ms"] is None and rows["A"]["rt_data_ms"] is None
     r = CliRunner().invoke(main, ["backends", "-s", live.path])
     assert r.output.splitlines()[0].split() == [
-        "SERVICE", "NAME", "ADDRESS", "WEIGHT", "HEALTH", "ACTIVE", "TOTAL", "BYTES>", "<BYTES",
+        "SERVICE", "NAME", "ADDRESS", "WEIGHT", "HEALTH", "ACTIVE", "INACTIVE", "TOTAL", "BYTES>",
+        "<BYTES",
         "HANDSHAKE(ms)", "RESPONSE(ms)",
     ]  # fmt: skip
 

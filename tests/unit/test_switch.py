@@ -133,6 +133,8 @@ def test_states_follow_the_conversation_and_established_goes_fast() -> None:
     assert h.flow()["state"] == "SYN_RECV"
     h.client("A", seq=101, ack=501)
     assert h.flow()["state"] == "ESTABLISHED"
+    (a,) = [b for b in h.sw.backends() if b["backend"] == "A"]
+    assert (a["active"], a["inactive"]) == (1, 0)
     out = h.client("PA", seq=101, ack=501, payload=b"GET / HTTP/1.1\r\n\r\n")
     assert out is not None and checksums_ok(out) and bytes(out[Raw]) == b"GET / HTTP/1.1\r\n\r\n"
     back = h.backend(syn, "PA", seq=501, ack=119, payload=b"HTTP/1.1 200 OK\r\n\r\n")
@@ -253,7 +255,7 @@ def test_idle_expiry_on_time_per_state() -> None:
     assert h.sw.flows_expired == {"SYN_RECV": 1}
     assert h.sw.flows(h.now) == []
     (backend,) = [b for b in h.sw.services[0].backends if b.name == "A"]
-    assert (backend.active, backend.total) == (0, 1)
+    assert (backend.active, backend.inactive, backend.total) == (0, 0, 1)
     assert h.sw.pool.in_use(backend.endpoint) == 0
 
 
