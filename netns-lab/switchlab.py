@@ -128,6 +128,10 @@ class Switch:
         """The flow table, asked in-process (the CLI's own client, without its start-up)."""
         return call(self.socket, "flows", **filters)  # type: ignore[no-any-return]
 
+    def cli_json(self, *args: str) -> Any:
+        """A `pktswitch ... --json` command's output, parsed."""
+        return json.loads(self.cli(*args, "--json").stdout)
+
     def stats(self) -> dict[str, Any]:
         return call(self.socket, "stats")  # type: ignore[no-any-return]
 

@@ -7,21 +7,10 @@ a netns test that skips proves nothing, so CI must not pass because the lab coul
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
 
 REQUIRE_ALL = os.environ.get("PKS_REQUIRE_ALL") == "1"
-
-
-def netns_missing() -> str | None:
-    """Why netns tests cannot run here, or None when they can."""
-    if os.geteuid() != 0:
-        return "needs root"
-    for tool in ("ip", "nginx", "iperf3", "tcpdump", "curl", "ethtool"):
-        if shutil.which(tool) is None:
-            return f"needs {tool}"
-    return None
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -2,38 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "netns-lab"))
 
 import labnet
+from netns_helpers import NETNS
 
-
-def _netns_unavailable() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (network namespaces)"
-    if shutil.which("ip") is None:
-        return "iproute2 `ip` not found"
-    try:
-        subprocess.run(["ip", "netns", "list"], check=True, capture_output=True, timeout=10)
-    except (OSError, subprocess.SubprocessError) as exc:
-        return f"`ip netns` unavailable: {exc}"
-    missing = [t for t in ("nginx", "iperf3", "curl", "ethtool", "tcpdump") if not shutil.which(t)]
-    if missing:
-        return f"missing tools: {missing}"
-    return None
-
-
-pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.skipif(_netns_unavailable() is not None, reason=str(_netns_unavailable())),
-]
+pytestmark = NETNS
 
 
 def _ns_pids(ns: str) -> list[int]:

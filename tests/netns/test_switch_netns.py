@@ -11,53 +11,13 @@ import collections
 import json
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import netns_missing
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "netns-lab"))
-
-from labnet import Lab, lab_names_in_use
+from netns_helpers import NETNS, Lab, hold_connections, wait_until
 from switchlab import BULK_PORT, Switch, config_text
 
-pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.skipif(netns_missing() is not None, reason=f"netns: {netns_missing()}"),
-]
-
-HERE = Path(__file__).resolve().parents[2] / "netns-lab"
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    before = set(lab_names_in_use())
-    with Lab() as lab:
-        yield lab
-    assert set(lab_names_in_use()) == before, "the lab left namespaces behind"
-
-
-def wait_until(what: str, predicate, timeout: float = 10.0, step: float = 0.05):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"waited {timeout} s for {what}")
-        time.sleep(step)
-
-
-def hold_connections(lab: Lab, n: int) -> tuple[object, list[str]]:
-    """n keep-alive connections through the VIP, held open; returns (process, their lines)."""
-    proc = lab.spawn("cli", sys.executable, str(HERE / "holdconn.py"), lab.VIP, "80", str(n), "30")
-    log = lab.log_path(proc)
-    assert log is not None
-    text = wait_until(
-        "held connections", lambda: "ready" in log.read_text().split("\n") and log.read_text()
-    )
-    return proc, text.splitlines()[:n]
+pytestmark = NETNS
 
 
 @pytest.mark.parametrize("mode", ["fullnat", "nat"])

@@ -1,0 +1,65 @@
+"""Helpers of the netns tests: whether they can run here, and awaiting what happens in a lab."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+LAB_DIR = Path(__file__).resolve().parents[2] / "netns-lab"
+sys.path.insert(0, str(LAB_DIR))
+
+from labnet import Lab, lab_names_in_use  # noqa: E402, F401 (re-exported)
+
+T = TypeVar("T")
+
+
+def netns_missing() -> str | None:
+    """Why netns tests cannot run here, or None when they can."""
+    if os.geteuid() != 0:
+        return "needs root"
+    for tool in ("ip", "nginx", "iperf3", "tcpdump", "curl", "ethtool"):
+        if shutil.which(tool) is None:
+            return f"needs {tool}"
+    return None
+
+
+NETNS = [
+    pytest.mark.netns,
+    pytest.mark.skipif(netns_missing() is not None, reason=f"netns: {netns_missing()}"),
+]
+
+
+def wait_until(
+    what: str, predicate: Callable[[], T], timeout: float = 10.0, step: float = 0.02
+) -> T:
+    """Poll `predicate` until it returns something true (bounded); raise TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout} s for {what}")
+        time.sleep(step)
+
+
+def hold_connections(lab: Lab, n: int, port: int = 80) -> tuple[subprocess.Popen[bytes], list[str]]:
+    """n keep-alive connections through the VIP, one request each, held open; returns the
+    holder process and its lines "CLIENT:PORT -> BACKEND"."""
+    proc = lab.spawn(
+        "cli", sys.executable, str(LAB_DIR / "holdconn.py"), lab.VIP, str(port), str(n), "30"
+    )
+    log = lab.log_path(proc)
+    assert log is not None
+    text = wait_until(
+        "held connections", lambda: "ready" in log.read_text().split("\n") and log.read_text()
+    )
+    return proc, text.splitlines()[:n]

@@ -1,0 +1,83 @@
+"""Scheduling on real connections: each algorithm does what it claims, counted at the client."""
+
+from __future__ import annotations
+
+import collections
+import sys
+
+from netns_helpers import LAB_DIR, NETNS, Lab, hold_connections, wait_until
+from switchlab import Switch, config_text, service_text
+
+pytestmark = NETNS
+
+URL = "http://203.0.113.10/"
+
+
+def answers(lab: Lab, n: int, source: str | None = None, url: str = URL) -> list[str]:
+    return [lab.curl(url, source=source).strip() for _ in range(n)]
+
+
+def test_wrr_2_3_5_gives_20_30_50_of_100(lab: Lab) -> None:
+    cfg = config_text(lab, scheduler="wrr", weights={"A": 2, "B": 3, "C": 5})
+    with Switch(lab, cfg) as sw:
+        got = answers(lab, 100)
+        assert collections.Counter(got) == {"A": 20, "B": 30, "C": 50}
+        assert got[:10] == list("CBACBCCABC")  # interleaved, not in bursts
+        reasons = {r["reason"] for r in sw.flows(backend="C")}
+        assert "wrr: C current 5 of total 10" in reasons
+
+
+def test_iphash_keeps_a_client_on_one_backend_and_spreads_clients(lab: Lab) -> None:
+    with Switch(lab, config_text(lab, scheduler="iphash")) as sw:
+        per_client = {ip: set(answers(lab, 4, source=ip)) for ip in lab.EXTRA_CLIENT_IPS}
+        assert all(len(b) == 1 for b in per_client.values()), per_client
+        spread = collections.Counter(next(iter(b)) for b in per_client.values())
+        assert set(spread) == {"A", "B", "C"}, spread
+        # and `pktswitch which` predicts each client's backend without sending a packet
+        for ip, backends in per_client.items():
+            which = sw.cli("which", "--service", "web", ip, "--json")
+            assert f'"backend": "{next(iter(backends))}"' in which.stdout
+
+
+def test_mega_proxy_and_the_ip_port_mitigation(lab: Lab) -> None:
+    """Many clients behind one address (a proxy) all land on one backend with iphash on the
+    address; hashing address and port spreads them again."""
+    with Switch(lab, config_text(lab, scheduler="iphash")):
+        assert len(set(answers(lab, 30))) == 1
+    with Switch(lab, config_text(lab, scheduler="iphash", options={"hash_key": "ip+port"})):
+        spread = collections.Counter(answers(lab, 30))
+        assert set(spread) == {"A", "B", "C"}, spread
+
+
+def test_lc_prefers_the_backend_with_fewer_held_connections(lab: Lab) -> None:
+    with Switch(lab, config_text(lab, scheduler="lc")) as sw:
+        holder, lines = hold_connections(lab, 2)  # to A, then B (ties go to the first listed)
+        assert [line.split(" -> ")[1] for line in lines] == ["A", "B"]
+        assert answers(lab, 6) == ["C"] * 6  # C holds no ESTABLISHED flow, A and B one each
+        (c,) = sw.flows(backend="C", limit=1)
+        assert c["reason"].startswith("lc: C 0 < A 1, B 1")
+        lab.stop(holder)
+
+
+def test_lrt_sends_a_slower_backend_clearly_less(lab: Lab) -> None:
+    """Backends answer on :8080 after 0, 0 and 50 ms (C is slow); lrt learns it from the
+    first responses it forwards."""
+    servers = [
+        lab.spawn(role, sys.executable, str(LAB_DIR / "slowhttp.py"), "8080", name, delay)
+        for role, name, delay in (("a", "A", "0"), ("b", "B", "0"), ("c", "C", "0.05"))
+    ]
+    try:
+        for ip in lab.BACKENDS.values():
+            lab.wait_tcp("cli", ip, 8080)
+        timed = service_text(lab, "timed", 8080, "lrt", {"A": 1, "B": 1, "C": 1})
+        with Switch(lab, config_text(lab, extra=[timed])) as sw:
+            got = collections.Counter(answers(lab, 60, url="http://203.0.113.10:8080/"))
+            assert got["C"] * 2 < min(got["A"], got["B"]), got
+            rows = {r["backend"]: r for r in sw.cli_json("backends") if r["service"] == "timed"}
+            assert rows["A"]["rt_data_ms"] < 40 and rows["B"]["rt_data_ms"] < 40, rows
+            if got["C"]:  # each flow C took taught lrt that C is slow
+                assert rows["C"]["rt_data_ms"] > 40, rows
+            wait_until("an active probe", lambda: sw.stats()["probes"]["sent"] > 0, timeout=5)
+    finally:
+        for p in servers:
+            lab.stop(p)
