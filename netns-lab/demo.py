@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from labnet import Lab
 from switchlab import BULK_PORT, Switch, config_text
+
+from pktswitch.sched.base import SCHEDULERS
 
 HERE = Path(__file__).resolve().parent
 
@@ -39,17 +42,21 @@ def wait_for_line(path: Path, word: str, timeout: float) -> str:
     raise TimeoutError(f"no {word!r} in {path} after {timeout} s")
 
 
-def show(lab: Lab, mode: str, requests: int, hold: int, iperf_seconds: int) -> None:
-    banner(f"mode {mode}: starting pktswitch in {lab.ns['lb']}")
-    with Switch(lab, config_text(lab, mode)) as sw:
+def show(
+    lab: Lab,
+    mode: str,
+    requests: int,
+    hold: int,
+    iperf_seconds: int,
+    scheduler: str,
+    weights: dict[str, int],
+) -> None:
+    banner(f"mode {mode}, scheduler {scheduler}: starting pktswitch in {lab.ns['lb']}")
+    with Switch(lab, config_text(lab, mode, scheduler=scheduler, weights=weights)) as sw:
         print(sw.config_path.read_text().split("\n\n")[0])
 
         banner(f"{requests} HTTP requests from the client to http://{lab.VIP}/")
-        answers = [lab.curl(f"http://{lab.VIP}/").strip() for _ in range(requests)]
-        counts = collections.Counter(answers)
-        for name in sorted(counts):
-            print(f"  backend {name}: {counts[name]:3d} {'#' * counts[name]}")
-        print(f"  total {sum(counts.values())}")
+        counts([lab.curl(f"http://{lab.VIP}/").strip() for _ in range(requests)])
 
         banner(f"{hold} keep-alive connections held open; the live flow table")
         holder = lab.spawn(
@@ -59,8 +66,23 @@ def show(lab: Lab, mode: str, requests: int, hold: int, iperf_seconds: int) -> N
         assert log is not None
         for line in wait_for_line(log, "ready", 10).splitlines()[:-1]:
             print(f"  client {line}")
-        print(sw.cli("flows").stdout.rstrip())
+        print(sw.cli("flows", "--state", "ESTABLISHED").stdout.rstrip())
         lab.stop(holder)
+
+        banner("the backends as the switch sees them")
+        print(sw.cli("backends").stdout.rstrip())
+
+        banner("one more request, traced: every packet before and after the rewrite")
+        tracer = subprocess.Popen(
+            sw.command("trace", "--count", "6"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        wait_for_trace(sw)
+        lab.curl(f"http://{lab.VIP}/")
+        out, _ = tracer.communicate(timeout=10)
+        print(out.rstrip())
 
         if iperf_seconds:
             banner(f"iperf3 for {iperf_seconds} s through {lab.VIP}:{BULK_PORT}")
@@ -82,18 +104,57 @@ def show(lab: Lab, mode: str, requests: int, hold: int, iperf_seconds: int) -> N
             raise SystemExit(f"pktswitch did not stop cleanly: exit {rc}, left {left}")
 
 
+def wait_for_trace(sw: Switch, timeout: float = 5) -> None:
+    """Until the switch has a trace subscriber (bounded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sw.stats().get("tracing"):
+            return
+        time.sleep(0.02)
+    raise TimeoutError("the trace did not start")
+
+
+def megaproxy(lab: Lab, requests: int) -> None:
+    """iphash and the mega proxy problem: clients behind one address all reach one backend."""
+    banner("iphash: 20 clients, each from its own address, one request each")
+    with Switch(lab, config_text(lab, scheduler="iphash")):
+        got = [lab.curl(f"http://{lab.VIP}/", source=ip).strip() for ip in lab.EXTRA_CLIENT_IPS]
+        counts(got)
+    banner(f"iphash: {requests} requests from behind one proxy address ({lab.CLIENT_IP})")
+    with Switch(lab, config_text(lab, scheduler="iphash")):
+        counts([lab.curl(f"http://{lab.VIP}/").strip() for _ in range(requests)])
+    banner(f"the mitigation, hash_key = ip+port: the same {requests} requests")
+    cfg = config_text(lab, scheduler="iphash", options={"hash_key": "ip+port"})
+    with Switch(lab, cfg):
+        counts([lab.curl(f"http://{lab.VIP}/").strip() for _ in range(requests)])
+
+
+def counts(answers: list[str]) -> None:
+    c = collections.Counter(answers)
+    for name in sorted(c):
+        print(f"  backend {name}: {c[name]:3d} {'#' * c[name]}")
+    print(f"  total {sum(c.values())}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mode", choices=("fullnat", "nat", "both"), default="both")
     ap.add_argument("--requests", type=int, default=30)
     ap.add_argument("--hold", type=int, default=3, help="connections held open for the table")
     ap.add_argument("--iperf", type=int, default=3, metavar="SECONDS", help="0 to skip")
+    ap.add_argument("--scheduler", default="rr", choices=sorted(SCHEDULERS))
+    ap.add_argument("--weights", default="", metavar="A=2,B=3,C=5", help="backend weights")
+    ap.add_argument("--megaproxy", action="store_true", help="the iphash mega-proxy demo only")
     args = ap.parse_args()
+    weights = {k: int(v) for k, v in (w.split("=") for w in args.weights.split(",") if w)}
     modes = ("fullnat", "nat") if args.mode == "both" else (args.mode,)
     with Lab() as lab:
         print(f"lab {lab.prefix}: namespaces {', '.join(lab.ns.values())}")
-        for mode in modes:
-            show(lab, mode, args.requests, args.hold, args.iperf)
+        if args.megaproxy:
+            megaproxy(lab, args.requests)
+        else:
+            for mode in modes:
+                show(lab, mode, args.requests, args.hold, args.iperf, args.scheduler, weights)
     print(f"\nlab {lab.prefix} removed")
     return 0
 

@@ -113,11 +113,15 @@ class Switch:
         path = self.lab.log_path(self.proc) if self.proc else None
         return path.read_text()[-2000:] if path and path.exists() else ""
 
+    def command(self, *args: str) -> list[str]:
+        """The argv of a `pktswitch` inspection command against this switch."""
+        return [PKTSWITCH, *args, "-s", self.socket]
+
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run a `pktswitch` inspection command against this switch (from outside the lab:
         the control socket is a file, reachable from any namespace)."""
         return subprocess.run(
-            [PKTSWITCH, *args, "-s", self.socket],
+            self.command(*args),
             capture_output=True,
             text=True,
             timeout=15,

@@ -453,4 +453,5 @@ class Switch:
             "snat_exhausted": self.pool.exhausted,
             "snat_early_reuse": self.pool.early_reuse,
             "snat_in_use": {a: self.pool.in_use_by_addr[i] for i, a in enumerate(self.snat)},
+            "tracing": len(self.subscriptions),
         }

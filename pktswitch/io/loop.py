@@ -1,8 +1,8 @@
 """The datapath loop: drain the TUN device in batches, run timers, serve other readers.
 
 One thread, one selector. When the TUN fd is readable the loop reads up to BATCH packets
-(stopping early when the device is empty), hands each to the switch and writes back the ones
-it forwards; the clock is read once per batch. Between batches it expires idle flows and lets
+(stopping early when the device is empty), hands each to the switch with the time it was
+read, and writes back the ones it forwards. Between batches it expires idle flows and lets
 other registered file descriptors (the control socket) do their bounded work, so nothing else
 runs while a batch is in flight and the switch needs no locks.
 """
@@ -59,10 +59,9 @@ class Loop:
         self.stopping = True
 
     def _drain(self) -> None:
-        core, fd = self.core, self.tun_fd
+        core, fd, clock = self.core, self.tun_fd, self.clock
         buf = core.buf
         view = memoryview(buf)
-        now = self.clock()
         for _ in range(BATCH):
             try:
                 n = os.readv(fd, [buf])
@@ -70,8 +69,10 @@ class Loop:
                 break
             except InterruptedError:
                 continue
+            # the clock per packet, not per batch: a SYN and its SYN-ACK often arrive in one
+            # batch, and the handshake time measured between them must not read as zero
             try:
-                forward = core.process(n, now)
+                forward = core.process(n, clock())
             except Exception:
                 # a bug must not take the datapath down with every flow on it: log, drop, go on
                 self._internal_error(f"on a {n}-byte packet")
