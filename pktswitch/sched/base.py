@@ -439,7 +439,7 @@ class LeastResponseTime:
     @staticmethod
     def _text(b: BackendState) -> str:
         rt = "unmeasured" if b.rt is None else f"{b.rt * 1e3:.1f}ms"
-        return f"{b.name} {rt}x({b.active}+1)/{b.weight}"
+        return f"{b.name} {rt}*({b.active}+1)/{b.weight}"
 
     def _choose(self, backends: Sequence[BackendState], rng: random.Random) -> Picked | None:
         up = [b for b in backends if b.weight > 0]
