@@ -8,7 +8,7 @@
 
 static const char *const err_names[PKS_E_COUNT] = {
     "ok", "short", "ip_version", "ihl", "total_length", "ip_checksum",
-    "fragment", "protocol", "l4_short", "tcp_data_offset",
+    "fragment", "protocol", "l4_short", "tcp_data_offset", "vnet_header",
 };
 
 const char *pks_err_name(int err)
@@ -50,6 +50,8 @@ int pks_parse(const uint8_t *buf, uint32_t len, pks_meta *m)
     m->dir = 0;
     m->tcp_flags = 0;
     m->payload = 0;
+    m->hdr = 0;
+    m->partial = 0;
     if (len < 20)
         return m->err = PKS_E_SHORT;
     if ((buf[0] >> 4) != 4)
@@ -91,6 +93,26 @@ int pks_parse(const uint8_t *buf, uint32_t len, pks_meta *m)
     return m->err = PKS_OK;
 }
 
+static inline uint16_t rd16le(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+
+int pks_parse_vnet(const uint8_t *buf, uint32_t len, pks_meta *m)
+{
+    if (len < PKS_VNET_HDR_LEN) {
+        pks_parse(buf, 0, m);
+        return m->err = PKS_E_VNET;
+    }
+    if (pks_parse(buf + PKS_VNET_HDR_LEN, len - PKS_VNET_HDR_LEN, m) != PKS_OK)
+        return m->err;
+    m->hdr = PKS_VNET_HDR_LEN;
+    if (buf[0] & PKS_VNET_F_NEEDS_CSUM) {
+        /* the device finishes the checksum at csum_start + csum_offset: it must be TCP's */
+        if (rd16le(buf + 6) != m->l4_off || rd16le(buf + 8) != 16)
+            return m->err = PKS_E_VNET;
+        m->partial = 1;
+    }
+    return PKS_OK;
+}
+
 /* ---------------------------------------------------------------- rewrite */
 
 /* RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'), summed over every 16-bit word that changes. */
@@ -101,6 +123,7 @@ static inline uint32_t delta16(uint32_t acc, uint16_t old, uint16_t new)
 
 void pks_rewrite(uint8_t *buf, const pks_meta *m, const pks_nat *n)
 {
+    buf += m->hdr;
     uint8_t *th = buf + m->l4_off;
     uint32_t ip = 0, l4 = 0;
     for (int i = 0; i < 4; i += 2) {
@@ -109,15 +132,20 @@ void pks_rewrite(uint8_t *buf, const pks_meta *m, const pks_nat *n)
         ip = delta16(delta16(ip, os, ns), od, nd);
     }
     l4 = ip;                                    /* the addresses are in the pseudo-header */
-    l4 = delta16(l4, rd16(th), n->sport);
-    l4 = delta16(l4, rd16(th + 2), n->dport);
+    if (!m->partial) {                          /* a partial sum covers no ports */
+        l4 = delta16(l4, rd16(th), n->sport);
+        l4 = delta16(l4, rd16(th + 2), n->dport);
+    }
 
     memcpy(buf + 12, n->saddr, 4);
     memcpy(buf + 16, n->daddr, 4);
     wr16(th, n->sport);
     wr16(th + 2, n->dport);
     wr16(buf + 10, (uint16_t)~fold((uint16_t)~rd16(buf + 10) + ip));
-    wr16(th + 16, (uint16_t)~fold((uint16_t)~rd16(th + 16) + l4));
+    if (m->partial)                             /* the field holds the sum itself */
+        wr16(th + 16, (uint16_t)fold(rd16(th + 16) + l4));
+    else
+        wr16(th + 16, (uint16_t)~fold((uint16_t)~rd16(th + 16) + l4));
 }
 
 /* ------------------------------------------------------------- flow index */
@@ -254,9 +282,9 @@ void pks_apply(pks_table *t, uint8_t *buf, const pks_meta *m)
     pks_rewrite(buf, m, &t->flows[m->slot].nat[m->dir]);
 }
 
-int pks_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *m)
+int pks_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *m, int vnet)
 {
-    if (pks_parse(buf, len, m) != PKS_OK)
+    if ((vnet ? pks_parse_vnet(buf, len, m) : pks_parse(buf, len, m)) != PKS_OK)
         return PKS_V_DROP;
     int64_t e = pks_table_lookup(t, &m->key);
     if (e < 0)

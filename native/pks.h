@@ -34,7 +34,15 @@
 #define PKS_E_PROTO 7
 #define PKS_E_L4SHORT 8
 #define PKS_E_TCPOFF 9
-#define PKS_E_COUNT 10
+#define PKS_E_VNET 10
+#define PKS_E_COUNT 11
+
+/* virtio_net_hdr (include/uapi/linux/virtio_net.h): what a TUN device opened with IFF_VNET_HDR
+ * puts before each packet. NEEDS_CSUM: the TCP checksum field holds only the pseudo-header sum
+ * (not complemented) and the device finishes it from csum_start; the rewrite then adjusts that
+ * sum for address changes only, as ports are not part of it. */
+#define PKS_VNET_HDR_LEN 10
+#define PKS_VNET_F_NEEDS_CSUM 1
 
 #define PKS_TCP_FIN 1
 #define PKS_TCP_SYN 2
@@ -64,6 +72,8 @@ typedef struct {
     int32_t slot;       /* flow slot, or -1 when the key is unknown */
     uint8_t dir;        /* 0: client side -> backend, 1: backend -> client side */
     uint8_t tcp_flags;
+    uint8_t hdr;        /* bytes before the IP header: 0, or PKS_VNET_HDR_LEN */
+    uint8_t partial;    /* the TCP checksum field holds a partial (pseudo-header) sum */
     uint16_t ip_len;    /* IP total length: the packet's length in bytes */
     uint16_t l4_off;    /* offset of the transport header */
     uint16_t payload;   /* transport payload bytes */
@@ -102,8 +112,12 @@ int pks_table_remove(pks_table *t, uint32_t slot);
 int64_t pks_table_lookup(const pks_table *t, const pks_key *k);
 
 int pks_parse(const uint8_t *buf, uint32_t len, pks_meta *m);
-int pks_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *m);
-/* rewrites a packet parsed into m (err == PKS_OK) to n; incremental checksum update */
+/* pks_parse after a virtio_net_hdr: sets m->hdr and m->partial, checks csum_start/offset */
+int pks_parse_vnet(const uint8_t *buf, uint32_t len, pks_meta *m);
+/* vnet: 1 if buf starts with a virtio_net_hdr (a TUN device with IFF_VNET_HDR) */
+int pks_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *m, int vnet);
+/* rewrites a packet parsed into m (err == PKS_OK) to n; incremental checksum update.
+ * buf is where parsing started: the IP header is at buf + m->hdr */
 void pks_rewrite(uint8_t *buf, const pks_meta *m, const pks_nat *n);
 /* pks_rewrite with the nat of m's flow and direction */
 void pks_apply(pks_table *t, uint8_t *buf, const pks_meta *m);

@@ -34,6 +34,7 @@ def config_text(
     weights: dict[str, int] | None = None,
     options: dict[str, object] | None = None,
     extra: Iterable[str] = (),
+    offload: bool = True,
 ) -> str:
     """A config for the lab: service "web" on VIP:80 over the backends (round robin unless
     `scheduler` says otherwise, with `weights` and scheduler `options`), and service "bulk"
@@ -47,6 +48,8 @@ def config_text(
     if mode == "fullnat":
         lines.append(f'snat = ["{lab.SNAT}"]')
     lines.append(f'control = "{lab.run_dir / "pktswitch.sock"}"')
+    if not offload:
+        lines.append("offload = false")
     if snat_ports:
         lines.append(f"snat_ports = [{snat_ports[0]}, {snat_ports[1]}]")
     if timeouts:

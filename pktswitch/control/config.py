@@ -38,7 +38,16 @@ RESERVED_TABLES = {253: "default", 254: "main", 255: "local"}  # iproute2 rt_tab
 MAX_PORT = 65_535
 DEFAULT_WEIGHT = 1  # ipvsadm's default weight
 
-SWITCH_KEYS = ("tun", "mode", "snat", "snat_ports", "control", "max_flows", "route_table")
+SWITCH_KEYS = (
+    "tun",
+    "mode",
+    "snat",
+    "snat_ports",
+    "control",
+    "max_flows",
+    "route_table",
+    "offload",
+)
 SCHEDULER_OPTIONS = ("hash_key", "table_size")  # passed to the scheduler that takes them
 SERVICE_KEYS = ("name", "vip", "protocol", "scheduler", *SCHEDULER_OPTIONS, "backend")
 BACKEND_KEYS = ("name", "address", "weight")
@@ -88,6 +97,9 @@ class SwitchConfig:
     max_flows: int = DEFAULT_MAX_FLOWS
     route_table: int = 4242
     snat_ports: tuple[int, int] = DEFAULT_SNAT_PORTS
+    offload: bool = (
+        True  # TUN offloads (virtio_net_hdr, GSO, partial checksums) if the kernel agrees
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,8 +325,15 @@ def _switch(value: Any, key: str) -> tuple[SwitchConfig, list[tuple[str, str]]]:
         snat_ports=_port_range(
             _get(table, "snat_ports", key, list(d.snat_ports)), _join(key, "snat_ports")
         ),
+        offload=_bool(_get(table, "offload", key, d.offload), _join(key, "offload")),
     )
     return switch, snat
+
+
+def _bool(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid(key, "true or false", _show(value))
+    return value
 
 
 def _port_range(value: Any, key: str) -> tuple[int, int]:

@@ -34,6 +34,7 @@ def handlers(
         if loop is not None:
             s["write_errors"] = dict(loop.write_errors)
             s["internal_errors"] = loop.internal_errors
+            s["largest_read_bytes"] = loop.largest_read
         if prober is not None:
             s["probes"] = {"sent": prober.sent, "failed": prober.failed}
         return s
@@ -74,7 +75,8 @@ def run(cfg: Config) -> None:
     prober: Prober | None = None
     try:
         server = ControlServer(sw.control, {})
-        tun = TunDevice(sw.tun)
+        tun = TunDevice(sw.tun, offload=sw.offload)
+        switch.set_vnet(tun.vnet)
         tun.up()
         tun.route([s.vip for s in cfg.services] + list(sw.snat))
         if sw.mode == "nat":
@@ -89,8 +91,9 @@ def run(cfg: Config) -> None:
         server.attach(loop)
         vips = ", ".join(f"{s.name} {s.vip}:{s.port}" for s in cfg.services)
         log.info(
-            "pktswitch on %s, mode %s, services: %s; control %s",
+            "pktswitch on %s (offloads %s), mode %s, services: %s; control %s",
             tun.name,
+            "on" if tun.vnet else "off",
             sw.mode,
             vips,
             sw.control,

@@ -4,13 +4,16 @@
 datapath for the time it takes to describe them all. `trace` is a subscription to the switch:
 records are turned into events here, outside the packet loop: header fields before and after
 (decoded from the bytes in Python), which of them changed, the state transition, and the raw
-bytes (cut to the subscriber's snaplen) for a pcap file.
+bytes (cut to the subscriber's snaplen) for a pcap file. With TUN offloads a packet's TCP
+checksum may be partial (the pseudo-header sum, finished by the device later): the event then
+shows, and the pcap holds, the finished checksum, and says so under "offload".
 """
 
 from __future__ import annotations
 
 import base64
 import ipaddress
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,9 +33,21 @@ def parse_client(text: str) -> tuple[bytes, int]:
     return packet.ip_bytes(ip), int(port)
 
 
+VNET_NEEDS_CSUM = 1
+
+
 def event(rec: Record, seq: int, snaplen: int, wall: float) -> dict[str, Any]:
-    before = packet.describe(rec.before)
-    after = packet.describe(rec.after) if rec.after is not None else None
+    raw_before, raw_after = rec.before, rec.after
+    offload = None
+    if rec.vnet:
+        flags, gso_type, _, gso_size = struct.unpack_from("<BBHH", rec.vnet)
+        partial = bool(flags & VNET_NEEDS_CSUM)
+        offload = {"partial_checksum": partial, "gso_type": gso_type, "gso_size": gso_size}
+        if partial:  # show and record what the wire will carry, not the pseudo-header sum
+            raw_before = packet.finish_checksum(raw_before)
+            raw_after = packet.finish_checksum(raw_after) if raw_after is not None else None
+    before = packet.describe(raw_before)
+    after = packet.describe(raw_after) if raw_after is not None else None
     changed = [f for f in FIELDS if after is not None and before.get(f) != after.get(f)]
     flow = rec.flow
     ev: dict[str, Any] = {
@@ -46,8 +61,9 @@ def event(rec: Record, seq: int, snaplen: int, wall: float) -> dict[str, Any]:
         "before": before,
         "after": after,
         "changed": changed,
-        "raw_before": base64.b64encode(rec.before[:snaplen]).decode(),
-        "raw_after": base64.b64encode(rec.after[:snaplen]).decode() if rec.after else None,
+        "offload": offload,
+        "raw_before": base64.b64encode(raw_before[:snaplen]).decode(),
+        "raw_after": base64.b64encode(raw_after[:snaplen]).decode() if raw_after else None,
     }
     if flow is not None:
         ip, port = flow.client

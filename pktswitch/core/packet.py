@@ -81,6 +81,25 @@ def summary(meta: Any) -> str:
     )
 
 
+def finish_checksum(raw: bytes) -> bytes:
+    """Complete a partial TCP checksum (TUN offloads: the field holds the pseudo-header sum
+    and the device finishes it) as the device would: what the packet carries on the wire."""
+    if len(raw) < 20:
+        return raw
+    ihl = (raw[0] & 0x0F) * 4
+    if raw[9] != PROTO_TCP or len(raw) < ihl + 18:
+        return raw
+    l4 = raw[ihl:]
+    s = sum(int.from_bytes(l4[i : i + 2], "big") for i in range(0, len(l4) - 1, 2))
+    if len(l4) % 2:
+        s += l4[-1] << 8
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    out = bytearray(raw)
+    out[ihl + 16 : ihl + 18] = ((~s) & 0xFFFF).to_bytes(2, "big")
+    return bytes(out)
+
+
 def describe(raw: bytes) -> dict[str, Any]:
     """The header fields a trace shows, decoded in Python from the bytes (the readable
     reference of what native/pks.c parses). Fields that are not there are left out."""

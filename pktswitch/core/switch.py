@@ -49,7 +49,7 @@ from pktswitch.core.trace import Record, Subscription
 from pktswitch.sched.base import Scheduler, make
 from pktswitch.sched.pool import BackendState
 
-MAX_PACKET = 65535 + 16  # the largest IP packet, plus room for a TUN header
+MAX_PACKET = 65535 + lib.PKS_VNET_HDR_LEN  # the largest IP packet after a virtio_net_hdr
 
 MODES = ("fullnat", "nat")
 MAX_WEIGHT = 65535  # ipvsadm: weights 0..65535; 0 takes no new flows
@@ -85,12 +85,14 @@ class Switch:
         timeouts: dict[State, float] | None = None,
         snat_ports: tuple[int, int] = DEFAULT_PORTS,
         seed: int | None = None,
+        vnet: bool = False,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if mode == "fullnat" and not snat:
             raise ValueError("fullnat needs at least one SNAT address")
         self.mode = mode
+        self.set_vnet(vnet)
         self.services = services
         self._by_vip = {(s.vip_bytes, s.port): s for s in services}
         self.snat = list(snat)
@@ -137,12 +139,17 @@ class Switch:
             seed=seed,
         )
 
+    def set_vnet(self, on: bool) -> None:
+        """Packets start with a virtio_net_hdr (the TUN device has offloads on) or not."""
+        self.vnet = int(on)
+        self._hdr = lib.PKS_VNET_HDR_LEN if on else 0
+
     # ------------------------------------------------------------------ packets
     def process(self, length: int, now: float) -> bool:
         """Decide on the packet in buf[:length]; True: write it back (rewritten)."""
         self.rx += 1
         meta = self.meta
-        verdict = lib.pks_process(self.table.tab, self._bufp, length, now, meta)
+        verdict = lib.pks_process(self.table.tab, self._bufp, length, now, meta, self.vnet)
         if verdict == packet.VERDICT_FAST:
             self.fast += 1
             self.forwarded += 1
@@ -339,7 +346,8 @@ class Switch:
             del self.process  # back to the class's untraced method
 
     def _process_traced(self, length: int, now: float) -> bool:
-        before = bytes(self.buf[:length])
+        hdr = self._hdr  # the trace shows IP packets, without the virtio_net_hdr
+        before = bytes(self.buf[hdr:length])
         fast = self.fast
         self.last_transition = None
         forward = Switch.process(self, length, now)
@@ -355,12 +363,13 @@ class Switch:
         rec = Record(
             t=now,
             before=before,
-            after=bytes(self.buf[:length]) if forward else None,
+            after=bytes(self.buf[hdr:length]) if forward else None,
             verdict=("fast" if self.fast > fast else "slow")
             if forward
             else f"drop:{self.last_drop}",
             flow=flow,
             transition=(tr[0].name, tr[1].name) if tr else None,
+            vnet=bytes(self.buf[:hdr]),
         )
         for sub in self.subscriptions:
             if sub.wants(client):
@@ -439,6 +448,7 @@ class Switch:
     def stats(self, now: float) -> dict[str, Any]:
         return {
             "mode": self.mode,
+            "offload": bool(self.vnet),
             "packets_in": self.rx,
             "packets_forwarded": self.forwarded,
             "packets_fast_path": self.fast,

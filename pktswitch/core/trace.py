@@ -24,6 +24,7 @@ class Record:
     verdict: str  # "fast", "slow" (forwarded by Python), or "drop:<reason>"
     flow: Any  # the Flow the packet belongs to, if any
     transition: tuple[str, str] | None  # (old state, new state) when it changed
+    vnet: bytes = b""  # the virtio_net_hdr the packet came with (TUN offloads), if any
 
 
 @dataclass(slots=True, eq=False)

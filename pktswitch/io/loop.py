@@ -43,6 +43,7 @@ class Loop:
         self.stopping = False
         self.write_errors: dict[str, int] = {}
         self.internal_errors = 0  # packets whose processing raised: a bug, logged and dropped
+        self.largest_read = 0  # bytes: above the MTU, the TUN device hands over GSO packets
         self.idle: list[Callable[[], None]] = []  # run once per loop turn, after I/O
 
     def add_reader(self, fd: int, callback: Callable[[int], None]) -> None:
@@ -69,6 +70,8 @@ class Loop:
                 break
             except InterruptedError:
                 continue
+            if n > self.largest_read:
+                self.largest_read = n
             # the clock per packet, not per batch: a SYN and its SYN-ACK often arrive in one
             # batch, and the handshake time measured between them must not read as zero
             try:

@@ -14,17 +14,22 @@ close, in reverse order.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import subprocess
 from collections.abc import Sequence
 
 from pytun_pmd3 import TunTapDevice
-from pytun_pmd3.linux import IFF_NO_PI, IFF_TUN
+from pytun_pmd3.linux import IFF_NO_PI, IFF_TUN, IFF_VNET_HDR
 
 log = logging.getLogger(__name__)
 
 RULE_PRIORITY = 4242  # before the main table (32766); one priority for all our rules
+
+# include/uapi/linux/if_tun.h
+TUNSETOFFLOAD = 0x400454D0
+TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6 = 0x01, 0x02, 0x04
 
 
 class SetupError(Exception):
@@ -57,13 +62,32 @@ def _remove_stale_rules(spec: tuple[str, ...]) -> None:
 
 
 class TunDevice:
-    """A TUN device (IFF_TUN | IFF_NO_PI: raw IP packets) with its routes and rules."""
+    """A TUN device (IFF_TUN | IFF_NO_PI: raw IP packets) with its routes and rules.
 
-    def __init__(self, name: str) -> None:
-        try:
-            self._dev = TunTapDevice(name, flags=IFF_TUN | IFF_NO_PI)
-        except OSError as e:
-            raise SetupError(f"cannot create TUN device {name!r}: {e}") from e
+    With `offload`, it is opened with IFF_VNET_HDR and TUNSETOFFLOAD(CSUM | TSO4 | TSO6): each
+    packet then comes with a virtio_net_hdr, may be a GSO super-packet of up to 64 KB and may
+    carry a partial checksum; one read moves up to 64 KB instead of 1500 bytes. Where the
+    kernel refuses, the device is opened again without it, and `vnet` says which one it is.
+    """
+
+    def __init__(self, name: str, offload: bool = True) -> None:
+        self.vnet = False
+        self.offload_error = ""
+        if offload:
+            try:
+                self._dev = TunTapDevice(name, flags=IFF_TUN | IFF_NO_PI | IFF_VNET_HDR)
+                fcntl.ioctl(self._dev.fileno(), TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+                self.vnet = True
+            except OSError as e:
+                self.offload_error = str(e)
+                log.warning("TUN offloads refused (%s): one packet per read from now on", e)
+                if hasattr(self, "_dev"):
+                    self._dev.close()
+        if not self.vnet:
+            try:
+                self._dev = TunTapDevice(name, flags=IFF_TUN | IFF_NO_PI)
+            except OSError as e:
+                raise SetupError(f"cannot create TUN device {name!r}: {e}") from e
         self.name = self._dev.name
         self.fd = self._dev.fileno()
         os.set_blocking(self.fd, False)

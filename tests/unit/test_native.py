@@ -346,7 +346,7 @@ def test_parse_resets_meta_on_error() -> None:
 def test_err_names() -> None:
     names = [
         "ok", "short", "ip_version", "ihl", "total_length", "ip_checksum",
-        "fragment", "protocol", "l4_short", "tcp_data_offset",
+        "fragment", "protocol", "l4_short", "tcp_data_offset", "vnet_header",
     ]  # fmt: skip
     assert len(names) == lib.PKS_E_COUNT
     assert [err_name(i) for i in range(lib.PKS_E_COUNT)] == names
@@ -746,7 +746,7 @@ class Switch:
         return self.t.flows[self.SLOT]
 
     def process(self, buf: bytearray, now: float = 1.0) -> int:
-        return lib.pks_process(self.t, cbuf(buf), len(buf), now, self.m)
+        return lib.pks_process(self.t, cbuf(buf), len(buf), now, self.m, 0)
 
 
 def client_pkt(flags: str = "A", payload: bytes = b"") -> bytearray:

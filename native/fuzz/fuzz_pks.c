@@ -1,0 +1,476 @@
+/* libFuzzer harness for the native core (native/pks.c); built and run by tools/fuzz.sh.
+ *
+ * Every input is tried twice, as a bare IP packet (pks_parse, pks_process(..., vnet = 0)) and
+ * as one behind a virtio_net_hdr (pks_parse_vnet, vnet = 1), and is in each case at once:
+ *   - a packet: copied into a heap buffer of exactly its length (so AddressSanitizer sees any
+ *     read past it) and parsed;
+ *   - when it parses, a rewrite: pks_rewrite with a nat made from the input's first 12 bytes
+ *     XOR its last 12 (so bytes past the IP total length, which no checksum covers, steer it),
+ *     then the reverse rewrite, both checked against the invariants below;
+ *   - a program for an 8-slot flow table: 3-byte operations read from the end of the input
+ *     backwards (insert / remove / lookup / insert a flow holding the packet's key), checked
+ *     against a model after every step, then pks_process (and pks_apply) on the packet.
+ *
+ * Invariants (abort() on violation, which libFuzzer reports as a crash):
+ *   parse   - the error is a named PKS_E_*; on success every meta field matches the bytes;
+ *             the vnet parse adds exactly the virtio_net_hdr checks; pks_csum agrees with a
+ *             byte-wise reference implementation of RFC 1071.
+ *   rewrite - only bytes 10-11 (IP checksum), 12-19 (addresses) and the TCP ports and checksum
+ *             change, to exactly the nat; the IP checksum still verifies and equals a full
+ *             recompute (unless it was 0xffff, the one's complement -0 RFC 1624 may keep);
+ *             the TCP checksum (with pseudo-header) is valid afterwards iff it was before, and
+ *             then also equals a full recompute; with a partial checksum (NEEDS_CSUM) the
+ *             field keeps its difference to the pseudo-header sum; the virtio_net_hdr is never
+ *             written; the packet re-parses to the same meta; the reverse rewrite restores
+ *             every byte (checksums up to the two encodings of zero).
+ *   table   - every key of a used slot is found at slot << 1 | dir, a removed one is not;
+ *             nkeys == 2 * used slots; the index holds exactly nkeys entries, each of a used
+ *             slot and found by lookup (so no other key can be); return codes match the model;
+ *             pks_process counts and rewrites the packet exactly when the model says it must,
+ *             and leaves the buffer alone otherwise.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../pks.h"
+
+#define NSLOTS 8
+#define MAX_OPS 64
+#define EMPTY_ENTRY 0xffffffffu
+
+#define CHECK(cond)                                                                     \
+    do {                                                                                \
+        if (!(cond)) {                                                                  \
+            fprintf(stderr, "fuzz_pks: invariant failed at line %d: %s\n", __LINE__,    \
+                    #cond);                                                             \
+            abort();                                                                    \
+        }                                                                               \
+    } while (0)
+
+static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+
+/* RFC 1071 the slow, obvious way: independent of pks_csum's loop. */
+static uint16_t ref_csum(const uint8_t *buf, uint32_t len, uint32_t sum)
+{
+    uint64_t s = sum;
+    for (uint32_t i = 0; i < len; i++)
+        s += (i & 1) ? buf[i] : (uint32_t)buf[i] << 8;
+    while (s > 0xffff)
+        s = (s & 0xffff) + (s >> 16);
+    return (uint16_t)(0xffff - s);
+}
+
+/* partial sum of the TCP pseudo-header of an IPv4 packet */
+static uint32_t pseudo_sum(const uint8_t *buf, uint32_t l4len)
+{
+    uint32_t s = 0;
+    for (int i = 12; i < 20; i += 2)
+        s += get16(buf + i);
+    return s + 6 + l4len;
+}
+
+static int tcp_csum_ok(const uint8_t *buf, const pks_meta *m)
+{
+    uint32_t l4len = m->ip_len - m->l4_off;
+    return pks_csum(buf + m->l4_off, l4len, pseudo_sum(buf, l4len)) == 0;
+}
+
+/* the checksum a sender would write: computed with the field taken as 0 */
+static uint16_t full_ip_csum(const uint8_t *buf, uint32_t ihl)
+{
+    uint32_t s = 0;
+    for (uint32_t i = 0; i < ihl; i += 2)
+        if (i != 10)
+            s += get16(buf + i);
+    return ref_csum(NULL, 0, s);
+}
+
+static uint16_t full_tcp_csum(const uint8_t *buf, const pks_meta *m)
+{
+    uint32_t l4len = m->ip_len - m->l4_off;
+    const uint8_t *th = buf + m->l4_off;
+    uint32_t s = pseudo_sum(buf, l4len) + 0xffff - get16(th + 16); /* the field as 0 */
+    return pks_csum(th, l4len, s);
+}
+
+/* equal as one's complement numbers: 0x0000 and 0xffff are both zero */
+static int same_csum(uint16_t a, uint16_t b)
+{
+    return a == b || ((a == 0 || a == 0xffff) && (b == 0 || b == 0xffff));
+}
+
+static int is_rewritable_byte(uint32_t i, uint32_t l4)
+{
+    return (i >= 10 && i < 20) || (i >= l4 && i < l4 + 4) || i == l4 + 16 || i == l4 + 17;
+}
+
+static void check_meta(const uint8_t *buf, uint32_t len, const pks_meta *m)
+{
+    CHECK(m->err == PKS_OK);
+    CHECK(m->ip_len <= len && m->ip_len == get16(buf + 2));
+    CHECK(m->l4_off == (buf[0] & 0x0f) * 4 && m->l4_off >= 20);
+    CHECK(m->l4_off + 20u <= m->ip_len);
+    uint32_t doff = (uint32_t)(buf[m->l4_off + 12] >> 4) * 4;
+    CHECK(doff >= 20 && m->payload == m->ip_len - m->l4_off - doff);
+    CHECK(m->ip_csum == get16(buf + 10) && m->l4_csum == get16(buf + m->l4_off + 16));
+    CHECK(m->tcp_flags == buf[m->l4_off + 13]);
+    CHECK(m->slot == -1 && m->dir == 0);
+    CHECK(m->key.family == 4 && m->key.proto == 6 && m->key.pad == 0);
+    CHECK(m->key.sport == get16(buf + m->l4_off) && m->key.dport == get16(buf + m->l4_off + 2));
+    CHECK(memcmp(m->key.saddr, buf + 12, 4) == 0 && memcmp(m->key.daddr, buf + 16, 4) == 0);
+    static const uint8_t zero[12];
+    CHECK(memcmp(m->key.saddr + 4, zero, 12) == 0 && memcmp(m->key.daddr + 4, zero, 12) == 0);
+    CHECK(pks_csum(buf, m->l4_off, 0) == 0);
+    CHECK((buf[6] << 8 | buf[7]) % 0x4000 == 0 && buf[9] == 6);
+}
+
+/* a partial checksum field (virtio NEEDS_CSUM) minus the pseudo-header sum, mod 0xffff: 0 when
+ * the sender wrote the sum it should; a rewrite must keep it, whatever it is */
+static uint32_t partial_residue(const uint8_t *ip, const pks_meta *m)
+{
+    uint32_t l4len = m->ip_len - m->l4_off;
+    uint32_t field = get16(ip + m->l4_off + 16) % 0xffff;
+    return (field + 0xffff - pseudo_sum(ip, l4len) % 0xffff) % 0xffff;
+}
+
+static int parse_mode(const uint8_t *buf, uint32_t len, pks_meta *m, int vnet)
+{
+    return vnet ? pks_parse_vnet(buf, len, m) : pks_parse(buf, len, m);
+}
+
+/* `after` is `before` rewritten to n; m is before's parse (in mode vnet) */
+static void check_rewrite(const uint8_t *before, const uint8_t *after, uint32_t len,
+                          const pks_meta *m, const pks_nat *n, int vnet)
+{
+    uint32_t h = m->hdr, l4 = m->l4_off;
+    for (uint32_t i = 0; i < len; i++)
+        if (before[i] != after[i])
+            CHECK(i >= h && is_rewritable_byte(i - h, l4));
+    const uint8_t *b = before + h, *a = after + h;
+    CHECK(memcmp(a + 12, n->saddr, 4) == 0 && memcmp(a + 16, n->daddr, 4) == 0);
+    CHECK(get16(a + l4) == n->sport && get16(a + l4 + 2) == n->dport);
+
+    CHECK(pks_csum(a, l4, 0) == 0);
+    if (get16(b + 10) != 0xffff)
+        CHECK(get16(a + 10) == full_ip_csum(a, l4));
+
+    if (m->partial) {
+        CHECK(partial_residue(a, m) == partial_residue(b, m));
+    } else {
+        int ok_before = tcp_csum_ok(b, m);
+        CHECK(tcp_csum_ok(a, m) == ok_before);
+        if (ok_before && get16(b + l4 + 16) != 0xffff)
+            CHECK(get16(a + l4 + 16) == full_tcp_csum(a, m));
+    }
+
+    pks_meta m2;
+    CHECK(parse_mode(after, len, &m2, vnet) == PKS_OK);
+    check_meta(a, len - h, &m2);
+    CHECK(m2.hdr == m->hdr && m2.partial == m->partial);
+    CHECK(m2.ip_len == m->ip_len && m2.l4_off == m->l4_off && m2.payload == m->payload);
+    CHECK(m2.tcp_flags == m->tcp_flags);
+}
+
+/* ------------------------------------------------------------ table model */
+
+/* a small universe of keys, so that operations collide and probe chains form */
+static void small_key(uint8_t b, pks_key *k)
+{
+    memset(k, 0, sizeof *k);
+    k->family = 4;
+    k->proto = 6;
+    k->sport = (uint16_t)(40000 + (b & 15));
+    k->dport = 80;
+    k->saddr[0] = 198;
+    k->saddr[3] = (uint8_t)(b >> 4);
+    k->daddr[0] = 203;
+    k->daddr[3] = 10;
+}
+
+static void make_nat(const uint8_t *data, size_t size, uint32_t salt, pks_nat *n)
+{
+    uint8_t b[12];
+    for (size_t i = 0; i < 12; i++)
+        b[i] = (uint8_t)(data[i % size] ^ data[size - 1 - (i % size)] ^ (salt * 0x9d + i));
+    memset(n, 0, sizeof *n);
+    memcpy(n->saddr, b, 4);
+    memcpy(n->daddr, b + 4, 4);
+    n->sport = get16(b + 8);
+    n->dport = get16(b + 10);
+}
+
+typedef struct {
+    uint8_t used, fast;
+    pks_key key[2];
+    pks_nat nat[2];
+} model_slot;
+
+typedef struct {
+    pks_table *t;
+    model_slot s[NSLOTS];
+} model;
+
+static int64_t model_find(const model *md, const pks_key *k)
+{
+    for (uint32_t i = 0; i < NSLOTS; i++)
+        for (uint32_t d = 0; d < 2; d++)
+            if (md->s[i].used && memcmp(&md->s[i].key[d], k, sizeof *k) == 0)
+                return (int64_t)(i << 1 | d);
+    return -1;
+}
+
+static void check_key(const model *md, const pks_key *k)
+{
+    CHECK(pks_table_lookup(md->t, k) == model_find(md, k));
+}
+
+static void check_table(const model *md, int full)
+{
+    uint32_t used = 0;
+    for (uint32_t i = 0; i < NSLOTS; i++) {
+        const model_slot *ms = &md->s[i];
+        const pks_flow *f = &md->t->flows[i];
+        CHECK(f->used == ms->used);
+        if (!ms->used)
+            continue;
+        used++;
+        for (uint32_t d = 0; d < 2; d++) {
+            CHECK(pks_table_lookup(md->t, &ms->key[d]) == (int64_t)(i << 1 | d));
+            CHECK(memcmp(&f->key[d], &ms->key[d], sizeof f->key[d]) == 0);
+            CHECK(memcmp(&f->nat[d], &ms->nat[d], sizeof f->nat[d]) == 0);
+        }
+    }
+    CHECK(md->t->nkeys == 2 * used);
+    if (!full)
+        return;
+    /* the index holds exactly the keys of the used slots: so a key of no used slot (one never
+     * inserted, or removed) cannot be found */
+    uint32_t live = 0;
+    for (uint32_t i = 0; i <= md->t->mask; i++) {
+        uint32_t e = md->t->index[i];
+        if (e == EMPTY_ENTRY)
+            continue;
+        live++;
+        CHECK((e >> 1) < NSLOTS && md->s[e >> 1].used);
+        const pks_key *k = &md->t->flows[e >> 1].key[e & 1];
+        /* found from its home, so no empty cell lies between (the probing invariant) */
+        CHECK(pks_table_lookup(md->t, k) == (int64_t)e);
+    }
+    CHECK(live == md->t->nkeys);
+}
+
+static void do_insert(model *md, uint32_t slot, const pks_key *k0, const pks_nat *n0,
+                      const pks_key *k1, const pks_nat *n1, uint8_t fast)
+{
+    int want;
+    if (slot >= NSLOTS || md->s[slot].used)
+        want = -2;
+    else if (model_find(md, k0) >= 0 || model_find(md, k1) >= 0
+             || memcmp(k0, k1, sizeof *k0) == 0)
+        want = -1;
+    else
+        want = 0;
+    CHECK(pks_table_insert(md->t, slot, k0, n0, k1, n1) == want);
+    if (want == 0) {
+        model_slot *ms = &md->s[slot];
+        ms->used = 1;
+        ms->fast = fast;
+        ms->key[0] = *k0;
+        ms->key[1] = *k1;
+        ms->nat[0] = *n0;
+        ms->nat[1] = *n1;
+        md->t->flows[slot].fast = fast; /* what Python does on ESTABLISHED */
+    }
+    check_key(md, k0);
+    check_key(md, k1);
+}
+
+/* --------------------------------------------------------------- packet path */
+
+static void run_process(model *md, const uint8_t *data, size_t size, const pks_meta *m, int vnet)
+{
+    uint8_t *buf = malloc(size);
+    CHECK(buf != NULL);
+    memcpy(buf, data, size);
+    pks_meta pm;
+    int v = pks_process(md->t, buf, (uint32_t)size, 2.5, &pm, vnet);
+    if (m->err != PKS_OK) {
+        CHECK(v == PKS_V_DROP && pm.err == m->err && pm.slot == -1);
+        CHECK(memcmp(buf, data, size) == 0);
+        free(buf);
+        return;
+    }
+    CHECK(pm.err == PKS_OK && pm.hdr == m->hdr && pm.partial == m->partial);
+    int64_t e = model_find(md, &m->key);
+    if (e < 0) {
+        CHECK(v == PKS_V_SLOW && pm.slot == -1);
+        CHECK(memcmp(buf, data, size) == 0);
+        free(buf);
+        return;
+    }
+    uint32_t slot = (uint32_t)(e >> 1), dir = (uint32_t)(e & 1);
+    CHECK(pm.slot == (int32_t)slot && pm.dir == dir);
+    const pks_flow *f = &md->t->flows[slot];
+    CHECK(f->pkts[dir] == 1 && f->bytes[dir] == m->ip_len && f->pkts[dir ^ 1] == 0);
+    CHECK(f->last_seen == 2.5);
+    int fast = md->s[slot].fast
+               && !(m->tcp_flags & (PKS_TCP_SYN | PKS_TCP_FIN | PKS_TCP_RST));
+    if (fast) {
+        CHECK(v == PKS_V_FAST);
+    } else {
+        CHECK(v == PKS_V_SLOW);
+        CHECK(memcmp(buf, data, size) == 0);
+        pks_apply(md->t, buf, &pm);
+    }
+    check_rewrite(data, buf, (uint32_t)size, m, &md->s[slot].nat[dir], vnet);
+    free(buf);
+}
+
+/* (a) parse and (b) rewrite; returns the parse in *m */
+static void parse_and_rewrite(const uint8_t *data, size_t size, pks_meta *m, int vnet)
+{
+    uint8_t *pkt = malloc(size);
+    CHECK(pkt != NULL);
+    memcpy(pkt, data, size);
+    int err = parse_mode(pkt, (uint32_t)size, m, vnet);
+    CHECK(err == m->err && err >= 0 && err < PKS_E_COUNT);
+    CHECK(strcmp(pks_err_name(err), "unknown") != 0);
+    CHECK(memcmp(pkt, data, size) == 0);
+    if (vnet) { /* the header adds one error and one flag to what pks_parse says */
+        pks_meta inner;
+        if (size < PKS_VNET_HDR_LEN) {
+            CHECK(err == PKS_E_VNET);
+        } else if (pks_parse(pkt + PKS_VNET_HDR_LEN, (uint32_t)(size - PKS_VNET_HDR_LEN), &inner)
+                   != PKS_OK) {
+            CHECK(err == inner.err);
+        } else if (data[0] & PKS_VNET_F_NEEDS_CSUM) {
+            int start_ok = (data[6] | data[7] << 8) == inner.l4_off;
+            int offset_ok = (data[8] | data[9] << 8) == 16;
+            CHECK(err == (start_ok && offset_ok ? PKS_OK : PKS_E_VNET));
+            CHECK(err != PKS_OK || m->partial == 1);
+        } else {
+            CHECK(err == PKS_OK && m->partial == 0);
+        }
+    }
+    if (err != PKS_OK) {
+        free(pkt);
+        return;
+    }
+    uint32_t h = vnet ? PKS_VNET_HDR_LEN : 0;
+    CHECK(m->hdr == h && m->partial == (vnet && (data[0] & PKS_VNET_F_NEEDS_CSUM)));
+    check_meta(pkt + h, (uint32_t)(size - h), m);
+
+    pks_nat n;
+    make_nat(data, size, 0, &n);
+    pks_rewrite(pkt, m, &n);
+    check_rewrite(data, pkt, (uint32_t)size, m, &n, vnet);
+
+    /* and back: the reverse nat restores addresses and ports, and the checksums up to the
+     * two encodings of zero */
+    pks_nat back;
+    memset(&back, 0, sizeof back);
+    memcpy(back.saddr, data + h + 12, 4);
+    memcpy(back.daddr, data + h + 16, 4);
+    back.sport = m->key.sport;
+    back.dport = m->key.dport;
+    uint8_t *mid = malloc(size);
+    CHECK(mid != NULL);
+    memcpy(mid, pkt, size);
+    pks_meta mm;
+    CHECK(parse_mode(mid, (uint32_t)size, &mm, vnet) == PKS_OK);
+    pks_rewrite(pkt, &mm, &back);
+    check_rewrite(mid, pkt, (uint32_t)size, &mm, &back, vnet);
+    uint32_t ic = h + 10, tc = h + m->l4_off + 16;
+    for (uint32_t i = 0; i < size; i++)
+        if (i != ic && i != ic + 1 && i != tc && i != tc + 1)
+            CHECK(pkt[i] == data[i]);
+    CHECK(same_csum(get16(pkt + ic), get16(data + ic)));
+    CHECK(same_csum(get16(pkt + tc), get16(data + tc)));
+    free(mid);
+    free(pkt);
+}
+
+/* (c) a small table driven by the input, read backwards in 3-byte operations */
+static void drive_table(const uint8_t *data, size_t size, const pks_meta *m, int vnet)
+{
+    model md;
+    memset(&md, 0, sizeof md);
+    md.t = pks_table_new(NSLOTS, (uint64_t)size * 0x9e3779b97f4a7c15ull ^ data[0]);
+    CHECK(md.t != NULL);
+    check_table(&md, 1);
+    size_t nops = size / 3 < MAX_OPS ? size / 3 : MAX_OPS;
+    for (size_t i = 0; i < nops; i++) {
+        const uint8_t *op = data + size - 3 * (i + 1);
+        uint8_t code = op[0] & 3, arg = op[0] >> 2, a = op[1], b = op[2];
+        pks_key k0, k1;
+        pks_nat n0, n1;
+        make_nat(data, size, (uint32_t)(2 * i + 1), &n0);
+        make_nat(data, size, (uint32_t)(2 * i + 2), &n1);
+        if (code == 3 && m->err != PKS_OK)
+            code = 0;
+        switch (code) {
+        case 0: /* insert two small keys; slots 8..15 are out of range */
+            small_key(a, &k0);
+            small_key(b, &k1);
+            do_insert(&md, arg & 15, &k0, &n0, &k1, &n1, (uint8_t)(arg >> 4 & 1));
+            break;
+        case 1: { /* remove */
+            uint32_t slot = arg & 15;
+            int want = slot < NSLOTS && md.s[slot].used ? 0 : -1;
+            CHECK(pks_table_remove(md.t, slot) == want);
+            if (want == 0) {
+                model_slot gone = md.s[slot];
+                memset(&md.s[slot], 0, sizeof md.s[slot]);
+                CHECK(pks_table_lookup(md.t, &gone.key[0]) == -1);
+                CHECK(pks_table_lookup(md.t, &gone.key[1]) == -1);
+            }
+            break;
+        }
+        case 2: /* lookups */
+            small_key(a, &k0);
+            check_key(&md, &k0);
+            small_key(b, &k0);
+            check_key(&md, &k0);
+            if (m->err == PKS_OK)
+                check_key(&md, &m->key);
+            break;
+        case 3: /* a flow holding the packet's key in direction a & 1 */
+            small_key(b, &k1);
+            if (a & 1)
+                do_insert(&md, arg & 7, &k1, &n0, &m->key, &n1, (uint8_t)(a >> 1 & 1));
+            else
+                do_insert(&md, arg & 7, &m->key, &n0, &k1, &n1, (uint8_t)(a >> 1 & 1));
+            break;
+        }
+        check_table(&md, 0);
+    }
+    check_table(&md, 1);
+    run_process(&md, data, size, m, vnet);
+    check_table(&md, 1);
+    pks_table_free(md.t);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size == 0 || size > 65535 + PKS_VNET_HDR_LEN)
+        return 0;
+
+    /* pks_csum against the reference, from zero and from a partial sum */
+    uint8_t *copy = malloc(size);
+    CHECK(copy != NULL);
+    memcpy(copy, data, size);
+    uint32_t seed_sum = (uint32_t)data[0] * 0x10101u;
+    CHECK(pks_csum(copy, (uint32_t)size, 0) == ref_csum(copy, (uint32_t)size, 0));
+    CHECK(pks_csum(copy, (uint32_t)size, seed_sum) == ref_csum(copy, (uint32_t)size, seed_sum));
+    free(copy);
+
+    /* every input twice: as a bare IP packet, and as one behind a virtio_net_hdr */
+    for (int vnet = 0; vnet < 2; vnet++) {
+        pks_meta m;
+        parse_and_rewrite(data, size, &m, vnet);
+        drive_table(data, size, &m, vnet);
+    }
+    return 0;
+}
