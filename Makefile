@@ -1,6 +1,6 @@
 # The two commands of README.md. Both run tools/setup.sh first, so a fresh Debian machine
 # needs nothing else (run them as root: the lab and the netns tests create namespaces).
-.PHONY: demo test setup lint
+.PHONY: demo test setup lint bench
 
 setup:
 	@tools/setup.sh
@@ -14,3 +14,6 @@ lint: setup
 
 test: lint
 	.venv/bin/python -m pytest -p no:cacheprovider $(ARGS)
+
+bench: setup
+	.venv/bin/python netns-lab/bench.py $(ARGS)

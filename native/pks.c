@@ -86,10 +86,12 @@ int pks_parse(const uint8_t *buf, uint32_t len, pks_meta *m)
     m->tcp_flags = th[13];
     m->key.family = 4;
     m->key.proto = 6;
-    m->key.sport = rd16(th);
-    m->key.dport = rd16(th + 2);
+    m->key.sport = m->sport = rd16(th);
+    m->key.dport = m->dport = rd16(th + 2);
     memcpy(m->key.saddr, buf + 12, 4);
     memcpy(m->key.daddr, buf + 16, 4);
+    m->saddr4 = (uint32_t)rd16(buf + 12) << 16 | rd16(buf + 14);
+    m->daddr4 = (uint32_t)rd16(buf + 16) << 16 | rd16(buf + 18);
     return m->err = PKS_OK;
 }
 
@@ -262,6 +264,46 @@ int pks_table_insert(pks_table *t, uint32_t slot, const pks_key *k0, const pks_n
     f->used = 1;
     index_put(t, slot << 1);
     index_put(t, slot << 1 | 1);
+    return 0;
+}
+
+static void put4(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
+}
+
+int pks_flow_open(pks_table *t, uint32_t slot, uint8_t *buf, pks_meta *m, uint32_t src,
+                  uint16_t sport, uint32_t dst, uint16_t dport, double now)
+{
+    pks_key k1;
+    pks_nat n0, n1;
+    memset(&k1, 0, sizeof k1);
+    memset(&n0, 0, sizeof n0);
+    memset(&n1, 0, sizeof n1);
+    put4(n0.saddr, src);
+    put4(n0.daddr, dst);
+    n0.sport = sport;
+    n0.dport = dport;
+    k1.family = m->key.family;
+    k1.proto = m->key.proto;
+    memcpy(k1.saddr, n0.daddr, 4);
+    memcpy(k1.daddr, n0.saddr, 4);
+    k1.sport = dport;
+    k1.dport = sport;
+    memcpy(n1.saddr, m->key.daddr, 4);
+    memcpy(n1.daddr, m->key.saddr, 4);
+    n1.sport = m->key.dport;
+    n1.dport = m->key.sport;
+    int rc = pks_table_insert(t, slot, &m->key, &n0, &k1, &n1);
+    if (rc != 0)
+        return rc;
+    pks_flow *f = &t->flows[slot];
+    f->pkts[0] = 1;
+    f->bytes[0] = m->ip_len;
+    f->last_seen = now;
+    m->slot = (int32_t)slot;
+    m->dir = 0;
+    pks_rewrite(buf, m, &n0);
     return 0;
 }
 

@@ -79,6 +79,10 @@ typedef struct {
     uint16_t payload;   /* transport payload bytes */
     uint16_t ip_csum;   /* IP header checksum as read */
     uint16_t l4_csum;   /* transport checksum as read */
+    uint16_t sport;     /* = key.sport, key.dport, and the IPv4 addresses as host-order */
+    uint16_t dport;     /* integers: cheap for Python to read on the new-flow path */
+    uint32_t saddr4;
+    uint32_t daddr4;
     pks_key key;
 } pks_meta;
 
@@ -106,6 +110,12 @@ void pks_table_free(pks_table *t);
 /* 0 on success; -1 if either key is already indexed (nothing is changed); -2 bad slot/used */
 int pks_table_insert(pks_table *t, uint32_t slot, const pks_key *k0, const pks_nat *n0,
                      const pks_key *k1, const pks_nat *n1);
+/* Opens a flow at `slot` for the packet parsed into m, which arrived in direction 0: packets
+ * like it become src:sport -> dst:dport, the replies (dst:dport -> src:sport) become the
+ * reverse of m's. Counts the packet on the flow and rewrites it in place. IPv4 addresses as
+ * host-order integers. 0 on success; -1 / -2 as pks_table_insert, nothing changed. */
+int pks_flow_open(pks_table *t, uint32_t slot, uint8_t *buf, pks_meta *m, uint32_t src,
+                  uint16_t sport, uint32_t dst, uint16_t dport, double now);
 /* removes both keys of a used slot; 0 on success, -1 if the slot is not in use */
 int pks_table_remove(pks_table *t, uint32_t slot);
 /* slot << 1 | dir, or -1 */

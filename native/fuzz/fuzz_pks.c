@@ -238,8 +238,10 @@ static void check_table(const model *md, int full)
         used++;
         for (uint32_t d = 0; d < 2; d++) {
             CHECK(pks_table_lookup(md->t, &ms->key[d]) == (int64_t)(i << 1 | d));
-            CHECK(memcmp(&f->key[d], &ms->key[d], sizeof f->key[d]) == 0);
-            CHECK(memcmp(&f->nat[d], &ms->nat[d], sizeof f->nat[d]) == 0);
+            if (full) {
+                CHECK(memcmp(&f->key[d], &ms->key[d], sizeof f->key[d]) == 0);
+                CHECK(memcmp(&f->nat[d], &ms->nat[d], sizeof f->nat[d]) == 0);
+            }
         }
     }
     CHECK(md->t->nkeys == 2 * used);
@@ -444,7 +446,7 @@ static void drive_table(const uint8_t *data, size_t size, const pks_meta *m, int
                 do_insert(&md, arg & 7, &m->key, &n0, &k1, &n1, (uint8_t)(a >> 1 & 1));
             break;
         }
-        check_table(&md, 0);
+        check_table(&md, i % 8 == 7);
     }
     check_table(&md, 1);
     run_process(&md, data, size, m, vnet);

@@ -88,19 +88,28 @@ class FlowTable:
         return (f for f in self.flows if f is not None)
 
     # ---------------------------------------------------------------- membership
-    def add(self, k0: Any, n0: Any, k1: Any, n1: Any, flow_args: dict[str, Any]) -> Flow:
-        """Index a new flow under both keys; raises TableFull or KeyBusy."""
+    def open(
+        self,
+        buf: Any,
+        meta: Any,
+        to: tuple[int, int, int, int],
+        now: float,
+        flow_args: dict[str, Any],
+    ) -> Flow:
+        """Index a new flow for the packet parsed into `meta` (rewritten in `buf` to
+        to = (src, sport, dst, dport), IPv4 addresses as integers); raises TableFull or
+        KeyBusy, changing nothing."""
         if self._free:
             slot = self._free[-1]
         elif len(self.flows) < self.max_flows:
             slot = len(self.flows)
         else:
             raise TableFull
-        rc = lib.pks_table_insert(self.tab, slot, k0, n0, k1, n1)
+        rc = lib.pks_flow_open(self.tab, slot, buf, meta, *to, now)
         if rc == -1:
             raise KeyBusy
         if rc != 0:
-            raise RuntimeError(f"pks_table_insert: slot {slot} rc {rc}")
+            raise RuntimeError(f"pks_flow_open: slot {slot} rc {rc}")
         flow = Flow(slot=slot, **flow_args)
         flow.backend.inactive += 1  # State.NONE until set_state
         if self._free:

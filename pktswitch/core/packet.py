@@ -51,28 +51,6 @@ def ip_str(addr: Any) -> str:
     return str(ipaddress.IPv4Address(bytes(ffi.buffer(addr, 4))))
 
 
-def make_key(proto: int, src: bytes, sport: int, dst: bytes, dport: int) -> Any:
-    """A `pks_key` for IPv4 addresses given as 4 bytes each."""
-    k = ffi.new("pks_key *")
-    k.family = 4
-    k.proto = proto
-    k.sport = sport
-    k.dport = dport
-    ffi.memmove(k.saddr, src, 4)
-    ffi.memmove(k.daddr, dst, 4)
-    return k
-
-
-def make_nat(src: bytes, sport: int, dst: bytes, dport: int) -> Any:
-    """A `pks_nat`: what a packet's source and destination become."""
-    n = ffi.new("pks_nat *")
-    n.sport = sport
-    n.dport = dport
-    ffi.memmove(n.saddr, src, 4)
-    ffi.memmove(n.daddr, dst, 4)
-    return n
-
-
 def summary(meta: Any) -> str:
     """One line in scapy's style: 'TCP 198.51.100.2:40312 > 203.0.113.10:80 S'."""
     k = meta.key

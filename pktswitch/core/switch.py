@@ -94,9 +94,9 @@ class Switch:
         self.mode = mode
         self.set_vnet(vnet)
         self.services = services
-        self._by_vip = {(s.vip_bytes, s.port): s for s in services}
+        self._by_vip = {(int.from_bytes(s.vip_bytes, "big"), s.port): s for s in services}
         self.snat = list(snat)
-        self._snat_bytes = [packet.ip_bytes(a) for a in self.snat]
+        self._snat_ints = [int.from_bytes(packet.ip_bytes(a), "big") for a in self.snat]
         self.pool = SnatPool(max(1, len(self.snat)), snat_ports)
         self.table = FlowTable(max_flows, timeouts, seed)
         self.buf = bytearray(MAX_PACKET)
@@ -211,15 +211,16 @@ class Switch:
 
     def _new_flow(self, now: float) -> bool:
         meta = self.meta
-        key = meta.key
-        if meta.tcp_flags & (SYN | ACK | RST | FIN) != SYN:
+        flags = meta.tcp_flags
+        if flags & (SYN | ACK | RST | FIN) != SYN:
             return self._drop("no_flow")  # a mid-connection packet of a flow we do not know
-        dst = bytes(ffi.buffer(key.daddr, 4))
-        svc = self._by_vip.get((dst, key.dport))
+        dst, dport = meta.daddr4, meta.dport
+        svc = self._by_vip.get((dst, dport))
         if svc is None:
             return self._drop("no_service")
-        client = bytes(ffi.buffer(key.saddr, 4))
-        picked = svc.scheduler.pick(svc.backends, client, key.sport)
+        client, cport = meta.saddr4, meta.sport
+        client_bytes = client.to_bytes(4, "big")
+        picked = svc.scheduler.pick(svc.backends, client_bytes, cport)
         if picked is None:
             return self._drop("no_backend")
         backend, reason = picked
@@ -228,45 +229,34 @@ class Switch:
             snat = self.pool.alloc(backend.endpoint, now)
             if snat is None:
                 return self._drop("snat_exhausted")
-            src, sport = self._snat_bytes[snat[0]], snat[1]
+            to = (self._snat_ints[snat[0]], snat[1], backend.ip_int, backend.port)
         else:
-            src, sport = client, key.sport
-        k0 = packet.make_key(packet.PROTO_TCP, client, key.sport, dst, key.dport)
-        n0 = packet.make_nat(src, sport, backend.ip_bytes, backend.port)
-        k1 = packet.make_key(packet.PROTO_TCP, backend.ip_bytes, backend.port, src, sport)
-        n1 = packet.make_nat(dst, key.dport, client, key.sport)
+            to = (client, cport, backend.ip_int, backend.port)
         args = {
             "service": svc,
             "backend": backend,
             "reason": reason,
             "created": now,
-            "client": (client, key.sport),
+            "client": (client_bytes, cport),
             "snat": snat,
-            "syns": 1,
         }
         try:
-            flow = self.table.add(k0, n0, k1, n1, args)
+            flow = self.table.open(self._bufp, meta, to, now, args)
         except (TableFull, KeyBusy) as e:
             if snat is not None:
                 self.pool.free(backend.endpoint, snat, now)
             return self._drop("table_full" if isinstance(e, TableFull) else "tuple_busy")
-        nf = self.table.native(flow)
-        nf.pkts[0] = 1
-        nf.bytes[0] = meta.ip_len
-        nf.last_seen = now
+        flow.syns = 1
         backend.total += 1
         self.flows_created += 1
         second = int(now)
-        self._created_per_s[second] = self._created_per_s.get(second, 0) + 1
-        if len(self._created_per_s) > RATE_WINDOW + 1:
-            for old in [k for k in self._created_per_s if k < second - RATE_WINDOW]:
-                del self._created_per_s[old]
-        state = next_state(State.NONE, INPUT, meta.tcp_flags)
-        self.last_transition = (State.NONE, state)
-        self.table.set_state(flow, state, now)
-        meta.slot = flow.slot
-        meta.dir = INPUT
-        lib.pks_apply(self.table.tab, self._bufp, meta)
+        per_s = self._created_per_s
+        per_s[second] = per_s.get(second, 0) + 1
+        if len(per_s) > RATE_WINDOW + 1:
+            for old in [k for k in per_s if k < second - RATE_WINDOW]:
+                del per_s[old]
+        self.last_transition = (State.NONE, State.SYN_RECV)
+        self.table.set_state(flow, State.SYN_RECV, now)  # the SYN: sNO -> sSR
         self.forwarded += 1
         return True
 

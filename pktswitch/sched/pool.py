@@ -36,9 +36,11 @@ class BackendState:
     samples: dict[str, int] = field(default_factory=lambda: {"syn": 0, "data": 0, "probe": 0})
     last_sample_at: float = -1.0  # the switch's clock at the last sample
     ip_bytes: bytes = field(init=False)
+    ip_int: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.ip_bytes = ipaddress.IPv4Address(self.ip).packed
+        self.ip_int = int(ipaddress.IPv4Address(self.ip))
 
     def add_sample(self, kind: str, seconds: float, now: float) -> None:
         """One response-time sample: kind "syn" or "probe" (handshakes) or "data"."""

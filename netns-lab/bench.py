@@ -1,0 +1,347 @@
+"""Benchmark: pktswitch beside the kernel's NAT, HAProxy and a naive Python TUN forwarder, in
+the same netns lab, rounds interleaved, medians and ratios. Run as root:
+
+    make bench                     # 3 rounds x 10 s per load
+    make bench ARGS="--rounds 1 --duration 3 --variants pktswitch,haproxy"
+
+Per variant and round, from the client namespace, each load bounded by --duration:
+  bulk  iperf3 -c VIP -t D                              one stream, Gbit/s at the receiver
+  conn  wrk -t1 -c32 -d D -H 'Connection: close' URL    new connections per second
+  ka    wrk -t1 -c32 -d D --latency URL                 keep-alive requests/s, p50, p99
+and the balancer's CPU (utime+stime / wall, 100 = one core) and RSS. Everything (client,
+balancer, three backends, load generators) shares this machine's cores: the figures are what
+the whole lab does, so only ratios from one run mean much.
+
+Variants:
+  pktswitch        full NAT, TUN offloads on (the default config)
+  pktswitch-nooff  the same with `offload = false`
+  nft-nat          kernel nftables DNAT (numgen round robin) + masquerade
+  haproxy          HAProxy `mode tcp`, one thread, bound on the VIP
+  naive-tun        netns-lab/naive_tun.py: one read, dict lookup, struct checksums per packet
+
+Pitfalls handled: HAProxy terminates TCP on the VIP and leaves TIME_WAIT sockets in the
+switch's namespace; TCP early demux would then attach a forwarded SYN that reuses a client
+port to such a socket and the kernel drops it, so forwarding variants run with
+net.ipv4.tcp_early_demux=0 (it only speeds up local delivery). Backends keep TIME_WAIT toward
+the SNAT address for 60 s after a run, so each pktswitch run uses the next SNAT address.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from labnet import Lab
+from switchlab import BULK_PORT, Switch, config_text
+
+HERE = Path(__file__).resolve().parent
+TOOLS = {"wrk": "wrk", "haproxy": "haproxy", "nft": "nftables", "iperf3": "iperf3"}
+HZ = 100  # os.sysconf("SC_CLK_TCK") on Linux
+
+
+def ensure_tools() -> None:
+    missing = [pkg for cmd, pkg in TOOLS.items() if shutil.which(cmd) is None]
+    if missing:
+        print(f"installing {' '.join(missing)}", flush=True)
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True)
+
+
+def proc_ticks(pid: int | None) -> int:
+    if pid is None:
+        return 0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def rss_kib(pid: int | None) -> int | None:
+    if pid is None:
+        return None
+    m = re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text())
+    return int(m.group(1)) if m else None
+
+
+# ------------------------------------------------------------------------------- variants
+class Variant:
+    name = ""
+    forwarding = True  # a router path: run with tcp_early_demux off (see the docstring)
+
+    def __init__(self, lab: Lab, round_no: int) -> None:
+        self.lab = lab
+        self.round_no = round_no
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def pid(self) -> int | None:
+        return None
+
+
+class PktSwitch(Variant):
+    name = "pktswitch"
+    offload = True
+    runs = 0  # every run takes the next SNAT address (see the docstring)
+
+    def start(self) -> None:
+        snat = f"203.0.113.{1 + PktSwitch.runs % 9}"
+        PktSwitch.runs += 1
+        cfg = config_text(self.lab, offload=self.offload).replace(self.lab.SNAT, snat)
+        self.sw = Switch(self.lab, cfg)
+        self.sw.start()
+
+    def stop(self) -> None:
+        self.sw.stop()
+
+    def pid(self) -> int | None:
+        return self.sw.proc.pid if self.sw.proc else None
+
+
+class PktSwitchNoOffload(PktSwitch):
+    name = "pktswitch-nooff"
+    offload = False
+
+
+NFT = """table ip pks_bench {
+  chain pre {
+    type nat hook prerouting priority dstnat; policy accept;
+    ip daddr VIP tcp dport 80 dnat to numgen inc mod 3 map {
+      0 : 192.0.2.1, 1 : 192.0.2.2, 2 : 192.0.2.3 }
+    ip daddr VIP tcp dport 5201 dnat to 192.0.2.1
+  }
+  chain post {
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "br0" ct status dnat masquerade
+  }
+}
+"""
+
+
+class NftNat(Variant):
+    name = "nft-nat"
+
+    def start(self) -> None:
+        rules = NFT.replace("VIP", self.lab.VIP)
+        subprocess.run(
+            ["ip", "netns", "exec", self.lab.ns["lb"], "nft", "-f", "-"],
+            input=rules, text=True, check=True,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        self.lab.exec("lb", "nft", "delete", "table", "ip", "pks_bench", check=False)
+
+
+HAPROXY = """global
+  maxconn 9000
+  nbthread 1
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend web
+  bind VIP:80
+  default_backend web
+backend web
+  balance roundrobin
+  server a 192.0.2.1:80
+  server b 192.0.2.2:80
+  server c 192.0.2.3:80
+frontend iperf
+  bind VIP:5201
+  default_backend iperf
+backend iperf
+  server a 192.0.2.1:5201
+"""
+
+
+class HAProxy(Variant):
+    name = "haproxy"
+    forwarding = False
+
+    def start(self) -> None:
+        cfg = self.lab.run_dir / "haproxy.cfg"
+        cfg.write_text(HAPROXY.replace("VIP", self.lab.VIP))
+        self.lab.exec("lb", "ip", "addr", "replace", f"{self.lab.VIP}/32", "dev", "lo")
+        self.proc = self.lab.spawn("lb", "haproxy", "-db", "-f", str(cfg), log="haproxy.log")
+        self.lab.wait_tcp("cli", self.lab.VIP, 80)
+
+    def stop(self) -> None:
+        self.lab.stop(self.proc)
+        self.lab.exec("lb", "ip", "addr", "del", f"{self.lab.VIP}/32", "dev", "lo", check=False)
+
+    def pid(self) -> int | None:
+        return self.proc.pid
+
+
+class NaiveTun(Variant):
+    name = "naive-tun"
+
+    def start(self) -> None:
+        snat = f"203.0.113.{11 + self.round_no % 9}"
+        self.proc = self.lab.spawn(
+            "lb", sys.executable, str(HERE / "naive_tun.py"), "naivet0", self.lab.VIP, snat,
+            *self.lab.BACKENDS.values(), log="naive.log",
+        )  # fmt: skip
+        self.lab.wait_tcp("cli", self.lab.VIP, 80)
+
+    def stop(self) -> None:
+        self.lab.stop(self.proc)
+
+    def pid(self) -> int | None:
+        return self.proc.pid
+
+
+VARIANTS: dict[str, type[Variant]] = {
+    v.name: v for v in (PktSwitch, PktSwitchNoOffload, NftNat, HAProxy, NaiveTun)
+}
+
+# -------------------------------------------------------------------------------- loads
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def wrk(lab: Lab, duration: int, close: bool) -> dict[str, float]:
+    args = ["wrk", "-t1", "-c32", f"-d{duration}s", "--latency"]
+    if close:
+        args += ["-H", "Connection: close"]
+    out = lab.exec("cli", *args, f"http://{lab.VIP}/", timeout=duration + 30).stdout
+    res: dict[str, float] = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
+    for pct in ("50", "99"):
+        m = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)", out)
+        if m:
+            res[f"p{pct}_ms"] = float(m.group(1)) * UNITS[m.group(2)]
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    res["errors"] = errors + (int(m.group(1)) if m else 0)
+    return res
+
+
+def iperf(lab: Lab, duration: int) -> dict[str, float]:
+    out = lab.exec(
+        "cli", "iperf3", "-c", lab.VIP, "-p", str(BULK_PORT), "-t", str(duration), "-J",
+        timeout=duration + 30,
+    ).stdout  # fmt: skip
+    end = json.loads(out)["end"]
+    return {
+        "gbit": end["sum_received"]["bits_per_second"] / 1e9,
+        "retrans": end["sum_sent"].get("retransmits", 0),
+    }
+
+
+def measure(lab: Lab, v: Variant, duration: int) -> dict[str, float | None]:
+    row: dict[str, float | None] = {}
+    for load, fn in (
+        ("bulk", lambda: iperf(lab, duration)),
+        ("conn", lambda: wrk(lab, duration, close=True)),
+        ("ka", lambda: wrk(lab, duration, close=False)),
+    ):
+        t0, c0 = time.monotonic(), proc_ticks(v.pid())
+        res = fn()
+        wall = time.monotonic() - t0
+        for k, val in res.items():
+            row[f"{load}_{k}"] = val
+        pid = v.pid()
+        row[f"{load}_cpu"] = (proc_ticks(pid) - c0) / HZ / wall * 100 if pid else None
+        time.sleep(1)  # let the last connections of one load close before the next one
+    row["rss_mib"] = (rss_kib(v.pid()) or 0) / 1024 or None
+    return row
+
+
+# ------------------------------------------------------------------------------- report
+COLUMNS = [
+    ("bulk_gbit", "bulk Gbit/s", "{:.2f}"),
+    ("bulk_cpu", "CPU% bulk", "{:.0f}"),
+    ("conn_rps", "conn/s", "{:.0f}"),
+    ("conn_errors", "conn errors", "{:.0f}"),
+    ("conn_cpu", "CPU% conn", "{:.0f}"),
+    ("ka_rps", "keep-alive req/s", "{:.0f}"),
+    ("ka_p50_ms", "ka p50 ms", "{:.3f}"),
+    ("ka_p99_ms", "ka p99 ms", "{:.3f}"),
+    ("ka_cpu", "CPU% ka", "{:.0f}"),
+    ("rss_mib", "RSS MiB", "{:.1f}"),
+]
+TARGETS = {  # the project's targets: pktswitch / reference >= value
+    ("bulk_gbit", "haproxy"): 1.4,
+    ("bulk_gbit", "nft-nat"): 0.6,
+    ("conn_rps", "haproxy"): 1.0,
+    ("conn_rps", "nft-nat"): 0.8,
+    ("ka_rps", "haproxy"): 1.2,
+    ("ka_rps", "nft-nat"): 0.85,
+}
+
+
+def med(values: list[float]) -> str:
+    return "-" if not values else f"{statistics.median(values):.6g}"
+
+
+def report(results: dict[str, list[dict[str, float | None]]]) -> str:
+    lines = ["| variant | " + " | ".join(h for _, h, _ in COLUMNS) + " |"]
+    lines.append("|---" * (len(COLUMNS) + 1) + "|")
+    medians: dict[str, dict[str, float]] = {}
+    for name, rows in results.items():
+        cells = []
+        medians[name] = {}
+        for key, _, fmt in COLUMNS:
+            vals = [r[key] for r in rows if r.get(key) is not None]
+            if not vals:
+                cells.append("-")
+                continue
+            m = statistics.median(vals)  # type: ignore[type-var]
+            medians[name][key] = m  # type: ignore[assignment]
+            span = f" ({fmt.format(min(vals))}..{fmt.format(max(vals))})" if len(vals) > 1 else ""
+            cells.append(fmt.format(m) + span)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if "pktswitch" in medians:
+        lines += ["", "| ratio pktswitch / reference | measured | target |", "|---|---|---|"]
+        for (key, ref), target in TARGETS.items():
+            if ref in medians and key in medians[ref] and key in medians["pktswitch"]:
+                ratio = medians["pktswitch"][key] / medians[ref][key]
+                verdict = "met" if ratio >= target else "NOT met"
+                lines.append(f"| {key} / {ref} | {ratio:.2f} | >= {target} ({verdict}) |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=10, help="seconds per load run")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--json", type=Path, help="also write the raw rows here")
+    args = ap.parse_args()
+    names = [n for n in args.variants.split(",") if n]
+    unknown = set(names) - set(VARIANTS)
+    if unknown:
+        ap.error(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
+    ensure_tools()
+    results: dict[str, list[dict[str, float | None]]] = {n: [] for n in names}
+    with Lab() as lab:
+        for r in range(args.rounds):
+            for name in names:
+                v = VARIANTS[name](lab, r)
+                demux = "0" if v.forwarding else "1"
+                lab.exec("lb", "sysctl", "-qw", f"net.ipv4.tcp_early_demux={demux}")
+                print(f"round {r + 1}/{args.rounds}: {name}", flush=True)
+                v.start()
+                try:
+                    row = measure(lab, v, args.duration)
+                finally:
+                    v.stop()
+                results[name].append(row)
+                print("   " + json.dumps({k: round(x, 3) for k, x in row.items() if x is not None}))
+    text = report(results)
+    print(f"\n{args.rounds} round(s) x {args.duration} s per load, medians (min..max)\n")
+    print(text)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

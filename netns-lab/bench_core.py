@@ -1,0 +1,130 @@
+"""Core microbenchmark, no TUN device and no root: the switch alone, as the datapath calls it.
+
+    make bench-core
+    .venv/bin/python netns-lab/bench_core.py --flows 1000000
+
+  new flows/s        SYNs of distinct clients, each scheduled, SNAT-allocated and inserted
+  established pps    ACKs of established flows in both directions (the C fast path)
+  bytes per flow     process RSS growth with --flows flows in the table, divided by flows
+
+Each packet is copied into the switch's buffer first, as os.readv does in the datapath.
+Targets of the project: >= 1 M packets/s established, >= 200 k new flows/s, <= 256 B/flow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import re
+import struct
+import sys
+import time
+from pathlib import Path
+
+from pktswitch.core.switch import ServiceState, Switch
+from pktswitch.sched.base import make
+from pktswitch.sched.pool import BackendState
+
+VIP = bytes([203, 0, 113, 10])
+
+
+def rss_bytes() -> int:
+    m = re.search(r"VmRSS:\s+(\d+)", Path("/proc/self/status").read_text())
+    return int(m.group(1)) * 1024 if m else 0
+
+
+def csum(b: bytes) -> int:
+    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def tcp_packet(src: bytes, sport: int, dst: bytes, dport: int, flags: int) -> bytes:
+    """A 40-byte TCP/IPv4 packet with correct checksums (the switch checks the IP one)."""
+    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 1, 0, 64, 6, 0, src, dst))
+    ip[10:12] = struct.pack("!H", csum(bytes(ip)))
+    tcp = bytearray(struct.pack("!HHIIBBHHH", sport, dport, 1, 1, 0x50, flags, 65535, 0, 0))
+    pseudo = src + dst + struct.pack("!BBH", 0, 6, 20)
+    tcp[16:18] = struct.pack("!H", csum(pseudo + bytes(tcp)))
+    return bytes(ip + tcp)
+
+
+def client(i: int) -> tuple[bytes, int]:
+    """A distinct (address, port) per i, within 198.51.100.2-.251 (250 x 64000 clients)."""
+    return bytes([198, 51, 100, 2 + i % 250]), 1024 + i // 250
+
+
+def switch(max_flows: int) -> Switch:
+    backends = [BackendState(n, f"192.0.2.{i}", 80) for i, n in enumerate("ABC", 1)]
+    svc = ServiceState("web", "203.0.113.10", 80, make("rr"), backends)
+    return Switch([svc], snat=[f"203.0.113.{i}" for i in range(1, 10)], max_flows=max_flows)
+
+
+def run(sw: Switch, packets: list[bytes], now: float) -> tuple[float, int]:
+    buf, process = sw.buf, sw.process
+    forwarded = 0
+    t0 = time.perf_counter()
+    for p in packets:
+        buf[:40] = p
+        forwarded += process(40, now)
+    return time.perf_counter() - t0, forwarded
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--flows", type=int, default=200_000, help="flows created and measured")
+    ap.add_argument("--established", type=int, default=1000, help="flows for the pps run")
+    ap.add_argument("--packets", type=int, default=2_000_000, help="packets in the pps run")
+    args = ap.parse_args()
+
+    # new flows per second, and memory per flow
+    gc.collect()
+    base = rss_bytes()
+    sw = switch(args.flows)
+    empty = rss_bytes()
+    syns = [tcp_packet(*client(i), VIP, 80, 0x02) for i in range(args.flows)]
+    gc.collect()
+    before = rss_bytes()
+    took, ok = run(sw, syns, 1.0)
+    assert ok == args.flows, f"{args.flows - ok} SYNs dropped: {sw.dropped}"
+    del syns
+    gc.collect()
+    per_flow = (rss_bytes() - before + (empty - base)) / args.flows
+    print(
+        f"new flows:        {args.flows / took:12,.0f} /s   ({args.flows:,} SYNs in {took:.2f} s)"
+    )
+    print(
+        f"memory per flow:  {per_flow:12,.0f} B    ({args.flows:,} flows, RSS growth incl. table)"
+    )
+
+    # established packets per second, both directions
+    sw = switch(args.established * 2)
+    pkts = []
+    for i in range(args.established):
+        src, sport = client(i)
+        buf = tcp_packet(src, sport, VIP, 80, 0x02)
+        sw.buf[:40] = buf
+        assert sw.process(40, 1.0)
+        out = bytes(sw.buf[:40])
+        snat, backend, nport = out[12:16], out[16:20], struct.unpack_from("!H", out, 20)[0]
+        back = tcp_packet(backend, 80, snat, nport, 0x12)
+        sw.buf[:40] = back
+        assert sw.process(40, 1.0)
+        for _ in range(16):  # the handshake ACK and the packets spent measuring
+            sw.buf[:40] = tcp_packet(src, sport, VIP, 80, 0x10)
+            sw.process(40, 1.0)
+        pkts.append(tcp_packet(src, sport, VIP, 80, 0x10))
+        pkts.append(tcp_packet(backend, 80, snat, nport, 0x10))
+    stream = (pkts * (args.packets // len(pkts) + 1))[: args.packets]
+    fast0 = sw.fast
+    took, ok = run(sw, stream, 2.0)
+    assert ok == len(stream) and sw.fast - fast0 == len(stream), "not all on the fast path"
+    print(
+        f"established:      {len(stream) / took:12,.0f} packets/s ({len(stream):,} in {took:.2f} s)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
