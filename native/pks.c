@@ -337,6 +337,10 @@ int pks_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *
     f->pkts[m->dir]++;
     f->bytes[m->dir] += m->ip_len;
     f->last_seen = now;
+    if (m->tcp_flags & PKS_TCP_ACK) {
+        const uint8_t *ack = buf + m->hdr + m->l4_off + 8;
+        f->ack[m->dir] = (uint32_t)rd16(ack) << 16 | rd16(ack + 2);
+    }
     if (f->fast && !(m->tcp_flags & (PKS_TCP_SYN | PKS_TCP_FIN | PKS_TCP_RST))) {
         pks_rewrite(buf, m, &f->nat[m->dir]);
         return PKS_V_FAST;

@@ -92,6 +92,7 @@ typedef struct {
     uint64_t pkts[2];
     uint64_t bytes[2];
     double last_seen;   /* `now` of the last packet seen on the flow */
+    uint32_t ack[2];    /* the last acknowledgment number sent each way (to reset a flow) */
     uint8_t used;
     uint8_t fast;       /* set by Python: packets without SYN/FIN/RST need no decision */
 } pks_flow;

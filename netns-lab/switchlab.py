@@ -35,6 +35,7 @@ def config_text(
     options: dict[str, object] | None = None,
     extra: Iterable[str] = (),
     offload: bool = True,
+    snat: str | None = None,
 ) -> str:
     """A config for the lab: service "web" on VIP:80 over the backends (round robin unless
     `scheduler` says otherwise, with `weights` and scheduler `options`), and service "bulk"
@@ -46,7 +47,7 @@ def config_text(
         f'mode = "{mode}"',
     ]
     if mode == "fullnat":
-        lines.append(f'snat = ["{lab.SNAT}"]')
+        lines.append(f'snat = ["{snat or lab.SNAT}"]')
     lines.append(f'control = "{lab.run_dir / "pktswitch.sock"}"')
     if not offload:
         lines.append("offload = false")

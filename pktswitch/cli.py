@@ -187,6 +187,7 @@ BACKEND_COLUMNS = (
     ("bytes_out", "<BYTES"),
     ("rtt_syn_ms", "HANDSHAKE(ms)"),
     ("rt_data_ms", "RESPONSE(ms)"),
+    ("health_reason", "WHY"),
 )
 
 
@@ -349,14 +350,25 @@ def backend() -> None:
 @socket_option
 @config_option
 @click.argument("target", metavar="SERVICE/BACKEND")
-@click.option("--weight", type=click.IntRange(0, 65535), required=True)
-def backend_set(sock: str | None, config: str | None, target: str, weight: int) -> None:
-    """Set a backend's weight: new flows follow it, flows already there stay."""
+@click.option("--weight", type=click.IntRange(0, 65535), help="a new weight")
+@click.option("--drain/--undrain", default=None, help="stop (or resume) giving it new flows")
+def backend_set(
+    sock: str | None, config: str | None, target: str, weight: int | None, drain: bool | None
+) -> None:
+    """Change a backend: its weight, or drain it. New flows follow; flows already there stay."""
     service, sep, name = target.partition("/")
     if not sep or not service or not name:
         raise click.BadParameter(f"expected SERVICE/BACKEND, got {target!r}", param_hint="TARGET")
-    r = _ask(_socket(sock, config), "set_weight", service=service, backend=name, weight=weight)
-    click.echo(f"{service}/{name}: weight {r['was']} -> {r['weight']}")
+    if weight is None and drain is None:
+        raise click.UsageError("say what to change: --weight N, --drain or --undrain")
+    path = _socket(sock, config)
+    if weight is not None:
+        r = _ask(path, "set_weight", service=service, backend=name, weight=weight)
+        click.echo(f"{service}/{name}: weight {r['was']} -> {r['weight']}")
+    if drain is not None:
+        r = _ask(path, "drain", service=service, backend=name, on=drain)
+        what = "draining" if drain else "no longer draining"
+        click.echo(f"{service}/{name}: {what}, {r['flows']} flow(s) on it")
 
 
 @main.command("tcp-states")

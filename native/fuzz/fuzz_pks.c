@@ -8,8 +8,9 @@
  *     XOR its last 12 (so bytes past the IP total length, which no checksum covers, steer it),
  *     then the reverse rewrite, both checked against the invariants below;
  *   - a program for an 8-slot flow table: 3-byte operations read from the end of the input
- *     backwards (insert / remove / lookup / insert a flow holding the packet's key), checked
- *     against a model after every step, then pks_process (and pks_apply) on the packet.
+ *     backwards (insert / remove / lookup / a flow for the packet, inserted or opened by
+ *     pks_flow_open), checked against a model after every step, then pks_process (and
+ *     pks_apply) on the packet.
  *
  * Invariants (abort() on violation, which libFuzzer reports as a crash):
  *   parse   - the error is a named PKS_E_*; on success every meta field matches the bytes;
@@ -26,8 +27,9 @@
  *   table   - every key of a used slot is found at slot << 1 | dir, a removed one is not;
  *             nkeys == 2 * used slots; the index holds exactly nkeys entries, each of a used
  *             slot and found by lookup (so no other key can be); return codes match the model;
- *             pks_process counts and rewrites the packet exactly when the model says it must,
- *             and leaves the buffer alone otherwise.
+ *             pks_flow_open builds the documented flow, counts and rewrites the packet, or
+ *             changes nothing; pks_process counts and rewrites the packet exactly when the model
+ *             says it must, and leaves the buffer alone otherwise.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -50,6 +52,7 @@
     } while (0)
 
 static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static uint32_t get32(const uint8_t *p) { return (uint32_t)get16(p) << 16 | get16(p + 2); }
 
 /* RFC 1071 the slow, obvious way: independent of pks_csum's loop. */
 static uint16_t ref_csum(const uint8_t *buf, uint32_t len, uint32_t sum)
@@ -119,6 +122,8 @@ static void check_meta(const uint8_t *buf, uint32_t len, const pks_meta *m)
     CHECK(m->slot == -1 && m->dir == 0);
     CHECK(m->key.family == 4 && m->key.proto == 6 && m->key.pad == 0);
     CHECK(m->key.sport == get16(buf + m->l4_off) && m->key.dport == get16(buf + m->l4_off + 2));
+    CHECK(m->sport == m->key.sport && m->dport == m->key.dport);
+    CHECK(m->saddr4 == get32(buf + 12) && m->daddr4 == get32(buf + 16));
     CHECK(memcmp(m->key.saddr, buf + 12, 4) == 0 && memcmp(m->key.daddr, buf + 16, 4) == 0);
     static const uint8_t zero[12];
     CHECK(memcmp(m->key.saddr + 4, zero, 12) == 0 && memcmp(m->key.daddr + 4, zero, 12) == 0);
@@ -205,6 +210,7 @@ typedef struct {
     uint8_t used, fast;
     pks_key key[2];
     pks_nat nat[2];
+    uint64_t pkts[2], bytes[2];
 } model_slot;
 
 typedef struct {
@@ -263,30 +269,91 @@ static void check_table(const model *md, int full)
     CHECK(live == md->t->nkeys);
 }
 
+/* what pks_table_insert must return */
+static int insert_rc(const model *md, uint32_t slot, const pks_key *k0, const pks_key *k1)
+{
+    if (slot >= NSLOTS || md->s[slot].used)
+        return -2;
+    if (model_find(md, k0) >= 0 || model_find(md, k1) >= 0 || memcmp(k0, k1, sizeof *k0) == 0)
+        return -1;
+    return 0;
+}
+
+static void model_insert(model *md, uint32_t slot, const pks_key *k0, const pks_nat *n0,
+                         const pks_key *k1, const pks_nat *n1, uint8_t fast)
+{
+    model_slot *ms = &md->s[slot];
+    memset(ms, 0, sizeof *ms);
+    ms->used = 1;
+    ms->fast = fast;
+    ms->key[0] = *k0;
+    ms->key[1] = *k1;
+    ms->nat[0] = *n0;
+    ms->nat[1] = *n1;
+    md->t->flows[slot].fast = fast; /* what Python does on ESTABLISHED */
+}
+
 static void do_insert(model *md, uint32_t slot, const pks_key *k0, const pks_nat *n0,
                       const pks_key *k1, const pks_nat *n1, uint8_t fast)
 {
-    int want;
-    if (slot >= NSLOTS || md->s[slot].used)
-        want = -2;
-    else if (model_find(md, k0) >= 0 || model_find(md, k1) >= 0
-             || memcmp(k0, k1, sizeof *k0) == 0)
-        want = -1;
-    else
-        want = 0;
+    int want = insert_rc(md, slot, k0, k1);
     CHECK(pks_table_insert(md->t, slot, k0, n0, k1, n1) == want);
-    if (want == 0) {
-        model_slot *ms = &md->s[slot];
-        ms->used = 1;
-        ms->fast = fast;
-        ms->key[0] = *k0;
-        ms->key[1] = *k1;
-        ms->nat[0] = *n0;
-        ms->nat[1] = *n1;
-        md->t->flows[slot].fast = fast; /* what Python does on ESTABLISHED */
-    }
+    if (want == 0)
+        model_insert(md, slot, k0, n0, k1, n1, fast);
     check_key(md, k0);
     check_key(md, k1);
+}
+
+/* pks_flow_open for the packet (parsed into m) to `to`, on a copy of it */
+static void do_flow_open(model *md, uint32_t slot, const uint8_t *data, size_t size,
+                         const pks_meta *m, const pks_nat *to, uint8_t fast, int vnet)
+{
+    /* the flow pks.h documents: packets like m's become `to` (IPv4: 4 address bytes), the
+     * replies to it become the reverse of m's */
+    pks_nat n0, n1;
+    pks_key k1;
+    memset(&n0, 0, sizeof n0);
+    memset(&n1, 0, sizeof n1);
+    memset(&k1, 0, sizeof k1);
+    memcpy(n0.saddr, to->saddr, 4);
+    memcpy(n0.daddr, to->daddr, 4);
+    n0.sport = to->sport;
+    n0.dport = to->dport;
+    k1.family = 4;
+    k1.proto = 6;
+    memcpy(k1.saddr, to->daddr, 4);
+    memcpy(k1.daddr, to->saddr, 4);
+    k1.sport = to->dport;
+    k1.dport = to->sport;
+    memcpy(n1.saddr, m->key.daddr, 4);
+    memcpy(n1.daddr, m->key.saddr, 4);
+    n1.sport = m->key.dport;
+    n1.dport = m->key.sport;
+
+    int want = insert_rc(md, slot, &m->key, &k1);
+    uint8_t *buf = malloc(size);
+    CHECK(buf != NULL);
+    memcpy(buf, data, size);
+    pks_meta mc = *m;
+    int rc = pks_flow_open(md->t, slot, buf, &mc, get32(to->saddr), to->sport,
+                           get32(to->daddr), to->dport, 1.5);
+    CHECK(rc == want);
+    if (rc == 0) {
+        CHECK(mc.slot == (int32_t)slot && mc.dir == 0);
+        check_rewrite(data, buf, (uint32_t)size, m, &n0, vnet);
+        model_insert(md, slot, &m->key, &n0, &k1, &n1, fast);
+        const pks_flow *f = &md->t->flows[slot];
+        CHECK(f->pkts[0] == 1 && f->bytes[0] == m->ip_len && f->pkts[1] == 0);
+        CHECK(f->bytes[1] == 0 && f->last_seen == 1.5);
+        md->s[slot].pkts[0] = 1;
+        md->s[slot].bytes[0] = m->ip_len;
+    } else {
+        CHECK(memcmp(buf, data, size) == 0);
+        CHECK(memcmp(&mc, m, sizeof mc) == 0);
+    }
+    free(buf);
+    check_key(md, &m->key);
+    check_key(md, &k1);
 }
 
 /* --------------------------------------------------------------- packet path */
@@ -297,6 +364,9 @@ static void run_process(model *md, const uint8_t *data, size_t size, const pks_m
     CHECK(buf != NULL);
     memcpy(buf, data, size);
     pks_meta pm;
+    uint32_t acks[NSLOTS][2];
+    for (uint32_t i = 0; i < NSLOTS; i++)
+        memcpy(acks[i], md->t->flows[i].ack, sizeof acks[i]);
     int v = pks_process(md->t, buf, (uint32_t)size, 2.5, &pm, vnet);
     if (m->err != PKS_OK) {
         CHECK(v == PKS_V_DROP && pm.err == m->err && pm.slot == -1);
@@ -315,8 +385,14 @@ static void run_process(model *md, const uint8_t *data, size_t size, const pks_m
     uint32_t slot = (uint32_t)(e >> 1), dir = (uint32_t)(e & 1);
     CHECK(pm.slot == (int32_t)slot && pm.dir == dir);
     const pks_flow *f = &md->t->flows[slot];
-    CHECK(f->pkts[dir] == 1 && f->bytes[dir] == m->ip_len && f->pkts[dir ^ 1] == 0);
+    const model_slot *ms = &md->s[slot];
+    CHECK(f->pkts[dir] == ms->pkts[dir] + 1 && f->bytes[dir] == ms->bytes[dir] + m->ip_len);
+    CHECK(f->pkts[dir ^ 1] == ms->pkts[dir ^ 1] && f->bytes[dir ^ 1] == ms->bytes[dir ^ 1]);
     CHECK(f->last_seen == 2.5);
+    /* an ACK's acknowledgment number is remembered for its direction, nothing else changes */
+    uint32_t ack = get32(data + m->hdr + m->l4_off + 8);
+    CHECK(f->ack[dir] == (m->tcp_flags & PKS_TCP_ACK ? ack : acks[slot][dir]));
+    CHECK(f->ack[dir ^ 1] == acks[slot][dir ^ 1]);
     int fast = md->s[slot].fast
                && !(m->tcp_flags & (PKS_TCP_SYN | PKS_TCP_FIN | PKS_TCP_RST));
     if (fast) {
@@ -438,9 +514,11 @@ static void drive_table(const uint8_t *data, size_t size, const pks_meta *m, int
             if (m->err == PKS_OK)
                 check_key(&md, &m->key);
             break;
-        case 3: /* a flow holding the packet's key in direction a & 1 */
+        case 3: /* a flow holding the packet's key: opened by it, or inserted in direction a & 1 */
             small_key(b, &k1);
-            if (a & 1)
+            if (a & 4)
+                do_flow_open(&md, arg & 7, data, size, m, &n0, (uint8_t)(a >> 1 & 1), vnet);
+            else if (a & 1)
                 do_insert(&md, arg & 7, &k1, &n0, &m->key, &n1, (uint8_t)(a >> 1 & 1));
             else
                 do_insert(&md, arg & 7, &m->key, &n0, &k1, &n1, (uint8_t)(a >> 1 & 1));

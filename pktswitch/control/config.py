@@ -13,6 +13,7 @@ such as `shedular` is an error instead of a silently ignored setting.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import math
@@ -27,6 +28,7 @@ from pktswitch.core.nat import DEFAULT_PORTS as DEFAULT_SNAT_PORTS
 from pktswitch.core.switch import MAX_WEIGHT, MODES
 from pktswitch.core.tcpstate import DEFAULT_TIMEOUTS, State, timeout_name
 from pktswitch.sched.base import SCHEDULERS, make
+from pktswitch.sched.health import CHECKS, ON_DOWN, HealthPolicy
 
 PROTOCOLS = frozenset({"tcp"})
 
@@ -49,7 +51,16 @@ SWITCH_KEYS = (
     "offload",
 )
 SCHEDULER_OPTIONS = ("hash_key", "table_size")  # passed to the scheduler that takes them
-SERVICE_KEYS = ("name", "vip", "protocol", "scheduler", *SCHEDULER_OPTIONS, "backend")
+SERVICE_KEYS = (
+    "name",
+    "vip",
+    "protocol",
+    "scheduler",
+    *SCHEDULER_OPTIONS,
+    "health",
+    "backend",
+)
+HEALTH_KEYS = tuple(f.name for f in dataclasses.fields(HealthPolicy))
 BACKEND_KEYS = ("name", "address", "weight")
 TOP_KEYS = ("switch", "timeouts", "service")
 TIMEOUT_KEYS = {timeout_name(state): state for state in State}
@@ -86,6 +97,7 @@ class Service:
     scheduler: str
     backends: tuple[Backend, ...]
     options: tuple[tuple[str, Any], ...] = ()  # scheduler options, e.g. (("hash_key", "ip"),)
+    health: HealthPolicy | None = None  # None: no checks, no passive signals
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,7 +427,42 @@ def _service(value: Any, key: str) -> Service:
         names[b.name] = item_key
         addresses[b.ip, b.port] = item_key
         backends.append(b)
-    return Service(name, vip, port, protocol, scheduler, tuple(backends), options)
+    health = _health(table["health"], _join(key, "health")) if "health" in table else None
+    return Service(name, vip, port, protocol, scheduler, tuple(backends), options, health)
+
+
+def _health(value: Any, key: str) -> HealthPolicy:
+    """[service.health]: every key optional, HAProxy-like defaults (see sched/health.py)."""
+    table = _table(value, key, HEALTH_KEYS)
+    d = HealthPolicy()
+
+    def get(name: str) -> Any:
+        return _get(table, name, key, getattr(d, name))
+
+    policy = HealthPolicy(
+        check=_choice(get("check"), _join(key, "check"), CHECKS, "check"),
+        interval=_seconds(get("interval"), _join(key, "interval")),
+        timeout=_seconds(get("timeout"), _join(key, "timeout")),
+        rise=_int(get("rise"), _join(key, "rise"), 1, 100),
+        fall=_int(get("fall"), _join(key, "fall"), 1, 100),
+        path=_str(get("path"), _join(key, "path")),
+        status=_int(get("status"), _join(key, "status"), 100, 599),
+        passive=_bool(get("passive"), _join(key, "passive")),
+        syn_timeout=_seconds(get("syn_timeout"), _join(key, "syn_timeout")),
+        eject=_seconds(get("eject"), _join(key, "eject")),
+        eject_max=_seconds(get("eject_max"), _join(key, "eject_max")),
+        on_down=_choice(get("on_down"), _join(key, "on_down"), ON_DOWN, "policy"),
+        slow_start=_seconds_or_zero(get("slow_start"), _join(key, "slow_start")),
+    )
+    if not policy.path.startswith("/"):
+        raise _Invalid(_join(key, "path"), "an HTTP path starting with '/'", repr(policy.path))
+    if policy.timeout > policy.interval:
+        raise _Invalid(_join(key, "timeout"), "at most the interval", repr(policy.timeout))
+    return policy
+
+
+def _seconds_or_zero(value: Any, key: str) -> float:
+    return 0.0 if value == 0 and not isinstance(value, bool) else _seconds(value, key)
 
 
 def _config(doc: dict[str, Any], path: str) -> Config:

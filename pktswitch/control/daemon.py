@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from pktswitch.control.config import Config
+from pktswitch.control.health import HealthMonitor
 from pktswitch.control.probes import Prober
 from pktswitch.control.server import ControlServer
 from pktswitch.control.streams import FlowsStream, TraceStream
@@ -25,7 +26,11 @@ log = logging.getLogger("pktswitch")
 
 
 def handlers(
-    switch: Switch, loop: Loop | None, clock: Any = time.monotonic, prober: Prober | None = None
+    switch: Switch,
+    loop: Loop | None,
+    clock: Any = time.monotonic,
+    prober: Prober | None = None,
+    monitor: HealthMonitor | None = None,
 ) -> dict[str, Any]:
     """The control commands, answered from the live switch."""
 
@@ -37,17 +42,22 @@ def handlers(
             s["largest_read_bytes"] = loop.largest_read
         if prober is not None:
             s["probes"] = {"sent": prober.sent, "failed": prober.failed}
+        if monitor is not None:
+            s["health_checks"] = {"sent": monitor.checks, "failed": monitor.failed}
         return s
 
     return {
         "ping": lambda _args: "pong",
         "flows": lambda args: FlowsStream(switch, args, clock),
-        "backends": lambda _args: switch.backends(),
+        "backends": lambda _args: switch.backends(clock()),
         "stats": stats,
         "trace": lambda args: TraceStream(switch, args, clock),
         "which": lambda args: switch.which(args["service"], args["client"], args.get("port", 0)),
         "set_weight": lambda args: switch.set_weight(
-            args["service"], args["backend"], args["weight"]
+            args["service"], args["backend"], args["weight"], clock()
+        ),
+        "drain": lambda args: switch.set_drain(
+            args["service"], args["backend"], args.get("on", True), clock()
         ),
     }
 
@@ -73,6 +83,7 @@ def run(cfg: Config) -> None:
     server: ControlServer | None = None
     tun: TunDevice | None = None
     prober: Prober | None = None
+    monitor: HealthMonitor | None = None
     try:
         server = ControlServer(sw.control, {})
         tun = TunDevice(sw.tun, offload=sw.offload)
@@ -87,7 +98,9 @@ def run(cfg: Config) -> None:
         timed = [b for svc in switch.services if svc.scheduler.name == "lrt" for b in svc.backends]
         if timed:
             prober = Prober(loop, timed, loop.clock)
-        server.handlers = handlers(switch, loop, prober=prober)
+        if any(svc.health.check != "none" or svc.health.passive for svc in switch.services):
+            monitor = HealthMonitor(loop, switch, loop.clock, tun.write)
+        server.handlers = handlers(switch, loop, prober=prober, monitor=monitor)
         server.attach(loop)
         vips = ", ".join(f"{s.name} {s.vip}:{s.port}" for s in cfg.services)
         log.info(
@@ -104,6 +117,8 @@ def run(cfg: Config) -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         if prober is not None:
             prober.close()
+        if monitor is not None:
+            monitor.close()
         if server is not None:
             server.close()
         if tun is not None:

@@ -45,6 +45,10 @@ COMMANDS: dict[str, Command] = {
         "change a backend's weight: new flows follow, existing ones stay",
         {"service": str, "backend": str, "weight": int},
     ),
+    "drain": Command(
+        "drain a backend (on=true) or end its drain: no new flows, existing ones stay",
+        {"service": str, "backend": str, "on": bool},
+    ),
     "trace": Command(
         "a live stream of what the switch does to each packet",
         {"flow": str, "count": int, "snaplen": int},
@@ -69,7 +73,8 @@ def check_args(cmd: str, args: Any) -> dict[str, Any]:
         if want is None:
             known = ", ".join(spec.args) or "none"
             raise BadRequest(f"{cmd}: unknown argument {name!r} (arguments: {known})")
-        if value is not None and (not isinstance(value, want) or isinstance(value, bool)):
+        wrong_bool = isinstance(value, bool) and want is not bool
+        if value is not None and (not isinstance(value, want) or wrong_bool):
             raise BadRequest(f"{cmd}: {name} must be {want.__name__}, got {value!r}")
     return {k: v for k, v in args.items() if v is not None}
 

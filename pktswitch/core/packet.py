@@ -67,14 +67,8 @@ def finish_checksum(raw: bytes) -> bytes:
     ihl = (raw[0] & 0x0F) * 4
     if raw[9] != PROTO_TCP or len(raw) < ihl + 18:
         return raw
-    l4 = raw[ihl:]
-    s = sum(int.from_bytes(l4[i : i + 2], "big") for i in range(0, len(l4) - 1, 2))
-    if len(l4) % 2:
-        s += l4[-1] << 8
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
     out = bytearray(raw)
-    out[ihl + 16 : ihl + 18] = ((~s) & 0xFFFF).to_bytes(2, "big")
+    out[ihl + 16 : ihl + 18] = _csum(raw[ihl:]).to_bytes(2, "big")
     return bytes(out)
 
 
@@ -96,3 +90,29 @@ def describe(raw: bytes) -> dict[str, Any]:
         d["flags"] = flags_str(t[13])
         d["tcp_csum"] = int.from_bytes(t[16:18], "big")
     return d
+
+
+def _csum(data: bytes) -> int:
+    s = sum(int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data) - 1, 2))
+    if len(data) % 2:
+        s += data[-1] << 8
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def tcp_rst(src: bytes, sport: int, dst: bytes, dport: int, seq: int) -> bytes:
+    """A 40-byte TCP RST from src:sport to dst:dport with sequence number `seq`, both
+    checksums complete. The receiver accepts it when seq is exactly the next sequence number
+    it expects (RFC 5961), i.e. the last acknowledgment number it sent."""
+    ip = bytearray((0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, PROTO_TCP, 0, 0, *src, *dst))
+    ip[10:12] = _csum(bytes(ip)).to_bytes(2, "big")
+    tcp = bytearray(20)
+    tcp[0:2] = sport.to_bytes(2, "big")
+    tcp[2:4] = dport.to_bytes(2, "big")
+    tcp[4:8] = (seq & 0xFFFFFFFF).to_bytes(4, "big")
+    tcp[12] = 5 << 4
+    tcp[13] = 0x04  # RST
+    pseudo = src + dst + bytes((0, PROTO_TCP, 0, 20))
+    tcp[16:18] = _csum(pseudo + bytes(tcp)).to_bytes(2, "big")
+    return bytes(ip + tcp)

@@ -20,7 +20,7 @@ Two NAT modes:
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +47,7 @@ from pktswitch.core.tcpstate import (
 )
 from pktswitch.core.trace import Record, Subscription
 from pktswitch.sched.base import Scheduler, make
+from pktswitch.sched.health import HealthPolicy, effective_weight, state_name
 from pktswitch.sched.pool import BackendState
 
 MAX_PACKET = 65535 + lib.PKS_VNET_HDR_LEN  # the largest IP packet after a virtio_net_hdr
@@ -58,6 +59,9 @@ RATE_WINDOW = 10  # seconds over which "new flows per second" is averaged
 MEASURABLE = frozenset({State.SYN_RECV, State.ESTABLISHED})  # a first response may still come
 
 
+NO_HEALTH = HealthPolicy(check="none", passive=False)
+
+
 @dataclass(slots=True, eq=False)
 class ServiceState:
     name: str
@@ -65,6 +69,7 @@ class ServiceState:
     port: int
     scheduler: Scheduler
     backends: list[BackendState]
+    health: HealthPolicy = NO_HEALTH
     vip_bytes: bytes = b""
 
     def __post_init__(self) -> None:
@@ -110,11 +115,15 @@ class Switch:
         self.flows_created = 0
         self.flows_expired: Counter[str] = Counter()  # by state at expiry
         self.flows_reused = 0  # SYNs that replaced a TIME_WAIT/CLOSE flow
+        self.flows_reset = 0  # flows ended by the switch (their backend went down)
         self._created_per_s: dict[int, int] = {}  # whole second -> flows created in it
         # what the last packet did, for tracing: set only on the paths that change them
         self.last_drop = ""
         self.last_transition: tuple[State, State] | None = None
         self.subscriptions: list[Subscription] = []
+        # passive health signals: new flows to watch for a SYN-ACK, and signals seen
+        self._syn_watch: deque[tuple[float, Flow]] = deque()
+        self._passive: list[tuple[ServiceState, BackendState, str]] = []
 
     @classmethod
     def from_config(cls, cfg: Any, seed: int | None = None) -> Switch:
@@ -125,6 +134,7 @@ class Switch:
                 port=s.port,
                 scheduler=make(s.scheduler, **dict(s.options)),
                 backends=[BackendState(b.name, b.ip, b.port, b.weight) for b in s.backends],
+                health=s.health or NO_HEALTH,
             )
             for s in cfg.services
         ]
@@ -168,6 +178,8 @@ class Switch:
             self.flows_reused += 1
             self._expire(flow, now)
             return self._new_flow(now)
+        if flags & RST and meta.dir != INPUT and flow.synack_at < 0 and flow.service.health.passive:
+            self._passive.append((flow.service, flow.backend, "RST in answer to a SYN"))
         if flags & SYN:
             if meta.dir == INPUT:
                 flow.syns += 1
@@ -257,6 +269,8 @@ class Switch:
                 del per_s[old]
         self.last_transition = (State.NONE, State.SYN_RECV)
         self.table.set_state(flow, State.SYN_RECV, now)  # the SYN: sNO -> sSR
+        if svc.health.passive:
+            self._syn_watch.append((now + svc.health.syn_timeout, flow))
         self.forwarded += 1
         return True
 
@@ -314,14 +328,82 @@ class Switch:
             "reason": reason,
         }
 
-    def set_weight(self, service: str, backend: str, weight: int) -> dict[str, Any]:
+    def set_weight(self, service: str, backend: str, weight: int, now: float) -> dict[str, Any]:
         """A new weight for new flows; flows already on the backend stay where they are."""
         if not 0 <= weight <= MAX_WEIGHT:
             raise ValueError(f"weight must be 0..{MAX_WEIGHT}, got {weight}")
-        svc, b = self.backend(service, backend)
-        old, b.weight = b.weight, weight
-        svc.scheduler.update(svc.backends)
+        _, b = self.backend(service, backend)
+        old, b.config_weight = b.config_weight, weight
+        self.refresh(now)
         return {"service": service, "backend": backend, "weight": weight, "was": old}
+
+    def set_drain(self, service: str, backend: str, drain: bool, now: float) -> dict[str, Any]:
+        """Drain: no new flows, the existing ones stay until they end."""
+        _, b = self.backend(service, backend)
+        b.draining = drain
+        b.health_reason = "draining (operator)" if drain else "drain ended (operator)"
+        b.changed_at = now
+        self.refresh(now)
+        return {
+            "service": service,
+            "backend": backend,
+            "draining": drain,
+            "flows": b.active + b.inactive,
+        }
+
+    def refresh(self, now: float) -> list[str]:
+        """Recompute every backend's effective weight from its health; tell the schedulers
+        whose backends changed. Returns what changed, for the log."""
+        changes = []
+        for svc in self.services:
+            changed = False
+            for b in svc.backends:
+                w = effective_weight(b, svc.health, now)
+                if w != b.weight:
+                    state = state_name(b, svc.health, now)
+                    changes.append(f"{svc.name}/{b.name}: weight {b.weight} -> {w} ({state})")
+                    b.weight = w
+                    changed = True
+            if changed:
+                svc.scheduler.update(svc.backends)
+        return changes
+
+    def take_passive(self, now: float) -> list[tuple[ServiceState, BackendState, str]]:
+        """Passive health signals since the last call: RSTs answering SYNs, and SYNs still
+        without a SYN-ACK once their service's syn_timeout has passed."""
+        watch = self._syn_watch
+        while watch and watch[0][0] <= now:
+            _, flow = watch.popleft()
+            if (
+                self.table.flows[flow.slot] is flow
+                and flow.synack_at < 0
+                and flow.state == State.SYN_RECV
+            ):
+                t = flow.service.health.syn_timeout
+                self._passive.append((flow.service, flow.backend, f"no SYN-ACK within {t:g} s"))
+        out, self._passive = self._passive, []
+        return out
+
+    def reset_backend(self, backend: BackendState, now: float) -> list[bytes]:
+        """End every flow on `backend`: an RST to each client that can take one (it has sent
+        an ACK, so its next expected sequence number is known), and the flow is freed.
+        Returns the packets to write into the TUN device."""
+        packets = []
+        for flow in [f for f in self.table if f.backend is backend]:
+            nf = self.table.native(flow)
+            k = nf.key[0]
+            if nf.pkts[0] and flow.state != State.SYN_RECV:
+                rst = packet.tcp_rst(
+                    bytes(ffi.buffer(k.daddr, 4)),
+                    k.dport,
+                    bytes(ffi.buffer(k.saddr, 4)),
+                    k.sport,
+                    nf.ack[0],
+                )
+                packets.append(bytes(self._hdr) + rst)
+            self.flows_reset += 1
+            self._expire(flow, now)
+        return packets
 
     # ------------------------------------------------------------------ tracing
     def subscribe(self, sub: Subscription) -> None:
@@ -397,7 +479,7 @@ class Switch:
         """Every flow as flow_view() shows it, oldest first."""
         return [self.flow_view(f, now) for f in sorted(self.table, key=lambda f: f.created)]
 
-    def backends(self) -> list[dict[str, Any]]:
+    def backends(self, now: float) -> list[dict[str, Any]]:
         """Every backend of every service with its live counters."""
         live: dict[int, list[int]] = {}
         for f in self.table:
@@ -415,7 +497,9 @@ class Switch:
                         "backend": b.name,
                         "address": f"{b.ip}:{b.port}",
                         "weight": b.weight,
-                        "health": "up",
+                        "health": state_name(b, svc.health, now),
+                        "health_reason": b.health_reason,
+                        "config_weight": b.config_weight,
                         "active": b.active,
                         "inactive": b.inactive,
                         "total": b.total,
@@ -450,6 +534,7 @@ class Switch:
             "flows_created": self.flows_created,
             "flows_expired": dict(self.flows_expired),
             "flows_reused": self.flows_reused,
+            "flows_reset": self.flows_reset,
             "snat_exhausted": self.pool.exhausted,
             "snat_early_reuse": self.pool.early_reuse,
             "snat_in_use": {a: self.pool.in_use_by_addr[i] for i, a in enumerate(self.snat)},

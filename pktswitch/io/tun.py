@@ -118,6 +118,13 @@ class TunDevice:
             _ip("rule", "add", *spec)
             self._undo.append(("rule", "del", *spec))
 
+    def write(self, packet: bytes) -> None:
+        """Write one packet of the switch's own (an RST) into the device; the kernel routes it."""
+        try:
+            os.write(self.fd, packet)
+        except OSError as e:
+            log.warning("could not write a %d-byte packet: %s", len(packet), e)
+
     def close(self) -> None:
         """Remove every route and rule added, then the device itself (idempotent)."""
         while self._undo:

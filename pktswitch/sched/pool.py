@@ -11,6 +11,7 @@ of them together: it is what least-response-time scheduling compares.
 from __future__ import annotations
 
 import ipaddress
+import math
 from dataclasses import dataclass, field
 
 SMOOTHING = 1 / 8  # RFC 6298's alpha for SRTT
@@ -25,7 +26,7 @@ class BackendState:
     name: str
     ip: str
     port: int
-    weight: int = 1  # 0: takes no new flows, keeps its existing ones (IPVS quiescing)
+    weight: int = 1  # effective: what schedulers read; 0 takes no new flows (IPVS quiescing)
     active: int = 0  # its ESTABLISHED flows (IPVS ActiveConn): what lc, wlc and lrt weigh
     inactive: int = 0  # its flows in any other state (IPVS InActConn)
     total: int = 0  # flows ever scheduled to it
@@ -35,10 +36,22 @@ class BackendState:
     rt: float | None = None  # all samples smoothed together: what lrt compares
     samples: dict[str, int] = field(default_factory=lambda: {"syn": 0, "data": 0, "probe": 0})
     last_sample_at: float = -1.0  # the switch's clock at the last sample
+    # health (see health.py): the weight the operator set, and what keeps it from applying
+    config_weight: int = -1
+    up: bool = True
+    draining: bool = False
+    ejected_until: float = 0.0
+    ejections: int = 0  # passive ejections in a row
+    up_since: float = -math.inf
+    streak: int = 0  # consecutive active checks: > 0 passed, < 0 failed
+    health_reason: str = ""
+    changed_at: float = 0.0
     ip_bytes: bytes = field(init=False)
     ip_int: int = field(init=False)
 
     def __post_init__(self) -> None:
+        if self.config_weight < 0:
+            self.config_weight = self.weight
         self.ip_bytes = ipaddress.IPv4Address(self.ip).packed
         self.ip_int = int(ipaddress.IPv4Address(self.ip))
 

@@ -259,7 +259,7 @@ def test_backends_table_and_json(live: Running) -> None:
     assert r.output.splitlines()[0].split() == [
         "SERVICE", "NAME", "ADDRESS", "WEIGHT", "HEALTH", "ACTIVE", "INACTIVE", "TOTAL", "BYTES>",
         "<BYTES",
-        "HANDSHAKE(ms)", "RESPONSE(ms)",
+        "HANDSHAKE(ms)", "RESPONSE(ms)", "WHY",
     ]  # fmt: skip
 
 

@@ -133,7 +133,7 @@ def test_states_follow_the_conversation_and_established_goes_fast() -> None:
     assert h.flow()["state"] == "SYN_RECV"
     h.client("A", seq=101, ack=501)
     assert h.flow()["state"] == "ESTABLISHED"
-    (a,) = [b for b in h.sw.backends() if b["backend"] == "A"]
+    (a,) = [b for b in h.sw.backends(h.now) if b["backend"] == "A"]
     assert (a["active"], a["inactive"]) == (1, 0)
     out = h.client("PA", seq=101, ack=501, payload=b"GET / HTTP/1.1\r\n\r\n")
     assert out is not None and checksums_ok(out) and bytes(out[Raw]) == b"GET / HTTP/1.1\r\n\r\n"
@@ -185,7 +185,7 @@ def test_handshake_and_first_response_times_are_measured() -> None:
     h.backend(syn, "A", seq=501, ack=106)  # an ACK without data is not the response
     h.now += 0.010
     h.backend(syn, "PA", seq=501, ack=106, payload=b"HTTP/1.1 200 OK")
-    (a,) = [b for b in h.sw.backends() if b["backend"] == "A"]
+    (a,) = [b for b in h.sw.backends(h.now) if b["backend"] == "A"]
     assert a["samples"] == {"syn": 1, "data": 1, "probe": 0}
     assert a["rtt_syn_ms"] == 2.0 and a["rt_data_ms"] == 60.0
     assert a["rt_ms"] == pytest.approx(2.0 + (60.0 - 2.0) / 8)  # both, smoothed (alpha 1/8)
@@ -199,7 +199,7 @@ def test_a_one_way_transfer_gives_up_measuring_and_goes_fast() -> None:
     assert h.sw.fast == 0
     h.client("PA", seq=500, ack=501, payload=b"x" * 10)
     assert h.sw.fast == 1
-    (a,) = [b for b in h.sw.backends() if b["backend"] == "A"]
+    (a,) = [b for b in h.sw.backends(h.now) if b["backend"] == "A"]
     assert a["rt_data_ms"] is None
 
 
@@ -222,7 +222,7 @@ def test_lrt_sends_a_slow_backend_clearly_less() -> None:
         h.now += 0.01
     assert got[BACKENDS["C"]] <= 6, got
     assert min(got[BACKENDS["A"]], got[BACKENDS["B"]]) >= 20, got
-    (c,) = [b for b in h.sw.backends() if b["backend"] == "C"]
+    (c,) = [b for b in h.sw.backends(h.now) if b["backend"] == "C"]
     assert c["rt_data_ms"] == pytest.approx(51.0)
 
 
@@ -232,7 +232,7 @@ def test_a_retransmitted_syn_gives_no_handshake_sample() -> None:
     h.now += 1
     h.client("S", seq=100)
     h.backend(syn, "SA", seq=500, ack=101)
-    (a,) = [b for b in h.sw.backends() if b["backend"] == "A"]
+    (a,) = [b for b in h.sw.backends(h.now) if b["backend"] == "A"]
     assert a["samples"]["syn"] == 0  # Karn: which SYN is this SYN-ACK answering?
 
 

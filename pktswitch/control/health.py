@@ -1,0 +1,176 @@
+"""Health monitoring on the switch's loop: active checks, passive signals, weights, policies.
+
+Active checks are non-blocking sockets from the switch's namespace to each backend's own
+address: a TCP connect, or an HTTP GET whose status line must carry the expected status.
+One check per backend at a time, every `interval`, failed after `timeout`; sockets close with
+RST so checks leave no TIME_WAIT behind. Each loop turn the monitor also takes the switch's
+passive signals (SYNs unanswered or answered with RST), recomputes effective weights (down,
+ejected, draining, slow start), applies the down policy (keep or reset the flows) and logs
+every change with its reason.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import selectors
+import socket
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pktswitch.core.switch import ServiceState, Switch
+from pktswitch.io.loop import Loop
+from pktswitch.sched import health
+from pktswitch.sched.pool import BackendState
+
+log = logging.getLogger("pktswitch.health")
+
+MAX_RESPONSE = 4096  # bytes of an HTTP check's answer read for its status line
+
+
+@dataclass(eq=False)
+class _Check:
+    sock: socket.socket
+    svc: ServiceState
+    backend: BackendState
+    started: float
+    sent: bool = False
+    answer: bytes = b""
+
+
+class HealthMonitor:
+    def __init__(
+        self,
+        loop: Loop,
+        switch: Switch,
+        clock: Callable[[], float],
+        write: Callable[[bytes], None],
+    ) -> None:
+        self.loop = loop
+        self.switch = switch
+        self.clock = clock
+        self.write = write  # writes a packet into the TUN device (RSTs of the reset policy)
+        self.inflight: dict[int, _Check] = {}
+        self.next_check: dict[int, float] = {}  # id(backend) -> when
+        self.checks = 0
+        self.failed = 0
+        self.resets = 0
+        self.draining_left: dict[int, int] = {}
+        loop.idle.append(self.tick)
+
+    # ------------------------------------------------------------------ the turn
+    def tick(self) -> None:
+        now = self.clock()
+        for fd, c in list(self.inflight.items()):
+            if now - c.started > c.svc.health.timeout:
+                self._finish(fd, False, "timeout", now)
+        for svc in self.switch.services:
+            if svc.health.check == "none":
+                continue
+            for b in svc.backends:
+                busy = any(c.backend is b for c in self.inflight.values())
+                if not busy and now >= self.next_check.get(id(b), 0.0):
+                    self.next_check[id(b)] = now + svc.health.interval
+                    self._start(svc, b, now)
+        for svc, b, reason in self.switch.take_passive(now):
+            self._changed(svc, b, health.passive_failure(b, svc.health, now, reason), now)
+        for line in self.switch.refresh(now):
+            log.info("%s", line)
+        self._watch_drains()
+
+    def _changed(self, svc: ServiceState, b: BackendState, what: str, now: float) -> None:
+        if not what:
+            return
+        log.warning("%s/%s: %s", svc.name, b.name, what)
+        self.switch.refresh(now)
+        if svc.health.on_down == "reset" and b.weight == 0 and not b.draining:
+            packets = self.switch.reset_backend(b, now)
+            for p in packets:
+                self.write(p)
+            self.resets += len(packets)
+            if packets:
+                log.warning("%s/%s: reset %d flow(s)", svc.name, b.name, len(packets))
+
+    def _watch_drains(self) -> None:
+        for svc in self.switch.services:
+            for b in svc.backends:
+                if not b.draining:
+                    self.draining_left.pop(id(b), None)
+                    continue
+                left = b.active + b.inactive
+                if self.draining_left.get(id(b)) != left:
+                    self.draining_left[id(b)] = left
+                    if left == 0:
+                        log.info("%s/%s: drained, no flow left", svc.name, b.name)
+
+    # -------------------------------------------------------------------- checks
+    def _start(self, svc: ServiceState, b: BackendState, now: float) -> None:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.checks += 1
+        rc = s.connect_ex((b.ip, b.port))
+        if rc not in (0, errno.EINPROGRESS):
+            s.close()
+            self._result(svc, b, False, os.strerror(rc), now)
+            return
+        fd = s.fileno()
+        self.inflight[fd] = _Check(s, svc, b, now)
+        self.loop.sel.register(fd, selectors.EVENT_WRITE, lambda _ev, fd=fd: self._ready(fd))
+
+    def _ready(self, fd: int) -> None:
+        c = self.inflight[fd]
+        now = self.clock()
+        if not c.sent:
+            err = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                self._finish(fd, False, os.strerror(err), now)
+                return
+            if c.svc.health.check == "tcp":
+                self._finish(fd, True, "connected", now)
+                return
+            request = f"GET {c.svc.health.path} HTTP/1.0\r\nHost: {c.backend.ip}\r\n\r\n"
+            try:
+                c.sock.send(request.encode())
+            except OSError as e:
+                self._finish(fd, False, str(e), now)
+                return
+            c.sent = True
+            self.loop.sel.modify(fd, selectors.EVENT_READ, lambda _ev, fd=fd: self._ready(fd))
+            return
+        try:
+            data = c.sock.recv(MAX_RESPONSE)
+        except OSError as e:
+            self._finish(fd, False, str(e), now)
+            return
+        c.answer += data
+        line, nl, _ = c.answer.partition(b"\r\n")
+        if nl or not data or len(c.answer) >= MAX_RESPONSE:
+            parts = line.split()
+            status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+            want = c.svc.health.status
+            ok = status == want
+            self._finish(
+                fd, ok, f"HTTP {status} (want {want})" if status else "no HTTP status", now
+            )
+
+    def _finish(self, fd: int, ok: bool, detail: str, now: float) -> None:
+        c = self.inflight.pop(fd)
+        self.loop.sel.unregister(fd)
+        c.sock.close()
+        self._result(c.svc, c.backend, ok, detail, now)
+
+    def _result(
+        self, svc: ServiceState, b: BackendState, ok: bool, detail: str, now: float
+    ) -> None:
+        if not ok:
+            self.failed += 1
+        self._changed(svc, b, health.check_result(b, ok, svc.health, now, detail), now)
+
+    def close(self) -> None:
+        for fd in list(self.inflight):
+            c = self.inflight.pop(fd)
+            self.loop.sel.unregister(fd)
+            c.sock.close()

@@ -1,0 +1,154 @@
+"""Health: the rules (rise/fall, ejection, slow start, drain) and their effect on the switch."""
+
+from __future__ import annotations
+
+from scapy.layers.inet import IP, TCP
+from scapy.packet import Raw
+
+from pktswitch.core.switch import ServiceState, Switch
+from pktswitch.sched import health
+from pktswitch.sched.base import make
+from pktswitch.sched.health import HealthPolicy
+from pktswitch.sched.pool import BackendState
+
+POLICY = HealthPolicy(rise=2, fall=3, eject=5, eject_max=20, syn_timeout=1.0, slow_start=10)
+VIP, CLIENT, SNAT = "203.0.113.10", "198.51.100.2", "203.0.113.1"
+
+
+def test_fall_then_rise() -> None:
+    b = BackendState("B", "192.0.2.2", 80)
+    assert health.check_result(b, False, POLICY, 1.0, "refused") == ""
+    assert health.check_result(b, False, POLICY, 2.0, "refused") == ""
+    assert (
+        health.check_result(b, False, POLICY, 3.0, "refused") == "down: 3 checks failed (refused)"
+    )
+    assert health.effective_weight(b, POLICY, 3.0) == 0
+    assert health.check_result(b, True, POLICY, 4.0, "ok") == ""
+    assert health.check_result(b, True, POLICY, 5.0, "ok") == "up: 2 checks passed"
+    assert (health.state_name(b, POLICY, 5.0), b.health_reason) == ("up", "up: 2 checks passed")
+
+
+def test_passive_ejection_grows_and_is_capped() -> None:
+    b = BackendState("B", "192.0.2.2", 80)
+    assert health.passive_failure(b, POLICY, 0.0, "RST") == "ejected for 5 s: RST"
+    assert health.passive_failure(b, POLICY, 1.0, "RST") == ""  # already out
+    assert (
+        health.state_name(b, POLICY, 4.9) == "ejected"
+        and health.effective_weight(b, POLICY, 4.9) == 0
+    )
+    assert health.passive_failure(b, POLICY, 5.0, "RST") == "ejected for 10 s: RST"
+    assert health.passive_failure(b, POLICY, 15.0, "RST") == "ejected for 20 s: RST"
+    assert health.passive_failure(b, POLICY, 35.0, "RST") == "ejected for 20 s: RST"  # the cap
+    health.check_result(b, True, POLICY, 60.0, "ok")  # a success resets the doubling
+    assert health.passive_failure(b, POLICY, 61.0, "RST") == "ejected for 5 s: RST"
+
+
+def test_slow_start_ramps_the_weight() -> None:
+    b = BackendState("B", "192.0.2.2", 80, weight=10)
+    for _ in range(3):
+        health.check_result(b, False, POLICY, 0.0, "x")
+    health.check_result(b, True, POLICY, 100.0, "ok")
+    health.check_result(b, True, POLICY, 100.0, "ok")  # up at 100
+    weights = [health.effective_weight(b, POLICY, 100.0 + t) for t in (0, 1, 2.5, 5, 9.9, 10, 50)]
+    assert weights == [1, 1, 3, 5, 10, 10, 10]
+    assert health.state_name(b, POLICY, 102.5) == "slow-start"
+
+
+def harness(on_down: str = "keep") -> Switch:
+    pol = HealthPolicy(check="none", passive=True, syn_timeout=1.0, on_down=on_down)
+    backends = [BackendState(n, f"192.0.2.{i}", 80) for i, n in enumerate("AB", 1)]
+    svc = ServiceState("web", VIP, 80, make("rr"), backends, health=pol)
+    return Switch([svc], snat=[SNAT], seed=1)
+
+
+def send(sw: Switch, p: IP, now: float) -> IP | None:
+    raw = bytes(p)
+    sw.buf[: len(raw)] = raw
+    return IP(bytes(sw.buf[: len(raw)])) if sw.process(len(raw), now) else None
+
+
+def syn(sport: int) -> IP:
+    return IP(src=CLIENT, dst=VIP) / TCP(sport=sport, dport=80, flags="S", seq=1000)
+
+
+def test_rst_answering_a_syn_is_a_passive_signal() -> None:
+    sw = harness()
+    out = send(sw, syn(40000), 1.0)
+    assert out is not None and out.dst == "192.0.2.1"
+    rst = IP(src=out.dst, dst=out.src) / TCP(sport=80, dport=out[TCP].sport, flags="RA", ack=1001)
+    send(sw, rst, 1.001)
+    (event,) = sw.take_passive(1.002)
+    assert (event[1].name, event[2]) == ("A", "RST in answer to a SYN")
+    assert sw.take_passive(1.003) == []
+
+
+def test_a_syn_without_syn_ack_is_a_passive_signal_once_its_time_is_up() -> None:
+    sw = harness()
+    answered = send(sw, syn(40000), 1.0)  # to A, answered below
+    send(sw, syn(40001), 1.0)  # to B, never answered
+    assert answered is not None
+    synack = IP(src=answered.dst, dst=answered.src) / TCP(
+        sport=80, dport=answered[TCP].sport, flags="SA", ack=1001
+    )
+    send(sw, synack, 1.01)
+    assert sw.take_passive(1.99) == []
+    (event,) = sw.take_passive(2.0)
+    assert (event[1].name, event[2]) == ("B", "no SYN-ACK within 1 s")
+
+
+def test_a_down_backend_gets_no_new_flows_and_shows_why() -> None:
+    sw = harness()
+    _, b = sw.backend("web", "B")
+    for t in (1.0, 2.0, 3.0):
+        health.check_result(b, False, HealthPolicy(fall=3), t, "connect refused")
+    assert sw.refresh(3.0) == ["web/B: weight 1 -> 0 (down)"]
+    dsts = {send(sw, syn(41000 + i), 4.0).dst for i in range(4)}  # type: ignore[union-attr]
+    assert dsts == {"192.0.2.1"}
+    row = next(r for r in sw.backends(4.0) if r["backend"] == "B")
+    assert (row["health"], row["health_reason"]) == (
+        "down",
+        "down: 3 checks failed (connect refused)",
+    )
+    assert (row["weight"], row["config_weight"]) == (0, 1)
+
+
+def test_reset_policy_sends_the_client_an_rst_it_will_accept() -> None:
+    sw = harness(on_down="reset")
+    out = send(sw, syn(40000), 1.0)
+    assert out is not None
+    back = IP(src=out.dst, dst=out.src) / TCP(
+        sport=80, dport=out[TCP].sport, flags="SA", seq=5000, ack=1001
+    )
+    send(sw, back, 1.0)
+    # the client acknowledges 5001, then sends a request: its next expected byte is 5001
+    send(
+        sw, IP(src=CLIENT, dst=VIP) / TCP(sport=40000, dport=80, flags="A", seq=1001, ack=5001), 1.0
+    )
+    req = IP(src=CLIENT, dst=VIP) / TCP(sport=40000, dport=80, flags="PA", seq=1001, ack=5001)
+    send(sw, req / Raw(b"GET /"), 1.0)
+    _, a = sw.backend("web", "A")
+    (pkt,) = sw.reset_backend(a, 2.0)
+    rst = IP(pkt)
+    assert (rst.src, rst[TCP].sport, rst.dst, rst[TCP].dport) == (VIP, 80, CLIENT, 40000)
+    assert rst[TCP].flags == "R" and rst[TCP].seq == 5001
+    fresh = rst.copy()
+    del fresh.chksum
+    del fresh[TCP].chksum
+    fresh = IP(bytes(fresh))
+    assert (fresh.chksum, fresh[TCP].chksum) == (rst.chksum, rst[TCP].chksum)
+    assert sw.flows(2.0) == [] and sw.stats(2.0)["flows_reset"] == 1
+    assert (a.active, a.inactive) == (0, 0)
+
+
+def test_drain_keeps_existing_flows_and_takes_no_new_ones() -> None:
+    sw = harness()
+    first = send(sw, syn(40000), 1.0)  # A
+    assert first is not None and first.dst == "192.0.2.1"
+    r = sw.set_drain("web", "A", True, 1.5)
+    assert r == {"service": "web", "backend": "A", "draining": True, "flows": 1}
+    dsts = {send(sw, syn(42000 + i), 2.0).dst for i in range(3)}  # type: ignore[union-attr]
+    assert dsts == {"192.0.2.2"}
+    again = send(sw, IP(src=CLIENT, dst=VIP) / TCP(sport=40000, dport=80, flags="A"), 2.0)
+    assert again is not None and again.dst == "192.0.2.1"  # the old flow still goes to A
+    row = next(r for r in sw.backends(2.0) if r["backend"] == "A")
+    assert (row["health"], row["active"] + row["inactive"]) == ("draining", 1)
