@@ -129,6 +129,39 @@ def megaproxy(lab: Lab, requests: int) -> None:
         counts([lab.curl(f"http://{lab.VIP}/").strip() for _ in range(requests)])
 
 
+def failover(lab: Lab) -> None:
+    """A steady stream of new connections while backend B dies and comes back."""
+    check = {"check": "tcp", "interval": 0.5, "timeout": 0.4, "fall": 2, "rise": 2}
+    banner("failover: health checks every 0.5 s, down after 2 failures, up after 2 passes")
+    with Switch(lab, config_text(lab, health={**check, "passive": True})) as sw:
+        stream = lab.spawn(
+            "cli", sys.executable, str(HERE / "reqstream.py"), lab.VIP, "80", "0.05", "8", "1"
+        )
+        time.sleep(2)
+        killed = time.monotonic()
+        lab.stop_http("b")
+        print("  B's web server stopped")
+        while next(r for r in sw.stats_backends() if r["backend"] == "B")["health"] == "up":
+            time.sleep(0.01)
+        detected = time.monotonic()
+        row = next(r for r in sw.stats_backends() if r["backend"] == "B")
+        print(f"  detected after {detected - killed:.2f} s: {row['health_reason']}")
+        time.sleep(2)
+        lab.start_http("b")
+        print("  B's web server started again")
+        log = lab.log_path(stream)
+        assert log is not None
+        while "done" not in log.read_text().split("\n"):
+            time.sleep(0.1)
+        lines = [ln.split(" ", 1) for ln in log.read_text().splitlines() if ln != "done"]
+        failed = [(float(t), what) for t, what in lines if what.startswith("fail")]
+        print(f"  requests sent {len(lines)}, failed {len(failed)}")
+        for t, what in failed:
+            print(f"    failed at +{t - killed:.2f} s after the stop: {what}")
+        counts([what.split()[1] for _, what in lines if what.startswith("ok")])
+        print(sw.cli("backends").stdout.rstrip())
+
+
 def counts(answers: list[str]) -> None:
     c = collections.Counter(answers)
     for name in sorted(c):
@@ -145,6 +178,7 @@ def main() -> int:
     ap.add_argument("--scheduler", default="rr", choices=sorted(SCHEDULERS))
     ap.add_argument("--weights", default="", metavar="A=2,B=3,C=5", help="backend weights")
     ap.add_argument("--megaproxy", action="store_true", help="the iphash mega-proxy demo only")
+    ap.add_argument("--failover", action="store_true", help="the health-check demo only")
     args = ap.parse_args()
     weights = {k: int(v) for k, v in (w.split("=") for w in args.weights.split(",") if w)}
     modes = ("fullnat", "nat") if args.mode == "both" else (args.mode,)
@@ -152,6 +186,8 @@ def main() -> int:
         print(f"lab {lab.prefix}: namespaces {', '.join(lab.ns.values())}")
         if args.megaproxy:
             megaproxy(lab, args.requests)
+        elif args.failover:
+            failover(lab)
         else:
             for mode in modes:
                 show(lab, mode, args.requests, args.hold, args.iperf, args.scheduler, weights)

@@ -494,13 +494,21 @@ http {{
 }}
 """
 
-    def _start_backend(self, role: str) -> None:
+    def stop_http(self, role: str) -> None:
+        """Stop a backend's web server (a failed backend); start_http brings it back."""
+        self.stop(self.services[role]["nginx"])
+
+    def start_http(self, role: str, timeout: float = 10) -> None:
+        self.services[role]["nginx"] = self._start_nginx(role)
+        self.wait_tcp("cli", self.backend_ip(role), self.NGINX_PORT, timeout=timeout)
+
+    def _start_nginx(self, role: str) -> subprocess.Popen[bytes]:
         rd = self.run_dir
-        (rd / f"nginx-{role}-tmp").mkdir(mode=0o755)
+        (rd / f"nginx-{role}-tmp").mkdir(mode=0o755, exist_ok=True)
         conf = rd / f"nginx-{role}.conf"
         conf.write_text(self._nginx_conf(role))
         # -e: nginx opens its default error log before reading the config; keep it in run_dir
-        nginx = self.spawn(
+        return self.spawn(
             role,
             "nginx",
             "-p",
@@ -511,6 +519,9 @@ http {{
             str(conf),
             log=f"nginx-{role}.log",
         )
+
+    def _start_backend(self, role: str) -> None:
+        nginx = self._start_nginx(role)
         iperf = self.spawn(
             role,
             "iperf3",

@@ -36,6 +36,7 @@ def config_text(
     extra: Iterable[str] = (),
     offload: bool = True,
     snat: str | None = None,
+    health: dict[str, object] | None = None,
 ) -> str:
     """A config for the lab: service "web" on VIP:80 over the backends (round robin unless
     `scheduler` says otherwise, with `weights` and scheduler `options`), and service "bulk"
@@ -56,7 +57,7 @@ def config_text(
     if timeouts:
         lines += ["", "[timeouts]", *(f"{k} = {v}" for k, v in timeouts.items())]
     web = {b: (weights or {}).get(b, 1) for b in web_backends}
-    lines.append(service_text(lab, "web", WEB_PORT, scheduler, web, options))
+    lines.append(service_text(lab, "web", WEB_PORT, scheduler, web, options, health))
     lines.append(service_text(lab, "bulk", BULK_PORT, "rr", {"A": 1}))
     lines += list(extra)
     return "\n".join(lines) + "\n"
@@ -69,12 +70,16 @@ def service_text(
     scheduler: str,
     backends: dict[str, int],
     options: dict[str, object] | None = None,
+    health: dict[str, object] | None = None,
 ) -> str:
-    """One [[service]] on VIP:port over backends {name: weight}, each on the same port."""
+    """One [[service]] on VIP:port over backends {name: weight}, each on the same port, with
+    scheduler options and a [service.health] table if given."""
     lines = ["", "[[service]]", f'name = "{name}"', f'vip = "{lab.VIP}:{port}"']
     lines += ['protocol = "tcp"', f'scheduler = "{scheduler}"']
     for k, v in (options or {}).items():
         lines.append(f"{k} = {json.dumps(v)}")
+    if health is not None:
+        lines += ["", "[service.health]", *(f"{k} = {json.dumps(v)}" for k, v in health.items())]
     for b, weight in backends.items():
         lines += ["", "[[service.backend]]", f'name = "{b}"']
         lines += [f'address = "{lab.BACKENDS[b]}:{port}"', f"weight = {weight}"]
@@ -139,6 +144,9 @@ class Switch:
     def cli_json(self, *args: str) -> Any:
         """A `pktswitch ... --json` command's output, parsed."""
         return json.loads(self.cli(*args, "--json").stdout)
+
+    def stats_backends(self) -> list[dict[str, Any]]:
+        return call(self.socket, "backends")  # type: ignore[no-any-return]
 
     def stats(self) -> dict[str, Any]:
         return call(self.socket, "stats")  # type: ignore[no-any-return]

@@ -98,8 +98,8 @@ def run(cfg: Config) -> None:
         timed = [b for svc in switch.services if svc.scheduler.name == "lrt" for b in svc.backends]
         if timed:
             prober = Prober(loop, timed, loop.clock)
-        if any(svc.health.check != "none" or svc.health.passive for svc in switch.services):
-            monitor = HealthMonitor(loop, switch, loop.clock, tun.write)
+        # always: besides checks, it applies drains, ejections ending and slow start
+        monitor = HealthMonitor(loop, switch, loop.clock, tun.write)
         server.handlers = handlers(switch, loop, prober=prober, monitor=monitor)
         server.attach(loop)
         vips = ", ".join(f"{s.name} {s.vip}:{s.port}" for s in cfg.services)

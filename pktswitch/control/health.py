@@ -59,6 +59,14 @@ class HealthMonitor:
         self.resets = 0
         self.draining_left: dict[int, int] = {}
         loop.idle.append(self.tick)
+        loop.deadlines.append(self.next_deadline)
+
+    def next_deadline(self) -> float | None:
+        """The next check to start or time out; ejections and slow start end within a second,
+        the loop's longest sleep, which is close enough for them."""
+        times = list(self.next_check.values())
+        times += [c.started + c.svc.health.timeout for c in self.inflight.values()]
+        return min(times) if times else None
 
     # ------------------------------------------------------------------ the turn
     def tick(self) -> None:

@@ -9,11 +9,14 @@ first: a pair comes back to the same backend as late as possible. This matters b
 backend closes first in most HTTP exchanges and then keeps the old connection in TIME_WAIT
 (60 s on Linux); a new SYN from the same SNAT pair inside that window is dropped by the
 backend's PAWS check and retransmitted for seconds. Pairs never used yet are handed out before
-any freed one, spread round robin over the SNAT addresses.
+any freed one, spread round robin over the SNAT addresses, starting at a random point of the
+pool: a switch that restarts has forgotten which pairs it used, and starting where the last
+one started (1024, 1025, ...) would hit the TIME_WAITs it left on every backend.
 """
 
 from __future__ import annotations
 
+import random
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -25,7 +28,8 @@ DEFAULT_PORTS = (1024, 65535)  # IPVS/conntrack leave the well-known ports alone
 
 @dataclass(slots=True)
 class _Queue:
-    fresh: int = 0  # pairs [0, fresh) were handed out at least once
+    start: int  # where this backend's walk through the pool begins
+    fresh: int = 0  # pairs start .. start + fresh (mod size) were handed out at least once
     freed: deque[tuple[int, float]] = field(default_factory=deque)  # (pair, freed at)
     in_use: int = 0
 
@@ -33,13 +37,17 @@ class _Queue:
 class SnatPool:
     """Allocates (SNAT address index, port) pairs per backend endpoint, least recently used."""
 
-    def __init__(self, naddrs: int, ports: tuple[int, int] = DEFAULT_PORTS) -> None:
+    def __init__(
+        self, naddrs: int, ports: tuple[int, int] = DEFAULT_PORTS, start: int | None = None
+    ) -> None:
+        """`start`: the first pair toward every backend; None picks one at random per backend."""
         lo, hi = ports
         if naddrs < 1 or not 1 <= lo <= hi <= 65535:
             raise ValueError(f"bad SNAT pool: {naddrs} addresses, ports {lo}-{hi}")
         self.naddrs = naddrs
         self.lo = lo
         self.size = naddrs * (hi - lo + 1)
+        self.start = start
         self._queues: dict[object, _Queue] = {}
         self.exhausted = 0  # allocations refused: every pair toward that backend in use
         self.early_reuse = 0  # pairs reused toward a backend within BACKEND_TIME_WAIT
@@ -52,9 +60,10 @@ class SnatPool:
         """A free (address index, port) toward `backend`, or None when all are in use."""
         q = self._queues.get(backend)
         if q is None:
-            q = self._queues[backend] = _Queue()
+            first = random.randrange(self.size) if self.start is None else self.start % self.size
+            q = self._queues[backend] = _Queue(first)
         if q.fresh < self.size:
-            n = q.fresh
+            n = (q.start + q.fresh) % self.size
             q.fresh += 1
         elif q.freed:
             n, freed_at = q.freed.popleft()

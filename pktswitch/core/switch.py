@@ -91,6 +91,7 @@ class Switch:
         snat_ports: tuple[int, int] = DEFAULT_PORTS,
         seed: int | None = None,
         vnet: bool = False,
+        snat_start: int | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -102,7 +103,7 @@ class Switch:
         self._by_vip = {(int.from_bytes(s.vip_bytes, "big"), s.port): s for s in services}
         self.snat = list(snat)
         self._snat_ints = [int.from_bytes(packet.ip_bytes(a), "big") for a in self.snat]
-        self.pool = SnatPool(max(1, len(self.snat)), snat_ports)
+        self.pool = SnatPool(max(1, len(self.snat)), snat_ports, snat_start)
         self.table = FlowTable(max_flows, timeouts, seed)
         self.buf = bytearray(MAX_PACKET)
         self._bufp = ffi.from_buffer("uint8_t[]", self.buf, require_writable=True)

@@ -45,6 +45,8 @@ class Loop:
         self.internal_errors = 0  # packets whose processing raised: a bug, logged and dropped
         self.largest_read = 0  # bytes: above the MTU, the TUN device hands over GSO packets
         self.idle: list[Callable[[], None]] = []  # run once per loop turn, after I/O
+        # when idle callbacks next need a turn (e.g. a health check's timeout), if ever
+        self.deadlines: list[Callable[[], float | None]] = []
 
     def add_reader(self, fd: int, callback: Callable[[int], None]) -> None:
         self.sel.register(fd, selectors.EVENT_READ, callback)
@@ -98,8 +100,10 @@ class Loop:
     def run(self) -> None:
         while not self.stopping:
             now = self.clock()
-            due = self.core.next_due()
-            wait = MAX_WAIT if due is None else min(MAX_WAIT, max(0.0, due - now))
+            dues = [
+                d for d in (self.core.next_due(), *(f() for f in self.deadlines)) if d is not None
+            ]
+            wait = min(MAX_WAIT, max(0.0, min(dues) - now)) if dues else MAX_WAIT
             for key, events in self.sel.select(wait):
                 if key.data is None:
                     self._drain()

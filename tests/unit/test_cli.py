@@ -44,7 +44,7 @@ class Running:
     def __init__(self, tmp_path: Path) -> None:
         backends = [BackendState(n, f"192.0.2.{i}", 80) for i, n in enumerate("ABC", 1)]
         svc = ServiceState("web", "203.0.113.10", 80, make("rr"), backends)
-        self.sw = Switch([svc], snat=["203.0.113.1"], seed=1)
+        self.sw = Switch([svc], snat=["203.0.113.1"], seed=1, snat_start=0)
         syn = bytes(
             IP(src="198.51.100.2", dst="203.0.113.10") / TCP(sport=40000, dport=80, flags="S")
         )

@@ -43,7 +43,7 @@ GUARD = 16  # bytes after the packet in the switch's buffer that nothing may wri
 def make_switch(vnet: bool) -> Switch:
     backends = [BackendState(n, ip, 8080) for n, ip in BACKENDS.items()]
     svc = ServiceState("web", VIP, 80, make("rr"), backends)
-    return Switch([svc], mode="fullnat", snat=[SNAT], max_flows=16, seed=7, vnet=vnet)
+    return Switch([svc], mode="fullnat", snat=[SNAT], max_flows=16, seed=7, vnet=vnet, snat_start=0)
 
 
 def parse(data: bytes, vnet: bool) -> Any:

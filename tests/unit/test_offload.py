@@ -57,7 +57,7 @@ def scapy_recomputed(raw: bytes) -> IP:
 
 def switch(vnet: bool = True) -> Switch:
     svc = ServiceState("s", VIP, 80, make("rr"), [BackendState("A", "192.0.2.1", 8080)])
-    return Switch([svc], snat=[SNAT], seed=5, vnet=vnet)
+    return Switch([svc], snat=[SNAT], seed=5, vnet=vnet, snat_start=0)
 
 
 def push(sw: Switch, data: bytes, now: float = 1.0) -> bytes | None:

@@ -39,6 +39,7 @@ class Harness:
             snat=[SNAT] if mode == "fullnat" else [],
             timeouts=timeouts,
             seed=7,
+            snat_start=0,
             **kw,  # type: ignore[arg-type]
         )
         self.now = 1000.0
@@ -329,6 +330,18 @@ def test_snat_ports_come_back_least_recently_used_and_exhaustion_is_counted() ->
     assert h.sw.pool.early_reuse == 3  # within the backend's TIME_WAIT: counted
 
 
+def test_a_new_switch_starts_its_snat_ports_at_a_random_point() -> None:
+    """A restarted switch must not walk the backends' recent TIME_WAITs from port 1024 again."""
+    firsts = set()
+    for _ in range(5):
+        sw = Switch([service("A")], snat=[SNAT])
+        syn = bytes(IP(src=CLIENT, dst=VIP) / TCP(sport=1, dport=80, flags="S"))
+        sw.buf[: len(syn)] = syn
+        assert sw.process(len(syn), 1.0)
+        firsts.add(IP(bytes(sw.buf[: len(syn)]))[TCP].sport)
+    assert len(firsts) > 1
+
+
 def test_table_limit() -> None:
     h = Harness(max_flows=2)
     assert h.client("S", sport=1) is not None
@@ -376,7 +389,7 @@ def test_rewrites_are_exact_in_both_directions(
     if client in (VIP, SNAT, *BACKENDS.values()):
         return
     svc = ServiceState("s", VIP, vport, make("rr"), [BackendState("A", "192.0.2.1", bport)])
-    sw = Switch([svc], mode=mode, snat=[SNAT], seed=3)
+    sw = Switch([svc], mode=mode, snat=[SNAT], seed=3, snat_start=0)
     syn = bytes(IP(src=client, dst=VIP) / TCP(sport=cport, dport=vport, flags="S"))
     sw.buf[: len(syn)] = syn
     assert sw.process(len(syn), 1.0)
