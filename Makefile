@@ -1,6 +1,6 @@
 # The two commands of README.md. Both run tools/setup.sh first, so a fresh Debian machine
 # needs nothing else (run them as root: the lab and the netns tests create namespaces).
-.PHONY: demo test setup lint bench
+.PHONY: demo test setup lint bench bench-core
 
 setup:
 	@tools/setup.sh
@@ -17,3 +17,6 @@ test: lint
 
 bench: setup
 	.venv/bin/python netns-lab/bench.py $(ARGS)
+
+bench-core: setup
+	.venv/bin/python netns-lab/bench_core.py $(ARGS)
