@@ -1,6 +1,10 @@
 /* pktswitch native core: see pks.h for the theory of operation. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "pks.h"
 
@@ -346,4 +350,47 @@ int pks_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *
         return PKS_V_FAST;
     }
     return PKS_V_SLOW;
+}
+
+/* --------------------------------------------------------------- drain loop */
+
+static double monotonic_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+void pks_drain(pks_table *t, int fd, uint8_t *buf, uint32_t cap, int vnet, uint32_t budget,
+               pks_meta *m, pks_drain_result *r)
+{
+    r->forwarded = 0;
+    r->write_errors = 0;
+    r->status = PKS_D_BUDGET;
+    while (r->forwarded < budget) {
+        ssize_t n = read(fd, buf, cap);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            r->err = errno;
+            r->status = (errno == EAGAIN || errno == EWOULDBLOCK) ? PKS_D_EMPTY : PKS_D_ERROR;
+            return;
+        }
+        if ((uint32_t)n > r->largest)
+            r->largest = (uint32_t)n;
+        double now = monotonic_now();
+        int v = pks_process(t, buf, (uint32_t)n, now, m, vnet);
+        if (v != PKS_V_FAST) {
+            r->status = PKS_D_PYTHON;
+            r->len = (uint32_t)n;
+            r->verdict = v;
+            r->now = now;
+            return;
+        }
+        if (write(fd, buf, (size_t)n) < 0) {
+            r->write_errors++;
+            r->err = errno;
+        }
+        r->forwarded++;
+    }
 }

@@ -106,6 +106,29 @@ typedef struct {
     pks_flow *flows;
 } pks_table;
 
+/* pks_drain: the established-flow loop in C, for a TUN device opened non-blocking */
+#define PKS_D_EMPTY 0   /* the device has no more packets */
+#define PKS_D_PYTHON 1  /* buf holds a packet Python must decide on (len, verdict, now, m) */
+#define PKS_D_BUDGET 2  /* budget packets forwarded, more may be waiting */
+#define PKS_D_ERROR 3   /* read failed: errno in err */
+
+typedef struct {
+    uint32_t forwarded;     /* packets C read, rewrote and wrote back by itself */
+    uint32_t largest;       /* the largest read so far, in bytes (never reset) */
+    uint32_t write_errors;  /* writes the kernel refused; the last errno in err */
+    int32_t err;
+    int32_t status;         /* PKS_D_* */
+    uint32_t len;           /* with PKS_D_PYTHON: the packet's length in buf */
+    int32_t verdict;        /* with PKS_D_PYTHON: pks_process's verdict (SLOW or DROP) */
+    double now;             /* with PKS_D_PYTHON: the time it was read (CLOCK_MONOTONIC) */
+} pks_drain_result;
+
+/* Reads packets from fd into buf and handles each with pks_process; a FAST one is written
+ * back at once, anything else stops the loop and is left in buf for Python. At most budget
+ * packets. The clock is CLOCK_MONOTONIC, Python's time.monotonic(). */
+void pks_drain(pks_table *t, int fd, uint8_t *buf, uint32_t cap, int vnet, uint32_t budget,
+               pks_meta *m, pks_drain_result *r);
+
 pks_table *pks_table_new(uint32_t nslots, uint64_t seed);
 void pks_table_free(pks_table *t);
 /* 0 on success; -1 if either key is already indexed (nothing is changed); -2 bad slot/used */

@@ -165,6 +165,23 @@ class Switch:
             self.fast += 1
             self.forwarded += 1
             return True
+        return self.decide(verdict, now)
+
+    def count_fast(self, n: int) -> None:
+        """Count n packets the native drain loop read and forwarded by itself."""
+        self.rx += n
+        self.fast += n
+        self.forwarded += n
+
+    def after_native(self, verdict: int, now: float) -> bool:
+        """A packet the native drain loop read and left to Python (see io/loop.py)."""
+        self.rx += 1
+        return self.decide(verdict, now)
+
+    def decide(self, verdict: int, now: float) -> bool:
+        """Python's part for a packet the native call did not forward itself: `meta` holds
+        what pks_process found, the packet is in buf. True: write it back."""
+        meta = self.meta
         if verdict == packet.VERDICT_DROP:
             self.last_drop = reason = packet.PARSE_ERRORS[meta.err]
             self.dropped[reason] += 1
