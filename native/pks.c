@@ -341,9 +341,19 @@ int pks_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *
     f->pkts[m->dir]++;
     f->bytes[m->dir] += m->ip_len;
     f->last_seen = now;
-    if (m->tcp_flags & PKS_TCP_ACK) {
-        const uint8_t *ack = buf + m->hdr + m->l4_off + 8;
-        f->ack[m->dir] = (uint32_t)rd16(ack) << 16 | rd16(ack + 2);
+    {   /* sequence space seen each way, in serial arithmetic (RFC 1982): for resets */
+        const uint8_t *th = buf + m->hdr + m->l4_off;
+        uint32_t seq = (uint32_t)rd16(th + 4) << 16 | rd16(th + 6);
+        uint32_t end = seq + m->payload + !!(m->tcp_flags & PKS_TCP_SYN)
+                       + !!(m->tcp_flags & PKS_TCP_FIN);
+        if ((int32_t)(end - f->seq_end[m->dir]) > 0 || f->seq_end[m->dir] == 0)
+            f->seq_end[m->dir] = end;
+        if (m->tcp_flags & PKS_TCP_ACK) {
+            uint32_t ack = (uint32_t)rd16(th + 8) << 16 | rd16(th + 10);
+            if (!f->acked[m->dir] || (int32_t)(ack - f->ack[m->dir]) > 0)
+                f->ack[m->dir] = ack;
+            f->acked[m->dir] = 1;
+        }
     }
     if (f->fast && !(m->tcp_flags & (PKS_TCP_SYN | PKS_TCP_FIN | PKS_TCP_RST))) {
         pks_rewrite(buf, m, &f->nat[m->dir]);

@@ -92,7 +92,9 @@ typedef struct {
     uint64_t pkts[2];
     uint64_t bytes[2];
     double last_seen;   /* `now` of the last packet seen on the flow */
-    uint32_t ack[2];    /* the last acknowledgment number sent each way (to reset a flow) */
+    uint32_t ack[2];    /* the highest acknowledgment number sent each way (to reset a flow) */
+    uint32_t seq_end[2];/* the highest sequence number + length sent each way */
+    uint8_t acked[2];   /* an ACK was seen that way: ack[] holds something */
     uint8_t used;
     uint8_t fast;       /* set by Python: packets without SYN/FIN/RST need no decision */
 } pks_flow;

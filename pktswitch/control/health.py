@@ -81,7 +81,10 @@ class HealthMonitor:
                 busy = any(c.backend is b for c in self.inflight.values())
                 if not busy and now >= self.next_check.get(id(b), 0.0):
                     self.next_check[id(b)] = now + svc.health.interval
-                    self._start(svc, b, now)
+                    try:
+                        self._start(svc, b, now)
+                    except OSError as e:  # e.g. out of file descriptors: a failed check
+                        self._result(svc, b, False, str(e), now)
         for svc, b, reason in self.switch.take_passive(now):
             self._changed(svc, b, health.passive_failure(b, svc.health, now, reason), now)
         for line in self.switch.refresh(now):
@@ -93,7 +96,7 @@ class HealthMonitor:
             return
         log.warning("%s/%s: %s", svc.name, b.name, what)
         self.switch.refresh(now)
-        if svc.health.on_down == "reset" and b.weight == 0 and not b.draining:
+        if svc.health.on_down == "reset" and not b.up:  # declared down by the active checks
             packets = self.switch.reset_backend(b, now)
             for p in packets:
                 self.write(p)
@@ -157,7 +160,8 @@ class HealthMonitor:
         line, nl, _ = c.answer.partition(b"\r\n")
         if nl or not data or len(c.answer) >= MAX_RESPONSE:
             parts = line.split()
-            status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+            http = len(parts) > 1 and parts[0].startswith(b"HTTP/") and parts[1].isdigit()
+            status = int(parts[1]) if http else None
             want = c.svc.health.status
             ok = status == want
             self._finish(

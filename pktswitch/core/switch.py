@@ -203,6 +203,8 @@ class Switch:
                 flow.syns += 1
             elif flags & ACK and flow.synack_at < 0:
                 flow.synack_at = now
+                if now >= flow.backend.ejected_until:
+                    flow.backend.ejections = 0  # it answers again: the next ejection is short
                 if flow.syns == 1:  # Karn: a retransmitted SYN makes the sample ambiguous
                     flow.backend.add_sample("syn", now - flow.created, now)
         state = next_state(flow.state, meta.dir, flags)
@@ -410,15 +412,14 @@ class Switch:
         for flow in [f for f in self.table if f.backend is backend]:
             nf = self.table.native(flow)
             k = nf.key[0]
-            if nf.pkts[0] and flow.state != State.SYN_RECV:
-                rst = packet.tcp_rst(
-                    bytes(ffi.buffer(k.daddr, 4)),
-                    k.dport,
-                    bytes(ffi.buffer(k.saddr, 4)),
-                    k.sport,
-                    nf.ack[0],
-                )
-                packets.append(bytes(self._hdr) + rst)
+            if nf.acked[0]:
+                # The client accepts an RST whose seq is exactly its next expected byte
+                # (RFC 5961): its last ACK if it has acknowledged all it received, else the
+                # end of what the backend sent. Both are sent when they differ.
+                vip, client = bytes(ffi.buffer(k.daddr, 4)), bytes(ffi.buffer(k.saddr, 4))
+                for seq in dict.fromkeys((nf.ack[0], nf.seq_end[1])):
+                    rst = packet.tcp_rst(vip, k.dport, client, k.sport, seq)
+                    packets.append(bytes(self._hdr) + rst)
             self.flows_reset += 1
             self._expire(flow, now)
         return packets

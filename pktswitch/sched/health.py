@@ -6,7 +6,8 @@ checks themselves (sockets) live in control/health.py, the passive signals in th
   down, `rise` consecutive successes bring it back.
 - Passive signals (HAProxy `observe layer4`, Envoy outlier detection): a SYN the backend did
   not answer within `syn_timeout`, or answered with RST, ejects it for `eject` seconds,
-  doubling with each ejection in a row up to `eject_max`; a success resets the doubling.
+  doubling with each ejection in a row up to `eject_max`; a SYN-ACK from it once it is back,
+  or a passed active check, resets the doubling.
 - Drain: an operator's word; no new flows, existing ones stay.
 - Slow start: a backend that comes back takes weight / slow_start more each second until
   its full weight (weight-aware schedulers; rr ignores weights).
@@ -75,7 +76,7 @@ def passive_failure(b: BackendState, policy: HealthPolicy, now: float, reason: s
     """A passive signal: eject the backend, longer each time in a row."""
     if now < b.ejected_until:
         return ""  # already out: one signal per ejection
-    seconds = min(policy.eject * 2**b.ejections, policy.eject_max)
+    seconds = min(policy.eject * 2 ** min(b.ejections, 30), policy.eject_max)
     b.ejections += 1
     b.ejected_until = now + seconds
     b.up_since = b.ejected_until  # slow start counts from the return
@@ -86,7 +87,7 @@ def effective_weight(b: BackendState, policy: HealthPolicy, now: float) -> int:
     if not b.up or b.draining or now < b.ejected_until:
         return 0
     ramp = policy.slow_start
-    if ramp > 0 and now - b.up_since < ramp:
+    if ramp > 0 and now - b.up_since < ramp and b.config_weight > 0:
         return max(1, math.ceil(b.config_weight * (now - b.up_since) / ramp))
     return b.config_weight
 

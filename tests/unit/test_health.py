@@ -152,3 +152,48 @@ def test_drain_keeps_existing_flows_and_takes_no_new_ones() -> None:
     assert again is not None and again.dst == "192.0.2.1"  # the old flow still goes to A
     row = next(r for r in sw.backends(2.0) if r["backend"] == "A")
     assert (row["health"], row["active"] + row["inactive"]) == ("draining", 1)
+
+
+def test_reset_covers_data_the_client_has_not_acknowledged_yet() -> None:
+    sw = harness(on_down="reset")
+    out = send(sw, syn(40000), 1.0)
+    assert out is not None
+    t = out[TCP].sport
+    send(
+        sw,
+        IP(src=out.dst, dst=out.src) / TCP(sport=80, dport=t, flags="SA", seq=5000, ack=1001),
+        1.0,
+    )
+    send(
+        sw, IP(src=CLIENT, dst=VIP) / TCP(sport=40000, dport=80, flags="A", seq=1001, ack=5001), 1.0
+    )
+    data = IP(src=out.dst, dst=out.src) / TCP(sport=80, dport=t, flags="PA", seq=5001, ack=1001)
+    send(sw, data / Raw(b"x" * 100), 1.0)  # in flight: the client has not acknowledged it
+    _, a = sw.backend("web", "A")
+    seqs = [IP(p)[TCP].seq for p in sw.reset_backend(a, 2.0)]
+    assert seqs == [5001, 5101]  # whichever the client expects, one of them is exact
+
+
+def test_no_reset_for_a_client_that_never_acknowledged_anything() -> None:
+    sw = harness(on_down="reset")
+    out = send(sw, syn(40000), 1.0)
+    assert out is not None
+    refuse = IP(src=out.dst, dst=out.src) / TCP(
+        sport=80, dport=out[TCP].sport, flags="RA", ack=1001
+    )
+    send(sw, refuse, 1.0)
+    _, a = sw.backend("web", "A")
+    assert sw.reset_backend(a, 2.0) == []
+    assert sw.flows(2.0) == []
+
+
+def test_slow_start_keeps_an_operator_weight_of_zero() -> None:
+    b = BackendState("B", "192.0.2.2", 80, weight=0)
+    b.up_since = 100.0
+    assert health.effective_weight(b, POLICY, 101.0) == 0
+
+
+def test_ejection_time_stays_capped_after_many_ejections() -> None:
+    b = BackendState("B", "192.0.2.2", 80)
+    b.ejections = 5000
+    assert health.passive_failure(b, POLICY, 0.0, "RST") == "ejected for 20 s: RST"
