@@ -1,7 +1,8 @@
 """Streaming control commands: answered a chunk per loop turn, between packet batches.
 
-`flows` walks a snapshot of the table so that a table of a million flows never stalls the
-datapath for the time it takes to describe them all. `trace` is a subscription to the switch:
+`flows` walks a snapshot of the table (sorted by age once, when the request comes) and
+describes it a chunk per turn, so describing a big table does not stall the datapath for
+the whole time it takes. `trace` is a subscription to the switch:
 records are turned into events here, outside the packet loop: header fields before and after
 (decoded from the bytes in Python), which of them changed, the state transition, and the raw
 bytes (cut to the subscriber's snaplen) for a pcap file. With TUN offloads a packet's TCP

@@ -103,8 +103,8 @@ def _csum(data: bytes) -> int:
 
 def tcp_rst(src: bytes, sport: int, dst: bytes, dport: int, seq: int) -> bytes:
     """A 40-byte TCP RST from src:sport to dst:dport with sequence number `seq`, both
-    checksums complete. The receiver accepts it when seq is exactly the next sequence number
-    it expects (RFC 5961), i.e. the last acknowledgment number it sent."""
+    checksums complete. The receiver accepts it only when seq is exactly the next sequence
+    number it expects (RFC 5961); a near miss gets a challenge ACK."""
     ip = bytearray((0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, PROTO_TCP, 0, 0, *src, *dst))
     ip[10:12] = _csum(bytes(ip)).to_bytes(2, "big")
     tcp = bytearray(20)
