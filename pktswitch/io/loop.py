@@ -88,21 +88,33 @@ class Loop:
                 self.largest_read = n
             # the clock per packet, not per batch: a SYN and its SYN-ACK often arrive in one
             # batch, and the handshake time measured between them must not read as zero
-            try:
-                forward = core.process(n, clock())
-            except Exception:
-                # a bug must not take the datapath down with every flow on it: log, drop, go on
-                self._internal_error(f"on a {n}-byte packet")
-                core.count_drop("internal_error")
-                continue
-            if forward:
-                try:
-                    os.write(fd, view[:n])
-                except OSError as e:
-                    # the kernel refused the packet (e.g. no route): count it, keep going
-                    name = errno.errorcode.get(e.errno or 0, str(e.errno))
-                    self.write_errors[name] = self.write_errors.get(name, 0) + 1
+            self._decide(core.process, n, clock(), view[:n])
         view.release()
+
+    def _decide(
+        self, decide: Callable[[int, float], bool], arg: int, now: float, view: memoryview
+    ) -> None:
+        """Python's decision on the packet in the buffer (view[:len]), and its write-back.
+        `decide(arg, now)` is the core's process (arg: the length) or after_native (arg: the
+        native verdict); the length is view's."""
+        n = len(view)
+        try:
+            forward = decide(arg, now)
+        except Exception:
+            # a bug must not take the datapath down with every flow on it: log, drop, go on
+            self._internal_error(f"on a {n}-byte packet")
+            self.core.count_drop("internal_error")
+            return
+        if forward:
+            try:
+                os.write(self.tun_fd, view)
+            except OSError as e:
+                # the kernel refused the packet (e.g. no route): count it, keep going
+                self._count_write_errors(e.errno or 0, 1)
+
+    def _count_write_errors(self, err: int, n: int) -> None:
+        name = errno.errorcode.get(err, str(err))
+        self.write_errors[name] = self.write_errors.get(name, 0) + n
 
     def _drain_native(self) -> None:
         """Up to BATCH packets: C forwards those of established flows by itself and stops at
@@ -117,26 +129,13 @@ class Loop:
                 sw.count_fast(r.forwarded)
                 budget -= r.forwarded
             if r.write_errors:
-                name = errno.errorcode.get(r.err, str(r.err))
-                self.write_errors[name] = self.write_errors.get(name, 0) + r.write_errors
+                self._count_write_errors(r.err, r.write_errors)
             if r.status != lib.PKS_D_PYTHON:
                 if r.status == lib.PKS_D_ERROR:
                     raise OSError(r.err, f"reading the TUN device: {os.strerror(r.err)}")
                 break
             budget -= 1
-            n = r.len
-            try:
-                forward = sw.after_native(r.verdict, r.now)
-            except Exception:
-                self._internal_error(f"on a {n}-byte packet")
-                sw.count_drop("internal_error")
-                continue
-            if forward:
-                try:
-                    os.write(fd, view[:n])
-                except OSError as e:
-                    name = errno.errorcode.get(e.errno or 0, str(e.errno))
-                    self.write_errors[name] = self.write_errors.get(name, 0) + 1
+            self._decide(sw.after_native, r.verdict, r.now, view[: r.len])
         self.largest_read = max(self.largest_read, r.largest)
         view.release()
 

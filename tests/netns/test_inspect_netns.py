@@ -9,17 +9,10 @@ import subprocess
 from netns_helpers import NETNS, Lab, hold_connections, wait_until
 from scapy.layers.inet import IP, TCP
 from scapy.utils import rdpcap
+from scapy_oracle import checksums_ok
 from switchlab import Switch, config_text
 
 pytestmark = NETNS
-
-
-def checksums_ok(p: IP) -> bool:
-    fresh = p.copy()
-    del fresh.chksum
-    del fresh[TCP].chksum
-    fresh = IP(bytes(fresh))
-    return (fresh.chksum, fresh[TCP].chksum) == (p.chksum, p[TCP].chksum)
 
 
 def test_flows_json_while_held_and_trace_with_pcap(lab: Lab, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.packet import Raw
+from scapy_oracle import checksums_ok
 
 from pktswitch.core.flows import MEASURE_PACKETS
 from pktswitch.core.switch import ServiceState, Switch
@@ -74,15 +75,6 @@ class Harness:
     def flow(self, sport: int = 40000) -> dict[str, object]:
         (row,) = [r for r in self.sw.flows(self.now) if r["client"] == f"{CLIENT}:{sport}"]
         return row
-
-
-def checksums_ok(p: IP) -> bool:
-    """scapy recomputes both checksums from scratch; they must equal what the switch wrote."""
-    fresh = p.copy()
-    del fresh.chksum
-    del fresh[TCP].chksum
-    fresh = IP(bytes(fresh))
-    return (fresh.chksum, fresh[TCP].chksum) == (p.chksum, p[TCP].chksum)
 
 
 def test_fullnat_syn_rewrite_exact() -> None:
