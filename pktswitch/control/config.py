@@ -454,8 +454,10 @@ def _health(value: Any, key: str) -> HealthPolicy:
         on_down=_choice(get("on_down"), _join(key, "on_down"), ON_DOWN, "policy"),
         slow_start=_seconds_or_zero(get("slow_start"), _join(key, "slow_start")),
     )
-    if not policy.path.startswith("/"):
-        raise _Invalid(_join(key, "path"), "an HTTP path starting with '/'", repr(policy.path))
+    if not policy.path.startswith("/") or any(c.isspace() or ord(c) < 32 for c in policy.path):
+        raise _Invalid(
+            _join(key, "path"), "an HTTP path starting with '/', without spaces", repr(policy.path)
+        )
     if policy.timeout > policy.interval:
         raise _Invalid(_join(key, "timeout"), "at most the interval", repr(policy.timeout))
     return policy
