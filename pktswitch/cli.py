@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import click
@@ -34,15 +35,22 @@ def _socket(sock: str | None, config: str | None) -> str:
     return protocol.DEFAULT_SOCKET
 
 
-def _ask(path: str, cmd: str, **args: Any) -> Any:
+@contextlib.contextmanager
+def _control_errors() -> Iterator[None]:
+    """A switch that is not running: one line, exit 3; an error it answered: one line, exit 1."""
     try:
-        return call(path, cmd, **args)
+        yield
     except NotRunning as e:
         click.echo(str(e), err=True)
         sys.exit(protocol.EXIT_NOT_RUNNING)
     except ControlError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
+
+
+def _ask(path: str, cmd: str, **args: Any) -> Any:
+    with _control_errors():
+        return call(path, cmd, **args)
 
 
 def _cell(v: Any) -> str:
@@ -291,23 +299,18 @@ def trace(
     events = stream(path, "trace", flow=flow, count=count, snaplen=65535 if pcap else 256)
     summary: dict[str, Any] = {}
     try:
-        while True:
-            try:
-                ev = next(events)
-            except StopIteration as stop:
-                summary = stop.value or {}
-                break
-            click.echo(json.dumps(ev) if as_json else trace_text(ev))
-            if writer is not None:
-                writer.write(ev["time"], base64.b64decode(ev["raw_before"]))
-                if ev["raw_after"] is not None:
-                    writer.write(ev["time"], base64.b64decode(ev["raw_after"]))
-    except NotRunning as e:
-        click.echo(str(e), err=True)
-        sys.exit(protocol.EXIT_NOT_RUNNING)
-    except ControlError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+        with _control_errors():
+            while True:
+                try:
+                    ev = next(events)
+                except StopIteration as stop:
+                    summary = stop.value or {}
+                    break
+                click.echo(json.dumps(ev) if as_json else trace_text(ev))
+                if writer is not None:
+                    writer.write(ev["time"], base64.b64decode(ev["raw_before"]))
+                    if ev["raw_after"] is not None:
+                        writer.write(ev["time"], base64.b64decode(ev["raw_after"]))
     except KeyboardInterrupt:
         pass
     finally:

@@ -11,15 +11,14 @@ every change with its reason.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import selectors
 import socket
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pktswitch.control.probes import connect_nonblocking
 from pktswitch.core.switch import ServiceState, Switch
 from pktswitch.io.loop import Loop
 from pktswitch.sched import health
@@ -83,8 +82,8 @@ class HealthMonitor:
                     self.next_check[id(b)] = now + svc.health.interval
                     try:
                         self._start(svc, b, now)
-                    except OSError as e:  # e.g. out of file descriptors: a failed check
-                        self._result(svc, b, False, str(e), now)
+                    except OSError as e:  # refused at once, or out of file descriptors
+                        self._result(svc, b, False, e.strerror or str(e), now)
         for svc, b, reason in self.switch.take_passive(now):
             self._changed(svc, b, health.passive_failure(b, svc.health, now, reason), now)
         for line in self.switch.refresh(now):
@@ -118,15 +117,10 @@ class HealthMonitor:
 
     # -------------------------------------------------------------------- checks
     def _start(self, svc: ServiceState, b: BackendState, now: float) -> None:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setblocking(False)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        """Start one check; OSError (a connect refused at once, no file descriptors) is left
+        to the caller, which counts it as a failed check."""
         self.checks += 1
-        rc = s.connect_ex((b.ip, b.port))
-        if rc not in (0, errno.EINPROGRESS):
-            s.close()
-            self._result(svc, b, False, os.strerror(rc), now)
-            return
+        s = connect_nonblocking(b.ip, b.port)
         fd = s.fileno()
         self.inflight[fd] = _Check(s, svc, b, now)
         self.loop.sel.register(fd, selectors.EVENT_WRITE, lambda _ev, fd=fd: self._ready(fd))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import selectors
 import socket
 import struct
@@ -24,6 +25,19 @@ log = logging.getLogger(__name__)
 PROBE_EVERY = 1.0  # seconds between looks for idle backends
 PROBE_IDLE = 2.0  # a backend without a sample for this long gets a probe
 PROBE_TIMEOUT = 1.0  # a connect not done by then counts as failed (HAProxy `timeout check`)
+
+
+def connect_nonblocking(ip: str, port: int) -> socket.socket:
+    """A TCP connect under way (done when the socket turns writable), set to close with RST
+    so that it leaves no TIME_WAIT behind; OSError if it failed at once."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setblocking(False)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    rc = s.connect_ex((ip, port))
+    if rc not in (0, errno.EINPROGRESS):
+        s.close()
+        raise OSError(rc, os.strerror(rc))
+    return s
 
 
 class Prober:
@@ -54,13 +68,10 @@ class Prober:
                 self._start(b, now)
 
     def _start(self, b: BackendState, now: float) -> None:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setblocking(False)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        rc = s.connect_ex((b.ip, b.port))
-        if rc not in (0, errno.EINPROGRESS):
+        try:
+            s = connect_nonblocking(b.ip, b.port)
+        except OSError:
             self.failed += 1
-            s.close()
             return
         fd = s.fileno()
         self.inflight[fd] = (s, b, now)
