@@ -1,6 +1,6 @@
 # The two commands of README.md. Both run tools/setup.sh first, so a fresh Debian machine
 # needs nothing else (run them as root: the lab and the netns tests create namespaces).
-.PHONY: demo test setup lint bench bench-core
+.PHONY: demo test setup lint fuzz bench bench-core
 
 setup:
 	@tools/setup.sh
@@ -12,8 +12,15 @@ lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 
+# FUZZ_SECONDS bounds the fuzzing run that ends `make test` (0 skips it: for quick local runs)
+FUZZ_SECONDS ?= 60
+
 test: lint
 	.venv/bin/python -m pytest -p no:cacheprovider $(ARGS)
+	@if [ "$(FUZZ_SECONDS)" != 0 ]; then tools/fuzz.sh $(FUZZ_SECONDS); fi
+
+fuzz:
+	tools/fuzz.sh $(FUZZ_SECONDS)
 
 bench: setup
 	.venv/bin/python netns-lab/bench.py $(ARGS)

@@ -23,7 +23,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pktswitch.core.flows import DEFAULT_MAX_FLOWS
+from pktswitch.core.acl import Acl
+from pktswitch.core.flows import DEFAULT_MAX_FLOWS, default_half_open
 from pktswitch.core.nat import DEFAULT_PORTS as DEFAULT_SNAT_PORTS
 from pktswitch.core.switch import MAX_WEIGHT, MODES
 from pktswitch.core.tcpstate import DEFAULT_TIMEOUTS, State, timeout_name
@@ -47,6 +48,7 @@ SWITCH_KEYS = (
     "snat_ports",
     "control",
     "max_flows",
+    "max_half_open",
     "route_table",
     "offload",
 )
@@ -57,6 +59,8 @@ SERVICE_KEYS = (
     "protocol",
     "scheduler",
     *SCHEDULER_OPTIONS,
+    "allow",
+    "deny",
     "health",
     "backend",
 )
@@ -98,6 +102,7 @@ class Service:
     backends: tuple[Backend, ...]
     options: tuple[tuple[str, Any], ...] = ()  # scheduler options, e.g. (("hash_key", "ip"),)
     health: HealthPolicy | None = None  # None: no checks, no passive signals
+    acl: Acl | None = None  # None: every client may connect
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +112,7 @@ class SwitchConfig:
     snat: tuple[str, ...] = ()
     control: str = "/run/pktswitch/pktswitch.sock"
     max_flows: int = DEFAULT_MAX_FLOWS
+    max_half_open: int = default_half_open(DEFAULT_MAX_FLOWS)
     route_table: int = 4242
     snat_ports: tuple[int, int] = DEFAULT_SNAT_PORTS
     offload: bool = (
@@ -323,13 +329,20 @@ def _switch(value: Any, key: str) -> tuple[SwitchConfig, list[tuple[str, str]]]:
             "at least one IPv4 address when mode = 'fullnat'",
             "none" if "snat" not in table else repr(table["snat"]),
         )
+    max_flows = _int(
+        _get(table, "max_flows", key, d.max_flows), _join(key, "max_flows"), 1, MAX_FLOWS_LIMIT
+    )
     switch = SwitchConfig(
         tun=_ifname(_get(table, "tun", key, d.tun), _join(key, "tun")),
         mode=mode,
         snat=tuple(ip for ip, _ in snat),
         control=_socket_path(_get(table, "control", key, d.control), _join(key, "control")),
-        max_flows=_int(
-            _get(table, "max_flows", key, d.max_flows), _join(key, "max_flows"), 1, MAX_FLOWS_LIMIT
+        max_flows=max_flows,
+        max_half_open=_int(
+            _get(table, "max_half_open", key, default_half_open(max_flows)),
+            _join(key, "max_half_open"),
+            1,
+            max_flows,
         ),
         route_table=_route_table(
             _get(table, "route_table", key, d.route_table), _join(key, "route_table")
@@ -428,7 +441,42 @@ def _service(value: Any, key: str) -> Service:
         addresses[b.ip, b.port] = item_key
         backends.append(b)
     health = _health(table["health"], _join(key, "health")) if "health" in table else None
-    return Service(name, vip, port, protocol, scheduler, tuple(backends), options, health)
+    acl = None
+    if "allow" in table or "deny" in table:
+        acl = Acl(
+            allow=_prefixes(table.get("allow", []), _join(key, "allow")),
+            deny=_prefixes(table.get("deny", []), _join(key, "deny")),
+        )
+    return Service(name, vip, port, protocol, scheduler, tuple(backends), options, health, acl)
+
+
+def _prefixes(value: Any, key: str) -> tuple[str, ...]:
+    """A list of IPv4 prefixes ('198.51.100.0/24', or an address for one host), normalised."""
+    if not isinstance(value, list):
+        raise _Invalid(key, "a list of IPv4 prefixes like '198.51.100.0/24'", _show(value))
+    out: list[str] = []
+    for i, item in enumerate(value):
+        item_key = f"{key}[{i}]"
+        if not isinstance(item, str):
+            raise _Invalid(item_key, "an IPv4 prefix string like '198.51.100.0/24'", _show(item))
+        try:
+            net = ipaddress.IPv4Network(item)
+        except ipaddress.NetmaskValueError:
+            raise _Invalid(item_key, "an IPv4 prefix with a mask 0..32", repr(item)) from None
+        except ValueError:
+            try:
+                host = ipaddress.IPv4Network(item, strict=False)
+            except ValueError:
+                host = None
+            if host is None:
+                raise _Invalid(
+                    item_key, "an IPv4 prefix like '198.51.100.0/24'", repr(item)
+                ) from None
+            raise _Invalid(
+                item_key, f"a prefix without host bits (did you mean '{host}'?)", repr(item)
+            ) from None
+        out.append(str(net))
+    return tuple(out)
 
 
 def _health(value: Any, key: str) -> HealthPolicy:

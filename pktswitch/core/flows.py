@@ -26,6 +26,11 @@ from pktswitch.core.tcpstate import DEFAULT_TIMEOUTS, State
 
 # Size precedent: conntrack's nf_conntrack_max on a host with 4 GiB or more is 262144.
 DEFAULT_MAX_FLOWS = 262144
+# Half-open flows (SYN seen, handshake not finished) may fill at most this share of the table by
+# default, so a SYN flood cannot crowd out established flows (IPVS's drop_entry defence drops
+# SYN_RECV entries first for the same reason; Linux's tcp_max_syn_backlog bounds the same thing).
+HALF_OPEN_SHARE = 4
+COMPACT_MIN = 1024  # stale timer entries tolerated before the heap is rebuilt without them
 MEASURE_PACKETS = 16  # slow-path packets a flow may spend waiting for its first response
 
 
@@ -56,6 +61,10 @@ class TableFull(Exception):
     pass
 
 
+def default_half_open(max_flows: int) -> int:
+    return max(1, max_flows // HALF_OPEN_SHARE)
+
+
 class KeyBusy(Exception):
     """One of the flow's two keys is already in the table (a tuple collision)."""
 
@@ -66,6 +75,7 @@ class FlowTable:
         max_flows: int = DEFAULT_MAX_FLOWS,
         timeouts: dict[State, float] | None = None,
         seed: int | None = None,
+        max_half_open: int | None = None,
     ) -> None:
         if seed is None:
             seed = int.from_bytes(os.urandom(8), "little")
@@ -74,18 +84,34 @@ class FlowTable:
             raise MemoryError(f"cannot allocate a flow table for {max_flows} flows")
         self.tab = ffi.gc(tab, lib.pks_table_free)
         self.max_flows = max_flows
+        if max_half_open is None:
+            max_half_open = default_half_open(max_flows)
+        self.max_half_open = max_half_open
+        # the half-open flows (SYN_RECV), oldest first: the first to go when room is needed
+        self.half_open: dict[Flow, None] = {}
+        self.half_open_peak = 0
         self.timeouts = dict(DEFAULT_TIMEOUTS if timeouts is None else timeouts)
         self.flows: list[Flow | None] = []  # by slot; grows to the high-water mark only
         self._free: list[int] = []  # slots freed below the high-water mark
         self._count = 0
         self._heap: list[tuple[float, int, Flow]] = []
         self._seq = 0
+        self._stale = 0  # heap entries that no longer belong to a flow's live timer
 
     def __len__(self) -> int:
         return self._count
 
     def __iter__(self) -> Iterator[Flow]:
         return (f for f in self.flows if f is not None)
+
+    def full(self) -> bool:
+        return self._count >= self.max_flows
+
+    def half_open_full(self) -> bool:
+        return len(self.half_open) >= self.max_half_open
+
+    def oldest_half_open(self) -> Flow | None:
+        return next(iter(self.half_open), None)
 
     # ---------------------------------------------------------------- membership
     def open(
@@ -125,11 +151,15 @@ class FlowTable:
             flow.backend.active -= 1
         else:
             flow.backend.inactive -= 1
+        self.half_open.pop(flow, None)
         lib.pks_table_remove(self.tab, flow.slot)
         self.flows[flow.slot] = None
         self._free.append(flow.slot)
         self._count -= 1
+        if flow.timer_seq >= 0:
+            self._stale += 1
         flow.timer_seq = -1
+        self._compact()
 
     # ----------------------------------------------------------------- state
     def set_state(self, flow: Flow, state: State, now: float) -> None:
@@ -140,6 +170,12 @@ class FlowTable:
             step = -1 if was_active else 1
             flow.backend.active += step
             flow.backend.inactive -= step
+        if state == State.SYN_RECV:
+            self.half_open[flow] = None
+            if len(self.half_open) > self.half_open_peak:
+                self.half_open_peak = len(self.half_open)
+        elif flow.state == State.SYN_RECV:
+            del self.half_open[flow]
         flow.state = state
         flow.timeout = self.timeouts[state]
         self.tab.flows[flow.slot].fast = state == State.ESTABLISHED and not flow.measuring
@@ -153,6 +189,8 @@ class FlowTable:
         self.tab.flows[flow.slot].fast = flow.state == State.ESTABLISHED
 
     def _push(self, flow: Flow, due: float) -> None:
+        if flow.timer_seq >= 0:
+            self._stale += 1  # the flow's earlier entry is left in the heap, stale
         self._seq += 1
         flow.timer_seq = self._seq
         flow.timer_due = due
@@ -173,6 +211,16 @@ class FlowTable:
     def native(self, flow: Flow) -> Any:
         return self.tab.flows[flow.slot]
 
+    def _compact(self) -> None:
+        """Drop stale heap entries once they outnumber the live ones: a flood of flows that
+        are removed before their timer comes due (evicted, reset) would otherwise keep their
+        entries, and the Flow objects they hold, until each deadline passes."""
+        if self._stale <= COMPACT_MIN or self._stale <= len(self._heap) // 2:
+            return
+        self._heap = [e for e in self._heap if e[1] == e[2].timer_seq]
+        heapq.heapify(self._heap)
+        self._stale = 0
+
     # ----------------------------------------------------------------- expiry
     def next_due(self) -> float | None:
         return self._heap[0][0] if self._heap else None
@@ -183,9 +231,11 @@ class FlowTable:
         while heap and heap[0][0] <= now:
             _, seq, flow = heapq.heappop(heap)
             if seq != flow.timer_seq:
+                self._stale -= 1
                 continue  # stale: the flow was removed or got an earlier entry since
             expires = self.expires_at(flow)
             if expires > now:
+                flow.timer_seq = -1  # this entry is gone: the new one is not a replacement
                 self._push(flow, expires)
             else:
                 flow.timer_seq = -1

@@ -26,6 +26,7 @@ from typing import Any
 
 from pktswitch._native import ffi, lib
 from pktswitch.core import packet
+from pktswitch.core.acl import CompiledAcl
 from pktswitch.core.flows import (
     DEFAULT_MAX_FLOWS,
     MEASURE_PACKETS,
@@ -70,6 +71,8 @@ class ServiceState:
     scheduler: Scheduler
     backends: list[BackendState]
     health: HealthPolicy = NO_HEALTH
+    acl: CompiledAcl | None = None  # None: every client may connect
+    denied: int = 0  # SYNs refused by the acl
     vip_bytes: bytes = b""
 
     def __post_init__(self) -> None:
@@ -92,6 +95,7 @@ class Switch:
         seed: int | None = None,
         vnet: bool = False,
         snat_start: int | None = None,
+        max_half_open: int | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -104,7 +108,7 @@ class Switch:
         self.snat = list(snat)
         self._snat_ints = [int.from_bytes(packet.ip_bytes(a), "big") for a in self.snat]
         self.pool = SnatPool(max(1, len(self.snat)), snat_ports, snat_start)
-        self.table = FlowTable(max_flows, timeouts, seed)
+        self.table = FlowTable(max_flows, timeouts, seed, max_half_open)
         self.buf = bytearray(MAX_PACKET)
         self._bufp = ffi.from_buffer("uint8_t[]", self.buf, require_writable=True)
         self.meta = ffi.new("pks_meta *")
@@ -117,6 +121,7 @@ class Switch:
         self.flows_expired: Counter[str] = Counter()  # by state at expiry
         self.flows_reused = 0  # SYNs that replaced a TIME_WAIT/CLOSE flow
         self.flows_reset = 0  # flows ended by the switch (their backend went down)
+        self.flows_evicted = 0  # half-open flows ended early to make room for a new SYN
         self._created_per_s: dict[int, int] = {}  # whole second -> flows created in it
         # what the last packet did, for tracing: set only on the paths that change them
         self.last_drop = ""
@@ -136,6 +141,7 @@ class Switch:
                 scheduler=make(s.scheduler, **dict(s.options)),
                 backends=[BackendState(b.name, b.ip, b.port, b.weight) for b in s.backends],
                 health=s.health or NO_HEALTH,
+                acl=s.acl.compile() if s.acl is not None else None,
             )
             for s in cfg.services
         ]
@@ -145,6 +151,7 @@ class Switch:
             mode=sw.mode,
             snat=sw.snat,
             max_flows=sw.max_flows,
+            max_half_open=sw.max_half_open,
             timeouts=cfg.timeouts,
             snat_ports=sw.snat_ports,
             seed=seed,
@@ -251,6 +258,18 @@ class Switch:
         if svc is None:
             return self._drop("no_service")
         client, cport = meta.saddr4, meta.sport
+        if svc.acl is not None and not svc.acl.permits(client):
+            svc.denied += 1
+            return self._drop("acl_denied")
+        table = self.table
+        if table.half_open_full() or table.full():
+            # room first, from the oldest half-open flow: under a SYN flood the table turns
+            # over its half-open share and established flows keep their places
+            oldest = table.oldest_half_open()
+            if oldest is None:
+                return self._drop("table_full")
+            self.flows_evicted += 1
+            self._expire(oldest, now, counted=False)
         client_bytes = client.to_bytes(4, "big")
         picked = svc.scheduler.pick(svc.backends, client_bytes, cport)
         if picked is None:
@@ -306,8 +325,11 @@ class Switch:
             n += 1
         return n
 
-    def _expire(self, flow: Flow, now: float) -> None:
-        self.flows_expired[flow.state.name] += 1
+    def _expire(self, flow: Flow, now: float, counted: bool = True) -> None:
+        """End a flow. `counted`: in flows_expired (idle timeout, or replaced by a reused
+        port); evictions and resets have counters of their own."""
+        if counted:
+            self.flows_expired[flow.state.name] += 1
         if flow.snat is not None:
             self.pool.free(flow.backend.endpoint, flow.snat, now)
         _, bytes_in, _, bytes_out = self.table.counters(flow)
@@ -421,7 +443,7 @@ class Switch:
                     rst = packet.tcp_rst(vip, k.dport, client, k.sport, seq)
                     packets.append(bytes(self._hdr) + rst)
             self.flows_reset += 1
-            self._expire(flow, now)
+            self._expire(flow, now, counted=False)
         return packets
 
     # ------------------------------------------------------------------ tracing
@@ -549,11 +571,16 @@ class Switch:
             "dropped": dict(self.dropped),
             "flows": len(self.table),
             "max_flows": self.table.max_flows,
+            "half_open": len(self.table.half_open),
+            "half_open_peak": self.table.half_open_peak,
+            "max_half_open": self.table.max_half_open,
             "new_flows_per_second": self.new_flows_per_second(now),
             "flows_created": self.flows_created,
             "flows_expired": dict(self.flows_expired),
             "flows_reused": self.flows_reused,
             "flows_reset": self.flows_reset,
+            "flows_evicted": self.flows_evicted,
+            "acl_denied": {s.name: s.denied for s in self.services if s.acl is not None},
             "snat_exhausted": self.pool.exhausted,
             "snat_early_reuse": self.pool.early_reuse,
             "snat_in_use": {a: self.pool.in_use_by_addr[i] for i, a in enumerate(self.snat)},

@@ -13,6 +13,7 @@ from pktswitch.control.config import (
     load,
     parse,
 )
+from pktswitch.core.acl import Acl
 from pktswitch.core.tcpstate import DEFAULT_TIMEOUTS, State
 
 FULL = """
@@ -81,6 +82,7 @@ def test_full_config_parses_to_exact_dataclasses() -> None:
             snat=("203.0.113.1", "203.0.113.2"),
             control="/tmp/pks.sock",
             max_flows=1000,
+            max_half_open=250,
             route_table=100,
         ),
         timeouts=timeouts,
@@ -121,6 +123,60 @@ def test_defaults() -> None:
     assert cfg.services == (
         Service("web", "203.0.113.10", 80, "tcp", "rr", (Backend("A", "192.0.2.1", 80, 1),)),
     )
+
+
+def test_half_open_limit_defaults_to_a_quarter_of_max_flows_and_may_not_exceed_it() -> None:
+    assert parse(MINIMAL).switch.max_half_open == 65536
+    cfg = parse(SWITCH + "max_flows = 10\n" + SERVICE + BACKEND)
+    assert cfg.switch.max_half_open == 2
+    cfg = parse(SWITCH + "max_flows = 10\nmax_half_open = 10\n" + SERVICE + BACKEND)
+    assert cfg.switch.max_half_open == 10
+    with pytest.raises(ConfigError) as e:
+        parse(SWITCH + "max_flows = 10\nmax_half_open = 11\n" + SERVICE + BACKEND, "c.toml")
+    assert str(e.value) == "c.toml: switch.max_half_open: an integer 1..10, got 11"
+
+
+def test_acl_prefixes_are_normalised() -> None:
+    extra = 'allow = ["198.51.100.0/24", "192.0.2.9"]\ndeny = ["198.51.100.7/32"]\n'
+    cfg = parse(SWITCH + service(extra=extra) + BACKEND)
+    assert cfg.services[0].acl == Acl(
+        allow=("198.51.100.0/24", "192.0.2.9/32"), deny=("198.51.100.7/32",)
+    )
+    assert parse(MINIMAL).services[0].acl is None
+    assert parse(SWITCH + service(extra="deny = []\n") + BACKEND).services[0].acl == Acl()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            'allow = "198.51.100.0/24"',
+            "service[0].allow: a list of IPv4 prefixes like '198.51.100.0/24', "
+            "got '198.51.100.0/24' (string)",
+        ),
+        (
+            'deny = ["198.51.100.5/24"]',
+            "service[0].deny[0]: a prefix without host bits (did you mean '198.51.100.0/24'?), "
+            "got '198.51.100.5/24'",
+        ),
+        (
+            'deny = ["198.51.100.0/33"]',
+            "service[0].deny[0]: an IPv4 prefix with a mask 0..32, got '198.51.100.0/33'",
+        ),
+        (
+            'allow = ["web"]',
+            "service[0].allow[0]: an IPv4 prefix like '198.51.100.0/24', got 'web'",
+        ),
+        (
+            "allow = [24]",
+            "service[0].allow[0]: an IPv4 prefix string like '198.51.100.0/24', got 24 (integer)",
+        ),
+    ],
+)
+def test_bad_acl_names_the_entry(extra: str, message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse(SWITCH + service(extra=extra + "\n") + BACKEND, "c.toml")
+    assert str(e.value) == "c.toml: " + message
 
 
 def test_nat_mode_needs_no_switch_table_but_mode() -> None:

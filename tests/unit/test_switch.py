@@ -11,7 +11,8 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.packet import Raw
 from scapy_oracle import checksums_ok
 
-from pktswitch.core.flows import MEASURE_PACKETS
+from pktswitch.core.acl import Acl
+from pktswitch.core.flows import COMPACT_MIN, MEASURE_PACKETS
 from pktswitch.core.switch import ServiceState, Switch
 from pktswitch.core.tcpstate import DEFAULT_TIMEOUTS, State
 from pktswitch.sched.base import make
@@ -336,10 +337,85 @@ def test_a_new_switch_starts_its_snat_ports_at_a_random_point() -> None:
 
 def test_table_limit() -> None:
     h = Harness(max_flows=2)
-    assert h.client("S", sport=1) is not None
-    assert h.client("S", sport=2) is not None
+    h.handshake(sport=1)
+    h.handshake(sport=2)
     assert h.client("S", sport=3) is None
     assert h.sw.dropped == {"table_full": 1}
+    assert [r["state"] for r in h.sw.flows(h.now)] == ["ESTABLISHED", "ESTABLISHED"]
+
+
+def ports_and_states(h: Harness) -> list[tuple[int, str]]:
+    return [(int(str(r["client"]).split(":")[1]), str(r["state"])) for r in h.sw.flows(h.now)]
+
+
+def test_half_open_flows_are_bounded_and_the_oldest_make_room() -> None:
+    h = Harness(max_flows=4, max_half_open=2)
+    h.handshake(sport=1)
+    first = h.client("S", sport=2)
+    assert first is not None
+    h.now += 1
+    assert h.client("S", sport=3) is not None
+    h.now += 1
+    assert h.client("S", sport=4) is not None  # the half-open limit: sport 2 goes
+    assert ports_and_states(h) == [(1, "ESTABLISHED"), (3, "SYN_RECV"), (4, "SYN_RECV")]
+    assert (h.sw.flows_evicted, dict(h.sw.flows_expired)) == (1, {})
+    assert h.backend(first, "SA", seq=9, ack=1) is None  # the evicted flow is gone
+    assert h.sw.dropped == {"no_flow": 1}
+    s = h.sw.stats(h.now)
+    assert (s["half_open"], s["half_open_peak"], s["max_half_open"]) == (2, 2, 2)
+    # a finished handshake leaves the half-open set: the next SYN evicts nobody
+    h.handshake(sport=5)  # evicts 3
+    assert h.sw.flows_evicted == 2
+    assert ports_and_states(h) == [(1, "ESTABLISHED"), (4, "SYN_RECV"), (5, "ESTABLISHED")]
+    assert h.client("S", sport=6) is not None
+    assert h.sw.flows_evicted == 2 and h.sw.stats(h.now)["half_open"] == 2
+
+
+def test_a_full_table_gives_a_new_syn_the_place_of_the_oldest_half_open_flow() -> None:
+    h = Harness(max_flows=3, max_half_open=3)
+    h.handshake(sport=1)
+    h.handshake(sport=2)
+    assert h.client("S", sport=3) is not None
+    assert h.client("S", sport=4) is not None  # table full, not the half-open share
+    assert ports_and_states(h) == [(1, "ESTABLISHED"), (2, "ESTABLISHED"), (4, "SYN_RECV")]
+    assert h.sw.flows_evicted == 1 and h.sw.dropped == {}
+    assert h.sw.stats(h.now)["half_open"] == 1
+
+
+def test_many_evictions_leave_no_stale_timers_behind() -> None:
+    """Evicted flows must not stay alive in the timer heap until their deadlines."""
+    h = Harness(max_flows=100, max_half_open=10, timeouts={State.SYN_RECV: 5})
+    template = bytes(IP(src=CLIENT, dst=VIP) / TCP(sport=1, dport=80, flags="S"))
+    heap_sizes = []
+    for i in range(3000):
+        h.send(IP(template[:20] + (1000 + i).to_bytes(2, "big") + template[22:]))
+        heap_sizes.append(len(h.sw.table._heap))
+    assert h.sw.flows_evicted == 2990 and len(h.sw.table) == 10
+    assert max(heap_sizes) <= COMPACT_MIN + 11
+    h.now += 5
+    assert h.sw.expire(h.now) == 10
+    assert len(h.sw.table) == 0 and dict(h.sw.flows_expired) == {"SYN_RECV": 10}
+
+
+def test_acl_refuses_denied_and_unlisted_clients_on_their_syn() -> None:
+    svc = service()
+    svc.acl = Acl(allow=("198.51.100.0/24",), deny=("198.51.100.7/32",)).compile()
+    sw = Switch([svc], snat=[SNAT], seed=1, snat_start=0)
+    seen = {}
+    for src in ("198.51.100.2", "198.51.100.7", "192.0.2.200", "198.51.100.254"):
+        syn = bytes(IP(src=src, dst=VIP) / TCP(sport=5000, dport=80, flags="S"))
+        sw.buf[: len(syn)] = syn
+        seen[src] = sw.process(len(syn), 1.0)
+        if not seen[src]:
+            assert bytes(sw.buf[: len(syn)]) == syn
+    assert seen == {
+        "198.51.100.2": True,
+        "198.51.100.7": False,
+        "192.0.2.200": False,
+        "198.51.100.254": True,
+    }
+    s = sw.stats(1.0)
+    assert (s["dropped"], s["acl_denied"], s["flows"]) == ({"acl_denied": 2}, {"web": 2}, 2)
 
 
 def test_every_packet_is_forwarded_or_dropped_once() -> None:
