@@ -56,6 +56,8 @@ int pks_parse(const uint8_t *buf, uint32_t len, pks_meta *m)
     m->payload = 0;
     m->hdr = 0;
     m->partial = 0;
+    m->icmp_type = 0;
+    m->icmp_code = 0;
     if (len < 20)
         return m->err = PKS_E_SHORT;
     if ((buf[0] >> 4) != 4)
@@ -72,9 +74,29 @@ int pks_parse(const uint8_t *buf, uint32_t len, pks_meta *m)
         return m->err = PKS_E_IPCSUM;
     if (rd16(buf + 6) & 0x3fff)                 /* MF set or a fragment offset */
         return m->err = PKS_E_FRAGMENT;
-    if (buf[9] != 6)
-        return m->err = PKS_E_PROTO;
     uint32_t l4len = tot - ihl;
+    if (buf[9] == PKS_PROTO_ICMP) {
+        if (l4len < 8)                          /* type, code, checksum, 4 bytes of rest */
+            return m->err = PKS_E_L4SHORT;
+        m->ip_len = (uint16_t)tot;
+        m->l4_off = (uint16_t)ihl;
+        m->payload = (uint16_t)(l4len - 8);
+        m->ip_csum = rd16(buf + 10);
+        m->l4_csum = rd16(buf + ihl + 2);
+        m->icmp_type = buf[ihl];
+        m->icmp_code = buf[ihl + 1];
+        m->key.family = 4;
+        m->key.proto = PKS_PROTO_ICMP;
+        m->key.sport = m->sport = 0;
+        m->key.dport = m->dport = 0;
+        memcpy(m->key.saddr, buf + 12, 4);
+        memcpy(m->key.daddr, buf + 16, 4);
+        m->saddr4 = (uint32_t)rd16(buf + 12) << 16 | rd16(buf + 14);
+        m->daddr4 = (uint32_t)rd16(buf + 16) << 16 | rd16(buf + 18);
+        return m->err = PKS_OK;
+    }
+    if (buf[9] != PKS_PROTO_TCP)
+        return m->err = PKS_E_PROTO;
     if (l4len < 20)
         return m->err = PKS_E_L4SHORT;
     const uint8_t *th = buf + ihl;
@@ -89,7 +111,7 @@ int pks_parse(const uint8_t *buf, uint32_t len, pks_meta *m)
     m->l4_csum = rd16(th + 16);
     m->tcp_flags = th[13];
     m->key.family = 4;
-    m->key.proto = 6;
+    m->key.proto = PKS_PROTO_TCP;
     m->key.sport = m->sport = rd16(th);
     m->key.dport = m->dport = rd16(th + 2);
     memcpy(m->key.saddr, buf + 12, 4);
@@ -112,7 +134,8 @@ int pks_parse_vnet(const uint8_t *buf, uint32_t len, pks_meta *m)
     m->hdr = PKS_VNET_HDR_LEN;
     if (buf[0] & PKS_VNET_F_NEEDS_CSUM) {
         /* the device finishes the checksum at csum_start + csum_offset: it must be TCP's */
-        if (rd16le(buf + 6) != m->l4_off || rd16le(buf + 8) != 16)
+        if (m->key.proto != PKS_PROTO_TCP || rd16le(buf + 6) != m->l4_off
+            || rd16le(buf + 8) != 16)
             return m->err = PKS_E_VNET;
         m->partial = 1;
     }
@@ -332,6 +355,8 @@ int pks_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *
 {
     if ((vnet ? pks_parse_vnet(buf, len, m) : pks_parse(buf, len, m)) != PKS_OK)
         return PKS_V_DROP;
+    if (m->key.proto != PKS_PROTO_TCP)
+        return PKS_V_SLOW;                      /* ICMP: Python's, with m->slot = -1 */
     int64_t e = pks_table_lookup(t, &m->key);
     if (e < 0)
         return PKS_V_SLOW;

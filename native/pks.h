@@ -44,6 +44,11 @@
 #define PKS_VNET_HDR_LEN 10
 #define PKS_VNET_F_NEEDS_CSUM 1
 
+/* transport protocols parsed: TCP is switched; ICMP is parsed only as far as its type and code
+ * and always left to Python (echo replies, errors about a flow) */
+#define PKS_PROTO_ICMP 1
+#define PKS_PROTO_TCP 6
+
 #define PKS_TCP_FIN 1
 #define PKS_TCP_SYN 2
 #define PKS_TCP_RST 4
@@ -71,7 +76,7 @@ typedef struct {
     int32_t err;        /* PKS_OK or PKS_E_* */
     int32_t slot;       /* flow slot, or -1 when the key is unknown */
     uint8_t dir;        /* 0: client side -> backend, 1: backend -> client side */
-    uint8_t tcp_flags;
+    uint8_t tcp_flags;  /* TCP: the flags; ICMP: 0 */
     uint8_t hdr;        /* bytes before the IP header: 0, or PKS_VNET_HDR_LEN */
     uint8_t partial;    /* the TCP checksum field holds a partial (pseudo-header) sum */
     uint16_t ip_len;    /* IP total length: the packet's length in bytes */
@@ -83,6 +88,8 @@ typedef struct {
     uint16_t dport;     /* integers: cheap for Python to read on the new-flow path */
     uint32_t saddr4;
     uint32_t daddr4;
+    uint8_t icmp_type;  /* ICMP (key.proto 1): type and code; the ports are 0 */
+    uint8_t icmp_code;
     pks_key key;
 } pks_meta;
 

@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(iproute2 nginx-light iperf3 tcpdump curl ethtool gcc python3-dev python3-venv)
+APT_PACKAGES=(iproute2 nginx-light iperf3 tcpdump curl ethtool nftables iputils-ping gcc python3-dev
+  python3-venv)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

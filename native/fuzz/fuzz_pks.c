@@ -131,6 +131,23 @@ static void check_meta(const uint8_t *buf, uint32_t len, const pks_meta *m)
     CHECK((buf[6] << 8 | buf[7]) % 0x4000 == 0 && buf[9] == 6);
 }
 
+/* an ICMP packet: parsed as far as its type and code, with no ports */
+static void check_icmp_meta(const uint8_t *buf, uint32_t len, const pks_meta *m)
+{
+    CHECK(m->err == PKS_OK && buf[9] == PKS_PROTO_ICMP);
+    CHECK(m->ip_len <= len && m->ip_len == get16(buf + 2));
+    CHECK(m->l4_off == (buf[0] & 0x0f) * 4 && m->l4_off >= 20);
+    CHECK(m->l4_off + 8u <= m->ip_len && m->payload == m->ip_len - m->l4_off - 8);
+    CHECK(m->icmp_type == buf[m->l4_off] && m->icmp_code == buf[m->l4_off + 1]);
+    CHECK(m->ip_csum == get16(buf + 10) && m->l4_csum == get16(buf + m->l4_off + 2));
+    CHECK(m->tcp_flags == 0 && m->slot == -1 && m->dir == 0);
+    CHECK(m->key.family == 4 && m->key.proto == PKS_PROTO_ICMP && m->key.pad == 0);
+    CHECK(m->key.sport == 0 && m->key.dport == 0 && m->sport == 0 && m->dport == 0);
+    CHECK(m->saddr4 == get32(buf + 12) && m->daddr4 == get32(buf + 16));
+    CHECK(pks_csum(buf, m->l4_off, 0) == 0);
+    CHECK((buf[6] << 8 | buf[7]) % 0x4000 == 0);
+}
+
 /* a partial checksum field (virtio NEEDS_CSUM) minus the pseudo-header sum, mod 0xffff: 0 when
  * the sender wrote the sum it should; a rewrite must keep it, whatever it is */
 static uint32_t partial_residue(const uint8_t *ip, const pks_meta *m)
@@ -376,7 +393,7 @@ static void run_process(model *md, const uint8_t *data, size_t size, const pks_m
     }
     CHECK(pm.err == PKS_OK && pm.hdr == m->hdr && pm.partial == m->partial);
     int64_t e = model_find(md, &m->key);
-    if (e < 0) {
+    if (e < 0 || m->key.proto != PKS_PROTO_TCP) { /* unknown, or ICMP: Python's, untouched */
         CHECK(v == PKS_V_SLOW && pm.slot == -1);
         CHECK(memcmp(buf, data, size) == 0);
         free(buf);
@@ -426,7 +443,8 @@ static void parse_and_rewrite(const uint8_t *data, size_t size, pks_meta *m, int
         } else if (data[0] & PKS_VNET_F_NEEDS_CSUM) {
             int start_ok = (data[6] | data[7] << 8) == inner.l4_off;
             int offset_ok = (data[8] | data[9] << 8) == 16;
-            CHECK(err == (start_ok && offset_ok ? PKS_OK : PKS_E_VNET));
+            int tcp = inner.key.proto == PKS_PROTO_TCP;
+            CHECK(err == (tcp && start_ok && offset_ok ? PKS_OK : PKS_E_VNET));
             CHECK(err != PKS_OK || m->partial == 1);
         } else {
             CHECK(err == PKS_OK && m->partial == 0);
@@ -438,6 +456,11 @@ static void parse_and_rewrite(const uint8_t *data, size_t size, pks_meta *m, int
     }
     uint32_t h = vnet ? PKS_VNET_HDR_LEN : 0;
     CHECK(m->hdr == h && m->partial == (vnet && (data[0] & PKS_VNET_F_NEEDS_CSUM)));
+    if (m->key.proto == PKS_PROTO_ICMP) { /* Python's to handle: nothing to rewrite here */
+        check_icmp_meta(pkt + h, (uint32_t)(size - h), m);
+        free(pkt);
+        return;
+    }
     check_meta(pkt + h, (uint32_t)(size - h), m);
 
     pks_nat n;
@@ -486,7 +509,7 @@ static void drive_table(const uint8_t *data, size_t size, const pks_meta *m, int
         pks_nat n0, n1;
         make_nat(data, size, (uint32_t)(2 * i + 1), &n0);
         make_nat(data, size, (uint32_t)(2 * i + 2), &n1);
-        if (code == 3 && m->err != PKS_OK)
+        if (code == 3 && (m->err != PKS_OK || m->key.proto != PKS_PROTO_TCP))
             code = 0;
         switch (code) {
         case 0: /* insert two small keys; slots 8..15 are out of range */

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pktswitch._native import ffi, lib
-from pktswitch.core import packet
+from pktswitch.core import icmp, packet
 from pktswitch.core.acl import CompiledAcl
 from pktswitch.core.flows import (
     DEFAULT_MAX_FLOWS,
@@ -105,6 +105,7 @@ class Switch:
         self.set_vnet(vnet)
         self.services = services
         self._by_vip = {(int.from_bytes(s.vip_bytes, "big"), s.port): s for s in services}
+        self._vip_addrs = frozenset(addr for addr, _ in self._by_vip)
         self.snat = list(snat)
         self._snat_ints = [int.from_bytes(packet.ip_bytes(a), "big") for a in self.snat]
         self.pool = SnatPool(max(1, len(self.snat)), snat_ports, snat_start)
@@ -122,6 +123,9 @@ class Switch:
         self.flows_reused = 0  # SYNs that replaced a TIME_WAIT/CLOSE flow
         self.flows_reset = 0  # flows ended by the switch (their backend went down)
         self.flows_evicted = 0  # half-open flows ended early to make room for a new SYN
+        self.icmp_echo_replies = 0
+        self.icmp_errors = [0, 0]  # errors about a flow, translated: [to backend, to client]
+        self._quoted = ffi.new("pks_key *")  # the flow key an ICMP error is about
         self._created_per_s: dict[int, int] = {}  # whole second -> flows created in it
         # what the last packet did, for tracing: set only on the paths that change them
         self.last_drop = ""
@@ -194,6 +198,8 @@ class Switch:
             self.dropped[reason] += 1
             return False
         if meta.slot < 0:
+            if meta.key.proto == icmp.PROTO:
+                return self._icmp()
             return self._new_flow(now)
         flow = self.table.flows[meta.slot]
         assert flow is not None
@@ -310,6 +316,54 @@ class Switch:
         self.table.set_state(flow, State.SYN_RECV, now)  # the SYN: sNO -> sSR
         if svc.health.passive:
             self._syn_watch.append((now + svc.health.syn_timeout, flow))
+        self.forwarded += 1
+        return True
+
+    def _icmp(self) -> bool:
+        """An ICMP packet (see core/icmp.py): an echo request to a VIP is answered, an error
+        about a flow is translated toward the flow's other side; the rest is dropped."""
+        meta, buf, ptr = self.meta, self.buf, self._bufp
+        ip = meta.hdr
+        l4, end = ip + meta.l4_off, ip + meta.ip_len
+        if lib.pks_csum(ptr + l4, end - l4, 0) != 0:
+            return self._drop("icmp_checksum")
+        kind = meta.icmp_type
+        if kind == icmp.ECHO_REQUEST and meta.daddr4 in self._vip_addrs:
+            icmp.echo_reply(buf, ptr, ip, l4, end)
+            self.icmp_echo_replies += 1
+            self.forwarded += 1
+            return True
+        if kind not in icmp.ERRORS:
+            return self._drop("icmp_other")
+        quoted = icmp.quoted_tcp(buf, l4, end)
+        if quoted is None:
+            return self._drop("icmp_malformed")
+        _, _, qsrc, qsport, qdst, qdport = quoted
+        # the quoted packet went out of the switch; the flow knows its answer's key
+        k = self._quoted
+        k.family, k.proto, k.sport, k.dport = 4, 6, qdport, qsport
+        ffi.memmove(k.saddr, qdst.to_bytes(4, "big"), 4)
+        ffi.memmove(k.daddr, qsrc.to_bytes(4, "big"), 4)
+        e = lib.pks_table_lookup(self.table.tab, k)
+        if e < 0:
+            return self._drop("icmp_no_flow")
+        way = e & 1  # the error travels like a packet of this direction
+        nat = self.table.tab.flows[e >> 1].nat[way]
+        saddr, daddr = bytes(ffi.buffer(nat.saddr, 4)), bytes(ffi.buffer(nat.daddr, 4))
+        # nat mode keeps the sender of an error from the client side (the backend routes
+        # back through the switch anyway); otherwise it speaks for the VIP or SNAT address
+        keep_sender = self.mode == "nat" and way == 0
+        icmp.translate_error(
+            buf,
+            ptr,
+            ip,
+            l4,
+            end,
+            (None if keep_sender else saddr, daddr),
+            (daddr, nat.dport),
+            (saddr, nat.sport),
+        )
+        self.icmp_errors[way] += 1
         self.forwarded += 1
         return True
 
@@ -580,6 +634,11 @@ class Switch:
             "flows_reused": self.flows_reused,
             "flows_reset": self.flows_reset,
             "flows_evicted": self.flows_evicted,
+            "icmp_echo_replies": self.icmp_echo_replies,
+            "icmp_errors_translated": {
+                "to_backend": self.icmp_errors[0],
+                "to_client": self.icmp_errors[1],
+            },
             "acl_denied": {s.name: s.denied for s in self.services if s.acl is not None},
             "snat_exhausted": self.pool.exhausted,
             "snat_early_reuse": self.pool.early_reuse,

@@ -108,12 +108,15 @@ class TunDevice:
             self._undo.append(("route", "del", f"{p}/32", "dev", self.name))
 
     def steer_replies(self, table: int, endpoints: Sequence[tuple[str, int]]) -> None:
-        """nat mode: send TCP from each backend endpoint into the device via `table`."""
+        """nat mode: send TCP from each backend endpoint, and ICMP from each backend address,
+        into the device via `table`."""
         _ip("route", "replace", "default", "dev", self.name, "table", str(table))
         self._undo.append(("route", "del", "default", "dev", self.name, "table", str(table)))
-        for ip, port in sorted(set(endpoints)):
-            spec = ("from", f"{ip}/32", "ipproto", "tcp", "sport", str(port))
-            spec += ("lookup", str(table), "priority", str(RULE_PRIORITY))
+        tcp = [("from", f"{ip}/32", "ipproto", "tcp", "sport", str(port)) for ip, port in endpoints]
+        # and ICMP errors from the backends, which the switch translates for the client
+        errors = [("from", f"{ip}/32", "ipproto", "icmp") for ip in {ip for ip, _ in endpoints}]
+        for match in sorted(set(tcp)) + sorted(errors):
+            spec = (*match, "lookup", str(table), "priority", str(RULE_PRIORITY))
             _remove_stale_rules(spec)
             _ip("rule", "add", *spec)
             self._undo.append(("rule", "del", *spec))

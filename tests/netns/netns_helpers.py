@@ -25,7 +25,7 @@ def netns_missing() -> str | None:
     """Why netns tests cannot run here, or None when they can."""
     if os.geteuid() != 0:
         return "needs root"
-    for tool in ("ip", "nginx", "iperf3", "tcpdump", "curl", "ethtool"):
+    for tool in ("ip", "nginx", "iperf3", "tcpdump", "curl", "ethtool", "nft", "ping"):
         if shutil.which(tool) is None:
             return f"needs {tool}"
     return None

@@ -1,0 +1,81 @@
+"""Access control and ICMP on real packets: refused clients, pings to the VIP, and an ICMP error
+from a backend reaching the client's socket (the kernel checks its checksum and matches the
+quoted header to the socket, so a wrong translation would leave curl waiting for a timeout)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from netns_helpers import NETNS, Lab
+from switchlab import Switch, config_text
+
+pytestmark = NETNS
+
+
+def curl_status(lab: Lab, source: str, timeout: float) -> tuple[int, float, str]:
+    """curl's exit code, how long it took, and its output, from `source`."""
+    start = time.monotonic()
+    res = lab.exec(
+        "cli",
+        "curl",
+        "-sS",
+        "--noproxy",
+        "*",
+        "--interface",
+        source,
+        "--connect-timeout",
+        str(timeout),
+        f"http://{lab.VIP}/",
+        check=False,
+        timeout=timeout + 5,
+    )
+    return res.returncode, time.monotonic() - start, (res.stdout + res.stderr).strip()
+
+
+def test_acl_refuses_denied_sources_and_counts_them(lab: Lab) -> None:
+    allowed, denied = lab.CLIENT_IP, lab.EXTRA_CLIENT_IPS[0]
+    acl = {"allow": ["198.51.100.0/24"], "deny": [f"{denied}/32"]}
+    with Switch(lab, config_text(lab, web_backends="A", options=acl)) as sw:
+        assert curl_status(lab, allowed, 2)[0::2] == (0, "A")
+        code, _, out = curl_status(lab, denied, 0.5)
+        assert code == 28, out  # no answer at all: the SYN was dropped
+        s = sw.stats()
+        assert s["acl_denied"] == {"web": s["dropped"]["acl_denied"]}
+        assert s["dropped"]["acl_denied"] >= 1
+        assert s["flows_created"] == 1
+        assert sw.stop() == 0
+
+
+def test_ping_to_the_vip_is_answered_by_the_switch(lab: Lab) -> None:
+    with Switch(lab, config_text(lab)) as sw:
+        res = lab.exec("cli", "ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", lab.VIP, check=False)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "3 packets transmitted, 3 received" in res.stdout
+        assert f"from {lab.VIP}" in res.stdout
+        s = sw.stats()
+        assert s["icmp_echo_replies"] == 3
+        assert sw.stop() == 0
+
+
+@pytest.mark.parametrize("mode", ["fullnat", "nat"])
+def test_a_backends_port_unreachable_fails_the_clients_connect_at_once(lab: Lab, mode: str) -> None:
+    """Backend A rejects port 80 with ICMP port unreachable (nftables, in A's namespace): the
+    switch translates the error, so curl fails with 'connection refused' (exit 7) at once."""
+    table = "pkstest"
+    lab.exec("a", "nft", "add", "table", "inet", table)
+    try:
+        hook = "{ type filter hook input priority 0 ; }"
+        lab.exec("a", "nft", "add", "chain", "inet", table, "input", hook)
+        reject = "tcp dport 80 reject with icmp type port-unreachable"
+        lab.exec("a", "nft", "add", "rule", "inet", table, "input", *reject.split())
+        with Switch(lab, config_text(lab, mode, web_backends="A")) as sw:
+            code, took, out = curl_status(lab, lab.CLIENT_IP, 3)
+            assert code == 7, out  # ECONNREFUSED from the ICMP error, not a timeout (28)
+            assert took < 1.0, took
+            s = sw.stats()
+            assert s["icmp_errors_translated"]["to_client"] >= 1
+            assert "icmp_no_flow" not in s["dropped"]
+            assert sw.stop() == 0
+    finally:
+        lab.exec("a", "nft", "delete", "table", "inet", table, check=False)
