@@ -374,6 +374,22 @@ def backend_set(
         click.echo(f"{service}/{name}: {what}, {r['flows']} flow(s) on it")
 
 
+@main.command()
+@socket_option
+@config_option
+@click.option("--json", "as_json", is_flag=True)
+def reload(sock: str | None, config: str | None, as_json: bool) -> None:
+    """Make a running switch read its config file again (as SIGHUP does). Established flows
+    stay; a bad file is refused, the running config stays, and the exit status is 1."""
+    r = _ask(_socket(sock, config), "reload")
+    if as_json:
+        click.echo(json.dumps(r, indent=1))
+        return
+    click.echo(f"reloaded {r['config']}: {len(r['changes']) or 'no'} change(s)")
+    for line in r["changes"]:
+        click.echo(f"  {line}")
+
+
 @main.command("tcp-states")
 @config_option
 def tcp_states(config: str | None) -> None:

@@ -70,6 +70,19 @@ TOP_KEYS = ("switch", "timeouts", "service")
 TIMEOUT_KEYS = {timeout_name(state): state for state in State}
 
 
+# what a reload cannot change: the device, addresses and sizes the running switch was built on
+RESTART_KEYS = (
+    "tun",
+    "mode",
+    "snat",
+    "snat_ports",
+    "control",
+    "max_flows",
+    "route_table",
+    "offload",
+)
+
+
 class ConfigError(Exception):
     """A bad config: the operator's fault. str(e) is '<file>: <key>: <expected>, got <found>'."""
 
@@ -565,3 +578,26 @@ def _check_overlaps(services: list[Service], snat: list[tuple[str, str]]) -> Non
                 raise _Invalid(
                     key, "an address that is no SNAT address", f"{got} (in {snat_of[b.ip]})"
                 )
+
+
+def reload_refusal(running: Config, new: Config) -> ConfigError | None:
+    """Why `new` cannot replace `running` in place (a key only a restart changes), or None."""
+    for k in RESTART_KEYS:
+        was, now = getattr(running.switch, k), getattr(new.switch, k)
+        if was != now:
+            return ConfigError(
+                new.path,
+                f"switch.{k}",
+                f"the running value {was!r} (it changes only with a restart), got {now!r}",
+            )
+    before = {s.name: s for s in running.services}
+    for i, s in enumerate(new.services):
+        was_svc = before.get(s.name)
+        if was_svc is not None and (was_svc.vip, was_svc.port) != (s.vip, s.port):
+            return ConfigError(
+                new.path,
+                f"service[{i}].vip",
+                f"'{was_svc.vip}:{was_svc.port}' as running (a service keeps its VIP; add the "
+                f"new one under another name), got '{s.vip}:{s.port}'",
+            )
+    return None

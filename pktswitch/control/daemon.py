@@ -8,12 +8,14 @@ SIGINT/SIGTERM or on any error, in reverse order.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
 import time
 from typing import Any
 
-from pktswitch.control.config import Config
+from pktswitch.control.config import Config, ConfigError, load, reload_refusal
 from pktswitch.control.health import HealthMonitor
 from pktswitch.control.probes import Prober
 from pktswitch.control.server import ControlServer
@@ -25,14 +27,77 @@ from pktswitch.io.tun import TunDevice
 log = logging.getLogger("pktswitch")
 
 
+class Reloader:
+    """`pktswitch reload` and SIGHUP: read the config file again and apply it in place.
+
+    The new file is parsed and checked in full before anything changes; a bad file, or one
+    that changes what only a restart can (config.reload_refusal), is refused with its one-line
+    error and the running config stays. Then the host side first (routes for new VIPs, nat
+    mode's rules for new backends), then the switch (Switch.reconfigure): established flows,
+    their backends and their counters are untouched.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        switch: Switch,
+        tun: TunDevice | None,
+        clock: Any = time.monotonic,
+        prober: Prober | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.switch = switch
+        self.tun = tun
+        self.clock = clock
+        self.prober = prober
+        self.reloads = 0
+        self.refused = 0
+
+    def reload(self) -> dict[str, Any]:
+        """Apply the file again; raises ValueError (the reason, in one line) if refused."""
+        try:
+            new = load(self.cfg.path)
+            refusal = reload_refusal(self.cfg, new)
+            if refusal is not None:
+                raise refusal
+        except ConfigError as e:
+            self.refused += 1
+            log.error("reload refused, the running config stays: %s", e)
+            raise ValueError(f"refused, the running config stays: {e}") from None
+        if self.tun is not None:
+            sw = new.switch
+            self.tun.route([s.vip for s in new.services])
+            if sw.mode == "nat":
+                ends = [(b.ip, b.port) for s in new.services for b in s.backends]
+                self.tun.steer_replies(sw.route_table, ends)
+        changes = self.switch.reconfigure(new, self.clock())
+        if self.prober is not None:
+            self.prober.set_backends(lrt_backends(self.switch))
+        self.cfg = new
+        self.reloads += 1
+        log.info("reloaded %s: %s", new.path, "; ".join(changes) or "no changes")
+        return {"config": new.path, "changes": changes}
+
+
+def lrt_backends(switch: Switch) -> list[Any]:
+    """The backends that least-response-time scheduling needs probes for."""
+    return [b for svc in switch.services if svc.scheduler.name == "lrt" for b in svc.backends]
+
+
 def handlers(
     switch: Switch,
     loop: Loop | None,
     clock: Any = time.monotonic,
     prober: Prober | None = None,
     monitor: HealthMonitor | None = None,
+    reloader: Reloader | None = None,
 ) -> dict[str, Any]:
     """The control commands, answered from the live switch."""
+
+    def reload(_args: dict[str, Any]) -> dict[str, Any]:
+        if reloader is None:
+            raise ValueError("this switch has no config file to reload")
+        return reloader.reload()
 
     def stats(_args: dict[str, Any]) -> dict[str, Any]:
         s = switch.stats(clock())
@@ -44,6 +109,8 @@ def handlers(
             s["probes"] = {"sent": prober.sent, "failed": prober.failed}
         if monitor is not None:
             s["health_checks"] = {"sent": monitor.checks, "failed": monitor.failed}
+        if reloader is not None:
+            s["reloads"] = {"applied": reloader.reloads, "refused": reloader.refused}
         return s
 
     return {
@@ -59,6 +126,7 @@ def handlers(
         "drain": lambda args: switch.set_drain(
             args["service"], args["backend"], args.get("on", True), clock()
         ),
+        "reload": reload,
     }
 
 
@@ -75,8 +143,17 @@ def run(cfg: Config) -> None:
         if loop is not None:
             loop.stop()
 
+    # SIGHUP: a byte into a pipe that the loop watches, so the reload runs on the loop, between
+    # batches, like a `pktswitch reload` request (a handler must not touch the switch itself)
+    hup_r, hup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def on_hup(_signum: int, _frame: Any) -> None:
+        with contextlib.suppress(BlockingIOError):  # full: a reload is pending already
+            os.write(hup_w, b"h")
+
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_hup)
     # Set-up and clean-up run with stop signals held back, so that a Ctrl-C cannot land between
     # adding a route and recording it; one that arrives meanwhile is delivered when the loop runs.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
@@ -95,12 +172,25 @@ def run(cfg: Config) -> None:
                 sw.route_table, [(b.ip, b.port) for s in cfg.services for b in s.backends]
             )
         loop = Loop(switch, tun.fd)
-        timed = [b for svc in switch.services if svc.scheduler.name == "lrt" for b in svc.backends]
-        if timed:
-            prober = Prober(loop, timed, loop.clock)
+        # always: the services of a reload may need probes, that of a start none yet
+        prober = Prober(loop, lrt_backends(switch), loop.clock)
         # always: besides checks, it applies drains, ejections ending and slow start
         monitor = HealthMonitor(loop, switch, loop.clock, tun.write)
-        server.handlers = handlers(switch, loop, prober=prober, monitor=monitor)
+        reloader = Reloader(cfg, switch, tun, loop.clock, prober)
+
+        def hup_ready(_events: int) -> None:
+            while True:
+                try:
+                    if not os.read(hup_r, 64):
+                        break
+                except BlockingIOError:
+                    break
+            log.info("SIGHUP: reloading %s", cfg.path)
+            with contextlib.suppress(ValueError):  # logged; the running config stays
+                reloader.reload()
+
+        loop.add_reader(hup_r, hup_ready)
+        server.handlers = handlers(switch, loop, prober=prober, monitor=monitor, reloader=reloader)
         server.attach(loop)
         vips = ", ".join(f"{s.name} {s.vip}:{s.port}" for s in cfg.services)
         log.info(
@@ -123,4 +213,7 @@ def run(cfg: Config) -> None:
             server.close()
         if tun is not None:
             tun.close()
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        os.close(hup_r)
+        os.close(hup_w)
         log.info("stopped: %s", switch.stats(time.monotonic()))

@@ -45,13 +45,18 @@ class Prober:
         self, loop: Loop, backends: Sequence[BackendState], clock: Callable[[], float]
     ) -> None:
         self.loop = loop
-        self.backends = list({b.endpoint: b for b in backends}.values())
+        self.set_backends(backends)
         self.clock = clock
         self.next_look = 0.0
         self.inflight: dict[int, tuple[socket.socket, BackendState, float]] = {}
         self.sent = 0
         self.failed = 0
         loop.idle.append(self.tick)
+
+    def set_backends(self, backends: Sequence[BackendState]) -> None:
+        """The backends to keep an estimate for (one probe per endpoint); a probe under way
+        to one that is gone finishes on its own."""
+        self.backends = list({b.endpoint: b for b in backends}.values())
 
     def tick(self) -> None:
         now = self.clock()

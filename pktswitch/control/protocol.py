@@ -49,6 +49,9 @@ COMMANDS: dict[str, Command] = {
         "drain a backend (on=true) or end its drain: no new flows, existing ones stay",
         {"service": str, "backend": str, "on": bool},
     ),
+    "reload": Command(
+        "read the config file again and apply it; established flows stay where they are"
+    ),
     "trace": Command(
         "a live stream of what the switch does to each packet",
         {"flow": str, "count": int, "snaplen": int},

@@ -21,7 +21,7 @@ Two NAT modes:
 from __future__ import annotations
 
 from collections import Counter, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pktswitch._native import ffi, lib
@@ -73,10 +73,35 @@ class ServiceState:
     health: HealthPolicy = NO_HEALTH
     acl: CompiledAcl | None = None  # None: every client may connect
     denied: int = 0  # SYNs refused by the acl
+    # the scheduler as configured: its name and options, to tell what a reload changes
+    sched_spec: tuple[str, tuple[tuple[str, Any], ...]] = ("", ())
+    # backends a reload removed: no new flows, kept until their last flow ends
+    retired: list[BackendState] = field(default_factory=list)
     vip_bytes: bytes = b""
 
     def __post_init__(self) -> None:
         self.vip_bytes = packet.ip_bytes(self.vip)
+        if not self.sched_spec[0]:
+            self.sched_spec = (self.scheduler.name, ())
+
+
+def _service_state(s: Any) -> ServiceState:
+    """A service of the config (control/config.py's Service) as the switch runs it."""
+    return ServiceState(
+        name=s.name,
+        vip=s.vip,
+        port=s.port,
+        scheduler=make(s.scheduler, **dict(s.options)),
+        backends=[BackendState(b.name, b.ip, b.port, b.weight) for b in s.backends],
+        health=s.health or NO_HEALTH,
+        acl=s.acl.compile() if s.acl is not None else None,
+        sched_spec=(s.scheduler, tuple(s.options)),
+    )
+
+
+def _spec(sched_spec: tuple[str, tuple[tuple[str, Any], ...]]) -> str:
+    name, options = sched_spec
+    return " ".join([name, *(f"{k}={v}" for k, v in options)])
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -103,9 +128,8 @@ class Switch:
             raise ValueError("fullnat needs at least one SNAT address")
         self.mode = mode
         self.set_vnet(vnet)
-        self.services = services
-        self._by_vip = {(int.from_bytes(s.vip_bytes, "big"), s.port): s for s in services}
-        self._vip_addrs = frozenset(addr for addr, _ in self._by_vip)
+        self._set_services(services)
+        self.retired_services: list[ServiceState] = []  # removed by a reload, flows left
         self.snat = list(snat)
         self._snat_ints = [int.from_bytes(packet.ip_bytes(a), "big") for a in self.snat]
         self.pool = SnatPool(max(1, len(self.snat)), snat_ports, snat_start)
@@ -137,18 +161,7 @@ class Switch:
 
     @classmethod
     def from_config(cls, cfg: Any, seed: int | None = None) -> Switch:
-        services = [
-            ServiceState(
-                name=s.name,
-                vip=s.vip,
-                port=s.port,
-                scheduler=make(s.scheduler, **dict(s.options)),
-                backends=[BackendState(b.name, b.ip, b.port, b.weight) for b in s.backends],
-                health=s.health or NO_HEALTH,
-                acl=s.acl.compile() if s.acl is not None else None,
-            )
-            for s in cfg.services
-        ]
+        services = [_service_state(s) for s in cfg.services]
         sw = cfg.switch
         return cls(
             services,
@@ -160,6 +173,11 @@ class Switch:
             snat_ports=sw.snat_ports,
             seed=seed,
         )
+
+    def _set_services(self, services: list[ServiceState]) -> None:
+        self.services = services
+        self._by_vip = {(int.from_bytes(s.vip_bytes, "big"), s.port): s for s in services}
+        self._vip_addrs = frozenset(addr for addr, _ in self._by_vip)
 
     def set_vnet(self, on: bool) -> None:
         """Packets start with a virtio_net_hdr (the TUN device has offloads on) or not."""
@@ -447,10 +465,93 @@ class Switch:
             "flows": b.active + b.inactive,
         }
 
+    def reconfigure(self, cfg: Any, now: float) -> list[str]:
+        """Apply a re-read config (control/config.py's Config) without touching a flow:
+        services and backends are matched by name (a backend by name and address); a
+        matched one keeps its counters, health and flows and takes the new weight, scheduler,
+        health policy and acl. A removed backend or service takes no new flows; its flows go
+        on until they end. New timeouts apply from each flow's next state change. Whatever
+        needs a restart (control/config.py: restart_keys) must be refused before this.
+        Returns what changed, one line each."""
+        changes: list[str] = []
+        old = {s.name: s for s in self.services}
+        services = []
+        for spec in cfg.services:
+            svc = old.pop(spec.name, None)
+            if svc is None:
+                services.append(_service_state(spec))
+                changes.append(f"{spec.name}: added, {spec.vip}:{spec.port}")
+                continue
+            services.append(svc)
+            changes += self._reconfigure_service(svc, spec)
+        for svc in old.values():
+            svc.retired += svc.backends
+            svc.backends = []
+            self.retired_services.append(svc)
+            changes.append(f"{svc.name}: removed (its flows stay until they end)")
+        self._set_services(services)
+        for state, seconds in cfg.timeouts.items():
+            was = self.table.timeouts.get(state)
+            if was != seconds:
+                changes.append(f"timeout {state.name}: {was:g} -> {seconds:g} s")
+                self.table.timeouts[state] = seconds
+        half_open = cfg.switch.max_half_open
+        if half_open != self.table.max_half_open:
+            changes.append(f"max_half_open: {self.table.max_half_open} -> {half_open}")
+            self.table.max_half_open = half_open
+        self.refresh(now)  # its lines would repeat the weight changes listed above
+        for svc in self.services:
+            svc.scheduler.update(svc.backends)
+        return changes
+
+    def _reconfigure_service(self, svc: ServiceState, spec: Any) -> list[str]:
+        changes = []
+        n = svc.name
+        sched_spec = (spec.scheduler, tuple(spec.options))
+        if sched_spec != svc.sched_spec:
+            svc.scheduler = make(spec.scheduler, **dict(spec.options))
+            changes.append(f"{n}: scheduler {_spec(svc.sched_spec)} -> {_spec(sched_spec)}")
+            svc.sched_spec = sched_spec
+        health = spec.health or NO_HEALTH
+        if health != svc.health:
+            svc.health = health
+            changes.append(f"{n}: health policy changed")
+        acl = spec.acl.compile() if spec.acl is not None else None
+        if (acl and (acl.allow, acl.deny)) != (svc.acl and (svc.acl.allow, svc.acl.deny)):
+            svc.acl = acl
+            changes.append(f"{n}: access control changed")
+        current = {(b.name, b.ip, b.port): b for b in svc.backends}
+        backends = []
+        for bs in spec.backends:
+            b = current.pop((bs.name, bs.ip, bs.port), None)
+            if b is None:
+                b = BackendState(bs.name, bs.ip, bs.port, bs.weight)
+                changes.append(f"{n}/{b.name}: added, {b.ip}:{b.port} weight {bs.weight}")
+            elif b.config_weight != bs.weight:
+                changes.append(f"{n}/{b.name}: weight {b.config_weight} -> {bs.weight}")
+                b.config_weight = bs.weight
+            backends.append(b)
+        for b in current.values():
+            changes.append(
+                f"{n}/{b.name}: removed; its flows stay until they end "
+                f"({b.active} established, {b.inactive} other)"
+            )
+            svc.retired.append(b)
+        svc.backends = backends
+        return changes
+
     def refresh(self, now: float) -> list[str]:
         """Recompute every backend's effective weight from its health; tell the schedulers
-        whose backends changed. Returns what changed, for the log."""
+        whose backends changed; forget removed backends whose last flow has ended. Returns
+        what changed, for the log."""
         changes = []
+        for svc in (*self.services, *self.retired_services):
+            if any(b.active + b.inactive == 0 for b in svc.retired):
+                for b in svc.retired:
+                    if b.active + b.inactive == 0:
+                        changes.append(f"{svc.name}/{b.name}: removed, its last flow ended")
+                svc.retired = [b for b in svc.retired if b.active + b.inactive]
+        self.retired_services = [s for s in self.retired_services if s.retired]
         for svc in self.services:
             changed = False
             for b in svc.backends:
@@ -583,16 +684,17 @@ class Switch:
             acc[0] += bin_
             acc[1] += bout
         rows = []
-        for svc in self.services:
-            for b in svc.backends:
+        for svc in (*self.services, *self.retired_services):
+            for b in (*svc.backends, *svc.retired):
                 lb = live.get(id(b), [0, 0])
+                retired = b in svc.retired
                 rows.append(
                     {
                         "service": svc.name,
                         "backend": b.name,
                         "address": f"{b.ip}:{b.port}",
-                        "weight": b.weight,
-                        "health": state_name(b, svc.health, now),
+                        "weight": 0 if retired else b.weight,
+                        "health": "removed" if retired else state_name(b, svc.health, now),
                         "health_reason": b.health_reason,
                         "config_weight": b.config_weight,
                         "active": b.active,

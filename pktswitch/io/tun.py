@@ -102,21 +102,29 @@ class TunDevice:
         _ip("link", "set", "dev", self.name, "up")
 
     def route(self, prefixes: Sequence[str]) -> None:
-        """Route each address (a /32) into the device."""
+        """Route each address (a /32) into the device; one already routed is left as it is
+        (a reload passes every VIP again)."""
         for p in prefixes:
+            undo = ("route", "del", f"{p}/32", "dev", self.name)
+            if undo in self._undo:
+                continue
             _ip("route", "replace", f"{p}/32", "dev", self.name)
-            self._undo.append(("route", "del", f"{p}/32", "dev", self.name))
+            self._undo.append(undo)
 
     def steer_replies(self, table: int, endpoints: Sequence[tuple[str, int]]) -> None:
         """nat mode: send TCP from each backend endpoint, and ICMP from each backend address,
-        into the device via `table`."""
-        _ip("route", "replace", "default", "dev", self.name, "table", str(table))
-        self._undo.append(("route", "del", "default", "dev", self.name, "table", str(table)))
+        into the device via `table`; what was added before is left as it is."""
+        undo = ("route", "del", "default", "dev", self.name, "table", str(table))
+        if undo not in self._undo:
+            _ip("route", "replace", "default", "dev", self.name, "table", str(table))
+            self._undo.append(undo)
         tcp = [("from", f"{ip}/32", "ipproto", "tcp", "sport", str(port)) for ip, port in endpoints]
         # and ICMP errors from the backends, which the switch translates for the client
         errors = [("from", f"{ip}/32", "ipproto", "icmp") for ip in {ip for ip, _ in endpoints}]
         for match in sorted(set(tcp)) + sorted(errors):
             spec = (*match, "lookup", str(table), "priority", str(RULE_PRIORITY))
+            if ("rule", "del", *spec) in self._undo:
+                continue  # added before (a reload passes every backend again)
             _remove_stale_rules(spec)
             _ip("rule", "add", *spec)
             self._undo.append(("rule", "del", *spec))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -9,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -63,3 +64,33 @@ def hold_connections(lab: Lab, n: int, port: int = 80) -> tuple[subprocess.Popen
         "held connections", lambda: "ready" in log.read_text().split("\n") and log.read_text()
     )
     return proc, text.splitlines()[:n]
+
+
+def start_kaload(
+    lab: Lab, conns: int, seconds: float, interval: float = 0.0, port: int = 80
+) -> subprocess.Popen[bytes]:
+    """kaload.py in the client: `conns` keep-alive connections through the VIP making requests
+    for `seconds`; returns once they are all open."""
+    proc = lab.spawn(
+        "cli",
+        sys.executable,
+        str(LAB_DIR / "kaload.py"),
+        lab.VIP,
+        str(port),
+        str(conns),
+        str(seconds),
+        str(interval),
+    )
+    log = lab.log_path(proc)
+    assert log is not None
+    wait_until("kaload connected", lambda: "ready" in log.read_text().split("\n"))
+    return proc
+
+
+def kaload_result(lab: Lab, proc: subprocess.Popen[bytes], timeout: float = 30) -> dict[str, Any]:
+    """kaload.py's summary, once it has finished by itself."""
+    proc.wait(timeout)
+    log = lab.log_path(proc)
+    assert log is not None
+    last = log.read_text().strip().splitlines()[-1]
+    return json.loads(last)  # type: ignore[no-any-return]

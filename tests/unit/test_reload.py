@@ -1,0 +1,175 @@
+"""Reload: a re-read config applied to a running switch without touching its flows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from scapy.layers.inet import IP, TCP
+from test_cli import Running
+
+from pktswitch.cli import main
+from pktswitch.control.config import load, parse, reload_refusal
+from pktswitch.control.daemon import Reloader, handlers
+from pktswitch.core.switch import Switch
+from pktswitch.core.tcpstate import State
+
+CLIENT, VIP, SNAT = "198.51.100.2", "203.0.113.10", "203.0.113.1"
+
+
+def config(backends: dict[str, int], extra: str = "", switch: str = "") -> str:
+    text = f'[switch]\nsnat = ["{SNAT}"]\ncontrol = "/tmp/x.sock"\n{switch}\n'
+    text += f'[[service]]\nname = "web"\nvip = "{VIP}:80"\n'
+    for name, weight in backends.items():
+        ip = {"A": 1, "B": 2, "C": 3}[name]
+        text += f'[[service.backend]]\nname = "{name}"\naddress = "192.0.2.{ip}:80"\n'
+        text += f"weight = {weight}\n"
+    return text + extra
+
+
+class Wire:
+    """Packets through a Switch by hand: SYN, the backend's SYN-ACK, the client's ACK."""
+
+    def __init__(self, sw: Switch) -> None:
+        self.sw = sw
+        self.now = 10.0
+
+    def send(self, pkt: IP) -> IP | None:
+        raw = bytes(pkt)
+        self.sw.buf[: len(raw)] = raw
+        return IP(bytes(self.sw.buf[: len(raw)])) if self.sw.process(len(raw), self.now) else None
+
+    def connect(self, sport: int, port: int = 80) -> IP:
+        syn = self.send(IP(src=CLIENT, dst=VIP) / TCP(sport=sport, dport=port, flags="S", seq=1))
+        assert syn is not None
+        t = syn[TCP]
+        reply = IP(src=syn.dst, dst=syn.src) / TCP(sport=t.dport, dport=t.sport, flags="SA", ack=2)
+        assert self.send(reply) is not None
+        assert self.send(IP(src=CLIENT, dst=VIP) / TCP(sport=sport, dport=port, flags="A", seq=2))
+        return syn
+
+    def data(self, sport: int, port: int = 80) -> IP | None:
+        p = IP(src=CLIENT, dst=VIP) / TCP(sport=sport, dport=port, flags="PA", seq=2) / b"GET"
+        return self.send(p)
+
+
+def test_reload_adds_removes_and_reweighs_backends_and_flows_stay() -> None:
+    sw = Switch.from_config(parse(config({"A": 1, "B": 1})), seed=1)
+    w = Wire(sw)
+    on_a, on_b = w.connect(1000), w.connect(1001)
+    assert (on_a.dst, on_b.dst) == ("192.0.2.1", "192.0.2.2")
+    api = f'[[service]]\nname = "api"\nvip = "{VIP}:8080"\n'
+    api += '[[service.backend]]\nname = "C"\naddress = "192.0.2.3:8080"\n'
+    new = parse(config({"A": 3, "C": 1}, extra=api + "[timeouts]\ntime_wait = 5\n"))
+    changes = sw.reconfigure(new, w.now)
+    assert changes == [
+        "web/A: weight 1 -> 3",
+        "web/C: added, 192.0.2.3:80 weight 1",
+        "web/B: removed; its flows stay until they end (1 established, 0 other)",
+        "api: added, 203.0.113.10:8080",
+        "timeout TIME_WAIT: 120 -> 5 s",
+    ]
+    # the established flows go on, each to its backend, B's too
+    assert w.data(1000).dst == "192.0.2.1"  # type: ignore[union-attr]
+    assert w.data(1001).dst == "192.0.2.2"  # type: ignore[union-attr]
+    # new flows: never B; A and C by the scheduler (rr); the new service answers
+    dsts = [w.send(IP(src=CLIENT, dst=VIP) / TCP(sport=2000 + i, flags="S")) for i in range(4)]
+    assert [p.dst for p in dsts if p] == ["192.0.2.1", "192.0.2.3", "192.0.2.1", "192.0.2.3"]
+    assert w.connect(3000, port=8080).dst == "192.0.2.3"
+    rows = {(r["service"], r["backend"]): r for r in sw.backends(w.now)}
+    assert (rows["web", "B"]["health"], rows["web", "B"]["weight"]) == ("removed", 0)
+    assert rows["web", "B"]["active"] == 1 and sw.table.timeouts[State.TIME_WAIT] == 5
+    # B's last flow ends: B is forgotten, and says so
+    rst = IP(src=CLIENT, dst=VIP) / TCP(sport=1001, dport=80, flags="R", seq=5)
+    assert w.send(rst) is not None
+    w.now += 11  # CLOSE: 10 s
+    sw.expire(w.now)
+    assert "web/B: removed, its last flow ended" in sw.refresh(w.now)
+    assert ("web", "B") not in {(r["service"], r["backend"]) for r in sw.backends(w.now)}
+
+
+def test_a_removed_service_takes_no_new_flows_but_keeps_its_own() -> None:
+    two = config({"A": 1}) + '[[service]]\nname = "old"\nvip = "203.0.113.10:81"\n'
+    two += '[[service.backend]]\nname = "B"\naddress = "192.0.2.2:81"\n'
+    sw = Switch.from_config(parse(two), seed=1)
+    w = Wire(sw)
+    w.connect(1000, port=81)
+    assert sw.reconfigure(parse(config({"A": 1})), w.now) == [
+        "old: removed (its flows stay until they end)"
+    ]
+    assert w.data(1000, port=81).dst == "192.0.2.2"  # type: ignore[union-attr]
+    assert w.send(IP(src=CLIENT, dst=VIP) / TCP(sport=5, dport=81, flags="S")) is None
+    assert sw.dropped["no_service"] == 1
+    assert [r["health"] for r in sw.backends(w.now) if r["service"] == "old"] == ["removed"]
+
+
+def test_reload_changes_scheduler_acl_and_half_open_limit() -> None:
+    sw = Switch.from_config(parse(config({"A": 1, "B": 1})), seed=1)
+    acl = 'deny = ["198.51.100.0/24"]\n'
+    new = config({"A": 1, "B": 1}, switch="max_flows = 262144\nmax_half_open = 100\n")
+    new = new.replace('vip = "203.0.113.10:80"\n', f'vip = "{VIP}:80"\nscheduler = "wlc"\n{acl}')
+    assert sw.reconfigure(parse(new), 1.0) == [
+        "web: scheduler rr -> wlc",
+        "web: access control changed",
+        "max_half_open: 65536 -> 100",
+    ]
+    assert sw.services[0].scheduler.name == "wlc" and sw.table.max_half_open == 100
+    assert Wire(sw).send(IP(src=CLIENT, dst=VIP) / TCP(sport=5, flags="S")) is None
+    assert sw.dropped == {"acl_denied": 1}
+    assert sw.reconfigure(parse(new), 1.0) == []  # the same file again: nothing changes
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            ("snat = [", 'tun = "other"\nsnat = ['),
+            "new.toml: switch.tun: the running value 'pks0' (it changes only with a restart), "
+            "got 'other'",
+        ),
+        (
+            ("max_flows", "max_flows = 10\n#"),
+            "new.toml: switch.max_flows: the running value 262144 (it changes only with a "
+            "restart), got 10",
+        ),
+        (
+            (f"{VIP}:80", "203.0.113.11:80"),
+            "new.toml: service[0].vip: '203.0.113.10:80' as running (a service keeps its VIP; "
+            "add the new one under another name), got '203.0.113.11:80'",
+        ),
+    ],
+    ids=["tun", "max_flows", "vip"],
+)
+def test_what_only_a_restart_changes_is_refused(change: tuple[str, str], message: str) -> None:
+    text = config({"A": 1}, switch="max_flows = 262144\n")
+    running = parse(text, "run.toml")
+    new = parse(text.replace(*change), "new.toml")
+    refusal = reload_refusal(running, new)
+    assert refusal is not None and str(refusal) == message
+
+
+def test_reload_command_applies_the_file_and_refuses_a_bad_one(tmp_path: Path) -> None:
+    path = tmp_path / "pktswitch.toml"
+    path.write_text(config({"A": 1, "B": 1, "C": 1}))
+    r = Running(tmp_path)
+    reloader = Reloader(load(path), r.sw, None, clock=lambda: 105.0)
+    r.server.handlers = handlers(r.sw, r.loop, clock=lambda: 105.0, reloader=reloader)
+    try:
+        path.write_text(config({"A": 1, "B": 2, "C": 1}))
+        out = CliRunner().invoke(main, ["reload", "-s", r.path])
+        assert out.exit_code == 0, out.output
+        assert out.output == (f"reloaded {path}: 1 change(s)\n  web/B: weight 1 -> 2\n")
+        path.write_text(config({"A": 1}).replace("weight = 1", "weight = -1"))
+        out = CliRunner().invoke(main, ["reload", "-s", r.path])
+        assert out.exit_code == 1
+        assert out.output == (
+            "error: reload: refused, the running config stays: "
+            f"{path}: service[0].backend[0].weight: an integer 0..65535, got -1\n"
+        )
+        stats = json.loads(CliRunner().invoke(main, ["stats", "--json", "-s", r.path]).output)
+        assert stats["reloads"] == {"applied": 1, "refused": 1}
+        assert [b.name for b in r.sw.services[0].backends] == ["A", "B", "C"]
+    finally:
+        r.close()
