@@ -71,16 +71,8 @@ TIMEOUT_KEYS = {timeout_name(state): state for state in State}
 
 
 # what a reload cannot change: the device, addresses and sizes the running switch was built on
-RESTART_KEYS = (
-    "tun",
-    "mode",
-    "snat",
-    "snat_ports",
-    "control",
-    "max_flows",
-    "route_table",
-    "offload",
-)
+RELOADABLE_SWITCH_KEYS = ("max_half_open",)
+RESTART_KEYS = tuple(k for k in SWITCH_KEYS if k not in RELOADABLE_SWITCH_KEYS)
 
 
 class ConfigError(Exception):
