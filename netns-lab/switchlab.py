@@ -37,11 +37,12 @@ def config_text(
     offload: bool = True,
     snat: str | None = None,
     health: dict[str, object] | None = None,
+    switch_keys: dict[str, object] | None = None,
 ) -> str:
     """A config for the lab: service "web" on VIP:80 over the backends (round robin unless
     `scheduler` says otherwise, with `weights` and scheduler `options`), and service "bulk"
     on VIP:5201 with backend A only (iperf3 needs one backend per client). `extra` adds
-    whole [[service]] blocks (see service_text)."""
+    whole [[service]] blocks (see service_text); `switch_keys` more [switch] keys."""
     lines = [
         "[switch]",
         f'tun = "{lab.prefix.rstrip("-")[:12]}t0"',
@@ -54,6 +55,7 @@ def config_text(
         lines.append("offload = false")
     if snat_ports:
         lines.append(f"snat_ports = [{snat_ports[0]}, {snat_ports[1]}]")
+    lines += [f"{k} = {json.dumps(v)}" for k, v in (switch_keys or {}).items()]
     if timeouts:
         lines += ["", "[timeouts]", *(f"{k} = {v}" for k, v in timeouts.items())]
     web = {b: (weights or {}).get(b, 1) for b in web_backends}

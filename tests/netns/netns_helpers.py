@@ -67,10 +67,16 @@ def hold_connections(lab: Lab, n: int, port: int = 80) -> tuple[subprocess.Popen
 
 
 def start_kaload(
-    lab: Lab, conns: int, seconds: float, interval: float = 0.0, port: int = 80
+    lab: Lab,
+    conns: int,
+    seconds: float,
+    interval: float = 0.0,
+    port: int = 80,
+    timeout: float = 5.0,
 ) -> subprocess.Popen[bytes]:
     """kaload.py in the client: `conns` keep-alive connections through the VIP making requests
-    for `seconds`; returns once they are all open."""
+    for `seconds`, a request that takes longer than `timeout` ending its connection; returns
+    once they are all open."""
     proc = lab.spawn(
         "cli",
         sys.executable,
@@ -80,6 +86,7 @@ def start_kaload(
         str(conns),
         str(seconds),
         str(interval),
+        str(timeout),
     )
     log = lab.log_path(proc)
     assert log is not None
