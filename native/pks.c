@@ -265,6 +265,42 @@ pks_table *pks_table_new(uint32_t nslots, uint64_t seed)
     return t;
 }
 
+int pks_table_set_transitions(pks_table *t, const uint8_t *grid, uint32_t len)
+{
+    if (len != sizeof t->trans)
+        return -1;
+    for (uint32_t i = 0; i < len; i++)
+        if (grid[i] >= PKS_STATES)
+            return -1;
+    memcpy(t->trans, grid, len);
+    t->has_trans = 1;
+    return 0;
+}
+
+uint32_t pks_events_take(pks_table *t, pks_event *out, uint32_t max)
+{
+    uint32_t n = t->ev_count < max ? t->ev_count : max;
+    for (uint32_t i = 0; i < n; i++)
+        out[i] = t->events[(t->ev_head + i) % PKS_EVENTS];
+    t->ev_head = (t->ev_head + n) % PKS_EVENTS;
+    t->ev_count -= n;
+    return n;
+}
+
+static void event_put(pks_table *t, uint32_t slot, uint8_t kind, uint8_t from, uint8_t to,
+                      uint8_t dir, double now, double value)
+{
+    pks_event *e = &t->events[(t->ev_head + t->ev_count) % PKS_EVENTS];
+    e->slot = slot;
+    e->kind = kind;
+    e->from = from;
+    e->to = to;
+    e->dir = dir;
+    e->t = now;
+    e->value = value;
+    t->ev_count++;
+}
+
 void pks_table_free(pks_table *t)
 {
     if (!t)
@@ -380,11 +416,34 @@ int pks_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *
             f->acked[m->dir] = 1;
         }
     }
-    if (f->fast && !(m->tcp_flags & (PKS_TCP_SYN | PKS_TCP_FIN | PKS_TCP_RST))) {
-        pks_rewrite(buf, m, &f->nat[m->dir]);
-        return PKS_V_FAST;
+    /* without a grid, FINs are Python's too (a table nobody loaded one into) */
+    uint8_t stop = PKS_TCP_SYN | PKS_TCP_RST | (t->has_trans ? 0 : PKS_TCP_FIN);
+    if (!f->fast || (m->tcp_flags & stop))
+        return PKS_V_SLOW;
+    if (PKS_EVENTS - t->ev_count < 2)       /* no room to tell Python: it decides itself */
+        return PKS_V_SLOW;
+    if (t->has_trans && f->state < PKS_STATES) {    /* FIN > ACK, as tcpstate.event_of */
+        int ev = (m->tcp_flags & PKS_TCP_FIN) ? 1 : (m->tcp_flags & PKS_TCP_ACK) ? 2 : -1;
+        if (ev >= 0) {
+            uint8_t to = t->trans[m->dir][ev][f->state];
+            if (to != f->state) {
+                event_put(t, (uint32_t)m->slot, PKS_EV_STATE, f->state, to, m->dir, now, 0);
+                f->state = to;
+            }
+        }
     }
-    return PKS_V_SLOW;
+    if (m->payload && !f->measured) {           /* first request -> first response */
+        if (m->dir == 0) {
+            if (f->req_at == 0)
+                f->req_at = now;
+        } else if (f->req_at != 0) {
+            event_put(t, (uint32_t)m->slot, PKS_EV_RESPONSE, f->state, f->state, 1, now,
+                      now - f->req_at);
+            f->measured = 1;
+        }
+    }
+    pks_rewrite(buf, m, &f->nat[m->dir]);
+    return PKS_V_FAST;
 }
 
 /* --------------------------------------------------------------- drain loop */

@@ -6,14 +6,19 @@
  * Theory of operation
  *   pks_process() is the one call made for every packet read from the TUN device. It validates
  *   and parses the IP and transport headers into a pks_meta, looks the flow key up in the
- *   index and counts the packet on its flow. If the flow is marked fast (ESTABLISHED: Python
- *   has nothing to decide) and the packet carries no SYN, FIN or RST, the rewrite is applied
- *   right there and the verdict is PKS_V_FAST. Otherwise Python gets PKS_V_SLOW and drives
- *   the state machine, then calls pks_apply() for the rewrite. Malformed packets give
+ *   index and counts the packet on its flow. If Python marked the flow fast and the packet
+ *   carries no SYN or RST, C decides on it by itself: a FIN or an ACK moves the flow's state
+ *   through the grid Python loaded (pks_table_set_transitions: tcpstate.TRANSITIONS, so Python
+ *   stays the one definition of the state machine), the first response after the client's
+ *   first request is timed, each recorded as an event for Python (pks_events_take); then the
+ *   rewrite is applied and the verdict is PKS_V_FAST. Otherwise (a new flow, SYN, RST, a flow
+ *   Python keeps for itself, or a full event ring) Python gets PKS_V_SLOW, drives the state
+ *   machine in tcpstate.py and calls pks_apply() for the rewrite. Malformed packets give
  *   PKS_V_DROP with the reason in meta->err; nothing is written to the buffer in that case.
  *
  *   Flow storage is owned here (a flat array indexed by slot) so that the fast path never
- *   calls back into Python; which slot a flow uses, its state and its timers are Python's.
+ *   calls back into Python; which slot a flow uses and its timers are Python's, and Python
+ *   applies the events before it decides on any packet, so both sides agree on every state.
  *   Keys are family-independent (16-byte addresses) so IPv6 and UDP fit without redesign.
  */
 #include <stdint.h>
@@ -48,6 +53,8 @@
  * and always left to Python (echo replies, errors about a flow) */
 #define PKS_PROTO_ICMP 1
 #define PKS_PROTO_TCP 6
+
+#define PKS_STATES 11    /* TCP states in Python's tcpstate.State */
 
 #define PKS_TCP_FIN 1
 #define PKS_TCP_SYN 2
@@ -103,8 +110,27 @@ typedef struct {
     uint32_t seq_end[2];/* the highest sequence number + length sent each way */
     uint8_t acked[2];   /* an ACK was seen that way: ack[] holds something */
     uint8_t used;
-    uint8_t fast;       /* set by Python: packets without SYN/FIN/RST need no decision */
+    uint8_t fast;       /* set by Python: C may decide on packets without SYN or RST */
+    uint8_t state;      /* the TCP state (Python's tcpstate.State); C moves it on FIN/ACK */
+    uint8_t measured;   /* the first response after the first request was timed */
+    double req_at;      /* when the client's first payload was seen, 0: not yet */
 } pks_flow;
+
+/* What C did on its own that Python must know (pks_events_take): a state change, or the
+ * first response timed. Python applies them in order before it decides on any packet. */
+#define PKS_EV_STATE 1      /* from -> to, at t */
+#define PKS_EV_RESPONSE 2   /* the first response came `value` seconds after the request */
+#define PKS_EVENTS 1024     /* ring size: when it is full, C leaves packets to Python */
+
+typedef struct {
+    uint32_t slot;
+    uint8_t kind;
+    uint8_t from;
+    uint8_t to;
+    uint8_t dir;
+    double t;
+    double value;
+} pks_event;
 
 typedef struct {
     uint32_t nslots;    /* flows the table can hold */
@@ -113,6 +139,11 @@ typedef struct {
     uint64_t seed;
     uint32_t *index;    /* open addressing, linear probing: slot << 1 | dir, or 0xffffffff */
     pks_flow *flows;
+    uint8_t trans[2][4][PKS_STATES]; /* next state by [dir][event][state]; event: SYN FIN ACK RST */
+    uint8_t has_trans;  /* trans is loaded: fast flows change state in C */
+    uint32_t ev_head;   /* the event ring: oldest event, and how many */
+    uint32_t ev_count;
+    pks_event events[PKS_EVENTS];
 } pks_table;
 
 /* pks_drain: the established-flow loop in C, for a TUN device opened non-blocking */
@@ -139,6 +170,11 @@ void pks_drain(pks_table *t, int fd, uint8_t *buf, uint32_t cap, int vnet, uint3
                pks_meta *m, pks_drain_result *r);
 
 pks_table *pks_table_new(uint32_t nslots, uint64_t seed);
+/* Loads the state grid (2 x 4 x PKS_STATES bytes: [dir][SYN FIN ACK RST][state]), from which
+ * pks_process moves fast flows on FIN and ACK; 0, or -1 for a state out of range */
+int pks_table_set_transitions(pks_table *t, const uint8_t *grid, uint32_t len);
+/* Moves up to max events, oldest first, out of the ring into out; returns how many */
+uint32_t pks_events_take(pks_table *t, pks_event *out, uint32_t max);
 void pks_table_free(pks_table *t);
 /* 0 on success; -1 if either key is already indexed (nothing is changed); -2 bad slot/used */
 int pks_table_insert(pks_table *t, uint32_t slot, const pks_key *k0, const pks_nat *n0,

@@ -29,7 +29,9 @@
  *             slot and found by lookup (so no other key can be); return codes match the model;
  *             pks_flow_open builds the documented flow, counts and rewrites the packet, or
  *             changes nothing; pks_process counts and rewrites the packet exactly when the model
- *             says it must, and leaves the buffer alone otherwise.
+ *             says it must, and leaves the buffer alone otherwise; with a state grid loaded
+ *             (half the inputs) it moves a fast flow's state by the grid on FIN and ACK and
+ *             times the first response, each reported as exactly the event the model expects.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -224,7 +226,8 @@ static void make_nat(const uint8_t *data, size_t size, uint32_t salt, pks_nat *n
 }
 
 typedef struct {
-    uint8_t used, fast;
+    uint8_t used, fast, state, measured;
+    double req_at;
     pks_key key[2];
     pks_nat nat[2];
     uint64_t pkts[2], bytes[2];
@@ -307,7 +310,25 @@ static void model_insert(model *md, uint32_t slot, const pks_key *k0, const pks_
     ms->key[1] = *k1;
     ms->nat[0] = *n0;
     ms->nat[1] = *n1;
-    md->t->flows[slot].fast = fast; /* what Python does on ESTABLISHED */
+    md->t->flows[slot].fast = fast; /* what Python does when it opens a flow */
+    md->t->flows[slot].state = ms->state = (uint8_t)(slot * 3 % PKS_STATES); /* any state */
+}
+
+/* the grid a graded table runs on: not IPVS's, but one where every cell differs by input */
+static uint8_t grid_cell(uint32_t dir, uint32_t ev, uint32_t state)
+{
+    return (uint8_t)((state * 7 + ev * 3 + dir + 1) % PKS_STATES);
+}
+
+static void load_grid(pks_table *t)
+{
+    uint8_t grid[2 * 4 * PKS_STATES];
+    for (uint32_t d = 0; d < 2; d++)
+        for (uint32_t e = 0; e < 4; e++)
+            for (uint32_t s = 0; s < PKS_STATES; s++)
+                grid[(d * 4 + e) * PKS_STATES + s] = grid_cell(d, e, s);
+    CHECK(pks_table_set_transitions(t, grid, sizeof grid) == 0);
+    CHECK(pks_table_set_transitions(t, grid, sizeof grid - 1) == -1);
 }
 
 static void do_insert(model *md, uint32_t slot, const pks_key *k0, const pks_nat *n0,
@@ -410,8 +431,41 @@ static void run_process(model *md, const uint8_t *data, size_t size, const pks_m
     uint32_t ack = get32(data + m->hdr + m->l4_off + 8);
     CHECK(f->ack[dir] == (m->tcp_flags & PKS_TCP_ACK ? ack : acks[slot][dir]));
     CHECK(f->ack[dir ^ 1] == acks[slot][dir ^ 1]);
-    int fast = md->s[slot].fast
-               && !(m->tcp_flags & (PKS_TCP_SYN | PKS_TCP_FIN | PKS_TCP_RST));
+    /* C decides on a fast flow's packets without SYN or RST (and FIN, given a grid) */
+    uint8_t stop = PKS_TCP_SYN | PKS_TCP_RST | (md->t->has_trans ? 0 : PKS_TCP_FIN);
+    int fast = md->s[slot].fast && !(m->tcp_flags & stop);
+    uint8_t state = md->s[slot].state;
+    uint8_t want = state;
+    if (fast && md->t->has_trans) {
+        int ev = (m->tcp_flags & PKS_TCP_FIN) ? 1 : (m->tcp_flags & PKS_TCP_ACK) ? 2 : -1;
+        if (ev >= 0)
+            want = grid_cell(dir, (uint32_t)ev, state);
+    }
+    double req_before = md->s[slot].req_at;
+    uint8_t measured_before = md->s[slot].measured;
+    pks_event evs[4];
+    uint32_t nev = pks_events_take(md->t, evs, 4);
+    uint32_t k = 0;
+    CHECK(f->state == want);
+    md->s[slot].state = want;
+    if (want != state) {
+        CHECK(k < nev && evs[k].kind == PKS_EV_STATE && evs[k].slot == slot);
+        CHECK(evs[k].from == state && evs[k].to == want && evs[k].dir == dir);
+        CHECK(evs[k].t == 2.5);
+        k++;
+    }
+    if (fast && m->payload && !measured_before) {
+        if (dir == 0) {
+            md->s[slot].req_at = req_before == 0 ? 2.5 : req_before;
+        } else if (req_before != 0) {
+            CHECK(k < nev && evs[k].kind == PKS_EV_RESPONSE && evs[k].slot == slot);
+            CHECK(evs[k].t == 2.5 && evs[k].value == 2.5 - req_before && evs[k].dir == 1);
+            md->s[slot].measured = 1;
+            k++;
+        }
+    }
+    CHECK(k == nev);
+    CHECK(f->req_at == md->s[slot].req_at && f->measured == md->s[slot].measured);
     if (fast) {
         CHECK(v == PKS_V_FAST);
     } else {
@@ -500,6 +554,8 @@ static void drive_table(const uint8_t *data, size_t size, const pks_meta *m, int
     memset(&md, 0, sizeof md);
     md.t = pks_table_new(NSLOTS, (uint64_t)size * 0x9e3779b97f4a7c15ull ^ data[0]);
     CHECK(md.t != NULL);
+    if (data[size - 1] & 0x80) /* half the inputs: C moves fast flows' states itself */
+        load_grid(md.t);
     check_table(&md, 1);
     size_t nops = size / 3 < MAX_OPS ? size / 3 : MAX_OPS;
     for (size_t i = 0; i < nops; i++) {

@@ -2,8 +2,11 @@
 
 Storage is split where the work is. The native table (native/pks.c) holds, per slot, the two
 keys (client side and backend side as they arrive), the two rewrites, packet and byte counters
-and the time of the last packet; C finds a flow and counts every packet without Python. This
-module owns which slots are used, the TCP state of each flow and its timer.
+and the time of the last packet; C finds a flow and counts every packet without Python. C also
+moves a flow's state on FINs and ACKs, through the grid of core/tcpstate.py loaded into it, and
+reports each move as an event that the switch applies here (set_state) before it decides on
+any other packet. This module owns which slots are used, the state Python acts on (timeouts,
+backend counts, the half-open set) and each flow's timer.
 
 Idle expiry without scanning: every flow has at most one live entry in a heap of deadlines.
 When an entry comes due, the deadline is recomputed from the flow's real last-packet time;
@@ -22,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pktswitch._native import ffi, lib
-from pktswitch.core.tcpstate import DEFAULT_TIMEOUTS, State
+from pktswitch.core.tcpstate import DEFAULT_TIMEOUTS, TRANSITIONS, Event, State
 
 # Size precedent: conntrack's nf_conntrack_max on a host with 4 GiB or more is 262144.
 DEFAULT_MAX_FLOWS = 262144
@@ -31,7 +34,6 @@ DEFAULT_MAX_FLOWS = 262144
 # SYN_RECV entries first for the same reason; Linux's tcp_max_syn_backlog bounds the same thing).
 HALF_OPEN_SHARE = 4
 COMPACT_MIN = 1024  # stale timer entries tolerated before the heap is rebuilt without them
-MEASURE_PACKETS = 16  # slow-path packets a flow may spend waiting for its first response
 
 
 @dataclass(slots=True, eq=False)
@@ -49,12 +51,6 @@ class Flow:
     timer_due: float = 0.0  # when that entry comes due
     syns: int = 0  # SYNs seen from the client (retransmits make the handshake time unusable)
     synack_at: float = -1.0  # when the backend's first SYN-ACK was seen
-    # First-response measurement: while `measuring`, the flow stays off the fast path so that
-    # Python sees its first request and first response; it ends at the first response or
-    # after MEASURE_PACKETS packets (a one-way bulk transfer has no response to wait for).
-    measuring: bool = True
-    request_at: float = -1.0
-    slow_packets: int = 0
 
 
 class TableFull(Exception):
@@ -83,6 +79,10 @@ class FlowTable:
         if tab == ffi.NULL:
             raise MemoryError(f"cannot allocate a flow table for {max_flows} flows")
         self.tab = ffi.gc(tab, lib.pks_table_free)
+        # C moves flows through the same grid on FINs and ACKs (see native/pks.h)
+        grid = bytes(TRANSITIONS[d][e][s] for d in (0, 1) for e in Event for s in State)
+        if lib.pks_table_set_transitions(self.tab, grid, len(grid)) != 0:
+            raise RuntimeError("the native table refused the TCP state grid")
         self.max_flows = max_flows
         if max_half_open is None:
             max_half_open = default_half_open(max_flows)
@@ -136,6 +136,7 @@ class FlowTable:
             raise KeyBusy
         if rc != 0:
             raise RuntimeError(f"pks_flow_open: slot {slot} rc {rc}")
+        self.tab.flows[slot].fast = 1  # C may decide on its FINs and ACKs from now on
         flow = Flow(slot=slot, **flow_args)
         flow.backend.inactive += 1  # State.NONE until set_state
         if self._free:
@@ -178,15 +179,10 @@ class FlowTable:
             del self.half_open[flow]
         flow.state = state
         flow.timeout = self.timeouts[state]
-        self.tab.flows[flow.slot].fast = state == State.ESTABLISHED and not flow.measuring
+        self.tab.flows[flow.slot].state = state
         due = now + flow.timeout
         if flow.timer_seq < 0 or due < flow.timer_due:
             self._push(flow, due)
-
-    def measured(self, flow: Flow) -> None:
-        """The flow's first response was seen (or given up on): it may take the fast path."""
-        flow.measuring = False
-        self.tab.flows[flow.slot].fast = flow.state == State.ESTABLISHED
 
     def _push(self, flow: Flow, due: float) -> None:
         if flow.timer_seq >= 0:

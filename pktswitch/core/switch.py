@@ -4,13 +4,16 @@ Sans-I/O: `process(length, now)` works on the packet the caller put in `switch.b
 returns True when `buf[:length]` (rewritten) must be written back to the TUN device, False
 when it is dropped. It never reads a file descriptor or the clock; `now` is passed in.
 
-Per packet, in Katran's order: the native call parses the packet, finds its flow and, for an
-ESTABLISHED flow carrying no SYN/FIN/RST, rewrites it and counts it (the fast path: no
-Python work beyond this call). Otherwise Python decides: a known flow goes through the TCP
-state table, then is rewritten; an unknown one may only be a SYN (without ACK) to a service,
-which schedules a backend, takes an SNAT port and inserts the flow. Anything else is counted
-by reason and dropped: pktswitch does not answer strays with RST, so a scan or a late packet
-gets the silence a firewall gives, and the counters say what happened.
+Per packet, in Katran's order: the native call parses the packet, finds its flow and, for a
+packet carrying no SYN or RST, moves the flow's state on a FIN or ACK (through the grid of
+core/tcpstate.py, loaded into C), times the first response, rewrites and counts it (the fast
+path: no Python work beyond this call; what C changed comes back as events, applied by
+take_events before Python decides on the next packet). Otherwise Python decides: a known
+flow goes through the TCP state table, then is rewritten; an unknown one may only be a SYN
+(without ACK) to a service, which schedules a backend, takes an SNAT port and inserts the
+flow. Anything else is counted by reason and dropped: pktswitch does not answer strays with
+RST, so a scan or a late packet gets the silence a firewall gives, and the counters say what
+happened.
 
 Two NAT modes:
 - fullnat: client:cport > VIP:vport  becomes  SNAT:sport > backend:bport, and back;
@@ -29,7 +32,6 @@ from pktswitch.core import icmp, packet
 from pktswitch.core.acl import CompiledAcl
 from pktswitch.core.flows import (
     DEFAULT_MAX_FLOWS,
-    MEASURE_PACKETS,
     Flow,
     FlowTable,
     KeyBusy,
@@ -57,7 +59,8 @@ MODES = ("fullnat", "nat")
 MAX_WEIGHT = 65535  # ipvsadm: weights 0..65535; 0 takes no new flows
 
 RATE_WINDOW = 10  # seconds over which "new flows per second" is averaged
-MEASURABLE = frozenset({State.SYN_RECV, State.ESTABLISHED})  # a first response may still come
+EVENT_BATCH = 256  # events moved out of the native ring per call
+STATES = tuple(State)  # by value, quicker than State(n)
 
 
 NO_HEALTH = HealthPolicy(check="none", passive=False)
@@ -137,6 +140,7 @@ class Switch:
         self.buf = bytearray(MAX_PACKET)
         self._bufp = ffi.from_buffer("uint8_t[]", self.buf, require_writable=True)
         self.meta = ffi.new("pks_meta *")
+        self._events = ffi.new("pks_event[]", EVENT_BATCH)
         # counters: every packet read ends in exactly one of forwarded / dropped[reason]
         self.rx = 0
         self.fast = 0
@@ -189,7 +193,10 @@ class Switch:
         """Decide on the packet in buf[:length]; True: write it back (rewritten)."""
         self.rx += 1
         meta = self.meta
-        verdict = lib.pks_process(self.table.tab, self._bufp, length, now, meta, self.vnet)
+        tab = self.table.tab
+        verdict = lib.pks_process(tab, self._bufp, length, now, meta, self.vnet)
+        if tab.ev_count:
+            self.take_events()
         if verdict == packet.VERDICT_FAST:
             self.fast += 1
             self.forwarded += 1
@@ -205,7 +212,30 @@ class Switch:
     def after_native(self, verdict: int, now: float) -> bool:
         """A packet the native drain loop read and left to Python (see io/loop.py)."""
         self.rx += 1
+        if self.table.tab.ev_count:
+            self.take_events()
         return self.decide(verdict, now)
+
+    def take_events(self) -> None:
+        """Apply what C did by itself (native/pks.h, pks_event): state changes on FINs and
+        ACKs of fast flows, and first responses timed. Called before Python decides on any
+        packet, and after each batch, so Python's view of every flow is current."""
+        tab, evs, flows, table = self.table.tab, self._events, self.table.flows, self.table
+        while True:
+            n = lib.pks_events_take(tab, evs, EVENT_BATCH)
+            for i in range(n):
+                e = evs[i]
+                flow = flows[e.slot]
+                if flow is None:
+                    continue
+                if e.kind == lib.PKS_EV_STATE:
+                    state = STATES[e.to]
+                    self.last_transition = (flow.state, state)
+                    table.set_state(flow, state, e.t)
+                else:
+                    flow.backend.add_sample("data", e.value, e.t)
+            if n < EVENT_BATCH:
+                return
 
     def decide(self, verdict: int, now: float) -> bool:
         """Python's part for a packet the native call did not forward itself: `meta` holds
@@ -242,26 +272,9 @@ class Switch:
         if state != flow.state:
             self.last_transition = (flow.state, state)
             self.table.set_state(flow, state, now)
-        if flow.measuring:
-            self._measure(flow, now)
         lib.pks_apply(self.table.tab, self._bufp, meta)
         self.forwarded += 1
         return True
-
-    def _measure(self, flow: Flow, now: float) -> None:
-        """First request -> first response time, from a flow's slow-path packets."""
-        meta = self.meta
-        flow.slow_packets += 1
-        if meta.payload:
-            if meta.dir == INPUT:
-                if flow.request_at < 0:
-                    flow.request_at = now
-            elif flow.request_at >= 0:
-                flow.backend.add_sample("data", now - flow.request_at, now)
-                self.table.measured(flow)
-                return
-        if flow.slow_packets >= MEASURE_PACKETS or flow.state not in MEASURABLE:
-            self.table.measured(flow)
 
     def count_drop(self, reason: str) -> None:
         """Count a packet the I/O layer had to drop (e.g. the core raised on it)."""

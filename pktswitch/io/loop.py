@@ -136,6 +136,8 @@ class Loop:
                 break
             budget -= 1
             self._decide(sw.after_native, r.verdict, r.now, view[: r.len])
+        if sw.table.tab.ev_count:
+            sw.take_events()  # before timers run: expiry reads the states C moved
         self.largest_read = max(self.largest_read, r.largest)
         view.release()
 

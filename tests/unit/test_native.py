@@ -19,6 +19,8 @@ from scapy.layers.inet import IP, TCP, UDP, IPOption_NOP, IPOption_RR, in4_chksu
 from scapy.packet import Raw
 from scapy.utils import checksum
 
+from pktswitch.core.tcpstate import INPUT, OUTPUT, TRANSITIONS, Event, State, next_state
+
 EMPTY = 0xFFFFFFFF
 CLIENT, VIP, LOCAL, BACKEND = "198.51.100.2", "203.0.113.10", "10.0.0.1", "10.0.0.21"
 
@@ -878,3 +880,92 @@ def test_process_after_remove_is_unknown() -> None:
     assert sw.process(buf) == lib.PKS_V_SLOW
     assert sw.m.slot == -1
     assert bytes(buf) == before
+
+
+# ------------------------------------------------------------- the state grid in C
+
+
+def grid_bytes() -> bytes:
+    return bytes(TRANSITIONS[d][e][s] for d in (INPUT, OUTPUT) for e in Event for s in State)
+
+
+def graded_switch() -> Switch:
+    sw = Switch()
+    assert lib.pks_table_set_transitions(sw.t, grid_bytes(), len(grid_bytes())) == 0
+    sw.flow.fast = 1
+    return sw
+
+
+def take_events(sw: Switch) -> list[tuple[int, int, int, int, int, float, float]]:
+    out = ffi.new("pks_event[]", 8)
+    n = lib.pks_events_take(sw.t, out, 8)
+    return [(e.slot, e.kind, getattr(e, "from"), e.to, e.dir, e.t, e.value) for e in out[0:n]]
+
+
+@pytest.mark.parametrize("state", list(State))
+@pytest.mark.parametrize(("direction", "flags"), [(0, "A"), (0, "FA"), (1, "A"), (1, "FA")])
+def test_c_moves_a_fast_flow_exactly_as_the_python_grid(
+    state: State, direction: int, flags: str
+) -> None:
+    sw = graded_switch()
+    sw.flow.state = state
+    buf = client_pkt(flags) if direction == 0 else backend_pkt(flags)
+    assert sw.process(buf, now=7.5) == lib.PKS_V_FAST
+    want = next_state(state, direction, int(TCP(flags=flags).flags))
+    assert sw.flow.state == want
+    events = take_events(sw)
+    if want == state:
+        assert events == []
+    else:
+        assert events == [(Switch.SLOT, lib.PKS_EV_STATE, state, want, direction, 7.5, 0.0)]
+
+
+def test_c_times_the_first_response_after_the_first_request_once() -> None:
+    sw = graded_switch()
+    sw.flow.state = State.ESTABLISHED
+    assert sw.process(backend_pkt("PA", b"banner"), now=1.0) == lib.PKS_V_FAST  # no request yet
+    assert sw.process(client_pkt("PA", b"GET /"), now=2.0) == lib.PKS_V_FAST
+    assert sw.process(client_pkt("PA", b"more"), now=2.5) == lib.PKS_V_FAST  # still the first
+    assert sw.process(backend_pkt("A"), now=2.75) == lib.PKS_V_FAST  # no data: not the answer
+    assert take_events(sw) == []
+    assert sw.process(backend_pkt("PA", b"200 OK"), now=3.25) == lib.PKS_V_FAST
+    assert sw.process(backend_pkt("PA", b"200 OK"), now=4.0) == lib.PKS_V_FAST
+    evs = take_events(sw)
+    assert evs == [(Switch.SLOT, lib.PKS_EV_RESPONSE, 1, 1, 1, 3.25, 1.25)]
+
+
+@pytest.mark.parametrize("flags", ["S", "SA", "R", "RA"])
+def test_c_leaves_syn_and_rst_to_python_untouched(flags: str) -> None:
+    sw = graded_switch()
+    sw.flow.state = State.ESTABLISHED
+    buf = client_pkt(flags)
+    before = bytes(buf)
+    assert sw.process(buf) == lib.PKS_V_SLOW
+    assert bytes(buf) == before and sw.flow.state == State.ESTABLISHED
+    assert take_events(sw) == []
+
+
+def test_a_full_event_ring_sends_packets_to_python() -> None:
+    sw = graded_switch()
+    for i in range(lib.PKS_EVENTS - 1):
+        sw.flow.state = State.SYN_RECV
+        assert sw.process(client_pkt("A"), now=float(i)) == lib.PKS_V_FAST  # SR -> ES each time
+    assert sw.t.ev_count == lib.PKS_EVENTS - 1
+    sw.flow.state = State.SYN_RECV
+    buf = client_pkt("A")
+    before = bytes(buf)
+    assert sw.process(buf) == lib.PKS_V_SLOW  # no room to tell: Python decides
+    assert bytes(buf) == before and sw.flow.state == State.SYN_RECV
+    out = ffi.new("pks_event[]", lib.PKS_EVENTS)
+    assert lib.pks_events_take(sw.t, out, lib.PKS_EVENTS) == lib.PKS_EVENTS - 1
+    assert [out[i].t for i in (0, lib.PKS_EVENTS - 2)] == [0.0, float(lib.PKS_EVENTS - 2)]
+    assert sw.process(buf) == lib.PKS_V_FAST
+
+
+def test_a_bad_grid_is_refused() -> None:
+    t = new_table(4, 1)
+    grid = bytearray(grid_bytes())
+    assert lib.pks_table_set_transitions(t, bytes(grid[:-1]), len(grid) - 1) == -1
+    grid[5] = lib.PKS_STATES
+    assert lib.pks_table_set_transitions(t, bytes(grid), len(grid)) == -1
+    assert t.has_trans == 0

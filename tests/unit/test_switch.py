@@ -12,7 +12,7 @@ from scapy.packet import Raw
 from scapy_oracle import checksums_ok
 
 from pktswitch.core.acl import Acl
-from pktswitch.core.flows import COMPACT_MIN, MEASURE_PACKETS
+from pktswitch.core.flows import COMPACT_MIN
 from pktswitch.core.switch import ServiceState, Switch
 from pktswitch.core.tcpstate import DEFAULT_TIMEOUTS, State
 from pktswitch.sched.base import make
@@ -118,29 +118,31 @@ def test_round_robin_over_30_new_flows() -> None:
     assert Counter(r["backend"] for r in h.sw.flows(h.now)) == {"A": 10, "B": 10, "C": 10}
 
 
-def test_states_follow_the_conversation_and_established_goes_fast() -> None:
+def test_states_follow_the_conversation_and_c_moves_them_after_the_handshake() -> None:
     h = Harness()
     syn = h.client("S", seq=100)
     assert syn is not None
     assert h.flow()["state"] == "SYN_RECV"
     h.backend(syn, "SA", seq=500, ack=101)
     assert h.flow()["state"] == "SYN_RECV"
+    assert h.sw.fast == 0  # SYNs are Python's
     h.client("A", seq=101, ack=501)
     assert h.flow()["state"] == "ESTABLISHED"
+    assert h.sw.fast == 1 and h.sw.last_transition == (State.SYN_RECV, State.ESTABLISHED)
     (a,) = [b for b in h.sw.backends(h.now) if b["backend"] == "A"]
     assert (a["active"], a["inactive"]) == (1, 0)
     out = h.client("PA", seq=101, ack=501, payload=b"GET / HTTP/1.1\r\n\r\n")
     assert out is not None and checksums_ok(out) and bytes(out[Raw]) == b"GET / HTTP/1.1\r\n\r\n"
     back = h.backend(syn, "PA", seq=501, ack=119, payload=b"HTTP/1.1 200 OK\r\n\r\n")
     assert back is not None and checksums_ok(back)
-    assert h.sw.fast == 0  # the first request and response are measured by Python
     assert h.client("A", seq=119, ack=520) is not None
-    assert h.sw.fast == 1  # from then on, C alone
     h.client("FA", seq=119, ack=520)
     assert h.flow()["state"] == "CLOSE_WAIT"
-    assert h.sw.fast == 1
     h.backend(syn, "FA", seq=520, ack=120)
     assert h.flow()["state"] == "TIME_WAIT"
+    assert h.sw.fast == 6  # everything after the SYN-ACK, by C alone
+    (a,) = [b for b in h.sw.backends(h.now) if b["backend"] == "A"]
+    assert (a["active"], a["inactive"], a["samples"]["data"]) == (0, 1, 1)
     row = h.flow()
     assert (row["packets_in"], row["packets_out"]) == (5, 3)
     assert row["bytes_in"] == 40 + 40 + 58 + 40 + 40 and row["bytes_out"] == 40 + 59 + 40
@@ -185,16 +187,14 @@ def test_handshake_and_first_response_times_are_measured() -> None:
     assert a["rt_ms"] == pytest.approx(2.0 + (60.0 - 2.0) / 8)  # both, smoothed (alpha 1/8)
 
 
-def test_a_one_way_transfer_gives_up_measuring_and_goes_fast() -> None:
+def test_a_one_way_transfer_stays_on_the_fast_path_without_a_sample() -> None:
     h = Harness()
     h.handshake()
-    for i in range(MEASURE_PACKETS - 2):  # SYN-ACK and ACK counted as the first two
+    for i in range(30):
         h.client("PA", seq=101 + i * 10, ack=501, payload=b"x" * 10)
-    assert h.sw.fast == 0
-    h.client("PA", seq=500, ack=501, payload=b"x" * 10)
-    assert h.sw.fast == 1
+    assert h.sw.fast == 1 + 30  # the handshake's last ACK, then every data packet
     (a,) = [b for b in h.sw.backends(h.now) if b["backend"] == "A"]
-    assert a["rt_data_ms"] is None
+    assert a["rt_data_ms"] is None and a["samples"]["data"] == 0
 
 
 def test_lrt_sends_a_slow_backend_clearly_less() -> None:
