@@ -416,14 +416,19 @@ int pks_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *
             f->acked[m->dir] = 1;
         }
     }
-    /* without a grid, FINs are Python's too (a table nobody loaded one into) */
+    /* without a grid, FINs are Python's too (a table nobody loaded one into); with one, so
+     * is every SYN and RST but the backend's SYN-ACK */
+    uint8_t flags = m->tcp_flags;
     uint8_t stop = PKS_TCP_SYN | PKS_TCP_RST | (t->has_trans ? 0 : PKS_TCP_FIN);
-    if (!f->fast || (m->tcp_flags & stop))
+    int synack = t->has_trans && m->dir == 1
+                 && (flags & (PKS_TCP_SYN | PKS_TCP_ACK | PKS_TCP_RST)) == (PKS_TCP_SYN | PKS_TCP_ACK);
+    if (!f->fast || ((flags & stop) && !synack))
         return PKS_V_SLOW;
-    if (PKS_EVENTS - t->ev_count < 2)       /* no room to tell Python: it decides itself */
+    if (PKS_EVENTS - t->ev_count < 3)       /* no room to tell Python: it decides itself */
         return PKS_V_SLOW;
-    if (t->has_trans && f->state < PKS_STATES) {    /* FIN > ACK, as tcpstate.event_of */
-        int ev = (m->tcp_flags & PKS_TCP_FIN) ? 1 : (m->tcp_flags & PKS_TCP_ACK) ? 2 : -1;
+    if (t->has_trans && f->state < PKS_STATES) {    /* SYN > FIN > ACK, as tcpstate.event_of */
+        int ev = (flags & PKS_TCP_SYN) ? 0 : (flags & PKS_TCP_FIN) ? 1
+                 : (flags & PKS_TCP_ACK) ? 2 : -1;
         if (ev >= 0) {
             uint8_t to = t->trans[m->dir][ev][f->state];
             if (to != f->state) {
@@ -431,6 +436,10 @@ int pks_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *
                 f->state = to;
             }
         }
+    }
+    if (synack && !f->synacked) {
+        event_put(t, (uint32_t)m->slot, PKS_EV_SYNACK, f->state, f->state, 1, now, 0);
+        f->synacked = 1;
     }
     if (m->payload && !f->measured) {           /* first request -> first response */
         if (m->dir == 0) {

@@ -7,7 +7,8 @@
  *   pks_process() is the one call made for every packet read from the TUN device. It validates
  *   and parses the IP and transport headers into a pks_meta, looks the flow key up in the
  *   index and counts the packet on its flow. If Python marked the flow fast and the packet
- *   carries no SYN or RST, C decides on it by itself: a FIN or an ACK moves the flow's state
+ *   carries no SYN or RST (a backend's SYN-ACK excepted), C decides on it by itself: a
+ *   SYN-ACK is reported once (the handshake time), a FIN or an ACK moves the flow's state
  *   through the grid Python loaded (pks_table_set_transitions: tcpstate.TRANSITIONS, so Python
  *   stays the one definition of the state machine), the first response after the client's
  *   first request is timed, each recorded as an event for Python (pks_events_take); then the
@@ -113,6 +114,7 @@ typedef struct {
     uint8_t fast;       /* set by Python: C may decide on packets without SYN or RST */
     uint8_t state;      /* the TCP state (Python's tcpstate.State); C moves it on FIN/ACK */
     uint8_t measured;   /* the first response after the first request was timed */
+    uint8_t synacked;   /* C reported the backend's first SYN-ACK */
     double req_at;      /* when the client's first payload was seen, 0: not yet */
 } pks_flow;
 
@@ -120,6 +122,7 @@ typedef struct {
  * first response timed. Python applies them in order before it decides on any packet. */
 #define PKS_EV_STATE 1      /* from -> to, at t */
 #define PKS_EV_RESPONSE 2   /* the first response came `value` seconds after the request */
+#define PKS_EV_SYNACK 3     /* the backend's first SYN-ACK, at t */
 #define PKS_EVENTS 1024     /* ring size: when it is full, C leaves packets to Python */
 
 typedef struct {

@@ -15,7 +15,7 @@ the whole lab does, so only ratios from one run mean much.
 Variants:
   pktswitch        full NAT, TUN offloads on (the default config)
   pktswitch-nooff  the same with `offload = false`
-  nft-nat          kernel nftables DNAT (numgen round robin) + masquerade
+  nft-nat          kernel nftables DNAT (numgen round robin) + SNAT
   haproxy          HAProxy `mode tcp`, one thread, bound on the VIP
   naive-tun        netns-lab/naive_tun.py: one read, dict lookup, struct checksums per packet
 
@@ -23,7 +23,11 @@ Pitfalls handled: HAProxy terminates TCP on the VIP and leaves TIME_WAIT sockets
 switch's namespace; TCP early demux would then attach a forwarded SYN that reuses a client
 port to such a socket and the kernel drops it, so forwarding variants run with
 net.ipv4.tcp_early_demux=0 (it only speeds up local delivery). Backends keep TIME_WAIT toward
-the SNAT address for 60 s after a run, so each pktswitch run uses the next SNAT address.
+the SNAT address for 60 s after a run, so each pktswitch and nft run uses the next SNAT
+address: a SYN that lands on such a TIME_WAIT with an older timestamp (another sender's clock)
+is dropped by PAWS, and the kernel NAT's source ports are the client's own, which HAProxy's
+connections from the switch's address had used a moment before. The lab keeps the switch
+ports' tx offloads (Lab(checksum_oracle=False)), as a deployment would.
 """
 
 from __future__ import annotations
@@ -118,7 +122,7 @@ NFT = """table ip pks_bench {
   }
   chain post {
     type nat hook postrouting priority srcnat; policy accept;
-    oifname "br0" ct status dnat masquerade
+    oifname "br0" ct status dnat snat to SNAT
   }
 }
 """
@@ -126,9 +130,12 @@ NFT = """table ip pks_bench {
 
 class NftNat(Variant):
     name = "nft-nat"
+    runs = 0  # every run takes the next source address, as pktswitch's SNAT (see the docstring)
 
     def start(self) -> None:
-        rules = NFT.replace("VIP", self.lab.VIP)
+        snat = f"203.0.113.{21 + NftNat.runs % 9}"
+        NftNat.runs += 1
+        rules = NFT.replace("VIP", self.lab.VIP).replace("SNAT", snat)
         subprocess.run(
             ["ip", "netns", "exec", self.lab.ns["lb"], "nft", "-f", "-"],
             input=rules, text=True, check=True,

@@ -226,7 +226,7 @@ static void make_nat(const uint8_t *data, size_t size, uint32_t salt, pks_nat *n
 }
 
 typedef struct {
-    uint8_t used, fast, state, measured;
+    uint8_t used, fast, state, measured, synacked;
     double req_at;
     pks_key key[2];
     pks_nat nat[2];
@@ -433,11 +433,14 @@ static void run_process(model *md, const uint8_t *data, size_t size, const pks_m
     CHECK(f->ack[dir ^ 1] == acks[slot][dir ^ 1]);
     /* C decides on a fast flow's packets without SYN or RST (and FIN, given a grid) */
     uint8_t stop = PKS_TCP_SYN | PKS_TCP_RST | (md->t->has_trans ? 0 : PKS_TCP_FIN);
-    int fast = md->s[slot].fast && !(m->tcp_flags & stop);
+    uint8_t syn_ack_rst = m->tcp_flags & (PKS_TCP_SYN | PKS_TCP_ACK | PKS_TCP_RST);
+    int synack = md->t->has_trans && dir == 1 && syn_ack_rst == (PKS_TCP_SYN | PKS_TCP_ACK);
+    int fast = md->s[slot].fast && (!(m->tcp_flags & stop) || synack);
     uint8_t state = md->s[slot].state;
     uint8_t want = state;
     if (fast && md->t->has_trans) {
-        int ev = (m->tcp_flags & PKS_TCP_FIN) ? 1 : (m->tcp_flags & PKS_TCP_ACK) ? 2 : -1;
+        int ev = (m->tcp_flags & PKS_TCP_SYN) ? 0 : (m->tcp_flags & PKS_TCP_FIN) ? 1
+                 : (m->tcp_flags & PKS_TCP_ACK) ? 2 : -1;
         if (ev >= 0)
             want = grid_cell(dir, (uint32_t)ev, state);
     }
@@ -454,6 +457,12 @@ static void run_process(model *md, const uint8_t *data, size_t size, const pks_m
         CHECK(evs[k].t == 2.5);
         k++;
     }
+    if (fast && synack && !md->s[slot].synacked) {
+        CHECK(k < nev && evs[k].kind == PKS_EV_SYNACK && evs[k].slot == slot);
+        CHECK(evs[k].t == 2.5 && evs[k].dir == 1);
+        md->s[slot].synacked = 1;
+        k++;
+    }
     if (fast && m->payload && !measured_before) {
         if (dir == 0) {
             md->s[slot].req_at = req_before == 0 ? 2.5 : req_before;
@@ -466,6 +475,7 @@ static void run_process(model *md, const uint8_t *data, size_t size, const pks_m
     }
     CHECK(k == nev);
     CHECK(f->req_at == md->s[slot].req_at && f->measured == md->s[slot].measured);
+    CHECK(f->synacked == md->s[slot].synacked);
     if (fast) {
         CHECK(v == PKS_V_FAST);
     } else {

@@ -228,10 +228,13 @@ class Switch:
                 flow = flows[e.slot]
                 if flow is None:
                     continue
-                if e.kind == lib.PKS_EV_STATE:
+                kind = e.kind
+                if kind == lib.PKS_EV_STATE:
                     state = STATES[e.to]
                     self.last_transition = (flow.state, state)
                     table.set_state(flow, state, e.t)
+                elif kind == lib.PKS_EV_SYNACK:
+                    self._synack(flow, e.t)
                 else:
                     flow.backend.add_sample("data", e.value, e.t)
             if n < EVENT_BATCH:
@@ -262,12 +265,8 @@ class Switch:
         if flags & SYN:
             if meta.dir == INPUT:
                 flow.syns += 1
-            elif flags & ACK and flow.synack_at < 0:
-                flow.synack_at = now
-                if now >= flow.backend.ejected_until:
-                    flow.backend.ejections = 0  # it answers again: the next ejection is short
-                if flow.syns == 1:  # Karn: a retransmitted SYN makes the sample ambiguous
-                    flow.backend.add_sample("syn", now - flow.created, now)
+            elif flags & ACK:
+                self._synack(flow, now)
         state = next_state(flow.state, meta.dir, flags)
         if state != flow.state:
             self.last_transition = (flow.state, state)
@@ -275,6 +274,17 @@ class Switch:
         lib.pks_apply(self.table.tab, self._bufp, meta)
         self.forwarded += 1
         return True
+
+    def _synack(self, flow: Flow, now: float) -> None:
+        """The backend's SYN-ACK (C reports the first one; Python sees it when C did not
+        decide): the handshake time, and the backend answers again."""
+        if flow.synack_at >= 0:
+            return
+        flow.synack_at = now
+        if now >= flow.backend.ejected_until:
+            flow.backend.ejections = 0  # it answers again: the next ejection is short
+        if flow.syns == 1:  # Karn: a retransmitted SYN makes the sample ambiguous
+            flow.backend.add_sample("syn", now - flow.created, now)
 
     def count_drop(self, reason: str) -> None:
         """Count a packet the I/O layer had to drop (e.g. the core raised on it)."""

@@ -123,12 +123,13 @@ def test_states_follow_the_conversation_and_c_moves_them_after_the_handshake() -
     syn = h.client("S", seq=100)
     assert syn is not None
     assert h.flow()["state"] == "SYN_RECV"
+    assert h.sw.fast == 0  # the client's SYN is Python's
     h.backend(syn, "SA", seq=500, ack=101)
     assert h.flow()["state"] == "SYN_RECV"
-    assert h.sw.fast == 0  # SYNs are Python's
+    assert h.sw.fast == 1  # the backend's SYN-ACK, C's (reported for the handshake time)
     h.client("A", seq=101, ack=501)
     assert h.flow()["state"] == "ESTABLISHED"
-    assert h.sw.fast == 1 and h.sw.last_transition == (State.SYN_RECV, State.ESTABLISHED)
+    assert h.sw.fast == 2 and h.sw.last_transition == (State.SYN_RECV, State.ESTABLISHED)
     (a,) = [b for b in h.sw.backends(h.now) if b["backend"] == "A"]
     assert (a["active"], a["inactive"]) == (1, 0)
     out = h.client("PA", seq=101, ack=501, payload=b"GET / HTTP/1.1\r\n\r\n")
@@ -140,9 +141,9 @@ def test_states_follow_the_conversation_and_c_moves_them_after_the_handshake() -
     assert h.flow()["state"] == "CLOSE_WAIT"
     h.backend(syn, "FA", seq=520, ack=120)
     assert h.flow()["state"] == "TIME_WAIT"
-    assert h.sw.fast == 6  # everything after the SYN-ACK, by C alone
+    assert h.sw.fast == 7  # everything after the SYN, by C alone
     (a,) = [b for b in h.sw.backends(h.now) if b["backend"] == "A"]
-    assert (a["active"], a["inactive"], a["samples"]["data"]) == (0, 1, 1)
+    assert (a["active"], a["inactive"], a["samples"]) == (0, 1, {"syn": 1, "data": 1, "probe": 0})
     row = h.flow()
     assert (row["packets_in"], row["packets_out"]) == (5, 3)
     assert row["bytes_in"] == 40 + 40 + 58 + 40 + 40 and row["bytes_out"] == 40 + 59 + 40
@@ -192,7 +193,7 @@ def test_a_one_way_transfer_stays_on_the_fast_path_without_a_sample() -> None:
     h.handshake()
     for i in range(30):
         h.client("PA", seq=101 + i * 10, ack=501, payload=b"x" * 10)
-    assert h.sw.fast == 1 + 30  # the handshake's last ACK, then every data packet
+    assert h.sw.fast == 2 + 30  # the SYN-ACK and the last ACK, then every data packet
     (a,) = [b for b in h.sw.backends(h.now) if b["backend"] == "A"]
     assert a["rt_data_ms"] is None and a["samples"]["data"] == 0
 
