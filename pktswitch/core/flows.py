@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import heapq
 import os
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -88,7 +89,9 @@ class FlowTable:
             max_half_open = default_half_open(max_flows)
         self.max_half_open = max_half_open
         # the half-open flows (SYN_RECV), oldest first: the first to go when room is needed
-        self.half_open: dict[Flow, None] = {}
+        # (an OrderedDict: a plain dict finds its first key by skipping every key deleted
+        # before it, which made each eviction of a SYN flood O(table) until the next resize)
+        self.half_open: OrderedDict[Flow, None] = OrderedDict()
         self.half_open_peak = 0
         self.timeouts = dict(DEFAULT_TIMEOUTS if timeouts is None else timeouts)
         self.flows: list[Flow | None] = []  # by slot; grows to the high-water mark only
