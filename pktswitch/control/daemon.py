@@ -23,7 +23,7 @@ from pktswitch.control.server import ControlServer
 from pktswitch.control.streams import FlowsStream, TraceStream
 from pktswitch.core.switch import Switch
 from pktswitch.io.loop import Loop
-from pktswitch.io.tun import TunDevice
+from pktswitch.io.tun import SetupError, TunDevice
 
 log = logging.getLogger("pktswitch")
 
@@ -67,10 +67,16 @@ class Reloader:
             raise ValueError(f"refused, the running config stays: {e}") from None
         if self.tun is not None:
             sw = new.switch
-            self.tun.route([s.vip for s in new.services])
-            if sw.mode == "nat":
-                ends = [(b.ip, b.port) for s in new.services for b in s.backends]
-                self.tun.steer_replies(sw.route_table, ends)
+            try:
+                self.tun.route([s.vip for s in new.services])
+                if sw.mode == "nat":
+                    ends = [(b.ip, b.port) for s in new.services for b in s.backends]
+                    self.tun.steer_replies(sw.route_table, ends)
+            except SetupError as e:
+                # what was added stays (it is recorded and removed at stop); nothing else changed
+                self.refused += 1
+                log.error("reload refused, the running config stays: %s", e)
+                raise ValueError(f"refused, the running config stays: {e}") from None
         changes = self.switch.reconfigure(new, self.clock())
         if self.prober is not None:
             self.prober.set_backends(lrt_backends(self.switch))

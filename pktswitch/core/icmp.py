@@ -11,8 +11,8 @@ So an error from the backend side about SNAT:sport > backend:bport goes to the c
 the quoted packet turned back into client:cport > VIP:vport and the outer header VIP > client;
 one from the client side about VIP:vport > client:cport goes to the backend, quoting
 backend:bport > SNAT:sport. That is IPVS's ip_vs_nat_icmp() in both directions. The quoted IP
-header's checksum is recomputed; the quoted TCP checksum is adjusted only when the whole TCP
-header is quoted (as Linux's NAT does: with 8 bytes there is no checksum to fix); the ICMP
+header's checksum is recomputed; the quoted TCP checksum is adjusted when the quote reaches it
+(18 bytes of TCP; with the minimum 8 there is no checksum to fix); the ICMP
 checksum is recomputed over the message. Lengths never change.
 
 Everything else that is ICMP is counted and dropped: other types, echo requests to addresses
@@ -36,7 +36,7 @@ ERRORS = frozenset({DEST_UNREACHABLE, SOURCE_QUENCH, TIME_EXCEEDED, PARAMETER_PR
 
 HEADER = 8  # type, code, checksum, 4 bytes that depend on the type
 QUOTED_L4 = 8  # the bytes of the transport header an error must quote at least
-TCP_HEADER = 20
+TCP_CSUM_END = 18  # quoted TCP bytes that include its checksum field
 REPLY_TTL = 64  # Linux's default ip_default_ttl for the echo replies the switch originates
 
 
@@ -103,7 +103,7 @@ def translate_error(
     buf[q + 12 : q + 16], buf[q + 16 : q + 20] = src[0], dst[0]
     buf[th : th + 4] = new[8:]
     _csum16(buf, ptr, q, th, q + 10)
-    if end - th >= TCP_HEADER:  # RFC 1624: the addresses (pseudo-header) and ports changed
+    if end - th >= TCP_CSUM_END:  # RFC 1624: the addresses (pseudo-header) and ports changed
         s = (~int.from_bytes(buf[th + 16 : th + 18], "big")) & 0xFFFF
         for i in range(0, len(old), 2):
             s += (~int.from_bytes(old[i : i + 2], "big") & 0xFFFF) + int.from_bytes(

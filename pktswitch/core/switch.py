@@ -309,14 +309,8 @@ class Switch:
             svc.denied += 1
             return self._drop("acl_denied")
         table = self.table
-        if table.half_open_full() or table.full():
-            # room first, from the oldest half-open flow: under a SYN flood the table turns
-            # over its half-open share and established flows keep their places
-            oldest = table.oldest_half_open()
-            if oldest is None:
-                return self._drop("table_full")
-            self.flows_evicted += 1
-            self._expire(oldest, now, counted=False)
+        if table.full() and not table.half_open:
+            return self._drop("table_full")  # every place is an established (or closing) flow
         client_bytes = client.to_bytes(4, "big")
         picked = svc.scheduler.pick(svc.backends, client_bytes, cport)
         if picked is None:
@@ -338,6 +332,14 @@ class Switch:
             "client": (client_bytes, cport),
             "snat": snat,
         }
+        while table.half_open_full() or table.full():
+            # room, from the oldest half-open flows, once the SYN is sure to be taken: under
+            # a SYN flood the table turns over its half-open share and established flows keep
+            # their places (a loop: a reload may have lowered the limit)
+            oldest = table.oldest_half_open()
+            assert oldest is not None  # full() with none half-open was refused above
+            self.flows_evicted += 1
+            self._expire(oldest, now, counted=False)
         try:
             flow = self.table.open(self._bufp, meta, to, now, args)
         except (TableFull, KeyBusy) as e:
@@ -539,6 +541,12 @@ class Switch:
         if health != svc.health:
             svc.health = health
             changes.append(f"{n}: health policy changed")
+            for b in svc.backends:  # what no check or signal will clear any more, cleared
+                if health.check == "none" and not b.up:
+                    b.up, b.streak = True, 0
+                    b.health_reason = "up: active checks turned off by a reload"
+                if not health.passive:
+                    b.ejected_until, b.ejections = 0.0, 0
         acl = spec.acl.compile() if spec.acl is not None else None
         if (acl and (acl.allow, acl.deny)) != (svc.acl and (svc.acl.allow, svc.acl.deny)):
             svc.acl = acl

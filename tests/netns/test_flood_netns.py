@@ -77,7 +77,8 @@ def test_syn_flood_leaves_established_connections_working(lab: Lab) -> None:
             assert sent["sent"] == FLOOD
             assert result["lost"] == [], result["lost"]
             assert min(result["per_second"]) > 0, result["per_second"]
-            assert max(f for f, _, _ in samples) <= MAX_FLOWS
+            # half-open flows plus the four held ones (and a closing one or two)
+            assert max(f for f, _, _ in samples) <= MAX_HALF_OPEN + 4 + 8
             assert s["half_open_peak"] == MAX_HALF_OPEN  # the flood reached the limit...
             assert s["flows_evicted"] > 0  # ...and turned over the half-open share
             assert max(r for _, _, r in samples) - rss_before < 8 * 1024  # KiB

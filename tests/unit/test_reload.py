@@ -173,3 +173,18 @@ def test_reload_command_applies_the_file_and_refuses_a_bad_one(tmp_path: Path) -
         assert [b.name for b in r.sw.services[0].backends] == ["A", "B", "C"]
     finally:
         r.close()
+
+
+def test_turning_checks_off_brings_a_down_backend_back() -> None:
+    health = '[service.health]\ncheck = "tcp"\n'
+    text = config({"A": 1, "B": 1})
+    with_checks = text.replace('vip = "203.0.113.10:80"\n', f'vip = "{VIP}:80"\n{health}')
+    sw = Switch.from_config(parse(with_checks), seed=1)
+    b = sw.services[0].backends[1]
+    b.up = False
+    sw.refresh(1.0)
+    assert b.weight == 0
+    assert sw.reconfigure(parse(text), 2.0) == ["web: health policy changed"]
+    assert (b.up, b.weight) == (True, 1)
+    rows = {r["backend"]: r["health"] for r in sw.backends(2.0)}
+    assert rows == {"A": "up", "B": "up"}

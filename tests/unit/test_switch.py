@@ -486,3 +486,22 @@ def test_rewrites_are_exact_in_both_directions(
         for off in (10, 11, *range(12, 20), 20, 21, 22, 23, 36, 37):
             a[off] = b[off] = 0
         assert a == b
+
+
+def test_a_syn_that_is_dropped_evicts_nobody() -> None:
+    h = Harness(max_flows=10, max_half_open=1, names="A")
+    assert h.client("S", sport=1) is not None
+    h.sw.services[0].backends[0].weight = 0  # no backend takes new flows
+    assert h.client("S", sport=2) is None
+    assert h.sw.dropped == {"no_backend": 1} and h.sw.flows_evicted == 0
+    assert ports_and_states(h) == [(1, "SYN_RECV")]
+
+
+def test_a_lowered_half_open_limit_is_met_at_the_next_syn() -> None:
+    h = Harness(max_flows=10, max_half_open=5)
+    for sport in range(1, 6):
+        assert h.client("S", sport=sport) is not None
+    h.sw.table.max_half_open = 2  # what a reload does
+    assert h.client("S", sport=6) is not None
+    assert h.sw.flows_evicted == 4
+    assert sorted(ports_and_states(h)) == [(5, "SYN_RECV"), (6, "SYN_RECV")]
