@@ -61,22 +61,17 @@ class Reloader:
             refusal = reload_refusal(self.cfg, new)
             if refusal is not None:
                 raise refusal
-        except ConfigError as e:
-            self.refused += 1
-            log.error("reload refused, the running config stays: %s", e)
-            raise ValueError(f"refused, the running config stays: {e}") from None
-        if self.tun is not None:
-            sw = new.switch
-            try:
+            # host side first; on a failure what was added stays (recorded, removed at stop)
+            if self.tun is not None:
+                sw = new.switch
                 self.tun.route([s.vip for s in new.services])
                 if sw.mode == "nat":
                     ends = [(b.ip, b.port) for s in new.services for b in s.backends]
                     self.tun.steer_replies(sw.route_table, ends)
-            except SetupError as e:
-                # what was added stays (it is recorded and removed at stop); nothing else changed
-                self.refused += 1
-                log.error("reload refused, the running config stays: %s", e)
-                raise ValueError(f"refused, the running config stays: {e}") from None
+        except (ConfigError, SetupError) as e:
+            self.refused += 1
+            log.error("reload refused, the running config stays: %s", e)
+            raise ValueError(f"refused, the running config stays: {e}") from None
         changes = self.switch.reconfigure(new, self.clock())
         if self.prober is not None:
             self.prober.set_backends(lrt_backends(self.switch))
