@@ -24,8 +24,8 @@ from __future__ import annotations
 from typing import Any
 
 from pktswitch._native import lib
+from pktswitch.core.packet import fold
 
-PROTO = 1  # IP protocol number
 ECHO_REPLY = 0
 DEST_UNREACHABLE = 3
 SOURCE_QUENCH = 4
@@ -56,9 +56,9 @@ def echo_reply(buf: bytearray, ptr: Any, ip: int, l4: int, end: int) -> None:
     _csum16(buf, ptr, l4, end, l4 + 2)
 
 
-def quoted_tcp(buf: bytearray, l4: int, end: int) -> tuple[int, int, int, int, int, int] | None:
-    """The TCP packet an error at buf[l4:end] quotes, as (offset of its IP header, its IP header
-    length, saddr, sport, daddr, dport), or None when no such packet is quoted in full enough."""
+def quoted_tcp(buf: bytearray, l4: int, end: int) -> tuple[bytes, int, bytes, int] | None:
+    """The TCP packet an error at buf[l4:end] quotes, as (saddr, sport, daddr, dport), or
+    None when no such packet is quoted in full enough."""
     q = l4 + HEADER
     if end - q < 20 or buf[q] >> 4 != 4:
         return None
@@ -67,19 +67,11 @@ def quoted_tcp(buf: bytearray, l4: int, end: int) -> tuple[int, int, int, int, i
         return None
     th = q + ihl
     return (
-        q,
-        ihl,
-        int.from_bytes(buf[q + 12 : q + 16], "big"),
+        bytes(buf[q + 12 : q + 16]),
         int.from_bytes(buf[th : th + 2], "big"),
-        int.from_bytes(buf[q + 16 : q + 20], "big"),
+        bytes(buf[q + 16 : q + 20]),
         int.from_bytes(buf[th + 2 : th + 4], "big"),
     )
-
-
-def _fold(s: int) -> int:
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return s
 
 
 def translate_error(
@@ -109,7 +101,7 @@ def translate_error(
             s += (~int.from_bytes(old[i : i + 2], "big") & 0xFFFF) + int.from_bytes(
                 new[i : i + 2], "big"
             )
-        buf[th + 16 : th + 18] = (~_fold(s) & 0xFFFF).to_bytes(2, "big")
+        buf[th + 16 : th + 18] = (~fold(s) & 0xFFFF).to_bytes(2, "big")
     if outer[0] is not None:
         buf[ip + 12 : ip + 16] = outer[0]
     buf[ip + 16 : ip + 20] = outer[1]

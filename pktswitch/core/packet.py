@@ -22,6 +22,7 @@ PARSE_ERRORS: tuple[str, ...] = tuple(
     ffi.string(lib.pks_err_name(i)).decode() for i in range(lib.PKS_E_COUNT)
 )
 
+PROTO_ICMP = 1
 PROTO_TCP = 6
 
 _FLAG_LETTERS = (
@@ -92,13 +93,18 @@ def describe(raw: bytes) -> dict[str, Any]:
     return d
 
 
+def fold(s: int) -> int:
+    """A one's complement sum folded to 16 bits (RFC 1071)."""
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
 def _csum(data: bytes) -> int:
     s = sum(int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data) - 1, 2))
     if len(data) % 2:
         s += data[-1] << 8
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
+    return ~fold(s) & 0xFFFF
 
 
 def tcp_rst(src: bytes, sport: int, dst: bytes, dport: int, seq: int) -> bytes:

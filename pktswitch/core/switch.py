@@ -249,7 +249,7 @@ class Switch:
             self.dropped[reason] += 1
             return False
         if meta.slot < 0:
-            if meta.key.proto == icmp.PROTO:
+            if meta.key.proto == packet.PROTO_ICMP:
                 return self._icmp()
             return self._new_flow(now)
         flow = self.table.flows[meta.slot]
@@ -381,12 +381,12 @@ class Switch:
         quoted = icmp.quoted_tcp(buf, l4, end)
         if quoted is None:
             return self._drop("icmp_malformed")
-        _, _, qsrc, qsport, qdst, qdport = quoted
+        qsrc, qsport, qdst, qdport = quoted
         # the quoted packet went out of the switch; the flow knows its answer's key
         k = self._quoted
         k.family, k.proto, k.sport, k.dport = 4, 6, qdport, qsport
-        ffi.memmove(k.saddr, qdst.to_bytes(4, "big"), 4)
-        ffi.memmove(k.daddr, qsrc.to_bytes(4, "big"), 4)
+        ffi.memmove(k.saddr, qdst, 4)
+        ffi.memmove(k.daddr, qsrc, 4)
         e = lib.pks_table_lookup(self.table.tab, k)
         if e < 0:
             return self._drop("icmp_no_flow")
