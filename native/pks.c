@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/epoll.h>
 #include <unistd.h>
 
 #include "pks.h"
@@ -464,9 +465,42 @@ static double monotonic_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-void pks_drain(pks_table *t, int fd, uint8_t *buf, uint32_t cap, int vnet, uint32_t budget,
-               pks_meta *m, pks_drain_result *r)
+/* the TUN device is empty: wait on the caller's epoll set until it is readable again (1),
+ * or say why not (0, r->status set) */
+static int drain_wait(pks_table *t, int fd, int epfd, double deadline, pks_drain_result *r)
 {
+    r->status = PKS_D_EMPTY;
+    if (t->ev_count)
+        return 0;
+    struct epoll_event ev[8];
+    for (;;) {
+        double left = deadline - monotonic_now();
+        if (left <= 0)
+            return 0;
+        int ms = (int)(left * 1000.0) + 1;      /* rounded up: no spinning on a last 0 ms */
+        int n = epoll_wait(epfd, ev, 8, ms);
+        if (n < 0) {
+            if (errno != EINTR) {
+                r->err = errno;
+                r->status = PKS_D_ERROR;
+            }
+            return 0;
+        }
+        if (n == 0)
+            continue;                           /* the deadline is checked above */
+        for (int i = 0; i < n; i++)
+            if (ev[i].data.fd != fd) {
+                r->status = PKS_D_OTHER;
+                return 0;
+            }
+        return 1;
+    }
+}
+
+void pks_drain(pks_table *t, int fd, uint8_t *buf, uint32_t cap, int vnet, uint32_t budget,
+               pks_meta *m, int epfd, double wait, pks_drain_result *r)
+{
+    double deadline = wait > 0 ? monotonic_now() + wait : 0;
     r->forwarded = 0;
     r->write_errors = 0;
     r->status = PKS_D_BUDGET;
@@ -475,8 +509,15 @@ void pks_drain(pks_table *t, int fd, uint8_t *buf, uint32_t cap, int vnet, uint3
         if (n < 0) {
             if (errno == EINTR)
                 continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                if (wait > 0 && drain_wait(t, fd, epfd, deadline, r))
+                    continue;
+                if (wait <= 0)
+                    r->status = PKS_D_EMPTY;
+                return;
+            }
             r->err = errno;
-            r->status = (errno == EAGAIN || errno == EWOULDBLOCK) ? PKS_D_EMPTY : PKS_D_ERROR;
+            r->status = PKS_D_ERROR;
             return;
         }
         if ((uint32_t)n > r->largest)

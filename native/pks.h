@@ -154,6 +154,7 @@ typedef struct {
 #define PKS_D_PYTHON 1  /* buf holds a packet Python must decide on (len, verdict, now, m) */
 #define PKS_D_BUDGET 2  /* budget packets forwarded, more may be waiting */
 #define PKS_D_ERROR 3   /* read failed: errno in err */
+#define PKS_D_OTHER 4   /* while waiting, another fd of the caller's epoll set became ready */
 
 typedef struct {
     uint32_t forwarded;     /* packets C read, rewrote and wrote back by itself */
@@ -168,9 +169,17 @@ typedef struct {
 
 /* Reads packets from fd into buf and handles each with pks_process; a FAST one is written
  * back at once, anything else stops the loop and is left in buf for Python. At most budget
- * packets. The clock is CLOCK_MONOTONIC, Python's time.monotonic(). */
+ * packets. The clock is CLOCK_MONOTONIC, Python's time.monotonic().
+ *
+ * When the device is empty and wait > 0 (seconds), it waits there instead of returning:
+ * epoll_wait on epfd, the caller's own epoll set (level-triggered, holding fd, each entry's
+ * data.fd the fd as Python's select.epoll registers it), for `wait` at most in all. Only fd ready: back
+ * to reading; any other fd ready: PKS_D_OTHER, so the caller serves it (level-triggered, its
+ * own epoll_wait reports it again). It does not wait, and says PKS_D_EMPTY, when the event
+ * ring holds anything (Python applies events, which may move its timers, before it sleeps),
+ * when the wait ends, or when a signal interrupts it (Python runs its handlers). */
 void pks_drain(pks_table *t, int fd, uint8_t *buf, uint32_t cap, int vnet, uint32_t budget,
-               pks_meta *m, pks_drain_result *r);
+               pks_meta *m, int epfd, double wait, pks_drain_result *r);
 
 pks_table *pks_table_new(uint32_t nslots, uint64_t seed);
 /* Loads the state grid (2 x 4 x PKS_STATES bytes: [dir][SYN FIN ACK RST][state]), from which

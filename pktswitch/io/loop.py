@@ -5,6 +5,12 @@ One thread, one selector. When the TUN fd is readable the loop reads up to BATCH
 read, and writes back the ones it forwards. Between batches it expires idle flows and lets
 other registered file descriptors (the control socket) do their bounded work, so nothing else
 runs while a batch is in flight and the switch needs no locks.
+
+With the native drain (pks_drain) the loop also sleeps in C: C waits in the selector's own
+epoll set while the device is empty, forwards what arrives meanwhile, and hands the loop back
+when another fd is ready, a timer is due, a signal came or C has events for Python. A
+keep-alive request then costs the switch its read and write system calls and no turn of this
+loop.
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ class Loop:
         self.clock = clock
         self.sel = selectors.DefaultSelector()
         self.sel.register(tun_fd, selectors.EVENT_READ, None)
+        # C waits in this epoll set itself (pks_drain); other selectors: Python waits
+        self._epfd = self.sel.fileno() if isinstance(self.sel, selectors.EpollSelector) else -1
         self.stopping = False
         self.write_errors: dict[str, int] = {}
         self.internal_errors = 0  # packets whose processing raised: a bug, logged and dropped
@@ -70,9 +78,12 @@ class Loop:
     def stop(self) -> None:
         self.stopping = True
 
+    def _native_now(self) -> bool:
+        return self.native and not self.core.subscriptions  # type: ignore[attr-defined]
+
     def _drain(self) -> None:
-        if self.native and not self.core.subscriptions:  # type: ignore[attr-defined]
-            self._drain_native()
+        if self._native_now():
+            self._drain_native(0.0)
             return
         core, fd, clock = self.core, self.tun_fd, self.clock
         buf = core.buf
@@ -116,15 +127,18 @@ class Loop:
         name = errno.errorcode.get(err, str(err))
         self.write_errors[name] = self.write_errors.get(name, 0) + n
 
-    def _drain_native(self) -> None:
+    def _drain_native(self, wait: float) -> None:
         """Up to BATCH packets: C forwards those of established flows by itself and stops at
-        the first one Python must see, which is decided here, and so on."""
+        the first one Python must see, which is decided here, and so on. When the device is
+        empty C waits for it for up to `wait` seconds, in the selector's own epoll set, and
+        comes back early when anything else in that set is ready."""
         sw: Switch = self.core  # type: ignore[assignment]
         r, fd, view = self._result, self.tun_fd, memoryview(sw.buf)
         args = (sw.table.tab, fd, sw._bufp, len(sw.buf), sw.vnet)
+        deadline = self.clock() + wait
         budget = BATCH
         while budget > 0:
-            lib.pks_drain(*args, budget, sw.meta, r)
+            lib.pks_drain(*args, budget, sw.meta, self._epfd, wait, r)
             if r.forwarded:
                 sw.count_fast(r.forwarded)
                 budget -= r.forwarded
@@ -136,6 +150,8 @@ class Loop:
                 break
             budget -= 1
             self._decide(sw.after_native, r.verdict, r.now, view[: r.len])
+            if wait > 0:
+                wait = max(0.0, deadline - self.clock())
         if sw.table.tab.ev_count:
             sw.take_events()  # before timers run: expiry reads the states C moved
         self.largest_read = max(self.largest_read, r.largest)
@@ -153,6 +169,11 @@ class Loop:
                 d for d in (self.core.next_due(), *(f() for f in self.deadlines)) if d is not None
             ]
             wait = min(MAX_WAIT, max(0.0, min(dues) - now)) if dues else MAX_WAIT
+            if self._epfd >= 0 and self._native_now():
+                # the wait happens in C, which forwards whatever the device holds meanwhile
+                # and returns when Python has a turn: timers, another fd, a signal, events
+                self._drain_native(wait)
+                wait = 0.0
             for key, events in self.sel.select(wait):
                 if key.data is None:
                     self._drain()

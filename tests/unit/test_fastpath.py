@@ -3,8 +3,13 @@ the rest to Python, on a datagram socket pair standing in for the TUN device."""
 
 from __future__ import annotations
 
+import os
 import socket
+import threading
+import time
+from pathlib import Path
 
+from pktswitch._native import lib
 from scapy.layers.inet import IP, TCP
 from scapy.packet import Raw
 from scapy_oracle import checksums_ok
@@ -17,14 +22,20 @@ from pktswitch.sched.pool import BackendState
 VIP, CLIENT, SNAT = "203.0.113.10", "198.51.100.2", "203.0.113.1"
 
 
-def test_native_drain_forwards_established_packets_and_leaves_the_rest_to_python() -> None:
+def _switch_on_socketpair() -> tuple[Switch, Loop, socket.socket, socket.socket]:
+    """A switch with one backend, its loop on `tun`; the test plays the network on `wire`."""
     svc = ServiceState("web", VIP, 80, make("rr"), [BackendState("A", "192.0.2.1", 8080)])
     sw = Switch([svc], snat=[SNAT], seed=1, snat_start=0)
     tun, wire = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     tun.setblocking(False)
-    wire.settimeout(2)
+    wire.settimeout(5)
     loop = Loop(sw, tun.fileno())
     assert loop.native
+    return sw, loop, tun, wire
+
+
+def test_native_drain_forwards_established_packets_and_leaves_the_rest_to_python() -> None:
+    sw, loop, tun, wire = _switch_on_socketpair()
 
     def c(flags: str, seq: int, data: bytes = b"") -> IP:
         p = IP(src=CLIENT, dst=VIP) / TCP(sport=40000, dport=80, flags=flags, seq=seq, ack=501)
@@ -61,5 +72,69 @@ def test_native_drain_forwards_established_packets_and_leaves_the_rest_to_python
     (a,) = [b for b in sw.backends(0.0) if b["backend"] == "A"]
     assert (a["active"], a["inactive"], a["samples"]) == (0, 1, {"syn": 1, "data": 1, "probe": 0})
     assert loop.largest_read == max(len(p) for p in sent)
+    tun.close()
+    wire.close()
+
+
+def _in_epoll_wait(tid: int) -> bool:
+    """The thread `tid` of this process sleeps in epoll_wait (x86-64 or generic numbers)."""
+    nr = Path(f"/proc/self/task/{tid}/syscall").read_text().split()[0]
+    return nr in {"232", "281", "22"}  # x86-64 epoll_wait, epoll_pwait; generic epoll_pwait
+
+
+def test_native_drain_waits_in_c_forwards_meanwhile_and_returns_for_another_fd() -> None:
+    sw, loop, tun, wire = _switch_on_socketpair()
+    served: list[int] = []
+    other_r, other_w = os.pipe()
+    loop.add_reader(other_r, served.append)
+
+    syn = IP(src=CLIENT, dst=VIP) / TCP(sport=40000, dport=80, flags="S", seq=100)
+    wire.send(bytes(syn))
+    loop._drain_native(0.0)  # Python opens the flow
+    assert IP(wire.recv(65535))[TCP].flags == "S"
+    # the backend's SYN-ACK and the client's ACK leave events: C must not sleep on them
+    synack = IP(src="192.0.2.1", dst=SNAT) / TCP(sport=8080, dport=1024, flags="SA", seq=500)
+    ack = IP(src=CLIENT, dst=VIP) / TCP(sport=40000, dport=80, flags="A", seq=101, ack=501)
+    wire.send(bytes(synack))
+    wire.send(bytes(ack))
+    t0 = time.monotonic()
+    loop._drain_native(5.0)
+    assert time.monotonic() - t0 < 1.0
+    assert loop._result.status == lib.PKS_D_EMPTY and sw.fast == 2
+    assert sw.flows(0.0)[0]["state"] == "ESTABLISHED"
+    wire.recv(65535)
+    wire.recv(65535)
+
+    # nothing arrives: C sleeps the whole wait and hands back an empty device
+    t0 = time.monotonic()
+    loop._drain_native(0.2)
+    assert time.monotonic() - t0 >= 0.2
+    assert loop._result.status == lib.PKS_D_EMPTY and loop._result.forwarded == 0
+
+    main = threading.get_native_id()
+
+    def peer() -> None:
+        for _ in range(5000):  # until C sleeps (bounded: 5 s)
+            if _in_epoll_wait(main):
+                break
+            time.sleep(0.001)
+        req = TCP(sport=40000, dport=80, flags="PA", seq=101, ack=501) / Raw(b"GET /")
+        wire.send(bytes(IP(src=CLIENT, dst=VIP) / req))
+        got.append(IP(wire.recv(65535)))  # forwarded by C while Python still waits on it
+        os.write(other_w, b"x")
+
+    got: list[IP] = []
+    th = threading.Thread(target=peer)
+    th.start()
+    t0 = time.monotonic()
+    loop._drain_native(5.0)
+    th.join(5)
+    assert time.monotonic() - t0 < 4.0
+    assert loop._result.status == lib.PKS_D_OTHER and loop._result.forwarded == 1
+    assert [(p.src, p.dst, p[TCP].dport) for p in got] == [(SNAT, "192.0.2.1", 8080)]
+    assert served == []  # the loop's own select serves the other fd, not the drain
+    assert loop.sel.select(0)[0][0].fd == other_r
+    for fd in (other_r, other_w):
+        os.close(fd)
     tun.close()
     wire.close()
