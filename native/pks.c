@@ -263,6 +263,7 @@ pks_table *pks_table_new(uint32_t nslots, uint64_t seed)
         return NULL;
     }
     memset(t->index, 0xff, cap * sizeof *t->index);
+    t->ho_head = t->ho_tail = PKS_NONE;
     return t;
 }
 
@@ -275,6 +276,17 @@ int pks_table_set_transitions(pks_table *t, const uint8_t *grid, uint32_t len)
             return -1;
     memcpy(t->trans, grid, len);
     t->has_trans = 1;
+    return 0;
+}
+
+int pks_table_set_timeouts(pks_table *t, const double *timeouts, uint32_t n)
+{
+    if (n != PKS_STATES)
+        return -1;
+    for (uint32_t i = 0; i < n; i++)
+        if (!(timeouts[i] >= 0))
+            return -1;
+    memcpy(t->timeouts, timeouts, sizeof t->timeouts);
     return 0;
 }
 
@@ -308,11 +320,184 @@ void pks_table_free(pks_table *t)
         return;
     free(t->index);
     free(t->flows);
+    free(t->heap);
     free(t);
 }
 
-int pks_table_insert(pks_table *t, uint32_t slot, const pks_key *k0, const pks_nat *n0,
-                     const pks_key *k1, const pks_nat *n1)
+/* ------------------------------------------------------------------ timers */
+
+static inline int timer_before(const pks_timer *a, const pks_timer *b)
+{
+    return a->due < b->due || (a->due == b->due && a->seq < b->seq);
+}
+
+static void heap_up(pks_timer *h, uint32_t i)
+{
+    pks_timer e = h[i];
+    while (i > 0) {
+        uint32_t p = (i - 1) / 2;
+        if (!timer_before(&e, &h[p]))
+            break;
+        h[i] = h[p];
+        i = p;
+    }
+    h[i] = e;
+}
+
+static void heap_down(pks_timer *h, uint32_t n, uint32_t i)
+{
+    pks_timer e = h[i];
+    for (;;) {
+        uint32_t c = 2 * i + 1;
+        if (c >= n)
+            break;
+        if (c + 1 < n && timer_before(&h[c + 1], &h[c]))
+            c++;
+        if (!timer_before(&h[c], &e))
+            break;
+        h[i] = h[c];
+        i = c;
+    }
+    h[i] = e;
+}
+
+static int entry_live(const pks_table *t, const pks_timer *e)
+{
+    const pks_flow *f = &t->flows[e->slot];
+    return f->used && f->timer_seq == e->seq;
+}
+
+/* Drops the stale entries once they outnumber the live ones: a flood of flows removed
+ * before their timer comes due would otherwise keep their entries until each deadline. */
+static void heap_compact(pks_table *t)
+{
+    if (t->stale <= PKS_COMPACT_MIN || t->stale <= t->heap_len / 2)
+        return;
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < t->heap_len; i++)
+        if (entry_live(t, &t->heap[i]))
+            t->heap[n++] = t->heap[i];
+    t->heap_len = n;
+    for (uint32_t i = n / 2; i-- > 0;)
+        heap_down(t->heap, n, i);
+    t->stale = 0;
+}
+
+/* a new live entry for the flow at slot; its earlier one, if any, turns stale */
+static int timer_push(pks_table *t, uint32_t slot, double due)
+{
+    if (t->heap_len == t->heap_cap) {
+        heap_compact(t);
+        if (t->heap_len == t->heap_cap) {
+            uint32_t cap = t->heap_cap ? t->heap_cap * 2 : 1024;
+            if (cap < t->heap_cap)
+                return -3;
+            pks_timer *h = realloc(t->heap, (size_t)cap * sizeof *h);
+            if (!h)
+                return -3;
+            t->heap = h;
+            t->heap_cap = cap;
+        }
+    }
+    pks_flow *f = &t->flows[slot];
+    if (f->timer_seq)
+        t->stale++;
+    if (++t->timer_seq == 0)
+        t->timer_seq = 1;                       /* 0 means "no entry" */
+    f->timer_seq = t->timer_seq;
+    f->timer_due = due;
+    pks_timer *e = &t->heap[t->heap_len++];
+    e->due = due;
+    e->slot = slot;
+    e->seq = t->timer_seq;
+    heap_up(t->heap, t->heap_len - 1);
+    return 0;
+}
+
+double pks_next_due(const pks_table *t)
+{
+    return t->heap_len ? t->heap[0].due : -1.0;
+}
+
+uint32_t pks_expire(pks_table *t, double now, uint32_t *out, uint32_t max)
+{
+    uint32_t n = 0;
+    while (n < max && t->heap_len && t->heap[0].due <= now) {
+        pks_timer e = t->heap[0];
+        t->heap[0] = t->heap[--t->heap_len];
+        if (t->heap_len)
+            heap_down(t->heap, t->heap_len, 0);
+        if (!entry_live(t, &e)) {
+            t->stale--;
+            continue;                           /* removed, or given an earlier entry since */
+        }
+        pks_flow *f = &t->flows[e.slot];
+        f->timer_seq = 0;                       /* this entry is gone */
+        double expires = f->last_seen + f->timeout;
+        if (expires > now) {                    /* traffic since: pushed back */
+            if (timer_push(t, e.slot, expires) == 0)
+                continue;
+        }
+        out[n++] = e.slot;                      /* (or no memory to push back: expire it) */
+    }
+    return n;
+}
+
+/* -------------------------------------------------------- flow membership */
+
+static void ho_unlink(pks_table *t, uint32_t slot)
+{
+    pks_flow *f = &t->flows[slot];
+    if (f->prev == PKS_NONE)
+        t->ho_head = f->next;
+    else
+        t->flows[f->prev].next = f->next;
+    if (f->next == PKS_NONE)
+        t->ho_tail = f->prev;
+    else
+        t->flows[f->next].prev = f->prev;
+    t->half_open--;
+}
+
+static void ho_append(pks_table *t, uint32_t slot)
+{
+    pks_flow *f = &t->flows[slot];
+    f->prev = t->ho_tail;
+    f->next = PKS_NONE;
+    if (t->ho_tail == PKS_NONE)
+        t->ho_head = slot;
+    else
+        t->flows[t->ho_tail].next = slot;
+    t->ho_tail = slot;
+    if (++t->half_open > t->half_open_peak)
+        t->half_open_peak = t->half_open;
+}
+
+/* the one way a flow's state changes, from Python (pks_flow_set_state) or from a packet */
+static int flow_state(pks_table *t, uint32_t slot, uint8_t state, double now)
+{
+    pks_flow *f = &t->flows[slot];
+    if (f->state == PKS_S_SYN_RECV && state != PKS_S_SYN_RECV)
+        ho_unlink(t, slot);
+    else if (state == PKS_S_SYN_RECV && f->state != PKS_S_SYN_RECV)
+        ho_append(t, slot);
+    f->state = state;
+    f->timeout = (float)t->timeouts[state];
+    double due = now + f->timeout;
+    /* a later deadline keeps the live entry: it comes due early and is pushed back */
+    if (!f->timer_seq || due < f->timer_due)
+        return timer_push(t, slot, due);
+    return 0;
+}
+
+int pks_flow_set_state(pks_table *t, uint32_t slot, uint8_t state, double now)
+{
+    if (slot >= t->nslots || !t->flows[slot].used || state >= PKS_STATES)
+        return -1;
+    return flow_state(t, slot, state, now);
+}
+
+int pks_table_insert(pks_table *t, uint32_t slot, const pks_key *k0, const pks_key *k1)
 {
     if (slot >= t->nslots || t->flows[slot].used)
         return -2;
@@ -320,15 +505,31 @@ int pks_table_insert(pks_table *t, uint32_t slot, const pks_key *k0, const pks_n
         || memcmp(k0, k1, sizeof *k0) == 0)
         return -1;
     pks_flow *f = &t->flows[slot];
+    uint32_t gen = f->gen;
     memset(f, 0, sizeof *f);
+    f->gen = gen + 1;
     f->key[0] = *k0;
     f->key[1] = *k1;
-    f->nat[0] = *n0;
-    f->nat[1] = *n1;
+    f->synack_at = -1.0;
+    f->prev = f->next = PKS_NONE;
     f->used = 1;
     index_put(t, slot << 1);
     index_put(t, slot << 1 | 1);
     return 0;
+}
+
+/* a key reversed: what a packet that is the answer to one with key k carries */
+static void key_reverse(const pks_key *k, pks_nat *n)
+{
+    memcpy(n->saddr, k->daddr, sizeof n->saddr);
+    memcpy(n->daddr, k->saddr, sizeof n->daddr);
+    n->sport = k->dport;
+    n->dport = k->sport;
+}
+
+void pks_flow_nat(const pks_table *t, uint32_t slot, uint8_t dir, pks_nat *out)
+{
+    key_reverse(&t->flows[slot].key[!dir], out);
 }
 
 static void put4(uint8_t *p, uint32_t v)
@@ -339,34 +540,26 @@ static void put4(uint8_t *p, uint32_t v)
 int pks_flow_open(pks_table *t, uint32_t slot, uint8_t *buf, pks_meta *m, uint32_t src,
                   uint16_t sport, uint32_t dst, uint16_t dport, double now)
 {
-    pks_key k1;
-    pks_nat n0, n1;
+    pks_key k1;                                 /* the answer to the rewritten packet */
     memset(&k1, 0, sizeof k1);
-    memset(&n0, 0, sizeof n0);
-    memset(&n1, 0, sizeof n1);
-    put4(n0.saddr, src);
-    put4(n0.daddr, dst);
-    n0.sport = sport;
-    n0.dport = dport;
     k1.family = m->key.family;
     k1.proto = m->key.proto;
-    memcpy(k1.saddr, n0.daddr, 4);
-    memcpy(k1.daddr, n0.saddr, 4);
+    put4(k1.saddr, dst);
+    put4(k1.daddr, src);
     k1.sport = dport;
     k1.dport = sport;
-    memcpy(n1.saddr, m->key.daddr, 4);
-    memcpy(n1.daddr, m->key.saddr, 4);
-    n1.sport = m->key.dport;
-    n1.dport = m->key.sport;
-    int rc = pks_table_insert(t, slot, &m->key, &n0, &k1, &n1);
+    int rc = pks_table_insert(t, slot, &m->key, &k1);
     if (rc != 0)
         return rc;
     pks_flow *f = &t->flows[slot];
     f->pkts[0] = 1;
     f->bytes[0] = m->ip_len;
     f->last_seen = now;
+    f->created = now;
     m->slot = (int32_t)slot;
     m->dir = 0;
+    pks_nat n0;
+    key_reverse(&k1, &n0);
     pks_rewrite(buf, m, &n0);
     return 0;
 }
@@ -375,17 +568,36 @@ int pks_table_remove(pks_table *t, uint32_t slot)
 {
     if (slot >= t->nslots || !t->flows[slot].used)
         return -1;
+    pks_flow *f = &t->flows[slot];
     index_del(t, slot << 1);
     index_del(t, slot << 1 | 1);
-    memset(&t->flows[slot], 0, sizeof t->flows[slot]);
+    if (f->state == PKS_S_SYN_RECV)
+        ho_unlink(t, slot);
+    if (f->timer_seq)
+        t->stale++;
+    uint32_t gen = f->gen;
+    memset(f, 0, sizeof *f);
+    f->gen = gen;
+    heap_compact(t);
     return 0;
+}
+
+uint32_t pks_table_scan(const pks_table *t, uint32_t from, uint32_t *out, uint32_t max)
+{
+    uint32_t n = 0;
+    for (uint32_t i = from; i < t->nslots && n < max; i++)
+        if (t->flows[i].used)
+            out[n++] = i;
+    return n;
 }
 
 /* --------------------------------------------------------------- per packet */
 
 void pks_apply(pks_table *t, uint8_t *buf, const pks_meta *m)
 {
-    pks_rewrite(buf, m, &t->flows[m->slot].nat[m->dir]);
+    pks_nat n;
+    pks_flow_nat(t, (uint32_t)m->slot, m->dir, &n);
+    pks_rewrite(buf, m, &n);
 }
 
 int pks_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *m, int vnet)
@@ -434,7 +646,7 @@ int pks_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *
             uint8_t to = t->trans[m->dir][ev][f->state];
             if (to != f->state) {
                 event_put(t, (uint32_t)m->slot, PKS_EV_STATE, f->state, to, m->dir, now, 0);
-                f->state = to;
+                flow_state(t, (uint32_t)m->slot, to, now);
             }
         }
     }
@@ -452,7 +664,7 @@ int pks_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *
             f->measured = 1;
         }
     }
-    pks_rewrite(buf, m, &f->nat[m->dir]);
+    pks_apply(t, buf, m);
     return PKS_V_FAST;
 }
 

@@ -17,10 +17,15 @@
  *   machine in tcpstate.py and calls pks_apply() for the rewrite. Malformed packets give
  *   PKS_V_DROP with the reason in meta->err; nothing is written to the buffer in that case.
  *
- *   Flow storage is owned here (a flat array indexed by slot) so that the fast path never
- *   calls back into Python; which slot a flow uses and its timers are Python's, and Python
- *   applies the events before it decides on any packet, so both sides agree on every state.
- *   Keys are family-independent (16-byte addresses) so IPv6 and UDP fit without redesign.
+ *   Every flow lives here and only here (a flat array indexed by slot): keys, counters, the
+ *   state with its timeout, the timer (a heap of deadlines, pks_expire), the half-open list,
+ *   and Python's numbers for its service, backend, reason and SNAT pair; Python keeps no
+ *   object per flow (core/flows.py makes views on demand), so a flow costs its 216-byte
+ *   pks_flow, 16 bytes of index and about one 16-byte timer entry. Which slot a flow uses is
+ *   Python's; a state change goes through one function whichever side decides it, and Python
+ *   applies the events (its backends' counts) before it decides on any packet, so both sides
+ *   agree on every state. Keys are family-independent (16-byte addresses) so IPv6 and UDP
+ *   fit without redesign.
  */
 #include <stdint.h>
 
@@ -102,21 +107,47 @@ typedef struct {
 } pks_meta;
 
 typedef struct {
-    pks_key key[2];     /* dir 0 and dir 1 as they arrive */
-    pks_nat nat[2];     /* what each direction is rewritten to */
+    pks_key key[2];     /* dir 0 and dir 1 as they arrive; each direction is rewritten to the
+                           other's key reversed (pks_flow_nat), so no rewrite is stored */
     uint64_t pkts[2];
     uint64_t bytes[2];
     double last_seen;   /* `now` of the last packet seen on the flow */
+    double created;     /* `now` when the flow was opened */
+    double synack_at;   /* set by Python: the backend's first SYN-ACK, -1 before it */
+    double req_at;      /* when the client's first payload was seen, 0: not yet */
+    double timer_due;   /* when the flow's live timer entry comes due */
     uint32_t ack[2];    /* the highest acknowledgment number sent each way (to reset a flow) */
     uint32_t seq_end[2];/* the highest sequence number + length sent each way */
+    uint32_t timer_seq; /* the flow's live entry in the timer heap, 0: none */
+    uint32_t gen;       /* flows opened in this slot so far: tells a flow from its successor */
+    uint32_t prev;      /* the half-open list (oldest first), while state is SYN_RECV */
+    uint32_t next;
+    float timeout;      /* idle seconds before expiry, the state's when it was entered */
+    uint32_t backend;   /* Python's numbers for the flow's backend, service, the reason it */
+    uint32_t reason;    /* was chosen; and the SNAT pair (address index, port) with has_snat */
+    uint16_t service;
+    uint16_t snat_addr;
+    uint16_t snat_port;
+    uint8_t has_snat;
     uint8_t acked[2];   /* an ACK was seen that way: ack[] holds something */
     uint8_t used;
     uint8_t fast;       /* set by Python: C may decide on packets without SYN or RST */
     uint8_t state;      /* the TCP state (Python's tcpstate.State); C moves it on FIN/ACK */
     uint8_t measured;   /* the first response after the first request was timed */
     uint8_t synacked;   /* C reported the backend's first SYN-ACK */
-    double req_at;      /* when the client's first payload was seen, 0: not yet */
+    uint8_t syns;       /* SYNs seen from the client, as Python counts them (255 at most) */
 } pks_flow;
+
+/* the timer heap: one live entry per flow at most, stale ones skipped when they surface */
+typedef struct {
+    double due;
+    uint32_t slot;
+    uint32_t seq;
+} pks_timer;
+
+#define PKS_S_SYN_RECV 3    /* tcpstate.State.SYN_RECV: the half-open state */
+#define PKS_NONE 0xffffffff /* no slot (list ends, no oldest half-open flow) */
+#define PKS_COMPACT_MIN 1024 /* stale timer entries tolerated before the heap is rebuilt */
 
 /* What C did on its own that Python must know (pks_events_take): a state change, or the
  * first response timed. Python applies them in order before it decides on any packet. */
@@ -144,6 +175,16 @@ typedef struct {
     pks_flow *flows;
     uint8_t trans[2][4][PKS_STATES]; /* next state by [dir][event][state]; event: SYN FIN ACK RST */
     uint8_t has_trans;  /* trans is loaded: fast flows change state in C */
+    double timeouts[PKS_STATES]; /* idle timeout per state, seconds (pks_table_set_timeouts) */
+    uint32_t half_open; /* flows in SYN_RECV, and the list of them, oldest first */
+    uint32_t half_open_peak;
+    uint32_t ho_head;
+    uint32_t ho_tail;
+    pks_timer *heap;    /* min-heap by due; grows by doubling */
+    uint32_t heap_len;
+    uint32_t heap_cap;
+    uint32_t stale;     /* heap entries that are no flow's live entry any more */
+    uint32_t timer_seq; /* the last entry's number */
     uint32_t ev_head;   /* the event ring: oldest event, and how many */
     uint32_t ev_count;
     pks_event events[PKS_EVENTS];
@@ -185,22 +226,43 @@ pks_table *pks_table_new(uint32_t nslots, uint64_t seed);
 /* Loads the state grid (2 x 4 x PKS_STATES bytes: [dir][SYN FIN ACK RST][state]), from which
  * pks_process moves fast flows on FIN and ACK; 0, or -1 for a state out of range */
 int pks_table_set_transitions(pks_table *t, const uint8_t *grid, uint32_t len);
+/* The idle timeout of each state (PKS_STATES values, seconds); a flow takes its state's
+ * when it enters it. 0, or -1 for a bad count or a negative timeout. */
+int pks_table_set_timeouts(pks_table *t, const double *timeouts, uint32_t n);
 /* Moves up to max events, oldest first, out of the ring into out; returns how many */
 uint32_t pks_events_take(pks_table *t, pks_event *out, uint32_t max);
 void pks_table_free(pks_table *t);
-/* 0 on success; -1 if either key is already indexed (nothing is changed); -2 bad slot/used */
-int pks_table_insert(pks_table *t, uint32_t slot, const pks_key *k0, const pks_nat *n0,
-                     const pks_key *k1, const pks_nat *n1);
+/* Indexes a flow at `slot` whose dir-0 packets arrive as k0 and dir-1 packets as k1; each
+ * direction is rewritten to the other's key reversed. State NONE, no timer.
+ * 0 on success; -1 if either key is already indexed or they are equal (nothing is changed);
+ * -2 bad slot/used; -3 no memory for its timer */
+int pks_table_insert(pks_table *t, uint32_t slot, const pks_key *k0, const pks_key *k1);
 /* Opens a flow at `slot` for the packet parsed into m, which arrived in direction 0: packets
  * like it become src:sport -> dst:dport, the replies (dst:dport -> src:sport) become the
- * reverse of m's. Counts the packet on the flow and rewrites it in place. IPv4 addresses as
- * host-order integers. 0 on success; -1 / -2 as pks_table_insert, nothing changed. */
+ * reverse of m's. Counts the packet on the flow, sets created and rewrites it in place. IPv4
+ * addresses as host-order integers. 0 on success; -1 / -2 as pks_table_insert, nothing
+ * changed. */
 int pks_flow_open(pks_table *t, uint32_t slot, uint8_t *buf, pks_meta *m, uint32_t src,
                   uint16_t sport, uint32_t dst, uint16_t dport, double now);
-/* removes both keys of a used slot; 0 on success, -1 if the slot is not in use */
+/* What direction dir of a used slot's packets are rewritten to */
+void pks_flow_nat(const pks_table *t, uint32_t slot, uint8_t dir, pks_nat *out);
+/* Moves a used slot's flow to `state` at `now`: the state's timeout, the half-open list, and
+ * a timer entry when the new deadline is earlier than the live one. 0; -1 bad slot/state;
+ * -3 no memory for the timer entry (the state is set, the old timer stays) */
+int pks_flow_set_state(pks_table *t, uint32_t slot, uint8_t state, double now);
+/* removes both keys of a used slot, its timer and its place in the half-open list; 0 on
+ * success, -1 if the slot is not in use. Only gen survives. */
 int pks_table_remove(pks_table *t, uint32_t slot);
 /* slot << 1 | dir, or -1 */
 int64_t pks_table_lookup(const pks_table *t, const pks_key *k);
+/* Idle expiry without a scan: pops timer entries due at `now`; a flow that saw packets since
+ * gets a new entry at last_seen + timeout, one that did not has its slot put in out (its
+ * timer is gone; the caller removes it). Up to max slots; returns how many. */
+uint32_t pks_expire(pks_table *t, double now, uint32_t *out, uint32_t max);
+/* the earliest entry's due time (maybe stale: early, never late), or -1 with none */
+double pks_next_due(const pks_table *t);
+/* The used slots from `from` on, up to max of them into out; returns how many (0: no more) */
+uint32_t pks_table_scan(const pks_table *t, uint32_t from, uint32_t *out, uint32_t max);
 
 int pks_parse(const uint8_t *buf, uint32_t len, pks_meta *m);
 /* pks_parse after a virtio_net_hdr: sets m->hdr and m->partial, checks csum_start/offset */

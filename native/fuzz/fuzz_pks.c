@@ -252,6 +252,37 @@ static void check_key(const model *md, const pks_key *k)
     CHECK(pks_table_lookup(md->t, k) == model_find(md, k));
 }
 
+/* the half-open list holds exactly the used SYN_RECV flows, linked both ways; every used
+ * flow with a timer has exactly one live heap entry, the rest are counted stale; heap order */
+static void check_lists(const model *md)
+{
+    const pks_table *t = md->t;
+    uint32_t syn_recv = 0, timers = 0, n = 0, prev = PKS_NONE;
+    for (uint32_t i = 0; i < NSLOTS; i++) {
+        const pks_flow *f = &t->flows[i];
+        syn_recv += f->used && f->state == PKS_S_SYN_RECV;
+        timers += f->used && f->timer_seq != 0;
+        CHECK(f->used || f->timer_seq == 0);
+    }
+    for (uint32_t s = t->ho_head; s != PKS_NONE; s = t->flows[s].next) {
+        CHECK(s < NSLOTS && n < NSLOTS);
+        CHECK(t->flows[s].used && t->flows[s].state == PKS_S_SYN_RECV);
+        CHECK(t->flows[s].prev == prev);
+        prev = s;
+        n++;
+    }
+    CHECK(t->ho_tail == prev && n == syn_recv && t->half_open == syn_recv);
+    uint32_t live = 0;
+    for (uint32_t i = 0; i < t->heap_len; i++) {
+        const pks_timer *e = &t->heap[i];
+        CHECK(e->slot < NSLOTS);
+        live += t->flows[e->slot].used && t->flows[e->slot].timer_seq == e->seq;
+        if (i)
+            CHECK(t->heap[(i - 1) / 2].due <= e->due);
+    }
+    CHECK(live == timers && t->stale == t->heap_len - live);
+}
+
 static void check_table(const model *md, int full)
 {
     uint32_t used = 0;
@@ -265,12 +296,15 @@ static void check_table(const model *md, int full)
         for (uint32_t d = 0; d < 2; d++) {
             CHECK(pks_table_lookup(md->t, &ms->key[d]) == (int64_t)(i << 1 | d));
             if (full) {
+                pks_nat n;
+                pks_flow_nat(md->t, i, (uint8_t)d, &n);
                 CHECK(memcmp(&f->key[d], &ms->key[d], sizeof f->key[d]) == 0);
-                CHECK(memcmp(&f->nat[d], &ms->nat[d], sizeof f->nat[d]) == 0);
+                CHECK(memcmp(&n, &ms->nat[d], sizeof n) == 0);
             }
         }
     }
     CHECK(md->t->nkeys == 2 * used);
+    check_lists(md);
     if (!full)
         return;
     /* the index holds exactly the keys of the used slots: so a key of no used slot (one never
@@ -299,8 +333,18 @@ static int insert_rc(const model *md, uint32_t slot, const pks_key *k0, const pk
     return 0;
 }
 
-static void model_insert(model *md, uint32_t slot, const pks_key *k0, const pks_nat *n0,
-                         const pks_key *k1, const pks_nat *n1, uint8_t fast)
+/* what a direction of a flow is rewritten to: the other direction's key, reversed */
+static void reverse_key(const pks_key *k, pks_nat *n)
+{
+    memset(n, 0, sizeof *n);
+    memcpy(n->saddr, k->daddr, sizeof n->saddr);
+    memcpy(n->daddr, k->saddr, sizeof n->daddr);
+    n->sport = k->dport;
+    n->dport = k->sport;
+}
+
+static void model_insert(model *md, uint32_t slot, const pks_key *k0, const pks_key *k1,
+                         uint8_t fast)
 {
     model_slot *ms = &md->s[slot];
     memset(ms, 0, sizeof *ms);
@@ -308,10 +352,11 @@ static void model_insert(model *md, uint32_t slot, const pks_key *k0, const pks_
     ms->fast = fast;
     ms->key[0] = *k0;
     ms->key[1] = *k1;
-    ms->nat[0] = *n0;
-    ms->nat[1] = *n1;
+    reverse_key(k1, &ms->nat[0]);
+    reverse_key(k0, &ms->nat[1]);
     md->t->flows[slot].fast = fast; /* what Python does when it opens a flow */
-    md->t->flows[slot].state = ms->state = (uint8_t)(slot * 3 % PKS_STATES); /* any state */
+    ms->state = (uint8_t)(slot * 3 % PKS_STATES); /* any state, as Python sets it */
+    CHECK(pks_flow_set_state(md->t, slot, ms->state, 1.0) == 0);
 }
 
 /* the grid a graded table runs on: not IPVS's, but one where every cell differs by input */
@@ -331,13 +376,13 @@ static void load_grid(pks_table *t)
     CHECK(pks_table_set_transitions(t, grid, sizeof grid - 1) == -1);
 }
 
-static void do_insert(model *md, uint32_t slot, const pks_key *k0, const pks_nat *n0,
-                      const pks_key *k1, const pks_nat *n1, uint8_t fast)
+static void do_insert(model *md, uint32_t slot, const pks_key *k0, const pks_key *k1,
+                      uint8_t fast)
 {
     int want = insert_rc(md, slot, k0, k1);
-    CHECK(pks_table_insert(md->t, slot, k0, n0, k1, n1) == want);
+    CHECK(pks_table_insert(md->t, slot, k0, k1) == want);
     if (want == 0)
-        model_insert(md, slot, k0, n0, k1, n1, fast);
+        model_insert(md, slot, k0, k1, fast);
     check_key(md, k0);
     check_key(md, k1);
 }
@@ -379,7 +424,9 @@ static void do_flow_open(model *md, uint32_t slot, const uint8_t *data, size_t s
     if (rc == 0) {
         CHECK(mc.slot == (int32_t)slot && mc.dir == 0);
         check_rewrite(data, buf, (uint32_t)size, m, &n0, vnet);
-        model_insert(md, slot, &m->key, &n0, &k1, &n1, fast);
+        model_insert(md, slot, &m->key, &k1, fast);
+        CHECK(memcmp(&md->s[slot].nat[0], &n0, sizeof n0) == 0);
+        CHECK(memcmp(&md->s[slot].nat[1], &n1, sizeof n1) == 0);
         const pks_flow *f = &md->t->flows[slot];
         CHECK(f->pkts[0] == 1 && f->bytes[0] == m->ip_len && f->pkts[1] == 0);
         CHECK(f->bytes[1] == 0 && f->last_seen == 1.5);
@@ -572,16 +619,13 @@ static void drive_table(const uint8_t *data, size_t size, const pks_meta *m, int
         const uint8_t *op = data + size - 3 * (i + 1);
         uint8_t code = op[0] & 3, arg = op[0] >> 2, a = op[1], b = op[2];
         pks_key k0, k1;
-        pks_nat n0, n1;
-        make_nat(data, size, (uint32_t)(2 * i + 1), &n0);
-        make_nat(data, size, (uint32_t)(2 * i + 2), &n1);
         if (code == 3 && (m->err != PKS_OK || m->key.proto != PKS_PROTO_TCP))
             code = 0;
         switch (code) {
         case 0: /* insert two small keys; slots 8..15 are out of range */
             small_key(a, &k0);
             small_key(b, &k1);
-            do_insert(&md, arg & 15, &k0, &n0, &k1, &n1, (uint8_t)(arg >> 4 & 1));
+            do_insert(&md, arg & 15, &k0, &k1, (uint8_t)(arg >> 4 & 1));
             break;
         case 1: { /* remove */
             uint32_t slot = arg & 15;
@@ -603,20 +647,36 @@ static void drive_table(const uint8_t *data, size_t size, const pks_meta *m, int
             if (m->err == PKS_OK)
                 check_key(&md, &m->key);
             break;
-        case 3: /* a flow holding the packet's key: opened by it, or inserted in direction a & 1 */
+        case 3: { /* a flow holding the packet's key: opened by it, or inserted in direction a & 1 */
+            pks_nat to;
+            make_nat(data, size, (uint32_t)(2 * i + 1), &to);
             small_key(b, &k1);
             if (a & 4)
-                do_flow_open(&md, arg & 7, data, size, m, &n0, (uint8_t)(a >> 1 & 1), vnet);
+                do_flow_open(&md, arg & 7, data, size, m, &to, (uint8_t)(a >> 1 & 1), vnet);
             else if (a & 1)
-                do_insert(&md, arg & 7, &k1, &n0, &m->key, &n1, (uint8_t)(a >> 1 & 1));
+                do_insert(&md, arg & 7, &k1, &m->key, (uint8_t)(a >> 1 & 1));
             else
-                do_insert(&md, arg & 7, &m->key, &n0, &k1, &n1, (uint8_t)(a >> 1 & 1));
+                do_insert(&md, arg & 7, &m->key, &k1, (uint8_t)(a >> 1 & 1));
             break;
+        }
         }
         check_table(&md, i % 8 == 7);
     }
     check_table(&md, 1);
     run_process(&md, data, size, m, vnet);
+    check_table(&md, 1);
+    /* every timeout is 0 here: each flow with a timer is due, exactly once */
+    uint32_t due[NSLOTS + 1], want = 0;
+    for (uint32_t i = 0; i < NSLOTS; i++)
+        want += md.t->flows[i].used && md.t->flows[i].timer_seq != 0;
+    uint32_t n = pks_expire(md.t, 1e9, due, NSLOTS + 1);
+    CHECK(n == want);
+    for (uint32_t i = 0; i < n; i++) {
+        CHECK(md.t->flows[due[i]].used && md.t->flows[due[i]].timer_seq == 0);
+        for (uint32_t j = 0; j < i; j++)
+            CHECK(due[j] != due[i]);
+    }
+    CHECK(pks_expire(md.t, 1e9, due, NSLOTS + 1) == 0 && md.t->heap_len == 0);
     check_table(&md, 1);
     pks_table_free(md.t);
 }

@@ -13,7 +13,6 @@ shows, and the pcap holds, the finished checksum, and says so under "offload".
 from __future__ import annotations
 
 import base64
-import ipaddress
 import struct
 import time
 from collections.abc import Callable
@@ -67,10 +66,7 @@ def event(rec: Record, seq: int, snaplen: int, wall: float) -> dict[str, Any]:
         "raw_after": base64.b64encode(raw_after[:snaplen]).decode() if raw_after else None,
     }
     if flow is not None:
-        ip, port = flow.client
-        ev["flow"] = f"{ipaddress.IPv4Address(ip)}:{port}"
-        ev["service"] = flow.service.name
-        ev["backend"] = flow.backend.name
+        ev["flow"], ev["service"], ev["backend"] = flow
     return ev
 
 
@@ -128,7 +124,7 @@ class FlowsStream:
 
     def _wanted(self, f: Any) -> bool:
         return (
-            self.switch.table.flows[f.slot] is f
+            f.alive
             and (self.service is None or f.service.name == self.service)
             and (self.backend is None or f.backend.name == self.backend)
             and (self.state is None or f.state.name == self.state)

@@ -1,28 +1,28 @@
 """The flow table: one entry per switched connection, found from either direction.
 
-Storage is split where the work is. The native table (native/pks.c) holds, per slot, the two
-keys (client side and backend side as they arrive), the two rewrites, packet and byte counters
-and the time of the last packet; C finds a flow and counts every packet without Python. C also
-moves a flow's state on FINs and ACKs, through the grid of core/tcpstate.py loaded into it, and
-reports each move as an event that the switch applies here (set_state) before it decides on
-any other packet. This module owns which slots are used, the state Python acts on (timeouts,
-backend counts, the half-open set) and each flow's timer.
+Every flow lives in the native table (native/pks.c), one slot each, and nowhere else: the two
+keys (client side and backend side as they arrive; each direction is rewritten to the other's
+key reversed), packet and byte counters, the time of the last packet, the TCP state and its
+timeout, the timer, the half-open list, and Python's numbers for the flow's service, backend,
+reason and SNAT pair. C finds a flow and counts every packet without Python, moves its state
+on FINs and ACKs through the grid of core/tcpstate.py, and reports each move as an event
+that the switch applies (the backends' active/inactive counts) before it decides on any other
+packet. A Flow object is a view of a slot made on demand, so a million flows cost no Python
+objects, and this module owns which slots are used and the numbering of what flows refer to.
 
-Idle expiry without scanning: every flow has at most one live entry in a heap of deadlines.
-When an entry comes due, the deadline is recomputed from the flow's real last-packet time;
-a flow that saw traffic meanwhile is pushed back, one that did not is expired. A state change
-to a shorter timeout pushes a new entry (the old one becomes stale and is skipped when it
-surfaces); a longer one keeps the old entry, which will come due early and be pushed back.
-So the work per call is O((expired + pushed back) x log n), never a walk over the table.
+Idle expiry without scanning: every flow has at most one live entry in a heap of deadlines
+(in C). When an entry comes due, the deadline is recomputed from the flow's real last-packet
+time; a flow that saw traffic meanwhile is pushed back, one that did not is expired. A state
+change to a shorter timeout pushes a new entry (the old one becomes stale and is skipped
+when it surfaces); a longer one keeps the old entry, which will come due early and be pushed
+back. So the work per call is O((expired + pushed back) x log n), never a walk over the table.
 """
 
 from __future__ import annotations
 
-import heapq
 import os
-from collections import OrderedDict
+from array import array
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from pktswitch._native import ffi, lib
@@ -34,24 +34,152 @@ DEFAULT_MAX_FLOWS = 262144
 # default, so a SYN flood cannot crowd out established flows (IPVS's drop_entry defence drops
 # SYN_RECV entries first for the same reason; Linux's tcp_max_syn_backlog bounds the same thing).
 HALF_OPEN_SHARE = 4
-COMPACT_MIN = 1024  # stale timer entries tolerated before the heap is rebuilt without them
+EXPIRE_BATCH = 1024  # expired slots taken from C per call
 
 
-@dataclass(slots=True, eq=False)
 class Flow:
-    slot: int
-    service: Any  # the Service it belongs to
-    backend: Any  # the BackendState chosen
-    reason: str  # why that backend
-    created: float
-    client: tuple[bytes, int]  # the client's address and port
-    snat: tuple[int, int] | None = None  # (SNAT address index, port) in full NAT
-    state: State = State.NONE
-    timeout: float = 0.0
-    timer_seq: int = -1  # sequence number of the flow's live heap entry
-    timer_due: float = 0.0  # when that entry comes due
-    syns: int = 0  # SYNs seen from the client (retransmits make the handshake time unusable)
-    synack_at: float = -1.0  # when the backend's first SYN-ACK was seen
+    """One flow, as a view of its slot in the native table (nothing per flow is kept in
+    Python). A view outlives its flow: `alive` tells whether the slot still holds the flow it
+    was made for (the slot's gen counts the flows opened in it). Two views of one flow are
+    equal."""
+
+    __slots__ = ("_table", "gen", "slot")
+
+    def __init__(self, table: FlowTable, slot: int) -> None:
+        self._table = table
+        self.slot = slot
+        self.gen = table.tab.flows[slot].gen
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Flow) and (other.slot, other.gen) == (self.slot, self.gen)
+
+    def __hash__(self) -> int:
+        return hash((self.slot, self.gen))
+
+    def __repr__(self) -> str:
+        return f"Flow(slot={self.slot}, gen={self.gen})"
+
+    @property
+    def _c(self) -> Any:
+        return self._table.tab.flows[self.slot]
+
+    @property
+    def alive(self) -> bool:
+        c = self._c
+        return bool(c.used) and c.gen == self.gen
+
+    @property
+    def service(self) -> Any:  # the ServiceState it belongs to
+        return self._table.services[self._c.service]
+
+    @property
+    def backend(self) -> Any:  # the BackendState chosen
+        return self._table.backends[self._c.backend]
+
+    @property
+    def reason(self) -> str:  # why that backend
+        return self._table.reasons.text(self._c.reason)
+
+    @property
+    def created(self) -> float:
+        return float(self._c.created)
+
+    @property
+    def client(self) -> tuple[bytes, int]:  # the client's address and port
+        k = self._c.key[0]
+        return bytes(ffi.buffer(k.saddr, 4)), int(k.sport)
+
+    @property
+    def snat(self) -> tuple[int, int] | None:  # (SNAT address index, port) in full NAT
+        c = self._c
+        return (int(c.snat_addr), int(c.snat_port)) if c.has_snat else None
+
+    @property
+    def state(self) -> State:
+        return STATES[self._c.state]
+
+    @property
+    def timeout(self) -> float:
+        return float(self._c.timeout)
+
+    @property
+    def syns(self) -> int:  # SYNs seen from the client (retransmits spoil the handshake time)
+        return int(self._c.syns)
+
+    @syns.setter
+    def syns(self, n: int) -> None:
+        self._c.syns = min(n, 255)
+
+    @property
+    def synack_at(self) -> float:  # when the backend's first SYN-ACK was seen, -1: not yet
+        return float(self._c.synack_at)
+
+    @synack_at.setter
+    def synack_at(self, t: float) -> None:
+        self._c.synack_at = t
+
+
+STATES = tuple(State)
+
+
+class Registry:
+    """Numbers for the objects flows refer to (services, backends), as the native table
+    stores them. An object keeps its number for the table's life: reloads add few."""
+
+    def __init__(self) -> None:
+        self._objs: list[Any] = []
+        self._ids: dict[int, int] = {}  # id(obj) -> number; _objs keeps obj alive
+
+    def __getitem__(self, n: int) -> Any:
+        return self._objs[n]
+
+    def number(self, obj: Any) -> int:
+        n = self._ids.get(id(obj))
+        if n is None:
+            n = self._ids[id(obj)] = len(self._objs)
+            self._objs.append(obj)
+        return n
+
+
+class Reasons:
+    """The reasons flows were scheduled with, each text kept once while a flow uses it
+    (counted), so a million flows of one scheduler hold a handful of strings."""
+
+    def __init__(self) -> None:
+        self._texts: list[str | None] = []
+        self._refs: list[int] = []
+        self._ids: dict[str, int] = {}
+        self._free: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def text(self, n: int) -> str:
+        t = self._texts[n]
+        assert t is not None
+        return t
+
+    def hold(self, text: str) -> int:
+        n = self._ids.get(text)
+        if n is None:
+            if self._free:
+                n = self._free.pop()
+                self._texts[n] = text
+                self._refs[n] = 0
+            else:
+                n = len(self._texts)
+                self._texts.append(text)
+                self._refs.append(0)
+            self._ids[text] = n
+        self._refs[n] += 1
+        return n
+
+    def release(self, n: int) -> None:
+        self._refs[n] -= 1
+        if self._refs[n] == 0:
+            del self._ids[self._texts[n]]  # type: ignore[arg-type]
+            self._texts[n] = None
+            self._free.append(n)
 
 
 class TableFull(Exception):
@@ -84,37 +212,65 @@ class FlowTable:
         grid = bytes(TRANSITIONS[d][e][s] for d in (0, 1) for e in Event for s in State)
         if lib.pks_table_set_transitions(self.tab, grid, len(grid)) != 0:
             raise RuntimeError("the native table refused the TCP state grid")
+        if State.SYN_RECV != lib.PKS_S_SYN_RECV or len(State) != lib.PKS_STATES:
+            raise RuntimeError("native/pks.h and tcpstate.State disagree on the states")
         self.max_flows = max_flows
         if max_half_open is None:
             max_half_open = default_half_open(max_flows)
         self.max_half_open = max_half_open
-        # the half-open flows (SYN_RECV), oldest first: the first to go when room is needed
-        # (an OrderedDict: a plain dict finds its first key by skipping every key deleted
-        # before it, which made each eviction of a SYN flood O(table) until the next resize)
-        self.half_open: OrderedDict[Flow, None] = OrderedDict()
-        self.half_open_peak = 0
-        self.timeouts = dict(DEFAULT_TIMEOUTS if timeouts is None else timeouts)
-        self.flows: list[Flow | None] = []  # by slot; grows to the high-water mark only
-        self._free: list[int] = []  # slots freed below the high-water mark
+        self.timeouts: dict[State, float] = {}
+        self.set_timeouts(DEFAULT_TIMEOUTS if timeouts is None else timeouts)
+        self.services = Registry()
+        self.backends = Registry()
+        self.reasons = Reasons()
+        self._high = 0  # slots below this have been used
+        self._free = array("I")  # slots freed below the high-water mark
         self._count = 0
-        self._heap: list[tuple[float, int, Flow]] = []
-        self._seq = 0
-        self._stale = 0  # heap entries that no longer belong to a flow's live timer
+        self._expired = ffi.new("uint32_t[]", EXPIRE_BATCH)
 
     def __len__(self) -> int:
         return self._count
 
     def __iter__(self) -> Iterator[Flow]:
-        return (f for f in self.flows if f is not None)
+        """The flows, by slot (a snapshot taken in batches: flows may end meanwhile)."""
+        out, start = ffi.new("uint32_t[]", EXPIRE_BATCH), 0
+        while True:
+            n = lib.pks_table_scan(self.tab, start, out, EXPIRE_BATCH)
+            if n == 0:
+                return
+            for i in range(n):
+                yield Flow(self, out[i])
+            start = out[n - 1] + 1
+
+    def set_timeouts(self, timeouts: dict[State, float]) -> None:
+        """The idle timeout of each state; a flow takes its state's when it enters it."""
+        self.timeouts.update(timeouts)
+        values = [float(self.timeouts[s]) for s in State]
+        if lib.pks_table_set_timeouts(self.tab, values, len(values)) != 0:
+            raise ValueError(f"bad timeouts: {values}")
+
+    def flow(self, slot: int) -> Flow:
+        """The flow in a used slot (as pks_process reports it in meta.slot)."""
+        return Flow(self, slot)
 
     def full(self) -> bool:
         return self._count >= self.max_flows
 
+    @property
+    def half_open(self) -> int:
+        """Flows in SYN_RECV (SYN seen, handshake not finished)."""
+        return int(self.tab.half_open)
+
+    @property
+    def half_open_peak(self) -> int:
+        return int(self.tab.half_open_peak)
+
     def half_open_full(self) -> bool:
-        return len(self.half_open) >= self.max_half_open
+        return self.tab.half_open >= self.max_half_open
 
     def oldest_half_open(self) -> Flow | None:
-        return next(iter(self.half_open), None)
+        slot = self.tab.ho_head
+        return None if slot == lib.PKS_NONE else Flow(self, slot)
 
     # ---------------------------------------------------------------- membership
     def open(
@@ -123,15 +279,18 @@ class FlowTable:
         meta: Any,
         to: tuple[int, int, int, int],
         now: float,
-        flow_args: dict[str, Any],
+        service: Any,
+        backend: Any,
+        reason: str,
+        snat: tuple[int, int] | None,
     ) -> Flow:
         """Index a new flow for the packet parsed into `meta` (rewritten in `buf` to
         to = (src, sport, dst, dport), IPv4 addresses as integers); raises TableFull or
         KeyBusy, changing nothing."""
         if self._free:
             slot = self._free[-1]
-        elif len(self.flows) < self.max_flows:
-            slot = len(self.flows)
+        elif self._high < self.max_flows:
+            slot = self._high
         else:
             raise TableFull
         rc = lib.pks_flow_open(self.tab, slot, buf, meta, *to, now)
@@ -139,68 +298,58 @@ class FlowTable:
             raise KeyBusy
         if rc != 0:
             raise RuntimeError(f"pks_flow_open: slot {slot} rc {rc}")
-        self.tab.flows[slot].fast = 1  # C may decide on its FINs and ACKs from now on
-        flow = Flow(slot=slot, **flow_args)
-        flow.backend.inactive += 1  # State.NONE until set_state
         if self._free:
             self._free.pop()
-            self.flows[slot] = flow
         else:
-            self.flows.append(flow)
+            self._high += 1
+        c = self.tab.flows[slot]
+        c.fast = 1  # C may decide on its FINs and ACKs from now on
+        c.service = self.services.number(service)
+        c.backend = self.backends.number(backend)
+        c.reason = self.reasons.hold(reason)
+        if snat is not None:
+            c.has_snat = 1
+            c.snat_addr, c.snat_port = snat
+        backend.inactive += 1  # State.NONE until set_state
         self._count += 1
-        return flow
+        return Flow(self, slot)
 
     def remove(self, flow: Flow) -> None:
-        if flow.state == State.ESTABLISHED:
-            flow.backend.active -= 1
+        c = self.tab.flows[flow.slot]
+        backend = self.backends[c.backend]
+        if c.state == State.ESTABLISHED:
+            backend.active -= 1
         else:
-            flow.backend.inactive -= 1
-        self.half_open.pop(flow, None)
+            backend.inactive -= 1
+        self.reasons.release(c.reason)
         lib.pks_table_remove(self.tab, flow.slot)
-        self.flows[flow.slot] = None
         self._free.append(flow.slot)
         self._count -= 1
-        if flow.timer_seq >= 0:
-            self._stale += 1
-        flow.timer_seq = -1
-        self._compact()
 
     # ----------------------------------------------------------------- state
     def set_state(self, flow: Flow, state: State, now: float) -> None:
-        """The one way a flow's state changes: state, timeout, timer and the backend's
-        active/inactive counts move together."""
-        was_active = flow.state == State.ESTABLISHED
-        if was_active != (state == State.ESTABLISHED):
-            step = -1 if was_active else 1
-            flow.backend.active += step
-            flow.backend.inactive -= step
-        if state == State.SYN_RECV:
-            self.half_open[flow] = None
-            if len(self.half_open) > self.half_open_peak:
-                self.half_open_peak = len(self.half_open)
-        elif flow.state == State.SYN_RECV:
-            del self.half_open[flow]
-        flow.state = state
-        flow.timeout = self.timeouts[state]
-        self.tab.flows[flow.slot].state = state
-        due = now + flow.timeout
-        if flow.timer_seq < 0 or due < flow.timer_due:
-            self._push(flow, due)
+        """A state change Python decided (a SYN, an RST, ...): the backend's active/inactive
+        counts here, state, timeout, timer and the half-open list in C."""
+        self.count_state(flow, flow.state, state)
+        if lib.pks_flow_set_state(self.tab, flow.slot, state, now) != 0:
+            raise MemoryError("no memory for a flow timer")
 
-    def _push(self, flow: Flow, due: float) -> None:
-        if flow.timer_seq >= 0:
-            self._stale += 1  # the flow's earlier entry is left in the heap, stale
-        self._seq += 1
-        flow.timer_seq = self._seq
-        flow.timer_due = due
-        heapq.heappush(self._heap, (due, self._seq, flow))
+    def count_state(self, flow: Flow, was: State, state: State) -> None:
+        """The backend's active/inactive counts for a move was -> state (C moves states on
+        FINs and ACKs itself and reports them as events: the switch calls this for those)."""
+        if (was == State.ESTABLISHED) != (state == State.ESTABLISHED):
+            step = -1 if was == State.ESTABLISHED else 1
+            backend = flow.backend
+            backend.active += step
+            backend.inactive -= step
 
     # --------------------------------------------------------------- readings
     def last_seen(self, flow: Flow) -> float:
         return self.tab.flows[flow.slot].last_seen
 
     def expires_at(self, flow: Flow) -> float:
-        return self.tab.flows[flow.slot].last_seen + flow.timeout
+        c = self.tab.flows[flow.slot]
+        return c.last_seen + c.timeout
 
     def counters(self, flow: Flow) -> tuple[int, int, int, int]:
         """(packets in, bytes in, packets out, bytes out); in = from the client."""
@@ -210,32 +359,17 @@ class FlowTable:
     def native(self, flow: Flow) -> Any:
         return self.tab.flows[flow.slot]
 
-    def _compact(self) -> None:
-        """Drop stale heap entries once they outnumber the live ones: a flood of flows that
-        are removed before their timer comes due (evicted, reset) would otherwise keep their
-        entries, and the Flow objects they hold, until each deadline passes."""
-        if self._stale <= COMPACT_MIN or self._stale <= len(self._heap) // 2:
-            return
-        self._heap = [e for e in self._heap if e[1] == e[2].timer_seq]
-        heapq.heapify(self._heap)
-        self._stale = 0
-
     # ----------------------------------------------------------------- expiry
     def next_due(self) -> float | None:
-        return self._heap[0][0] if self._heap else None
+        due = lib.pks_next_due(self.tab)
+        return None if due < 0 else due
 
     def due(self, now: float) -> Iterator[Flow]:
         """Yield the flows idle past their timeout at `now`; the caller removes them."""
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            _, seq, flow = heapq.heappop(heap)
-            if seq != flow.timer_seq:
-                self._stale -= 1
-                continue  # stale: the flow was removed or got an earlier entry since
-            expires = self.expires_at(flow)
-            if expires > now:
-                flow.timer_seq = -1  # this entry is gone: the new one is not a replacement
-                self._push(flow, expires)
-            else:
-                flow.timer_seq = -1
-                yield flow
+        out = self._expired
+        while True:
+            n = lib.pks_expire(self.tab, now, out, EXPIRE_BATCH)
+            for i in range(n):
+                yield Flow(self, out[i])
+            if n < EXPIRE_BATCH:
+                return

@@ -154,6 +154,7 @@ class Switch:
         self.icmp_echo_replies = 0
         self.icmp_errors = [0, 0]  # errors about a flow, translated: [to backend, to client]
         self._quoted = ffi.new("pks_key *")  # the flow key an ICMP error is about
+        self._nat = ffi.new("pks_nat *")  # and what its direction is rewritten to
         self._created_per_s: dict[int, int] = {}  # whole second -> flows created in it
         # what the last packet did, for tracing: set only on the paths that change them
         self.last_drop = ""
@@ -220,19 +221,20 @@ class Switch:
         """Apply what C did by itself (native/pks.h, pks_event): state changes on FINs and
         ACKs of fast flows, and first responses timed. Called before Python decides on any
         packet, and after each batch, so Python's view of every flow is current."""
-        tab, evs, flows, table = self.table.tab, self._events, self.table.flows, self.table
+        tab, evs, table = self.table.tab, self._events, self.table
         while True:
             n = lib.pks_events_take(tab, evs, EVENT_BATCH)
             for i in range(n):
                 e = evs[i]
-                flow = flows[e.slot]
-                if flow is None:
+                if not tab.flows[e.slot].used:
                     continue
+                flow = table.flow(e.slot)
                 kind = e.kind
                 if kind == lib.PKS_EV_STATE:
-                    state = STATES[e.to]
-                    self.last_transition = (flow.state, state)
-                    table.set_state(flow, state, e.t)
+                    # C moved the state, timer and half-open list; the counts are Python's
+                    was, state = STATES[getattr(e, "from")], STATES[e.to]
+                    self.last_transition = (was, state)
+                    table.count_state(flow, was, state)
                 elif kind == lib.PKS_EV_SYNACK:
                     self._synack(flow, e.t)
                 else:
@@ -252,8 +254,7 @@ class Switch:
             if meta.key.proto == packet.PROTO_ICMP:
                 return self._icmp()
             return self._new_flow(now)
-        flow = self.table.flows[meta.slot]
-        assert flow is not None
+        flow = self.table.flow(meta.slot)
         flags = meta.tcp_flags
         if meta.dir == INPUT and flags & (SYN | ACK | RST | FIN) == SYN and flow.state in REUSABLE:
             # the client reused its port for a new connection: finish the old flow first
@@ -324,14 +325,6 @@ class Switch:
             to = (self._snat_ints[snat[0]], snat[1], backend.ip_int, backend.port)
         else:
             to = (client, cport, backend.ip_int, backend.port)
-        args = {
-            "service": svc,
-            "backend": backend,
-            "reason": reason,
-            "created": now,
-            "client": (client_bytes, cport),
-            "snat": snat,
-        }
         while table.half_open_full() or table.full():
             # room, from the oldest half-open flows, once the SYN is sure to be taken: under
             # a SYN flood the table turns over its half-open share and established flows keep
@@ -341,7 +334,7 @@ class Switch:
             self.flows_evicted += 1
             self._expire(oldest, now, counted=False)
         try:
-            flow = self.table.open(self._bufp, meta, to, now, args)
+            flow = self.table.open(self._bufp, meta, to, now, svc, backend, reason, snat)
         except (TableFull, KeyBusy) as e:
             if snat is not None:
                 self.pool.free(backend.endpoint, snat, now)
@@ -391,7 +384,8 @@ class Switch:
         if e < 0:
             return self._drop("icmp_no_flow")
         way = e & 1  # the error travels like a packet of this direction
-        nat = self.table.tab.flows[e >> 1].nat[way]
+        nat = self._nat
+        lib.pks_flow_nat(self.table.tab, e >> 1, way, nat)
         saddr, daddr = bytes(ffi.buffer(nat.saddr, 4)), bytes(ffi.buffer(nat.daddr, 4))
         # nat mode keeps the sender of an error from the client side (the backend routes
         # back through the switch anyway); otherwise it speaks for the VIP or SNAT address
@@ -519,7 +513,7 @@ class Switch:
             was = self.table.timeouts.get(state)
             if was != seconds:
                 changes.append(f"timeout {state.name}: {was:g} -> {seconds:g} s")
-                self.table.timeouts[state] = seconds
+        self.table.set_timeouts(cfg.timeouts)
         half_open = cfg.switch.max_half_open
         if half_open != self.table.max_half_open:
             changes.append(f"max_half_open: {self.table.max_half_open} -> {half_open}")
@@ -602,11 +596,7 @@ class Switch:
         watch = self._syn_watch
         while watch and watch[0][0] <= now:
             _, flow = watch.popleft()
-            if (
-                self.table.flows[flow.slot] is flow
-                and flow.synack_at < 0
-                and flow.state == State.SYN_RECV
-            ):
+            if flow.alive and flow.synack_at < 0 and flow.state == State.SYN_RECV:
                 t = flow.service.health.syn_timeout
                 self._passive.append((flow.service, flow.backend, f"no SYN-ACK within {t:g} s"))
         out, self._passive = self._passive, []
@@ -651,9 +641,12 @@ class Switch:
         self.last_transition = None
         forward = Switch.process(self, length, now)
         meta = self.meta
-        flow = self.table.flows[meta.slot] if meta.slot >= 0 else None
-        if flow is not None:
-            client: tuple[bytes, int] | None = flow.client
+        tab = self.table.tab
+        flow: tuple[str, str, str] | None = None
+        if meta.slot >= 0 and tab.flows[meta.slot].used:
+            f, k = self.table.flow(meta.slot), tab.flows[meta.slot].key[0]
+            client: tuple[bytes, int] | None = f.client
+            flow = (f"{packet.ip_str(k.saddr)}:{k.sport}", f.service.name, f.backend.name)
         elif meta.err == 0:
             client = (bytes(ffi.buffer(meta.key.saddr, 4)), meta.key.sport)
         else:
@@ -758,7 +751,7 @@ class Switch:
             "dropped": dict(self.dropped),
             "flows": len(self.table),
             "max_flows": self.table.max_flows,
-            "half_open": len(self.table.half_open),
+            "half_open": self.table.half_open,
             "half_open_peak": self.table.half_open_peak,
             "max_half_open": self.table.max_half_open,
             "new_flows_per_second": self.new_flows_per_second(now),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
 
 QUEUE_MAX = 4096  # records waiting for one subscriber before new ones are dropped
 
@@ -22,7 +21,8 @@ class Record:
     before: bytes
     after: bytes | None  # None: dropped
     verdict: str  # "fast", "slow" (forwarded by Python), or "drop:<reason>"
-    flow: Any  # the Flow the packet belongs to, if any
+    # the packet's flow as it was then, if any: (client "ip:port", service, backend)
+    flow: tuple[str, str, str] | None
     transition: tuple[str, str] | None  # (old state, new state) when it changed
     vnet: bytes = b""  # the virtio_net_hdr the packet came with (TUN offloads), if any
 

@@ -72,6 +72,12 @@ def make_key(src: str, sport: int, dst: str, dport: int, proto: int = 6) -> Any:
     return k
 
 
+def flow_nat(t: Any, slot: int, d: int) -> Any:
+    n = ffi.new("pks_nat *")
+    lib.pks_flow_nat(t, slot, d, n)
+    return n
+
+
 def make_nat(src: str, sport: int, dst: str, dport: int) -> Any:
     n = ffi.new("pks_nat *")
     ffi.memmove(n.saddr, packed(src), 4)
@@ -535,14 +541,15 @@ def _flow_keys(i: int) -> tuple[Any, Any, Any, Any]:
 def test_insert_lookup_remove() -> None:
     t = new_table(16, 7)
     k0, n0, k1, n1 = _flow_keys(1)
-    assert lib.pks_table_insert(t, 5, k0, n0, k1, n1) == 0
+    assert lib.pks_table_insert(t, 5, k0, k1) == 0
     assert t.nkeys == 2
     assert lib.pks_table_lookup(t, k0) == 5 << 1
     assert lib.pks_table_lookup(t, k1) == 5 << 1 | 1
     f = t.flows[5]
     assert (f.used, f.fast, f.pkts[0], f.pkts[1], f.bytes[0], f.last_seen) == (1, 0, 0, 0, 0, 0.0)
     assert raw(f.key[0]) == raw(k0) and raw(f.key[1]) == raw(k1)
-    assert raw(f.nat[0]) == raw(n0) and raw(f.nat[1]) == raw(n1)
+    # each direction becomes the other's key reversed
+    assert raw(flow_nat(t, 5, 0)) == raw(n0) and raw(flow_nat(t, 5, 1)) == raw(n1)
     assert lib.pks_table_lookup(t, make_key(CLIENT, 40001, VIP, 81)) == -1
     assert lib.pks_table_lookup(t, make_key(CLIENT, 40001, VIP, 80, proto=17)) == -1
     # keys compare as bytes: a nonzero pad is a different key
@@ -554,19 +561,22 @@ def test_insert_lookup_remove() -> None:
     assert t.nkeys == 0
     assert lib.pks_table_lookup(t, k0) == -1
     assert lib.pks_table_lookup(t, k1) == -1
+    # all gone but the slot's count of flows opened in it
+    assert t.flows[5].gen == 1
+    t.flows[5].gen = 0
     assert raw(t.flows[5]) == bytes(ffi.sizeof("pks_flow"))
     assert index_snapshot(t) == b"\xff" * (4 * (t.mask + 1))
     assert lib.pks_table_remove(t, 5) == -1
     # the slot and the keys can be used again
-    assert lib.pks_table_insert(t, 5, k0, n0, k1, n1) == 0
+    assert lib.pks_table_insert(t, 5, k0, k1) == 0
     assert lib.pks_table_lookup(t, k1) == 5 << 1 | 1
 
 
 def test_insert_errors_change_nothing() -> None:
     t = new_table(8, 3)
-    k0, n0, k1, n1 = _flow_keys(1)
-    assert lib.pks_table_insert(t, 2, k0, n0, k1, n1) == 0
-    a0, m0, a1, m1 = _flow_keys(2)
+    k0, _n0, k1, _n1 = _flow_keys(1)
+    assert lib.pks_table_insert(t, 2, k0, k1) == 0
+    a0, _m0, a1, _m1 = _flow_keys(2)
     index, flows = index_snapshot(t), flows_snapshot(t)
 
     def unchanged() -> None:
@@ -574,19 +584,19 @@ def test_insert_errors_change_nothing() -> None:
         assert flows_snapshot(t) == flows
         assert t.nkeys == 2
 
-    assert lib.pks_table_insert(t, 3, k0, m0, a1, m1) == -1  # first key taken
+    assert lib.pks_table_insert(t, 3, k0, a1) == -1  # first key taken
     unchanged()
-    assert lib.pks_table_insert(t, 3, a0, m0, k1, m1) == -1  # second key taken
+    assert lib.pks_table_insert(t, 3, a0, k1) == -1  # second key taken
     unchanged()
-    assert lib.pks_table_insert(t, 3, k1, m0, a0, m1) == -1  # dir-1 key as a dir-0 key
+    assert lib.pks_table_insert(t, 3, k1, a0) == -1  # dir-1 key as a dir-0 key
     unchanged()
-    assert lib.pks_table_insert(t, 3, a0, m0, a0, m1) == -1  # both keys equal
+    assert lib.pks_table_insert(t, 3, a0, a0) == -1  # both keys equal
     unchanged()
-    assert lib.pks_table_insert(t, 2, a0, m0, a1, m1) == -2  # slot in use
+    assert lib.pks_table_insert(t, 2, a0, a1) == -2  # slot in use
     unchanged()
-    assert lib.pks_table_insert(t, 8, a0, m0, a1, m1) == -2  # slot out of range
+    assert lib.pks_table_insert(t, 8, a0, a1) == -2  # slot out of range
     unchanged()
-    assert lib.pks_table_insert(t, 0xFFFFFFFF, a0, m0, a1, m1) == -2
+    assert lib.pks_table_insert(t, 0xFFFFFFFF, a0, a1) == -2
     unchanged()
     assert lib.pks_table_remove(t, 3) == -1  # not in use
     assert lib.pks_table_remove(t, 8) == -1  # out of range
@@ -598,8 +608,8 @@ def test_table_full_and_emptied() -> None:
     n = 32
     t = new_table(n, 11)
     flows = [_flow_keys(i) for i in range(n)]
-    for i, (k0, n0, k1, n1) in enumerate(flows):
-        assert lib.pks_table_insert(t, i, k0, n0, k1, n1) == 0
+    for i, (k0, _n0, k1, _n1) in enumerate(flows):
+        assert lib.pks_table_insert(t, i, k0, k1) == 0
     assert t.nkeys == 2 * n
     for i, (k0, _, k1, _) in enumerate(flows):
         assert lib.pks_table_lookup(t, k0) == i << 1
@@ -635,7 +645,6 @@ class IndexModel:
                 )
             )
         self.pool = [make_key(*k) for k in sorted(tuples)]
-        self.nat = make_nat(LOCAL, 1, BACKEND, 2)
         self.slots: dict[int, tuple[int, int]] = {}  # slot -> (pool index k0, pool index k1)
         self.where: dict[int, int] = {}  # pool index -> slot << 1 | dir
 
@@ -648,7 +657,7 @@ class IndexModel:
         else:
             want = 0
         before = index_snapshot(t)
-        got = lib.pks_table_insert(t, slot, self.pool[i0], self.nat, self.pool[i1], self.nat)
+        got = lib.pks_table_insert(t, slot, self.pool[i0], self.pool[i1])
         assert got == want, (slot, i0, i1)
         if want == 0:
             self.slots[slot] = (i0, i1)
@@ -741,7 +750,7 @@ class Switch:
         self.n0 = make_nat(LOCAL, 61000, BACKEND, 8080)
         self.k1 = make_key(BACKEND, 8080, LOCAL, 61000)
         self.n1 = make_nat(VIP, 80, CLIENT, 40312)
-        assert lib.pks_table_insert(self.t, self.SLOT, self.k0, self.n0, self.k1, self.n1) == 0
+        assert lib.pks_table_insert(self.t, self.SLOT, self.k0, self.k1) == 0
         self.m = ffi.new("pks_meta *")
 
     @property

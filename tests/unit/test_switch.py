@@ -7,12 +7,12 @@ from collections import Counter
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pktswitch._native import lib
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.packet import Raw
 from scapy_oracle import checksums_ok
 
 from pktswitch.core.acl import Acl
-from pktswitch.core.flows import COMPACT_MIN
 from pktswitch.core.switch import ServiceState, Switch
 from pktswitch.core.tcpstate import DEFAULT_TIMEOUTS, State
 from pktswitch.sched.base import make
@@ -390,9 +390,9 @@ def test_many_evictions_leave_no_stale_timers_behind() -> None:
     heap_sizes = []
     for i in range(3000):
         h.send(IP(template[:20] + (1000 + i).to_bytes(2, "big") + template[22:]))
-        heap_sizes.append(len(h.sw.table._heap))
+        heap_sizes.append(h.sw.table.tab.heap_len)
     assert h.sw.flows_evicted == 2990 and len(h.sw.table) == 10
-    assert max(heap_sizes) <= COMPACT_MIN + 11
+    assert max(heap_sizes) <= lib.PKS_COMPACT_MIN + 11
     h.now += 5
     assert h.sw.expire(h.now) == 10
     assert len(h.sw.table) == 0 and dict(h.sw.flows_expired) == {"SYN_RECV": 10}
