@@ -4,8 +4,11 @@
     .venv/bin/python netns-lab/bench_core.py --flows 1000000
 
   new flows/s        SYNs of distinct clients, each scheduled, SNAT-allocated and inserted
+  short connections  SYN, SYN-ACK, ACK, FIN, FIN, ACK per connection (--connections, serially)
+                     and their expiry: the switch's whole work for a Connection: close request
   established pps    ACKs of established flows in both directions (the C fast path)
-  bytes per flow     process RSS growth with --flows flows in the table, divided by flows
+  bytes per flow     RSS growth of a fresh process that builds the switch and opens --flows
+                     flows (each SYN made as it is sent), divided by flows
 
 Each packet is copied into the switch's buffer first, as os.readv does in the datapath.
 Targets of the project: >= 1 M packets/s established, >= 200 k new flows/s, <= 256 B/flow.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import re
 import struct
 import sys
@@ -55,9 +59,17 @@ def client(i: int) -> tuple[bytes, int]:
     return bytes([198, 51, 100, 2 + i % 250]), 1024 + i // 250
 
 
-def switch(max_flows: int) -> Switch:
+BACKENDS = [bytes([192, 0, 2, i]) for i in (1, 2, 3)]
+SNAT1 = bytes([203, 0, 113, 1])
+
+
+def service() -> ServiceState:
     backends = [BackendState(n, f"192.0.2.{i}", 80) for i, n in enumerate("ABC", 1)]
-    svc = ServiceState("web", "203.0.113.10", 80, make("rr"), backends)
+    return ServiceState("web", "203.0.113.10", 80, make("rr"), backends)
+
+
+def switch(max_flows: int) -> Switch:
+    svc = service()
     snat = [f"203.0.113.{i}" for i in range(1, 10)]
     # every flow stays half-open here (no handshake completes): the table's whole size for them
     return Switch([svc], snat=snat, max_flows=max_flows, max_half_open=max_flows)
@@ -73,32 +85,79 @@ def run(sw: Switch, packets: list[bytes], now: float) -> tuple[float, int]:
     return time.perf_counter() - t0, forwarded
 
 
+def memory_per_flow(flows: int) -> float:
+    """RSS growth of a process that builds a switch and opens `flows` flows in it, per flow."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: measure, report, exit without the parent's clean-up
+        try:
+            os.close(r)
+            gc.collect()
+            base = rss_bytes()
+            sw = switch(flows)
+            buf, process = sw.buf, sw.process
+            for i in range(flows):
+                buf[:40] = tcp_packet(*client(i), VIP, 80, 0x02)
+                if not process(40, 1.0):
+                    raise SystemExit(f"SYN {i} dropped: {sw.dropped}")
+            gc.collect()
+            os.write(w, repr((rss_bytes() - base) / flows).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        answer = f.read()
+    os.waitpid(pid, 0)
+    if not answer:
+        raise SystemExit("the memory measurement failed (see above)")
+    return float(answer)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--flows", type=int, default=200_000, help="flows created and measured")
+    ap.add_argument("--connections", type=int, default=100_000, help="short connections")
     ap.add_argument("--established", type=int, default=1000, help="flows for the pps run")
     ap.add_argument("--packets", type=int, default=2_000_000, help="packets in the pps run")
     args = ap.parse_args()
 
-    # new flows per second, and memory per flow
-    gc.collect()
-    base = rss_bytes()
+    # memory per flow first, in a child process that makes each SYN as it sends it: a list of
+    # prepared packets freed before the last reading would hide its own size from RSS
+    per_flow = memory_per_flow(args.flows)
+    # new flows per second
     sw = switch(args.flows)
-    empty = rss_bytes()
     syns = [tcp_packet(*client(i), VIP, 80, 0x02) for i in range(args.flows)]
-    gc.collect()
-    before = rss_bytes()
     took, ok = run(sw, syns, 1.0)
     assert ok == args.flows, f"{args.flows - ok} SYNs dropped: {sw.dropped}"
-    del syns
-    gc.collect()
-    per_flow = (rss_bytes() - before + (empty - base)) / args.flows
+    del syns, sw
     print(
         f"new flows:        {args.flows / took:12,.0f} /s   ({args.flows:,} SYNs in {took:.2f} s)"
     )
     print(
         f"memory per flow:  {per_flow:12,.0f} B    ({args.flows:,} flows, RSS growth incl. table)"
     )
+
+    # short connections per second: handshake, both FINs, the last ACK, and expiry at the end
+    n = args.connections
+    sw = Switch([service()], snat=["203.0.113.1"], max_flows=n, snat_start=0)
+    pkts = []
+    for i in range(n):
+        src, sport = client(i)
+        b = BACKENDS[i % len(BACKENDS)]  # rr; SNAT ports handed out in order per backend
+        nport = 1024 + i // len(BACKENDS)
+        for side, flags in ((0, 0x02), (1, 0x12), (0, 0x10), (0, 0x11), (1, 0x11), (0, 0x10)):
+            if side == 0:
+                pkts.append(tcp_packet(src, sport, VIP, 80, flags))
+            else:
+                pkts.append(tcp_packet(b, 80, SNAT1, nport, flags))
+    took, ok = run(sw, pkts, 1.0)
+    assert ok == len(pkts), f"{len(pkts) - ok} packets dropped: {sw.dropped}"
+    t0 = time.perf_counter()
+    expired = sw.expire(1e6)
+    took += time.perf_counter() - t0
+    assert expired == n and len(sw.table) == 0, (expired, len(sw.table))
+    print(f"short connections: {n / took:11,.0f} /s   ({n:,} x 6 packets + expiry in {took:.2f} s)")
+    del pkts, sw
 
     # established packets per second, both directions
     sw = switch(args.established * 2)
