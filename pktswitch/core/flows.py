@@ -304,6 +304,7 @@ class FlowTable:
             self._high += 1
         c = self.tab.flows[slot]
         c.fast = 1  # C may decide on its FINs and ACKs from now on
+        c.syns = 1  # the one that opens it
         c.service = self.services.number(service)
         c.backend = self.backends.number(backend)
         c.reason = self.reasons.hold(reason)
@@ -330,16 +331,18 @@ class FlowTable:
     def set_state(self, flow: Flow, state: State, now: float) -> None:
         """A state change Python decided (a SYN, an RST, ...): the backend's active/inactive
         counts here, state, timeout, timer and the half-open list in C."""
-        self.count_state(flow, flow.state, state)
+        c = self.tab.flows[flow.slot]
+        self.count_state(c, STATES[c.state], state)
         if lib.pks_flow_set_state(self.tab, flow.slot, state, now) != 0:
             raise MemoryError("no memory for a flow timer")
 
-    def count_state(self, flow: Flow, was: State, state: State) -> None:
-        """The backend's active/inactive counts for a move was -> state (C moves states on
-        FINs and ACKs itself and reports them as events: the switch calls this for those)."""
+    def count_state(self, c: Any, was: State, state: State) -> None:
+        """The backend's active/inactive counts for a move was -> state of the flow whose C
+        record is c (C moves states on FINs and ACKs itself and reports them as events: the
+        switch calls this for those)."""
         if (was == State.ESTABLISHED) != (state == State.ESTABLISHED):
             step = -1 if was == State.ESTABLISHED else 1
-            backend = flow.backend
+            backend = self.backends[c.backend]
             backend.active += step
             backend.inactive -= step
 

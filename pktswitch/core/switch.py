@@ -61,6 +61,7 @@ MAX_WEIGHT = 65535  # ipvsadm: weights 0..65535; 0 takes no new flows
 RATE_WINDOW = 10  # seconds over which "new flows per second" is averaged
 EVENT_BATCH = 256  # events moved out of the native ring per call
 STATES = tuple(State)  # by value, quicker than State(n)
+EV_STATE, EV_SYNACK = lib.PKS_EV_STATE, lib.PKS_EV_SYNACK
 
 
 NO_HEALTH = HealthPolicy(check="none", passive=False)
@@ -222,23 +223,24 @@ class Switch:
         ACKs of fast flows, and first responses timed. Called before Python decides on any
         packet, and after each batch, so Python's view of every flow is current."""
         tab, evs, table = self.table.tab, self._events, self.table
+        flows = tab.flows
         while True:
             n = lib.pks_events_take(tab, evs, EVENT_BATCH)
             for i in range(n):
                 e = evs[i]
-                if not tab.flows[e.slot].used:
+                c = flows[e.slot]
+                if not c.used:
                     continue
-                flow = table.flow(e.slot)
                 kind = e.kind
-                if kind == lib.PKS_EV_STATE:
+                if kind == EV_STATE:
                     # C moved the state, timer and half-open list; the counts are Python's
                     was, state = STATES[getattr(e, "from")], STATES[e.to]
                     self.last_transition = (was, state)
-                    table.count_state(flow, was, state)
-                elif kind == lib.PKS_EV_SYNACK:
-                    self._synack(flow, e.t)
+                    table.count_state(c, was, state)
+                elif kind == EV_SYNACK:
+                    self._synack(c, e.t)
                 else:
-                    flow.backend.add_sample("data", e.value, e.t)
+                    table.backends[c.backend].add_sample("data", e.value, e.t)
             if n < EVENT_BATCH:
                 return
 
@@ -267,7 +269,7 @@ class Switch:
             if meta.dir == INPUT:
                 flow.syns += 1
             elif flags & ACK:
-                self._synack(flow, now)
+                self._synack(self.table.native(flow), now)
         state = next_state(flow.state, meta.dir, flags)
         if state != flow.state:
             self.last_transition = (flow.state, state)
@@ -276,16 +278,17 @@ class Switch:
         self.forwarded += 1
         return True
 
-    def _synack(self, flow: Flow, now: float) -> None:
-        """The backend's SYN-ACK (C reports the first one; Python sees it when C did not
-        decide): the handshake time, and the backend answers again."""
-        if flow.synack_at >= 0:
+    def _synack(self, c: Any, now: float) -> None:
+        """The backend's SYN-ACK on the flow whose C record is c (C reports the first one;
+        Python sees it when C did not decide): the handshake time, the backend answers."""
+        if c.synack_at >= 0:
             return
-        flow.synack_at = now
-        if now >= flow.backend.ejected_until:
-            flow.backend.ejections = 0  # it answers again: the next ejection is short
-        if flow.syns == 1:  # Karn: a retransmitted SYN makes the sample ambiguous
-            flow.backend.add_sample("syn", now - flow.created, now)
+        c.synack_at = now
+        backend = self.table.backends[c.backend]
+        if now >= backend.ejected_until:
+            backend.ejections = 0  # it answers again: the next ejection is short
+        if c.syns == 1:  # Karn: a retransmitted SYN makes the sample ambiguous
+            backend.add_sample("syn", now - c.created, now)
 
     def count_drop(self, reason: str) -> None:
         """Count a packet the I/O layer had to drop (e.g. the core raised on it)."""
@@ -339,7 +342,6 @@ class Switch:
             if snat is not None:
                 self.pool.free(backend.endpoint, snat, now)
             return self._drop("table_full" if isinstance(e, TableFull) else "tuple_busy")
-        flow.syns = 1
         backend.total += 1
         self.flows_created += 1
         second = int(now)
@@ -419,13 +421,14 @@ class Switch:
     def _expire(self, flow: Flow, now: float, counted: bool = True) -> None:
         """End a flow. `counted`: in flows_expired (idle timeout, or replaced by a reused
         port); evictions and resets have counters of their own."""
+        c = self.table.native(flow)
         if counted:
-            self.flows_expired[flow.state.name] += 1
-        if flow.snat is not None:
-            self.pool.free(flow.backend.endpoint, flow.snat, now)
-        _, bytes_in, _, bytes_out = self.table.counters(flow)
-        flow.backend.closed_bytes[0] += bytes_in
-        flow.backend.closed_bytes[1] += bytes_out
+            self.flows_expired[STATES[c.state].name] += 1
+        backend = self.table.backends[c.backend]
+        if c.has_snat:
+            self.pool.free(backend.endpoint, (c.snat_addr, c.snat_port), now)
+        backend.closed_bytes[0] += c.bytes[0]
+        backend.closed_bytes[1] += c.bytes[1]
         self.table.remove(flow)
 
     # ------------------------------------------------------------------ control
