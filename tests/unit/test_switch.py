@@ -505,3 +505,22 @@ def test_a_lowered_half_open_limit_is_met_at_the_next_syn() -> None:
     assert h.client("S", sport=6) is not None
     assert h.sw.flows_evicted == 4
     assert sorted(ports_and_states(h)) == [(5, "SYN_RECV"), (6, "SYN_RECV")]
+
+
+def test_flows_keep_nothing_per_flow_in_python_and_views_know_when_their_flow_ended() -> None:
+    h = Harness(names="A", max_flows=4, max_half_open=4)
+    for sport in range(1, 5):
+        h.client("S", sport=sport)
+    table = h.sw.table
+    old = next(iter(table))
+    assert old.alive and old.client[1] == 1 and old.state == State.SYN_RECV
+    # four flows, one reason text held four times
+    assert len(table.reasons) == 1 and table.reasons._refs == [4]
+    h.now += DEFAULT_TIMEOUTS[State.SYN_RECV] + 1
+    assert h.sw.expire(h.now) == 4 and len(table) == 0
+    assert len(table.reasons) == 0 and table.tab.half_open == 0 and table.tab.heap_len == 0
+    assert not old.alive
+    h.client("S", sport=9)  # takes a freed slot: maybe the old view's
+    (new,) = list(table)
+    assert new.alive and not old.alive and new != old
+    assert new.client[1] == 9 and len(table.reasons) == 1
