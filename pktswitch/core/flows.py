@@ -120,6 +120,7 @@ class Flow:
 
 
 STATES = tuple(State)
+SYN_RECV = State.SYN_RECV
 
 
 class Registry:
@@ -284,9 +285,9 @@ class FlowTable:
         reason: str,
         snat: tuple[int, int] | None,
     ) -> Flow:
-        """Index a new flow for the packet parsed into `meta` (rewritten in `buf` to
-        to = (src, sport, dst, dport), IPv4 addresses as integers); raises TableFull or
-        KeyBusy, changing nothing."""
+        """Index a new flow for the client's SYN parsed into `meta` (rewritten in `buf` to
+        to = (src, sport, dst, dport), IPv4 addresses as integers), in state SYN_RECV;
+        raises TableFull or KeyBusy, changing nothing."""
         if self._free:
             slot = self._free[-1]
         elif self._high < self.max_flows:
@@ -311,8 +312,11 @@ class FlowTable:
         if snat is not None:
             c.has_snat = 1
             c.snat_addr, c.snat_port = snat
-        backend.inactive += 1  # State.NONE until set_state
+        backend.inactive += 1  # SYN_RECV: not established
         self._count += 1
+        if lib.pks_flow_set_state(self.tab, slot, SYN_RECV, now) != 0:
+            self.remove(Flow(self, slot))
+            raise MemoryError("no memory for a flow timer")
         return Flow(self, slot)
 
     def remove(self, flow: Flow) -> None:

@@ -62,6 +62,7 @@ RATE_WINDOW = 10  # seconds over which "new flows per second" is averaged
 EVENT_BATCH = 256  # events moved out of the native ring per call
 STATES = tuple(State)  # by value, quicker than State(n)
 EV_STATE, EV_SYNACK = lib.PKS_EV_STATE, lib.PKS_EV_SYNACK
+OPENED = (State.NONE, State.SYN_RECV)  # a flow's first transition, on the client's SYN
 
 
 NO_HEALTH = HealthPolicy(check="none", passive=False)
@@ -337,7 +338,7 @@ class Switch:
             self.flows_evicted += 1
             self._expire(oldest, now, counted=False)
         try:
-            flow = self.table.open(self._bufp, meta, to, now, svc, backend, reason, snat)
+            flow = table.open(self._bufp, meta, to, now, svc, backend, reason, snat)
         except (TableFull, KeyBusy) as e:
             if snat is not None:
                 self.pool.free(backend.endpoint, snat, now)
@@ -350,8 +351,7 @@ class Switch:
         if len(per_s) > RATE_WINDOW + 1:
             for old in [k for k in per_s if k < second - RATE_WINDOW]:
                 del per_s[old]
-        self.last_transition = (State.NONE, State.SYN_RECV)
-        self.table.set_state(flow, State.SYN_RECV, now)  # the SYN: sNO -> sSR
+        self.last_transition = OPENED  # the SYN: sNO -> sSR, set by open()
         if svc.health.passive:
             self._syn_watch.append((now + svc.health.syn_timeout, flow))
         self.forwarded += 1
