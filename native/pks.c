@@ -10,6 +10,14 @@
 #include "pks.h"
 
 #define EMPTY 0xffffffffu
+/* The timer heap's first allocation, and the stale entries it tolerates before compaction;
+ * the fuzz build makes both tiny so that growth and compaction run on its small tables. */
+#ifndef HEAP_FIRST
+#define HEAP_FIRST 1024
+#endif
+#ifndef COMPACT_MIN
+#define COMPACT_MIN PKS_COMPACT_MIN
+#endif
 
 static const char *const err_names[PKS_E_COUNT] = {
     "ok", "short", "ip_version", "ihl", "total_length", "ip_checksum",
@@ -371,7 +379,7 @@ static int entry_live(const pks_table *t, const pks_timer *e)
  * before their timer comes due would otherwise keep their entries until each deadline. */
 static void heap_compact(pks_table *t)
 {
-    if (t->stale <= PKS_COMPACT_MIN || t->stale <= t->heap_len / 2)
+    if (t->stale <= COMPACT_MIN || t->stale <= t->heap_len / 2)
         return;
     uint32_t n = 0;
     for (uint32_t i = 0; i < t->heap_len; i++)
@@ -389,7 +397,7 @@ static int timer_push(pks_table *t, uint32_t slot, double due)
     if (t->heap_len == t->heap_cap) {
         heap_compact(t);
         if (t->heap_len == t->heap_cap) {
-            uint32_t cap = t->heap_cap ? t->heap_cap * 2 : 1024;
+            uint32_t cap = t->heap_cap ? t->heap_cap * 2 : HEAP_FIRST;
             if (cap < t->heap_cap)
                 return -3;
             pks_timer *h = realloc(t->heap, (size_t)cap * sizeof *h);
@@ -689,12 +697,15 @@ static int drain_wait(pks_table *t, int fd, int epfd, double deadline, pks_drain
         double left = deadline - monotonic_now();
         if (left <= 0)
             return 0;
+        if (left > PKS_WAIT_MAX)
+            left = PKS_WAIT_MAX;                /* the loop comes back to wait again */
         int ms = (int)(left * 1000.0) + 1;      /* rounded up: no spinning on a last 0 ms */
         int n = epoll_wait(epfd, ev, 8, ms);
         if (n < 0) {
             if (errno != EINTR) {
                 r->err = errno;
                 r->status = PKS_D_ERROR;
+                r->wait_failed = 1;
             }
             return 0;
         }
@@ -715,6 +726,7 @@ void pks_drain(pks_table *t, int fd, uint8_t *buf, uint32_t cap, int vnet, uint3
     double deadline = wait > 0 ? monotonic_now() + wait : 0;
     r->forwarded = 0;
     r->write_errors = 0;
+    r->wait_failed = 0;
     r->status = PKS_D_BUDGET;
     while (r->forwarded < budget) {
         ssize_t n = read(fd, buf, cap);

@@ -196,11 +196,13 @@ typedef struct {
 #define PKS_D_BUDGET 2  /* budget packets forwarded, more may be waiting */
 #define PKS_D_ERROR 3   /* read failed: errno in err */
 #define PKS_D_OTHER 4   /* while waiting, another fd of the caller's epoll set became ready */
+#define PKS_WAIT_MAX 60 /* seconds one epoll_wait may sleep (a longer wait is several) */
 
 typedef struct {
     uint32_t forwarded;     /* packets C read, rewrote and wrote back by itself */
     uint32_t largest;       /* the largest read so far, in bytes (never reset) */
     uint32_t write_errors;  /* writes the kernel refused; the last errno in err */
+    uint32_t wait_failed;   /* with PKS_D_ERROR: epoll_wait failed, not read */
     int32_t err;
     int32_t status;         /* PKS_D_* */
     uint32_t len;           /* with PKS_D_PYTHON: the packet's length in buf */
@@ -214,9 +216,10 @@ typedef struct {
  *
  * When the device is empty and wait > 0 (seconds), it waits there instead of returning:
  * epoll_wait on epfd, the caller's own epoll set (level-triggered, holding fd, each entry's
- * data.fd the fd as Python's select.epoll registers it), for `wait` at most in all. Only fd ready: back
- * to reading; any other fd ready: PKS_D_OTHER, so the caller serves it (level-triggered, its
- * own epoll_wait reports it again). It does not wait, and says PKS_D_EMPTY, when the event
+ * data.fd the fd as Python's select.epoll registers it), for `wait` at most in all. Only fd
+ * ready: back to reading; any other fd ready: PKS_D_OTHER, so the caller serves it
+ * (level-triggered, its own epoll_wait reports it again); epoll_wait failing: PKS_D_ERROR
+ * with wait_failed set. It does not wait, and says PKS_D_EMPTY, when the event
  * ring holds anything (Python applies events, which may move its timers, before it sleeps),
  * when the wait ends, or when a signal interrupts it (Python runs its handlers). */
 void pks_drain(pks_table *t, int fd, uint8_t *buf, uint32_t cap, int vnet, uint32_t budget,
@@ -235,13 +238,14 @@ void pks_table_free(pks_table *t);
 /* Indexes a flow at `slot` whose dir-0 packets arrive as k0 and dir-1 packets as k1; each
  * direction is rewritten to the other's key reversed. State NONE, no timer.
  * 0 on success; -1 if either key is already indexed or they are equal (nothing is changed);
- * -2 bad slot/used; -3 no memory for its timer */
+ * -2 bad slot/used */
 int pks_table_insert(pks_table *t, uint32_t slot, const pks_key *k0, const pks_key *k1);
 /* Opens a flow at `slot` for the packet parsed into m, which arrived in direction 0: packets
  * like it become src:sport -> dst:dport, the replies (dst:dport -> src:sport) become the
  * reverse of m's. Counts the packet on the flow, sets created and rewrites it in place. IPv4
  * addresses as host-order integers. 0 on success; -1 / -2 as pks_table_insert, nothing
- * changed. */
+ * changed. The flow is left in state NONE without a timer: the caller moves it
+ * (pks_flow_set_state), or it never expires. */
 int pks_flow_open(pks_table *t, uint32_t slot, uint8_t *buf, pks_meta *m, uint32_t src,
                   uint16_t sport, uint32_t dst, uint16_t dport, double now);
 /* What direction dir of a used slot's packets are rewritten to */

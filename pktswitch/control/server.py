@@ -33,6 +33,7 @@ class Stream(Protocol):
     """What a streaming command's handler returns: events pulled between packet batches."""
 
     def poll(self, limit: int) -> list[Any]: ...
+    def pending(self) -> bool: ...  # poll or done has something now: the loop must not sleep
     def done(self) -> bool: ...
     def summary(self) -> Any: ...
     def close(self) -> None: ...
@@ -98,6 +99,7 @@ class ControlServer:
         self.loop = loop
         loop.add_reader(self.sock.fileno(), self._accept)
         loop.idle.append(self._pump)
+        loop.deadlines.append(self._next_turn)
 
     def close(self) -> None:
         for fd in list(self.conns):
@@ -189,6 +191,18 @@ class ControlServer:
         # while an answer is leaving, read nothing more from that client (backpressure)
         events = selectors.EVENT_WRITE if conn.outbuf else selectors.EVENT_READ
         self.loop.set_events(fd, events, lambda ev, fd=fd: self._ready(fd, ev))
+
+    def _next_turn(self) -> float | None:
+        """0 (at once) while a stream has events to move or a pipelined request waits: the
+        loop then does not sleep (their socket is not writable-waited in those cases)."""
+        for conn in self.conns.values():
+            stream = conn.stream
+            if stream is None:
+                if not conn.outbuf and b"\n" in conn.inbuf:
+                    return 0.0
+            elif len(conn.outbuf) <= STREAM_BACKLOG and stream.pending():
+                return 0.0
+        return None
 
     def _pump(self) -> None:
         """Move waiting stream events into their clients' buffers, a bounded amount per turn;

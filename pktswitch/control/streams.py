@@ -95,6 +95,9 @@ class TraceStream:
             out.append(event(rec, self.sent, self.sub.snaplen, rec.t + offset))
         return out
 
+    def pending(self) -> bool:
+        return bool(self.sub.queue) or self.done()
+
     def done(self) -> bool:
         return self.sub.done()
 
@@ -143,6 +146,9 @@ class FlowsStream:
 
     def _full(self) -> bool:
         return self.limit is not None and self.sent >= self.limit
+
+    def pending(self) -> bool:
+        return True  # more flows, or the summary
 
     def done(self) -> bool:
         return self._full() or self.pos >= len(self.flows)

@@ -13,9 +13,10 @@ objects, and this module owns which slots are used and the numbering of what flo
 Idle expiry without scanning: every flow has at most one live entry in a heap of deadlines
 (in C). When an entry comes due, the deadline is recomputed from the flow's real last-packet
 time; a flow that saw traffic meanwhile is pushed back, one that did not is expired. A state
-change to a shorter timeout pushes a new entry (the old one becomes stale and is skipped
-when it surfaces); a longer one keeps the old entry, which will come due early and be pushed
-back. So the work per call is O((expired + pushed back) x log n), never a walk over the table.
+change that brings the deadline earlier pushes a new entry (the old one becomes stale and
+is skipped when it surfaces, or dropped when stale entries outnumber live ones); a later one
+keeps the old entry, which will come due early and be pushed back. So the work per call is
+O((expired + pushed back) x log n), never a walk over the table.
 """
 
 from __future__ import annotations
@@ -99,8 +100,8 @@ class Flow:
         return STATES[self._c.state]
 
     @property
-    def timeout(self) -> float:
-        return float(self._c.timeout)
+    def timeout(self) -> float:  # kept as a C float: rounded back to what was configured
+        return round(float(self._c.timeout), 6)
 
     @property
     def syns(self) -> int:  # SYNs seen from the client (retransmits spoil the handshake time)
@@ -125,7 +126,8 @@ SYN_RECV = State.SYN_RECV
 
 class Registry:
     """Numbers for the objects flows refer to (services, backends), as the native table
-    stores them. An object keeps its number for the table's life: reloads add few."""
+    stores them. An object keeps its number, and stays referenced here, for the table's life
+    (a backend a reload removed included): reloads add few."""
 
     def __init__(self) -> None:
         self._objs: list[Any] = []
@@ -320,6 +322,8 @@ class FlowTable:
         return Flow(self, slot)
 
     def remove(self, flow: Flow) -> None:
+        if not flow.alive:
+            return  # ended already: its slot is free or another flow's
         c = self.tab.flows[flow.slot]
         backend = self.backends[c.backend]
         if c.state == State.ESTABLISHED:

@@ -135,7 +135,6 @@ class Loop:
         sw: Switch = self.core  # type: ignore[assignment]
         r, fd, view = self._result, self.tun_fd, memoryview(sw.buf)
         args = (sw.table.tab, fd, sw._bufp, len(sw.buf), sw.vnet)
-        deadline = self.clock() + wait
         budget = BATCH
         while budget > 0:
             lib.pks_drain(*args, budget, sw.meta, self._epfd, wait, r)
@@ -146,12 +145,14 @@ class Loop:
                 self._count_write_errors(r.err, r.write_errors)
             if r.status != lib.PKS_D_PYTHON:
                 if r.status == lib.PKS_D_ERROR:
-                    raise OSError(r.err, f"reading the TUN device: {os.strerror(r.err)}")
+                    what = "waiting on the loop's epoll set" if r.wait_failed else "reading"
+                    raise OSError(r.err, f"{what} (TUN device): {os.strerror(r.err)}")
                 break
             budget -= 1
             self._decide(sw.after_native, r.verdict, r.now, view[: r.len])
-            if wait > 0:
-                wait = max(0.0, deadline - self.clock())
+            # Python's decision may have made work for the loop (a timer, a passive health
+            # signal, a stream's events): no more sleeping in C before the loop has had a turn
+            wait = 0.0
         if sw.table.tab.ev_count:
             sw.take_events()  # before timers run: expiry reads the states C moved
         self.largest_read = max(self.largest_read, r.largest)
