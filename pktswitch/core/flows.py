@@ -120,7 +120,7 @@ class Flow:
         self._c.synack_at = t
 
 
-STATES = tuple(State)
+STATES = tuple(State)  # by value, quicker than State(n)
 SYN_RECV = State.SYN_RECV
 
 

@@ -32,6 +32,7 @@ from pktswitch.core import icmp, packet
 from pktswitch.core.acl import CompiledAcl
 from pktswitch.core.flows import (
     DEFAULT_MAX_FLOWS,
+    STATES,
     Flow,
     FlowTable,
     KeyBusy,
@@ -60,7 +61,6 @@ MAX_WEIGHT = 65535  # ipvsadm: weights 0..65535; 0 takes no new flows
 
 RATE_WINDOW = 10  # seconds over which "new flows per second" is averaged
 EVENT_BATCH = 256  # events moved out of the native ring per call
-STATES = tuple(State)  # by value, quicker than State(n)
 EV_STATE, EV_SYNACK = lib.PKS_EV_STATE, lib.PKS_EV_SYNACK
 OPENED = (State.NONE, State.SYN_RECV)  # a flow's first transition, on the client's SYN
 
