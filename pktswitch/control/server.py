@@ -75,6 +75,10 @@ class _Conn:
         self.outbuf = bytearray()
         self.stream: Stream | None = None
 
+    def can_answer(self) -> bool:
+        """A whole request line waits and the previous answer has left."""
+        return self.stream is None and not self.outbuf and b"\n" in self.inbuf
+
 
 class ControlServer:
     def __init__(self, path: str, handlers: dict[str, Handler]) -> None:
@@ -164,7 +168,7 @@ class ControlServer:
     def _serve(self, fd: int, conn: _Conn) -> None:
         """Answer one request, and only once the previous answer has left: a client that
         pipelines requests gets one per loop turn, between packet batches."""
-        if conn.stream is None and not conn.outbuf and b"\n" in conn.inbuf:
+        if conn.can_answer():
             line, _, rest = conn.inbuf.partition(b"\n")
             conn.inbuf = bytearray(rest)
             reply = self.dispatch(bytes(line))
@@ -196,11 +200,10 @@ class ControlServer:
         """0 (at once) while a stream has events to move or a pipelined request waits: the
         loop then does not sleep (their socket is not writable-waited in those cases)."""
         for conn in self.conns.values():
+            if conn.can_answer():
+                return 0.0
             stream = conn.stream
-            if stream is None:
-                if not conn.outbuf and b"\n" in conn.inbuf:
-                    return 0.0
-            elif len(conn.outbuf) <= STREAM_BACKLOG and stream.pending():
+            if stream is not None and len(conn.outbuf) <= STREAM_BACKLOG and stream.pending():
                 return 0.0
         return None
 
@@ -210,7 +213,7 @@ class ControlServer:
         for fd, conn in list(self.conns.items()):
             stream = conn.stream
             if stream is None:
-                if not conn.outbuf and b"\n" in conn.inbuf:
+                if conn.can_answer():
                     self._serve(fd, conn)  # the next pipelined request
                 continue
             if len(conn.outbuf) > STREAM_BACKLOG:
