@@ -272,6 +272,7 @@ pks_table *pks_table_new(uint32_t nslots, uint64_t seed)
     }
     memset(t->index, 0xff, cap * sizeof *t->index);
     t->ho_head = t->ho_tail = PKS_NONE;
+    t->max_half_open = nslots;
     return t;
 }
 
@@ -311,14 +312,21 @@ uint32_t pks_events_take(pks_table *t, pks_event *out, uint32_t max)
 static void event_put(pks_table *t, uint32_t slot, uint8_t kind, uint8_t from, uint8_t to,
                       uint8_t dir, double now, double value)
 {
+    const pks_flow *f = &t->flows[slot];
     pks_event *e = &t->events[(t->ev_head + t->ev_count) % PKS_EVENTS];
     e->slot = slot;
     e->kind = kind;
     e->from = from;
     e->to = to;
     e->dir = dir;
+    e->gen = f->gen;
+    e->backend = f->backend;
+    e->reason = f->reason;
+    e->service = f->service;
     e->t = now;
     e->value = value;
+    e->bytes[0] = f->bytes[0];
+    e->bytes[1] = f->bytes[1];
     t->ev_count++;
 }
 
@@ -326,6 +334,9 @@ void pks_table_free(pks_table *t)
 {
     if (!t)
         return;
+    for (uint32_t i = 0; i < t->nsvc; i++)
+        free(t->svc[i].picks);
+    free(t->bk_ep);
     free(t->index);
     free(t->flows);
     free(t->heap);
@@ -523,6 +534,7 @@ int pks_table_insert(pks_table *t, uint32_t slot, const pks_key *k0, const pks_k
     f->used = 1;
     index_put(t, slot << 1);
     index_put(t, slot << 1 | 1);
+    t->count++;
     return 0;
 }
 
@@ -586,6 +598,7 @@ int pks_table_remove(pks_table *t, uint32_t slot)
     uint32_t gen = f->gen;
     memset(f, 0, sizeof *f);
     f->gen = gen;
+    t->count--;
     heap_compact(t);
     return 0;
 }
@@ -597,6 +610,318 @@ uint32_t pks_table_scan(const pks_table *t, uint32_t from, uint32_t *out, uint32
         if (t->flows[i].used)
             out[n++] = i;
     return n;
+}
+
+/* ------------------------------------------------------------ new flows in C */
+
+pks_snat *pks_snat_new(uint32_t naddrs, uint32_t lo, uint32_t hi)
+{
+    if (naddrs < 1 || lo < 1 || lo > hi || hi > 65535)
+        return NULL;
+    pks_snat *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->naddrs = naddrs;
+    p->lo = lo;
+    p->size = naddrs * (hi - lo + 1);
+    p->in_use_by_addr = calloc(naddrs, sizeof *p->in_use_by_addr);
+    if (!p->in_use_by_addr) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+void pks_snat_free(pks_snat *p)
+{
+    if (!p)
+        return;
+    for (uint32_t i = 0; i < p->nq; i++) {
+        free(p->q[i].pairs);
+        free(p->q[i].times);
+    }
+    free(p->q);
+    free(p->in_use_by_addr);
+    free(p);
+}
+
+int pks_snat_add(pks_snat *p, uint32_t ep, uint32_t start)
+{
+    if (ep >= p->qcap) {
+        uint32_t cap = p->qcap ? p->qcap : 16;
+        while (cap <= ep)
+            cap *= 2;
+        pks_snatq *q = realloc(p->q, cap * sizeof *q);
+        if (!q)
+            return -1;
+        memset(q + p->qcap, 0, (cap - p->qcap) * sizeof *q);
+        p->q = q;
+        p->qcap = cap;
+    }
+    if (ep >= p->nq)
+        p->nq = ep + 1;
+    pks_snatq *q = &p->q[ep];
+    free(q->pairs);
+    free(q->times);
+    memset(q, 0, sizeof *q);
+    q->start = start % p->size;
+    q->live = 1;
+    return 0;
+}
+
+/* 1 if endpoint ep has a queue and a pair to hand out */
+static int snat_ready(const pks_snat *p, uint32_t ep)
+{
+    if (ep >= p->nq)
+        return 0;
+    const pks_snatq *q = &p->q[ep];
+    return q->live && (q->fresh < p->size || q->count > 0);
+}
+
+int64_t pks_snat_alloc(pks_snat *p, uint32_t ep, double now)
+{
+    if (ep >= p->nq || !p->q[ep].live)
+        return -1;
+    pks_snatq *q = &p->q[ep];
+    uint32_t n;
+    if (q->fresh < p->size) {
+        n = (uint32_t)(((uint64_t)q->start + q->fresh) % p->size);
+        q->fresh++;
+    } else if (q->count) {
+        n = q->pairs[q->head];
+        if (now - q->times[q->head] < PKS_TIME_WAIT)
+            p->early_reuse++;
+        q->head = (q->head + 1) % q->cap;
+        q->count--;
+    } else {
+        p->exhausted++;
+        return -1;
+    }
+    q->in_use++;
+    p->in_use_total++;
+    p->in_use_by_addr[n % p->naddrs]++;
+    return n;
+}
+
+int pks_snat_release(pks_snat *p, uint32_t ep, uint32_t n, double now)
+{
+    if (ep >= p->nq || n >= p->size || p->q[ep].in_use == 0)
+        return -1;
+    pks_snatq *q = &p->q[ep];
+    if (q->count == q->cap) {   /* grow: at most the pool's size, as every pair is in use */
+        uint32_t cap = q->cap < 512 ? 1024 : 2 * q->cap;
+        if (cap > p->size)
+            cap = p->size;
+        uint32_t *pairs = malloc(cap * sizeof *pairs);
+        double *times = malloc(cap * sizeof *times);
+        if (!pairs || !times) {
+            free(pairs);
+            free(times);
+            return -2;
+        }
+        for (uint32_t k = 0; k < q->count; k++) {
+            pairs[k] = q->pairs[(q->head + k) % q->cap];
+            times[k] = q->times[(q->head + k) % q->cap];
+        }
+        free(q->pairs);
+        free(q->times);
+        q->pairs = pairs;
+        q->times = times;
+        q->head = 0;
+        q->cap = cap;
+    }
+    uint32_t i = (q->head + q->count) % q->cap;
+    q->pairs[i] = n;
+    q->times[i] = now;
+    q->count++;
+    q->in_use--;
+    p->in_use_total--;
+    p->in_use_by_addr[n % p->naddrs]--;
+    return 0;
+}
+
+int pks_table_set_snat(pks_table *t, pks_snat *pool, const uint32_t *addrs, uint32_t n)
+{
+    if (pool && (n != pool->naddrs || n > sizeof t->snat_addrs / sizeof t->snat_addrs[0]))
+        return -1;
+    t->snat = pool;
+    for (uint32_t i = 0; pool && i < n; i++)
+        t->snat_addrs[i] = addrs[i];
+    return 0;
+}
+
+static pks_service *service_of(pks_table *t, uint16_t id)
+{
+    for (uint32_t i = 0; i < t->nsvc; i++)
+        if (t->svc[i].id == id)
+            return &t->svc[i];
+    return NULL;
+}
+
+int pks_service_set(pks_table *t, uint16_t id, uint32_t vip, uint16_t port,
+                    const pks_pick *picks, uint32_t n, uint32_t cursor)
+{
+    if (n > PKS_PERIOD_MAX || (n && cursor >= n))
+        return -1;
+    pks_service *s = service_of(t, id);
+    if (!n) {                                   /* back to Python: drop the entry */
+        if (s) {
+            free(s->picks);
+            *s = t->svc[--t->nsvc];
+        }
+        return 0;
+    }
+    pks_pick *copy = malloc(n * sizeof *copy);
+    if (!copy)
+        return -1;
+    memcpy(copy, picks, n * sizeof *copy);
+    if (!s) {
+        if (t->nsvc == PKS_SERVICES) {
+            free(copy);
+            return -1;
+        }
+        s = &t->svc[t->nsvc++];
+        s->picks = NULL;
+    }
+    free(s->picks);
+    s->vip = vip;
+    s->port = port;
+    s->id = id;
+    s->len = n;
+    s->cursor = cursor;
+    s->picks = copy;
+    return 0;
+}
+
+int64_t pks_service_next(pks_table *t, uint16_t id, int advance)
+{
+    pks_service *s = service_of(t, id);
+    if (!s)
+        return -1;
+    uint32_t at = s->cursor;
+    if (advance)
+        s->cursor = (at + 1) % s->len;
+    return at;
+}
+
+/* A client's SYN without a flow (old = PKS_NONE), or reusing the port of flow `old` in
+ * TIME_WAIT or CLOSE: open its flow in C when everything it needs is at hand (pks.h, "New
+ * flows in C"), else PKS_V_SLOW and nothing changed. */
+static int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t old)
+{
+    if (!t->open_on || !t->has_trans || m->key.family != 4
+        || (m->tcp_flags & (PKS_TCP_SYN | PKS_TCP_ACK | PKS_TCP_RST | PKS_TCP_FIN))
+               != PKS_TCP_SYN)
+        return PKS_V_SLOW;
+    pks_service *s = NULL;
+    for (uint32_t i = 0; i < t->nsvc; i++)
+        if (t->svc[i].vip == m->daddr4 && t->svc[i].port == m->dport) {
+            s = &t->svc[i];
+            break;
+        }
+    if (!s || !s->len || t->nspare == 0 || PKS_EVENTS - t->ev_count < 4
+        || t->count >= t->nslots || t->half_open >= t->max_half_open)
+        return PKS_V_SLOW;
+    const pks_pick *pick = &s->picks[s->cursor];
+    if (t->snat && !snat_ready(t->snat, pick->endpoint))
+        return PKS_V_SLOW;
+    uint32_t slot = t->spare[t->nspare - 1];
+    if (slot >= t->nslots || t->flows[slot].used)
+        return PKS_V_SLOW;                      /* not a free slot: Python's to sort out */
+    uint32_t old_ep = PKS_NONE;
+    if (old != PKS_NONE && t->flows[old].has_snat) {
+        uint32_t b = t->flows[old].backend;
+        if (!t->snat || b >= t->bk_cap || t->bk_ep[b] == PKS_NONE)
+            return PKS_V_SLOW;
+        old_ep = t->bk_ep[b];
+    }
+    /* the new flow's keys: dir 0 as the SYN came, dir 1 the answer to the rewritten SYN */
+    int64_t pair = -1;
+    pks_key k1;
+    memset(&k1, 0, sizeof k1);
+    k1.family = 4;
+    k1.proto = PKS_PROTO_TCP;
+    put4(k1.saddr, pick->addr);
+    k1.sport = pick->port;
+    if (t->snat) {
+        /* the pair is taken before the old flow's is given back, as Python's reuse path
+         * expires the old flow first but the pool hands out fresh or oldest pairs anyway */
+        pair = pks_snat_alloc(t->snat, pick->endpoint, now);
+        if (pair < 0)
+            return PKS_V_SLOW;                  /* not reached: snat_ready said yes */
+        put4(k1.daddr, t->snat_addrs[pair % t->snat->naddrs]);
+        k1.dport = (uint16_t)(t->snat->lo + pair / t->snat->naddrs);
+    } else {
+        put4(k1.daddr, m->saddr4);
+        k1.dport = m->sport;
+    }
+    if (old != PKS_NONE) {                      /* end the old flow, as Python's reuse does */
+        pks_flow *o = &t->flows[old];
+        event_put(t, old, PKS_EV_END, o->state, o->state, 0, now, 0);
+        if (o->has_snat)
+            pks_snat_release(t->snat, old_ep,
+                             (uint32_t)(o->snat_port - t->snat->lo) * t->snat->naddrs
+                                 + o->snat_addr, now);
+        pks_table_remove(t, old);
+    }
+    if (pks_table_insert(t, slot, &m->key, &k1) != 0) {
+        /* a tuple collision: Python decides (and counts) it; the old flow stays ended */
+        if (pair >= 0)
+            pks_snat_release(t->snat, pick->endpoint, (uint32_t)pair, now);
+        m->slot = -1;
+        return PKS_V_SLOW;
+    }
+    t->nspare--;
+    s->cursor = (s->cursor + 1) % s->len;
+    pks_flow *f = &t->flows[slot];
+    f->pkts[0] = 1;
+    f->bytes[0] = m->ip_len;
+    f->last_seen = now;
+    f->created = now;
+    f->fast = 1;
+    f->syns = 1;
+    f->service = s->id;
+    f->backend = pick->backend;
+    f->reason = pick->reason;
+    if (pair >= 0) {
+        f->has_snat = 1;
+        f->snat_addr = (uint16_t)(pair % t->snat->naddrs);
+        f->snat_port = (uint16_t)(t->snat->lo + pair / t->snat->naddrs);
+    }
+    if (flow_state(t, slot, PKS_S_SYN_RECV, now) != 0) {    /* no memory for its timer */
+        pks_table_remove(t, slot);
+        if (pair >= 0)
+            pks_snat_release(t->snat, pick->endpoint, (uint32_t)pair, now);
+        t->nspare++;
+        s->cursor = (s->cursor + s->len - 1) % s->len;
+        m->slot = -1;
+        return PKS_V_SLOW;
+    }
+    t->opened++;
+    event_put(t, slot, PKS_EV_OPEN, 0, PKS_S_SYN_RECV, 0, now, 0);
+    m->slot = (int32_t)slot;
+    m->dir = 0;
+    pks_nat n0;
+    key_reverse(&k1, &n0);
+    pks_rewrite(buf, m, &n0);
+    return PKS_V_FAST;
+}
+
+int pks_table_set_endpoint(pks_table *t, uint32_t backend, uint32_t ep)
+{
+    if (backend >= t->bk_cap) {
+        uint32_t cap = t->bk_cap ? t->bk_cap : 16;
+        while (cap <= backend)
+            cap *= 2;
+        uint32_t *m = realloc(t->bk_ep, cap * sizeof *m);
+        if (!m)
+            return -1;
+        memset(m + t->bk_cap, 0xff, (cap - t->bk_cap) * sizeof *m);
+        t->bk_ep = m;
+        t->bk_cap = cap;
+    }
+    t->bk_ep[backend] = ep;
+    return 0;
 }
 
 /* --------------------------------------------------------------- per packet */
@@ -616,10 +941,14 @@ int pks_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *
         return PKS_V_SLOW;                      /* ICMP: Python's, with m->slot = -1 */
     int64_t e = pks_table_lookup(t, &m->key);
     if (e < 0)
-        return PKS_V_SLOW;
+        return native_open(t, buf, m, now, PKS_NONE);
     m->slot = (int32_t)(e >> 1);
     m->dir = (uint8_t)(e & 1);
     pks_flow *f = &t->flows[m->slot];
+    if (m->dir == 0 && f->fast && (f->state == PKS_S_TIME_WAIT || f->state == PKS_S_CLOSE)
+        && (m->tcp_flags & (PKS_TCP_SYN | PKS_TCP_ACK | PKS_TCP_RST | PKS_TCP_FIN))
+               == PKS_TCP_SYN)
+        return native_open(t, buf, m, now, (uint32_t)m->slot); /* the client's port, reused */
     f->pkts[m->dir]++;
     f->bytes[m->dir] += m->ip_len;
     f->last_seen = now;

@@ -146,14 +146,21 @@ typedef struct {
 } pks_timer;
 
 #define PKS_S_SYN_RECV 3    /* tcpstate.State.SYN_RECV: the half-open state */
+#define PKS_S_TIME_WAIT 5   /* TIME_WAIT and CLOSE: a client's SYN in them opens a new flow */
+#define PKS_S_CLOSE 6
 #define PKS_NONE 0xffffffff /* no slot (list ends, no oldest half-open flow) */
 #define PKS_COMPACT_MIN 1024 /* stale timer entries tolerated before the heap is rebuilt */
 
-/* What C did on its own that Python must know (pks_events_take): a state change, or the
- * first response timed. Python applies them in order before it decides on any packet. */
+/* What C did on its own that Python must know (pks_events_take): a state change, the first
+ * response timed, a flow opened or ended. Python applies them in order before it decides on
+ * any packet. Each carries the flow's generation, backend and reason as they were, so an
+ * event is applied right even when C has ended its flow since (a reused client port). */
 #define PKS_EV_STATE 1      /* from -> to, at t */
 #define PKS_EV_RESPONSE 2   /* the first response came `value` seconds after the request */
 #define PKS_EV_SYNACK 3     /* the backend's first SYN-ACK, at t */
+#define PKS_EV_OPEN 4       /* C opened the flow for a client's SYN (pks_service_set), at t */
+#define PKS_EV_END 5        /* C ended the flow, in state `from`, to open a new one for a SYN
+                               from the same client port: bytes, backend and reason as it was */
 #define PKS_EVENTS 1024     /* ring size: when it is full, C leaves packets to Python */
 
 typedef struct {
@@ -162,9 +169,75 @@ typedef struct {
     uint8_t from;
     uint8_t to;
     uint8_t dir;
+    uint32_t gen;
+    uint32_t backend;
+    uint32_t reason;
+    uint32_t service;
     double t;
     double value;
+    uint64_t bytes[2];
 } pks_event;
+
+/* New flows in C. For a service Python can schedule ahead (a round robin: rr, smooth wrr),
+ * it writes one whole period of the scheduler's answers into the table (pks_service_set); C
+ * takes the answer at the service's cursor for each client SYN and opens the flow itself:
+ * a slot from the spare ring Python keeps filled, an SNAT pair from the pool (pks_snat, per
+ * backend endpoint, least recently used), the flow in SYN_RECV, the rewrite, and a
+ * PKS_EV_OPEN event for Python's counters. Whatever it cannot do (no spare slot, no free
+ * SNAT pair, a full table or half-open share, a tuple collision, a full event ring, a
+ * service Python schedules itself) it leaves to Python, which decides as before. */
+typedef struct {
+    uint32_t backend;   /* Python's backend number */
+    uint32_t reason;    /* Python's reason number (held by Python for the schedule's life) */
+    uint32_t endpoint;  /* the SNAT pool's queue for this backend's address and port */
+    uint32_t addr;      /* the backend's IPv4 address, host order */
+    uint16_t port;
+    uint16_t pad;
+} pks_pick;
+
+#define PKS_SERVICES 1024   /* services C schedules at once */
+#define PKS_PERIOD_MAX 65536 /* answers in one service's period */
+#define PKS_SPARE 256       /* spare slots C may open flows in */
+
+typedef struct {
+    uint32_t vip;       /* host order */
+    uint16_t port;
+    uint16_t id;        /* Python's service number */
+    uint32_t len;       /* answers in the period; 0: not scheduled in C */
+    uint32_t cursor;    /* the next answer */
+    pks_pick *picks;
+} pks_service;
+
+/* The SNAT pool of full NAT (core/nat.py explains the policy): each backend endpoint has the
+ * whole pool of (address, port) pairs; pairs never used are handed out first, in a walk from
+ * a start Python picks at random, then freed ones, oldest first (a FIFO ring that grows). A
+ * pair number n is address n % naddrs, port lo + n / naddrs. */
+#define PKS_TIME_WAIT 60    /* seconds: a backend's TIME_WAIT: a pair reused sooner counts early */
+
+typedef struct {
+    uint32_t start;     /* where this endpoint's walk begins */
+    uint32_t fresh;     /* pairs handed out at least once */
+    uint32_t in_use;
+    uint32_t head;      /* the ring of freed pairs: oldest, count, capacity */
+    uint32_t count;
+    uint32_t cap;
+    uint32_t live;      /* added (pks_snat_add) */
+    uint32_t *pairs;
+    double *times;
+} pks_snatq;
+
+typedef struct {
+    uint32_t naddrs;
+    uint32_t lo;        /* the first port */
+    uint32_t size;      /* pairs: naddrs x ports */
+    uint32_t nq;        /* endpoints known */
+    uint32_t qcap;
+    uint32_t in_use_total;
+    pks_snatq *q;
+    uint32_t *in_use_by_addr;
+    uint64_t exhausted; /* allocations refused: every pair toward that endpoint in use */
+    uint64_t early_reuse; /* pairs handed out again within PKS_TIME_WAIT of being freed */
+} pks_snat;
 
 typedef struct {
     uint32_t nslots;    /* flows the table can hold */
@@ -188,6 +261,19 @@ typedef struct {
     uint32_t ev_head;   /* the event ring: oldest event, and how many */
     uint32_t ev_count;
     pks_event events[PKS_EVENTS];
+    uint32_t count;     /* flows in the table */
+    uint32_t max_half_open; /* C opens no flow beyond this many half-open ones */
+    uint8_t open_on;    /* C may open flows (Python turns it off while it traces packets) */
+    uint8_t vnet_pad[3];
+    uint32_t nspare;    /* free slots Python lent C to open flows in, used from the top */
+    uint32_t spare[PKS_SPARE];
+    uint32_t nsvc;      /* services C schedules */
+    pks_service svc[PKS_SERVICES];
+    pks_snat *snat;     /* full NAT: the pool, and the SNAT addresses by index; NULL: nat */
+    uint32_t snat_addrs[16];
+    uint32_t *bk_ep;    /* SNAT pool endpoint by Python's backend number, PKS_NONE: unknown */
+    uint32_t bk_cap;
+    uint64_t opened;    /* flows C opened */
 } pks_table;
 
 /* pks_drain: the established-flow loop in C, for a TUN device opened non-blocking */
@@ -232,6 +318,32 @@ int pks_table_set_transitions(pks_table *t, const uint8_t *grid, uint32_t len);
 /* The idle timeout of each state (PKS_STATES values, seconds); a flow takes its state's
  * when it enters it. 0, or -1 for a bad count or a negative timeout. */
 int pks_table_set_timeouts(pks_table *t, const double *timeouts, uint32_t n);
+/* Schedules service `id` (at vip:port, host order) in C with the period of n answers in
+ * picks (copied), starting at answer `cursor`; n = 0 leaves the service to Python again.
+ * 0; -1 no memory, too many services, n > PKS_PERIOD_MAX or cursor >= n */
+int pks_service_set(pks_table *t, uint16_t id, uint32_t vip, uint16_t port,
+                    const pks_pick *picks, uint32_t n, uint32_t cursor);
+/* The answer index the next flow of service id gets, advanced by one if advance; -1 when
+ * the service is not scheduled in C */
+int64_t pks_service_next(pks_table *t, uint16_t id, int advance);
+/* The SNAT pool for C to open full-NAT flows with (NULL: nat mode, no SNAT), and the
+ * addresses its pair numbers stand for (host order, pool->naddrs of them, 16 at most) */
+int pks_table_set_snat(pks_table *t, pks_snat *pool, const uint32_t *addrs, uint32_t n);
+
+/* Backend number `backend` sends to the SNAT pool's endpoint ep (so C can free the pair of
+ * a flow it ends): 0, -1 no memory */
+int pks_table_set_endpoint(pks_table *t, uint32_t backend, uint32_t ep);
+
+pks_snat *pks_snat_new(uint32_t naddrs, uint32_t lo, uint32_t hi);
+void pks_snat_free(pks_snat *p);
+/* Endpoint number ep's queue, its walk starting at pair `start`: 0, -1 no memory */
+int pks_snat_add(pks_snat *p, uint32_t ep, uint32_t start);
+/* A free pair toward endpoint ep (added before): its number, or -1 when all are in use
+ * (counted in exhausted) */
+int64_t pks_snat_alloc(pks_snat *p, uint32_t ep, double now);
+/* Gives pair n toward ep back (at the back of its ring): 0; -1 bad ep/pair, -2 no memory */
+int pks_snat_release(pks_snat *p, uint32_t ep, uint32_t n, double now);
+
 /* Moves up to max events, oldest first, out of the ring into out; returns how many */
 uint32_t pks_events_take(pks_table *t, pks_event *out, uint32_t max);
 void pks_table_free(pks_table *t);

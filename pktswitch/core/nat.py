@@ -12,65 +12,25 @@ backend's PAWS check and retransmitted for seconds. Pairs never used yet are han
 any freed one, spread round robin over the SNAT addresses, starting at a random point of the
 pool: a switch that restarts has forgotten which pairs it used, and starting where the last
 one started (1024, 1025, ...) would hit the TIME_WAITs it left on every backend.
+
+The pool lives in C (native/pks.h, pks_snat) because C opens flows too (a scheduled SYN
+takes its pair there without Python); this class numbers the endpoints and speaks for it.
+Each endpoint's freed pairs wait in a ring of pair numbers and times, 12 bytes each, that
+doubles when full (from RING_MIN) up to the pool's size.
 """
 
 from __future__ import annotations
 
 import random
-from array import array
+from typing import Any
+
+from pktswitch._native import ffi, lib
 
 # Linux net.ipv4.tcp_fin_timeout / TCP_TIMEWAIT_LEN: how long a backend keeps TIME_WAIT.
-BACKEND_TIME_WAIT = 60.0
+BACKEND_TIME_WAIT = float(lib.PKS_TIME_WAIT)
 
-RING_MIN = 1024  # freed pairs a backend's ring holds before it first grows
+RING_MIN = 1024  # freed pairs a backend's ring holds before it first grows (pks.c)
 DEFAULT_PORTS = (1024, 65535)  # IPVS/conntrack leave the well-known ports alone as well
-
-
-class _Queue:
-    """One backend's pairs: a walk through the fresh ones, then a FIFO ring of freed ones.
-
-    The ring is two flat arrays (pair number, time freed) that double when full, up to the
-    pool's size: a pair is in use, fresh or in the ring, so the ring never holds more than
-    the pool. 12 bytes per freed pair at most (a deque of tuples cost ~100, which a SYN flood
-    turned into megabytes)."""
-
-    __slots__ = ("_count", "_head", "_pairs", "_times", "fresh", "in_use", "size", "start")
-
-    def __init__(self, start: int, size: int) -> None:
-        self.start = start  # where this backend's walk through the pool begins
-        self.fresh = 0  # pairs start .. start + fresh (mod size) were handed out at least once
-        self.in_use = 0
-        self.size = size
-        self._pairs: array[int] = array("I")
-        self._times: array[float] = array("d")
-        self._head = 0  # the oldest freed pair's place in the ring
-        self._count = 0  # freed pairs in the ring
-
-    def __len__(self) -> int:
-        return self._count
-
-    def push(self, pair: int, now: float) -> None:
-        cap = len(self._pairs)
-        if self._count == cap:
-            if cap >= self.size:
-                raise RuntimeError("SNAT pool: more pairs freed than handed out")
-            grown = min(self.size, max(RING_MIN, 2 * cap))
-            order = [(self._head + k) % cap for k in range(self._count)] if cap else []
-            pairs, times = array("I", bytes(4 * grown)), array("d", bytes(8 * grown))
-            for k, i in enumerate(order):
-                pairs[k], times[k] = self._pairs[i], self._times[i]
-            self._pairs, self._times, self._head, cap = pairs, times, 0, grown
-        i = (self._head + self._count) % cap
-        self._pairs[i] = pair
-        self._times[i] = now
-        self._count += 1
-
-    def pop(self) -> tuple[int, float]:
-        assert self._count
-        i = self._head
-        self._head = (i + 1) % len(self._pairs)
-        self._count -= 1
-        return self._pairs[i], self._times[i]
 
 
 class SnatPool:
@@ -83,46 +43,64 @@ class SnatPool:
         lo, hi = ports
         if naddrs < 1 or not 1 <= lo <= hi <= 65535:
             raise ValueError(f"bad SNAT pool: {naddrs} addresses, ports {lo}-{hi}")
+        ptr = lib.pks_snat_new(naddrs, lo, hi)
+        if ptr == ffi.NULL:
+            raise MemoryError("cannot allocate the SNAT pool")
+        self.ptr = ffi.gc(ptr, lib.pks_snat_free)
         self.naddrs = naddrs
         self.lo = lo
         self.size = naddrs * (hi - lo + 1)
         self.start = start
-        self._queues: dict[object, _Queue] = {}
-        self.exhausted = 0  # allocations refused: every pair toward that backend in use
-        self.early_reuse = 0  # pairs reused toward a backend within BACKEND_TIME_WAIT
-        self.in_use_by_addr = [0] * naddrs  # pairs in use, per SNAT address (all backends)
+        self._endpoints: dict[object, int] = {}
 
-    def _pair(self, n: int) -> tuple[int, int]:
-        return n % self.naddrs, self.lo + n // self.naddrs
+    def endpoint(self, backend: object) -> int:
+        """The number of `backend`'s queue in the C pool (made on first use)."""
+        ep = self._endpoints.get(backend)
+        if ep is None:
+            ep = len(self._endpoints)
+            first = random.randrange(self.size) if self.start is None else self.start % self.size
+            if lib.pks_snat_add(self.ptr, ep, first) != 0:
+                raise MemoryError("no memory for an SNAT queue")
+            self._endpoints[backend] = ep
+        return ep
 
     def alloc(self, backend: object, now: float) -> tuple[int, int] | None:
         """A free (address index, port) toward `backend`, or None when all are in use."""
-        q = self._queues.get(backend)
-        if q is None:
-            first = random.randrange(self.size) if self.start is None else self.start % self.size
-            q = self._queues[backend] = _Queue(first, self.size)
-        if q.fresh < self.size:
-            n = (q.start + q.fresh) % self.size
-            q.fresh += 1
-        elif len(q):
-            n, freed_at = q.pop()
-            if now - freed_at < BACKEND_TIME_WAIT:
-                self.early_reuse += 1
-        else:
-            self.exhausted += 1
+        n = lib.pks_snat_alloc(self.ptr, self.endpoint(backend), now)
+        if n < 0:
             return None
-        q.in_use += 1
-        pair = self._pair(n)
-        self.in_use_by_addr[pair[0]] += 1
-        return pair
+        return n % self.naddrs, self.lo + n // self.naddrs
 
     def free(self, backend: object, pair: tuple[int, int], now: float) -> None:
-        q = self._queues[backend]
         addr, port = pair
-        q.push((port - self.lo) * self.naddrs + addr, now)
-        q.in_use -= 1
-        self.in_use_by_addr[addr] -= 1
+        n = (port - self.lo) * self.naddrs + addr
+        rc = lib.pks_snat_release(self.ptr, self.endpoint(backend), n, now)
+        if rc == -2:
+            raise MemoryError("no memory for the SNAT ring")
+        if rc != 0:
+            raise RuntimeError(f"SNAT pool: {pair} freed toward {backend} but not in use")
+
+    def _queue(self, backend: object) -> Any:
+        ep = self._endpoints.get(backend)
+        return None if ep is None else self.ptr.q[ep]
 
     def in_use(self, backend: object) -> int:
-        q = self._queues.get(backend)
+        q = self._queue(backend)
         return q.in_use if q else 0
+
+    def freed(self, backend: object) -> tuple[int, int]:
+        """Pairs waiting in `backend`'s ring of freed pairs, and the ring's capacity."""
+        q = self._queue(backend)
+        return (q.count, q.cap) if q else (0, 0)
+
+    @property
+    def exhausted(self) -> int:  # allocations refused: every pair toward that backend in use
+        return int(self.ptr.exhausted)
+
+    @property
+    def early_reuse(self) -> int:  # pairs reused toward a backend within BACKEND_TIME_WAIT
+        return int(self.ptr.early_reuse)
+
+    @property
+    def in_use_by_addr(self) -> list[int]:  # pairs in use, per SNAT address (all backends)
+        return [self.ptr.in_use_by_addr[i] for i in range(self.naddrs)]

@@ -28,6 +28,7 @@ def test_freed_pairs_come_back_oldest_first_through_every_growth_of_the_ring() -
             got = pool.alloc("b", now)
             assert got == model.popleft()
             held.append(got)
-        assert len(pool._queues["b"]) == len(model)
-        grown.add(len(pool._queues["b"]._pairs))
+        count, cap = pool.freed("b")
+        assert count == len(model)
+        grown.add(cap)
     assert grown == {RING_MIN, 2 * RING_MIN, 4 * RING_MIN, size}
