@@ -36,6 +36,7 @@ DEFAULT_MAX_FLOWS = 262144
 # SYN_RECV entries first for the same reason; Linux's tcp_max_syn_backlog bounds the same thing).
 HALF_OPEN_SHARE = 4
 EXPIRE_BATCH = 1024  # expired slots taken from C per call
+SPARE = lib.PKS_SPARE  # free slots lent to C at a time
 
 
 class Flow:
@@ -177,6 +178,10 @@ class Reasons:
         self._refs[n] += 1
         return n
 
+    def hold_again(self, n: int) -> None:
+        """One more flow uses reason n (C opened a flow with a reason Python holds)."""
+        self._refs[n] += 1
+
     def release(self, n: int) -> None:
         self._refs[n] -= 1
         if self._refs[n] == 0:
@@ -220,19 +225,47 @@ class FlowTable:
         self.max_flows = max_flows
         if max_half_open is None:
             max_half_open = default_half_open(max_flows)
-        self.max_half_open = max_half_open
+        self.tab.max_half_open = max_half_open
         self.timeouts: dict[State, float] = {}
         self.set_timeouts(DEFAULT_TIMEOUTS if timeouts is None else timeouts)
         self.services = Registry()
         self.backends = Registry()
         self.reasons = Reasons()
         self._high = 0  # slots below this have been used
-        self._free = array("I")  # slots freed below the high-water mark
-        self._count = 0
+        self._free = array("I")  # slots freed below the high-water mark, not lent to C
         self._expired = ffi.new("uint32_t[]", EXPIRE_BATCH)
+        self.lend()
 
     def __len__(self) -> int:
-        return self._count
+        return int(self.tab.count)
+
+    @property
+    def max_half_open(self) -> int:
+        """Half-open flows the table takes (C opens none beyond it; a SYN that finds it
+        reached evicts the oldest in Python)."""
+        return int(self.tab.max_half_open)
+
+    @max_half_open.setter
+    def max_half_open(self, n: int) -> None:
+        self.tab.max_half_open = n
+
+    def lend(self) -> None:
+        """Fill C's ring of spare slots (pks.h, PKS_SPARE), the slots flows are opened in
+        by C and by open(): freed ones first, then never used ones."""
+        tab, free = self.tab, self._free
+        lent: list[int] = []  # in the order they are to be used
+        while len(lent) < SPARE - tab.nspare:
+            if free:
+                lent.append(free.pop())
+            elif self._high < self.max_flows:
+                lent.append(self._high)
+                self._high += 1
+            else:
+                break
+        if lent:  # C uses the ring from the top: the ones lent before stay on top
+            ring = [*reversed(lent), *tab.spare[0 : tab.nspare]]
+            tab.spare[0 : len(ring)] = ring
+            tab.nspare = len(ring)
 
     def __iter__(self) -> Iterator[Flow]:
         """The flows, by slot (a snapshot taken in batches: flows may end meanwhile)."""
@@ -257,7 +290,7 @@ class FlowTable:
         return Flow(self, slot)
 
     def full(self) -> bool:
-        return self._count >= self.max_flows
+        return self.tab.count >= self.max_flows
 
     @property
     def half_open(self) -> int:
@@ -290,22 +323,19 @@ class FlowTable:
         """Index a new flow for the client's SYN parsed into `meta` (rewritten in `buf` to
         to = (src, sport, dst, dport), IPv4 addresses as integers), in state SYN_RECV;
         raises TableFull or KeyBusy, changing nothing."""
-        if self._free:
-            slot = self._free[-1]
-        elif self._high < self.max_flows:
-            slot = self._high
-        else:
-            raise TableFull
-        rc = lib.pks_flow_open(self.tab, slot, buf, meta, *to, now)
+        tab = self.tab
+        if not tab.nspare:
+            self.lend()
+            if not tab.nspare:
+                raise TableFull
+        slot = tab.spare[tab.nspare - 1]
+        rc = lib.pks_flow_open(tab, slot, buf, meta, *to, now)
         if rc == -1:
             raise KeyBusy
         if rc != 0:
             raise RuntimeError(f"pks_flow_open: slot {slot} rc {rc}")
-        if self._free:
-            self._free.pop()
-        else:
-            self._high += 1
-        c = self.tab.flows[slot]
+        tab.nspare -= 1
+        c = tab.flows[slot]
         c.fast = 1  # C may decide on its FINs and ACKs from now on
         c.syns = 1  # the one that opens it
         c.service = self.services.number(service)
@@ -315,7 +345,6 @@ class FlowTable:
             c.has_snat = 1
             c.snat_addr, c.snat_port = snat
         backend.inactive += 1  # SYN_RECV: not established
-        self._count += 1
         if lib.pks_flow_set_state(self.tab, slot, SYN_RECV, now) != 0:
             self.remove(Flow(self, slot))
             raise MemoryError("no memory for a flow timer")
@@ -325,32 +354,37 @@ class FlowTable:
         if not flow.alive:
             return  # ended already: its slot is free or another flow's
         c = self.tab.flows[flow.slot]
-        backend = self.backends[c.backend]
-        if c.state == State.ESTABLISHED:
-            backend.active -= 1
-        else:
-            backend.inactive -= 1
-        self.reasons.release(c.reason)
+        backend, state, reason = c.backend, c.state, c.reason
         lib.pks_table_remove(self.tab, flow.slot)
-        self._free.append(flow.slot)
-        self._count -= 1
+        self.ended(flow.slot, backend, state, reason)
+
+    def ended(self, slot: int, backend: int, state: int, reason: int) -> None:
+        """The flow in `slot` is out of the C table (removed here, or ended by C to open
+        another for a reused client port): its backend's count, its reason and its slot."""
+        b = self.backends[backend]
+        if state == State.ESTABLISHED:
+            b.active -= 1
+        else:
+            b.inactive -= 1
+        self.reasons.release(reason)
+        self._free.append(slot)
 
     # ----------------------------------------------------------------- state
     def set_state(self, flow: Flow, state: State, now: float) -> None:
         """A state change Python decided (a SYN, an RST, ...): the backend's active/inactive
         counts here, state, timeout, timer and the half-open list in C."""
         c = self.tab.flows[flow.slot]
-        self.count_state(c, STATES[c.state], state)
+        self.count_state(c.backend, STATES[c.state], state)
         if lib.pks_flow_set_state(self.tab, flow.slot, state, now) != 0:
             raise MemoryError("no memory for a flow timer")
 
-    def count_state(self, c: Any, was: State, state: State) -> None:
-        """The backend's active/inactive counts for a move was -> state of the flow whose C
-        record is c (C moves states on FINs and ACKs itself and reports them as events: the
-        switch calls this for those)."""
+    def count_state(self, backend_number: int, was: State, state: State) -> None:
+        """The backend's active/inactive counts for a move was -> state of one of its flows
+        (C moves states on FINs and ACKs itself and reports them as events: the switch calls
+        this for those)."""
         if (was == State.ESTABLISHED) != (state == State.ESTABLISHED):
             step = -1 if was == State.ESTABLISHED else 1
-            backend = self.backends[c.backend]
+            backend = self.backends[backend_number]
             backend.active += step
             backend.inactive -= step
 

@@ -30,6 +30,7 @@ from typing import Any
 from pktswitch._native import ffi, lib
 from pktswitch.core import icmp, packet
 from pktswitch.core.acl import CompiledAcl
+from pktswitch.core.ahead import Ahead
 from pktswitch.core.flows import (
     DEFAULT_MAX_FLOWS,
     STATES,
@@ -61,7 +62,9 @@ MAX_WEIGHT = 65535  # ipvsadm: weights 0..65535; 0 takes no new flows
 
 RATE_WINDOW = 10  # seconds over which "new flows per second" is averaged
 EVENT_BATCH = 256  # events moved out of the native ring per call
+SPARE_LOW = lib.PKS_SPARE // 2  # below this many spare slots in C, Python lends more
 EV_STATE, EV_SYNACK = lib.PKS_EV_STATE, lib.PKS_EV_SYNACK
+EV_OPEN, EV_END = lib.PKS_EV_OPEN, lib.PKS_EV_END
 OPENED = (State.NONE, State.SYN_RECV)  # a flow's first transition, on the client's SYN
 
 
@@ -83,6 +86,8 @@ class ServiceState:
     # backends a reload removed: no new flows, kept until their last flow ends
     retired: list[BackendState] = field(default_factory=list)
     vip_bytes: bytes = b""
+    # its scheduler's answers written into C, which then opens its flows (core/ahead.py)
+    ahead: Ahead | None = None
 
     def __post_init__(self) -> None:
         self.vip_bytes = packet.ip_bytes(self.vip)
@@ -139,6 +144,18 @@ class Switch:
         self._snat_ints = [int.from_bytes(packet.ip_bytes(a), "big") for a in self.snat]
         self.pool = SnatPool(max(1, len(self.snat)), snat_ports, snat_start)
         self.table = FlowTable(max_flows, timeouts, seed, max_half_open)
+        tab = self.table.tab
+        # C opens flows itself for the services it can schedule (core/ahead.py), taking SNAT
+        # pairs from the same pool; it knows at most 16 SNAT addresses
+        if mode == "fullnat":
+            rc = lib.pks_table_set_snat(tab, self.pool.ptr, self._snat_ints, len(self.snat))
+            self._ahead_ok = rc == 0
+        else:
+            self._ahead_ok = lib.pks_table_set_snat(tab, ffi.NULL, ffi.NULL, 0) == 0
+        self._endpoints: dict[int, int] = {}  # id(backend) -> its SNAT pool endpoint
+        tab.open_on = 1
+        for svc in self.services:
+            self._schedule_ahead(svc)
         self.buf = bytearray(MAX_PACKET)
         self._bufp = ffi.from_buffer("uint8_t[]", self.buf, require_writable=True)
         self.meta = ffi.new("pks_meta *")
@@ -186,6 +203,40 @@ class Switch:
         self._by_vip = {(int.from_bytes(s.vip_bytes, "big"), s.port): s for s in services}
         self._vip_addrs = frozenset(addr for addr, _ in self._by_vip)
 
+    def _endpoint(self, backend: BackendState) -> int:
+        """The backend's queue in the SNAT pool, known to C too (C frees the pair of a flow
+        it ends for a reused client port)."""
+        ep = self._endpoints.get(id(backend))
+        if ep is None:
+            ep = self.pool.endpoint(backend.endpoint)
+            number = self.table.backends.number(backend)  # keeps the backend, so its id
+            if lib.pks_table_set_endpoint(self.table.tab, number, ep) != 0:
+                raise MemoryError("no memory for the backend map")
+            self._endpoints[id(backend)] = ep
+        return ep
+
+    def _schedule_ahead(self, svc: ServiceState) -> None:
+        """Write the service's next period of answers into C, or leave it to Python: a
+        scheduler without a period, an access list (C does not check one), or too many SNAT
+        addresses for C."""
+        if svc.ahead is None:
+            svc.ahead = Ahead(self.table, self.table.services.number(svc))
+        if not self._ahead_ok or svc.acl is not None:
+            svc.ahead.clear()
+            return
+        vip = int.from_bytes(svc.vip_bytes, "big")
+        svc.ahead.write(svc.scheduler, svc.backends, vip, svc.port, self._endpoint)
+
+    def _pick(self, svc: ServiceState, client: bytes, cport: int, peek: bool = False) -> Any:
+        """The scheduler's answer for a new flow: from the period in C when the service is
+        scheduled ahead (one sequence, whoever opens the flow)."""
+        ahead = svc.ahead
+        if ahead is not None and ahead.answers:
+            return ahead.peek() if peek else ahead.pick()
+        if peek:
+            return svc.scheduler.peek(svc.backends, client, cport)
+        return svc.scheduler.pick(svc.backends, client, cport)
+
     def set_vnet(self, on: bool) -> None:
         """Packets start with a virtio_net_hdr (the TUN device has offloads on) or not."""
         self.vnet = int(on)
@@ -228,22 +279,54 @@ class Switch:
         while True:
             n = lib.pks_events_take(tab, evs, EVENT_BATCH)
             for i in range(n):
+                # an event carries what Python needs of its flow: C may have ended the flow
+                # since (a SYN reusing its client port), and opened another in its slot
                 e = evs[i]
-                c = flows[e.slot]
-                if not c.used:
-                    continue
                 kind = e.kind
                 if kind == EV_STATE:
                     # C moved the state, timer and half-open list; the counts are Python's
                     was, state = STATES[getattr(e, "from")], STATES[e.to]
                     self.last_transition = (was, state)
-                    table.count_state(c, was, state)
+                    table.count_state(e.backend, was, state)
+                elif kind == EV_OPEN:
+                    self._opened(e)
+                elif kind == EV_END:
+                    self._ended(e)
                 elif kind == EV_SYNACK:
-                    self._synack(c, e.t)
+                    c = flows[e.slot]
+                    if c.used and c.gen == e.gen:
+                        self._synack(c, e.t)
                 else:
-                    table.backends[c.backend].add_sample("data", e.value, e.t)
+                    table.backends[e.backend].add_sample("data", e.value, e.t)
             if n < EVENT_BATCH:
-                return
+                break
+        if tab.nspare < SPARE_LOW:
+            table.lend()
+
+    def _opened(self, e: Any) -> None:
+        """C opened a flow for a client's SYN (a service scheduled ahead): Python's counts."""
+        table = self.table
+        table.reasons.hold_again(e.reason)
+        backend = table.backends[e.backend]
+        backend.inactive += 1  # SYN_RECV
+        backend.total += 1
+        self._created(e.t)
+        svc = table.services[e.service]
+        if svc.health.passive:
+            c = table.tab.flows[e.slot]
+            if c.used and c.gen == e.gen:
+                self._syn_watch.append((e.t + svc.health.syn_timeout, Flow(table, e.slot)))
+
+    def _ended(self, e: Any) -> None:
+        """C ended a flow in TIME_WAIT or CLOSE to open a new one for its client's reused
+        port (and freed its SNAT pair): what _expire counts, from the event."""
+        self.flows_reused += 1
+        was = getattr(e, "from")
+        self.flows_expired[STATES[was].name] += 1
+        backend = self.table.backends[e.backend]
+        backend.closed_bytes[0] += e.bytes[0]
+        backend.closed_bytes[1] += e.bytes[1]
+        self.table.ended(e.slot, e.backend, was, e.reason)
 
     def decide(self, verdict: int, now: float) -> bool:
         """Python's part for a packet the native call did not forward itself: `meta` holds
@@ -316,13 +399,13 @@ class Switch:
         table = self.table
         if table.full() and not table.half_open:
             return self._drop("table_full")  # every place is an established (or closing) flow
-        client_bytes = client.to_bytes(4, "big")
-        picked = svc.scheduler.pick(svc.backends, client_bytes, cport)
+        picked = self._pick(svc, client.to_bytes(4, "big"), cport)
         if picked is None:
             return self._drop("no_backend")
         backend, reason = picked
         snat: tuple[int, int] | None = None
         if self.mode == "fullnat":
+            self._endpoint(backend)
             snat = self.pool.alloc(backend.endpoint, now)
             if snat is None:
                 return self._drop("snat_exhausted")
@@ -344,6 +427,14 @@ class Switch:
                 self.pool.free(backend.endpoint, snat, now)
             return self._drop("table_full" if isinstance(e, TableFull) else "tuple_busy")
         backend.total += 1
+        self._created(now)
+        self.last_transition = OPENED  # the SYN: sNO -> sSR, set by open()
+        if svc.health.passive:
+            self._syn_watch.append((now + svc.health.syn_timeout, flow))
+        self.forwarded += 1
+        return True
+
+    def _created(self, now: float) -> None:
         self.flows_created += 1
         second = int(now)
         per_s = self._created_per_s
@@ -351,11 +442,6 @@ class Switch:
         if len(per_s) > RATE_WINDOW + 1:
             for old in [k for k in per_s if k < second - RATE_WINDOW]:
                 del per_s[old]
-        self.last_transition = OPENED  # the SYN: sNO -> sSR, set by open()
-        if svc.health.passive:
-            self._syn_watch.append((now + svc.health.syn_timeout, flow))
-        self.forwarded += 1
-        return True
 
     def _icmp(self) -> bool:
         """An ICMP packet (see core/icmp.py): an echo request to a VIP is answered, an error
@@ -451,7 +537,7 @@ class Switch:
         """The backend a new flow from client:cport would get now, and why: nothing is sent
         and nothing changes (Katran's simulator)."""
         svc = self.service(service)
-        picked = svc.scheduler.peek(svc.backends, packet.ip_bytes(client), cport)
+        picked = self._pick(svc, packet.ip_bytes(client), cport, peek=True)
         if picked is None:
             return {"service": service, "backend": None, "reason": "no backend takes new flows"}
         b, reason = picked
@@ -496,6 +582,9 @@ class Switch:
         needs a restart (control/config.py: restart_keys) must be refused before this.
         Returns what changed, one line each."""
         changes: list[str] = []
+        for svc in self.services:  # before any scheduler, weight or backend changes
+            if svc.ahead is not None:
+                svc.ahead.catch_up(svc.scheduler, svc.backends)
         old = {s.name: s for s in self.services}
         services = []
         for spec in cfg.services:
@@ -507,6 +596,8 @@ class Switch:
             services.append(svc)
             changes += self._reconfigure_service(svc, spec)
         for svc in old.values():
+            if svc.ahead is not None:
+                svc.ahead.clear()
             svc.retired += svc.backends
             svc.backends = []
             self.retired_services.append(svc)
@@ -524,6 +615,7 @@ class Switch:
         self.refresh(now)  # its lines would repeat the weight changes listed above
         for svc in self.services:
             svc.scheduler.update(svc.backends)
+            self._schedule_ahead(svc)
         return changes
 
     def _reconfigure_service(self, svc: ServiceState, spec: Any) -> list[str]:
@@ -581,16 +673,18 @@ class Switch:
                 svc.retired = [b for b in svc.retired if b.active + b.inactive]
         self.retired_services = [s for s in self.retired_services if s.retired]
         for svc in self.services:
-            changed = False
-            for b in svc.backends:
-                w = effective_weight(b, svc.health, now)
+            weights = [effective_weight(b, svc.health, now) for b in svc.backends]
+            if all(w == b.weight for w, b in zip(weights, svc.backends, strict=True)):
+                continue
+            if svc.ahead is not None:  # the answers C took, while the weights are the old ones
+                svc.ahead.catch_up(svc.scheduler, svc.backends)
+            for w, b in zip(weights, svc.backends, strict=True):
                 if w != b.weight:
                     state = state_name(b, svc.health, now)
                     changes.append(f"{svc.name}/{b.name}: weight {b.weight} -> {w} ({state})")
                     b.weight = w
-                    changed = True
-            if changed:
-                svc.scheduler.update(svc.backends)
+            svc.scheduler.update(svc.backends)
+            self._schedule_ahead(svc)
         return changes
 
     def take_passive(self, now: float) -> list[tuple[ServiceState, BackendState, str]]:
@@ -630,12 +724,14 @@ class Switch:
         """Start recording packets for `sub`; the traced path replaces process()."""
         self.subscriptions.append(sub)
         self.process = self._process_traced  # type: ignore[method-assign]
+        self.table.tab.open_on = 0  # every SYN through Python, so its decision is recorded
 
     def unsubscribe(self, sub: Subscription) -> None:
         if sub in self.subscriptions:
             self.subscriptions.remove(sub)
         if not self.subscriptions:
             del self.process  # back to the class's untraced method
+            self.table.tab.open_on = 1
 
     def _process_traced(self, length: int, now: float) -> bool:
         hdr = self._hdr  # the trace shows IP packets, without the virtio_net_hdr
@@ -759,6 +855,7 @@ class Switch:
             "max_half_open": self.table.max_half_open,
             "new_flows_per_second": self.new_flows_per_second(now),
             "flows_created": self.flows_created,
+            "flows_opened_in_c": int(self.table.tab.opened),
             "flows_expired": dict(self.flows_expired),
             "flows_reused": self.flows_reused,
             "flows_reset": self.flows_reset,

@@ -17,6 +17,13 @@ The interface (all three take the service's current list of BackendState):
   so a spurious call is cheap); wrr restarts its smoothing; rr, lc and wlc keep nothing derived
   from the set and ignore it.
 
+One optional method:
+
+- period(backends) -> int: rr and wrr only, whose answers never depend on the client: the
+  number of picks after which they repeat. A switch schedules such a service ahead, in C
+  (core/ahead.py), running a copy (copy.copy) of the scheduler for one period: so their
+  pick must replace its state, never change it in place.
+
 Change detection, so that a forgotten update() is not silently wrong:
 - wrr reads every weight on every pick (its algorithm is O(n) anyway) and restarts by itself
   when they change;
@@ -102,6 +109,10 @@ class RoundRobin:
     def update(self, backends: Sequence[BackendState]) -> None:
         pass  # the turn is an index, kept modulo the list's length
 
+    def period(self, backends: Sequence[BackendState]) -> int:
+        """Picks after which the answers repeat: one turn of the backends taking flows."""
+        return sum(1 for b in backends if b.weight > 0)
+
 
 # ---------------------------------------------------------------------- weighted round robin
 class SmoothWeightedRoundRobin:
@@ -161,6 +172,11 @@ class SmoothWeightedRoundRobin:
         sig = tuple((b, b.weight) for b in backends)
         if sig != self._sig:
             self._sig, self._current = sig, [0] * len(backends)
+
+    def period(self, backends: Sequence[BackendState]) -> int:
+        """Picks after which the answers repeat: the total weight (each backend has been
+        picked `weight` times and every current is back where it was)."""
+        return sum(b.weight for b in backends if b.weight > 0)
 
 
 # ---------------------------------------------------------------------- least connections

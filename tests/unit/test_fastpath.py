@@ -22,9 +22,11 @@ from pktswitch.sched.pool import BackendState
 VIP, CLIENT, SNAT = "203.0.113.10", "198.51.100.2", "203.0.113.1"
 
 
-def _switch_on_socketpair() -> tuple[Switch, Loop, socket.socket, socket.socket]:
-    """A switch with one backend, its loop on `tun`; the test plays the network on `wire`."""
-    svc = ServiceState("web", VIP, 80, make("rr"), [BackendState("A", "192.0.2.1", 8080)])
+def _switch_on_socketpair(names: str = "A") -> tuple[Switch, Loop, socket.socket, socket.socket]:
+    """A switch with backends A (192.0.2.1), B, ..., its loop on `tun`; the test plays the
+    network on `wire`."""
+    backends = [BackendState(n, f"192.0.2.{i}", 8080) for i, n in enumerate(names, 1)]
+    svc = ServiceState("web", VIP, 80, make("rr"), backends)
     sw = Switch([svc], snat=[SNAT], seed=1, snat_start=0)
     tun, wire = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     tun.setblocking(False)
@@ -58,9 +60,11 @@ def test_native_drain_forwards_established_packets_and_leaves_the_rest_to_python
     assert [(p.src, p.dst) for p in out[:1]] == [(SNAT, "192.0.2.1")]
     assert {(p.src, p.dst) for p in out} == {(SNAT, "192.0.2.1"), (VIP, CLIENT)}
     assert bytes(out[3][Raw]) == b"GET /"  # order kept across the C and Python paths
-    # all but the SYN by C alone, the SYN-ACK's handshake time, the state changes (to
-    # ESTABLISHED, CLOSE_WAIT) and the first response's timing included
-    assert sw.fast == len(handshake) - 1 + len(established) + len(closing)
+    # every packet by C alone: the SYN (an rr service is scheduled ahead, core/ahead.py),
+    # the SYN-ACK's handshake time, the state changes (to ESTABLISHED, CLOSE_WAIT) and the
+    # first response's timing included
+    assert sw.fast == len(handshake) + len(established) + len(closing)
+    assert sw.flows_created == 1 and sw.stats(0.0)["flows_opened_in_c"] == 1
     s = sw.stats(0.0)
     assert (s["packets_in"], s["packets_forwarded"], s["dropped"]) == (
         len(sent),
@@ -90,7 +94,7 @@ def test_native_drain_waits_in_c_forwards_meanwhile_and_returns_for_another_fd()
 
     syn = IP(src=CLIENT, dst=VIP) / TCP(sport=40000, dport=80, flags="S", seq=100)
     wire.send(bytes(syn))
-    loop._drain_native(0.0)  # Python opens the flow
+    loop._drain_native(0.0)  # C opens the flow (its event is applied before C waits)
     assert IP(wire.recv(65535))[TCP].flags == "S"
     # the backend's SYN-ACK and the client's ACK leave events: C must not sleep on them
     synack = IP(src="192.0.2.1", dst=SNAT) / TCP(sport=8080, dport=1024, flags="SA", seq=500)
@@ -100,7 +104,7 @@ def test_native_drain_waits_in_c_forwards_meanwhile_and_returns_for_another_fd()
     t0 = time.monotonic()
     loop._drain_native(5.0)
     assert time.monotonic() - t0 < 1.0
-    assert loop._result.status == lib.PKS_D_EMPTY and sw.fast == 2
+    assert loop._result.status == lib.PKS_D_EMPTY and sw.fast == 3
     assert sw.flows(0.0)[0]["state"] == "ESTABLISHED"
     wire.recv(65535)
     wire.recv(65535)
@@ -136,5 +140,41 @@ def test_native_drain_waits_in_c_forwards_meanwhile_and_returns_for_another_fd()
     assert loop.sel.select(0)[0][0].fd == other_r
     for fd in (other_r, other_w):
         os.close(fd)
+    tun.close()
+    wire.close()
+
+
+def test_one_drain_opens_closes_and_reopens_a_reused_port_and_python_counts_it_all() -> None:
+    sw, loop, tun, wire = _switch_on_socketpair("AB")  # rr's period in C: A, B
+
+    def c(flags: str, seq: int, ack: int = 0) -> bytes:
+        return bytes(
+            IP(src=CLIENT, dst=VIP) / TCP(sport=40000, dport=80, flags=flags, seq=seq, ack=ack)
+        )
+
+    def b(flags: str, seq: int, ack: int) -> bytes:
+        p = IP(src="192.0.2.1", dst=SNAT) / TCP(
+            sport=8080, dport=1024, flags=flags, seq=seq, ack=ack
+        )
+        return bytes(p)
+
+    # a whole connection to A, then the same client port again (its flow is in TIME_WAIT)
+    first = [c("S", 100), b("SA", 500, 101), c("A", 101, 501)]
+    first += [c("FA", 101, 501), b("FA", 501, 102), c("A", 102, 502)]
+    sent = [*first, c("S", 9000)]
+    for p in sent:
+        wire.send(p)
+    loop._drain_native(0.0)  # one call: every packet by C, the events applied after it
+    out = [IP(wire.recv(65535)) for _ in sent]
+    assert all(checksums_ok(p) for p in out)
+    assert (out[-1].dst, out[-1][TCP].seq) == ("192.0.2.2", 9000)  # the new flow, to B
+    assert sw.fast == len(sent) and sw.flows_created == 2
+    assert (sw.flows_reused, dict(sw.flows_expired)) == (1, {"TIME_WAIT": 1})
+    a, bk = sw.services[0].backends
+    assert (a.active, a.inactive, a.total, bk.active, bk.inactive, bk.total) == (0, 0, 1, 0, 1, 1)
+    assert a.closed_bytes == [4 * 40, 2 * 40]  # the first flow's: 4 packets in, 2 out
+    assert sw.pool.in_use(a.endpoint) == 0 and sw.pool.in_use(bk.endpoint) == 1
+    (row,) = sw.flows(0.0)
+    assert (row["client"], row["backend"], row["state"]) == (f"{CLIENT}:40000", "B", "SYN_RECV")
     tun.close()
     wire.close()

@@ -1,0 +1,126 @@
+"""Scheduling ahead: a round robin's answers for one period, written into the C table, so that
+C opens the service's new flows by itself (native/pks.h, "New flows in C").
+
+rr and smooth wrr never look at the packet: their next answers depend only on their own state
+and the weights, and repeat with a period (rr: the backends with weight > 0; wrr: the sum of
+the weights, after which every backend's `current` is back where it was). So Python runs a
+copy of the scheduler for one period - the same code that decides when Python schedules, which
+stays the reference - and C walks the answers with a cursor. Every new flow of such a service
+takes the answer at that cursor, whether C opens it or Python does (a traced SYN, or one C
+left to Python), so there is one sequence. Before the weights or the set change, the Python
+scheduler is moved on by the answers taken since the period was written (it is then where C
+is), and the period is written again from there.
+
+Schedulers that look at the client (iphash, maglev) or at the backends' live counts (lc, wlc,
+lrt), and services with an access list, stay with Python: they have no `period`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pktswitch._native import ffi, lib
+from pktswitch.sched.base import Picked, Scheduler
+from pktswitch.sched.pool import BackendState
+
+PERIOD_MAX = lib.PKS_PERIOD_MAX
+ANY_CLIENT = bytes(4)  # rr and wrr ignore the client: any address does
+
+
+def period(scheduler: Scheduler, backends: Sequence[BackendState]) -> int:
+    """How many answers make the scheduler's period now; 0 when it has none (it looks at the
+    client or at live counts) or no backend takes new flows."""
+    of: Callable[[Sequence[BackendState]], int] | None = getattr(scheduler, "period", None)
+    return 0 if of is None else of(backends)
+
+
+class Ahead:
+    """One service's period of answers, held in C at its Python number `sid`."""
+
+    __slots__ = ("_base", "_reasons", "_table", "answers", "sid")
+
+    def __init__(self, table: Any, sid: int) -> None:
+        self._table = table  # core/flows.py's FlowTable
+        self.sid = sid
+        self.answers: list[Picked] = []
+        self._reasons: list[int] = []  # the reason numbers the period holds, one each
+        self._base = 0  # the cursor the Python scheduler stands at (see catch_up)
+
+    def write(
+        self,
+        scheduler: Scheduler,
+        backends: Sequence[BackendState],
+        vip: int,
+        port: int,
+        endpoint: Callable[[BackendState], int],
+    ) -> bool:
+        """Run a copy of `scheduler` for one period and hand the answers to C; False (and
+        the service is Python's) when it has no period or a period over PERIOD_MAX."""
+        n = period(scheduler, backends)
+        if not 0 < n <= PERIOD_MAX:
+            self.clear()
+            return False
+        twin = copy.copy(scheduler)  # rr and wrr replace their state, never change it in place
+        answers = [twin.pick(backends, ANY_CLIENT, 0) for _ in range(n)]
+        if None in answers:
+            self.clear()
+            return False
+        table = self._table
+        reasons = table.reasons
+        held = {text: reasons.hold(text) for text in dict.fromkeys(r for _, r in answers)}
+        picks = ffi.new("pks_pick[]", n)
+        for i, (b, reason) in enumerate(answers):  # type: ignore[misc]
+            p = picks[i]
+            p.backend = table.backends.number(b)
+            p.reason = held[reason]
+            p.endpoint = endpoint(b)
+            p.addr = b.ip_int
+            p.port = b.port
+        if lib.pks_service_set(table.tab, self.sid, vip, port, picks, n, 0) != 0:
+            for r in held.values():
+                reasons.release(r)
+            self.clear()
+            return False
+        self._release()
+        self.answers = answers  # type: ignore[assignment]
+        self._reasons = list(held.values())
+        self._base = 0
+        return True
+
+    def clear(self) -> None:
+        """The service is Python's again: C opens no more of its flows."""
+        lib.pks_service_set(self._table.tab, self.sid, 0, 0, ffi.NULL, 0, 0)
+        self._release()
+        self.answers = []
+
+    def _release(self) -> None:
+        for r in self._reasons:
+            self._table.reasons.release(r)
+        self._reasons = []
+
+    @property
+    def active(self) -> bool:
+        return bool(self.answers)
+
+    def cursor(self) -> int:
+        """The answer the next flow gets (the number of answers taken, modulo the period)."""
+        return max(0, int(lib.pks_service_next(self._table.tab, self.sid, 0)))
+
+    def pick(self) -> Picked:
+        """The next answer, as C would take it (Python opens this flow)."""
+        return self.answers[lib.pks_service_next(self._table.tab, self.sid, 1)]
+
+    def peek(self) -> Picked:
+        return self.answers[lib.pks_service_next(self._table.tab, self.sid, 0)]
+
+    def catch_up(self, scheduler: Scheduler, backends: Sequence[BackendState]) -> None:
+        """Move the Python scheduler on by the answers taken since the last call (or the
+        period's writing), before anything it depends on changes: after that it could not
+        replay them."""
+        if self.answers:
+            at = self.cursor()
+            for _ in range((at - self._base) % len(self.answers)):
+                scheduler.pick(backends, ANY_CLIENT, 0)
+            self._base = at

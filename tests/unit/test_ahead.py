@@ -1,0 +1,181 @@
+"""New flows opened by C for services scheduled ahead (core/ahead.py), against the same
+switch with C's opening turned off: Python's path is the reference, byte for byte."""
+
+from __future__ import annotations
+
+import pytest
+from scapy.layers.inet import IP, TCP
+from scapy_oracle import checksums_ok
+from test_switch import BACKENDS, CLIENT, VIP, Harness
+
+from pktswitch.core.tcpstate import DEFAULT_TIMEOUTS, State
+
+UNCOUNTED = ("packets_fast_path", "flows_opened_in_c")  # what differs by design
+
+
+def python_only(h: Harness) -> Harness:
+    h.sw.table.tab.open_on = 0  # as while tracing: every SYN through Python
+    return h
+
+
+class Twins:
+    """The same packets into a switch that opens flows in C and one that does not."""
+
+    def __init__(self, mode: str, scheduler: str) -> None:
+        self.c = Harness(mode=mode, scheduler=scheduler)
+        self.py = python_only(Harness(mode=mode, scheduler=scheduler))
+        self.syns: dict[int, IP] = {}  # client port -> the SYN as the backend got it
+
+    def both(self, f: str, *args: object, **kw: object) -> IP | None:
+        a = getattr(self.c, f)(*args, **kw)
+        b = getattr(self.py, f)(*args, **kw)
+        assert (a and bytes(a)) == (b and bytes(b))
+        assert a is None or checksums_ok(a)
+        return a
+
+    def tick(self, dt: float = 0.25) -> None:
+        self.c.now += dt
+        self.py.now += dt
+
+    def call(self, method: str, *args: object) -> None:
+        for h in (self.c, self.py):
+            getattr(h.sw, method)(*args, h.now)
+
+    def syn(self, sport: int) -> None:
+        out = self.both("client", "S", sport=sport, seq=100)
+        assert out is not None
+        self.syns[sport] = out
+
+    def handshake(self, sport: int) -> None:
+        self.both("backend", self.syns[sport], "SA", seq=500, ack=101)
+        self.both("client", "A", sport=sport, seq=101, ack=501)
+
+    def close(self, sport: int) -> None:
+        self.both("client", "FA", sport=sport, seq=101, ack=501)
+        self.both("backend", self.syns[sport], "FA", seq=501, ack=102)
+        self.both("client", "A", sport=sport, seq=102, ack=502)
+
+    def same(self) -> None:
+        c, py = self.c, self.py
+        assert c.sw.flows(c.now) == py.sw.flows(py.now)
+        assert c.sw.backends(c.now) == py.sw.backends(py.now)
+        sc, sp = c.sw.stats(c.now), py.sw.stats(py.now)
+        for key in UNCOUNTED:
+            sc.pop(key), sp.pop(key)
+        assert sc == sp
+
+        def held(h: Harness) -> dict[str, int]:  # each reason text and the flows holding it
+            r = h.sw.table.reasons
+            return {text: r._refs[n] for text, n in r._ids.items()}
+
+        assert held(c) == held(py)
+        for name in "ABC":
+            ep = (bytes(map(int, BACKENDS[name].split("."))), 8080)
+            assert c.sw.pool.in_use(ep) == py.sw.pool.in_use(ep)
+            assert c.sw.pool.freed(ep)[0] == py.sw.pool.freed(ep)[0]
+
+
+@pytest.mark.parametrize("mode", ["fullnat", "nat"])
+@pytest.mark.parametrize("scheduler", ["rr", "wrr"])
+def test_flows_opened_by_c_are_the_flows_python_opens(mode: str, scheduler: str) -> None:
+    t = Twins(mode, scheduler)
+    t.call("set_weight", "web", "C", 3)  # wrr: a period of 5 (A B C C ...); rr: weights ignored
+    for sport in range(1, 13):
+        t.syn(sport)
+        t.tick()
+    for sport in range(1, 7):
+        t.handshake(sport)
+    for sport in range(1, 4):
+        t.close(sport)
+    t.same()
+    t.call("set_weight", "web", "A", 0)  # mid-period: A takes no new flows
+    for sport in (1, 2, 3):  # the client reuses ports whose flows wait in TIME_WAIT
+        assert t.c.flow(sport)["state"] == "TIME_WAIT"
+        t.syn(sport)
+        t.tick()
+    for sport in range(13, 20):
+        t.syn(sport)
+    t.call("set_weight", "web", "A", 2)
+    for sport in range(20, 26):
+        t.syn(sport)
+    t.same()
+    c, py = t.c.sw, t.py.sw
+    assert c.flows_reused == py.flows_reused == 3
+    assert c.flows_created == py.flows_created == 12 + 3 + 7 + 6
+    # C opened every flow: the reused ports' too
+    assert (c.stats(0.0)["flows_opened_in_c"], py.stats(0.0)["flows_opened_in_c"]) == (28, 0)
+    assert c.fast > py.fast
+    for h in (t.c, t.py):
+        h.now += DEFAULT_TIMEOUTS[State.ESTABLISHED] + 1
+    assert c.expire(t.c.now) == py.expire(t.py.now) == 25
+    t.same()
+    assert len(c.table) == 0
+
+
+def test_which_tells_the_backend_c_gives_the_next_flow() -> None:
+    h = Harness(scheduler="wrr")
+    for name, w in zip("ABC", (2, 3, 5), strict=True):
+        h.sw.set_weight("web", name, w, h.now)
+    got = []
+    for sport in range(1, 21):
+        told = h.sw.which("web", CLIENT, sport)
+        out = h.client("S", sport=sport)
+        assert out is not None and out.dst == BACKENDS[told["backend"]]
+        got.append(told["backend"])
+        assert h.flow(sport)["reason"] == told["reason"]
+    assert got == list("CBACBCCABC") * 2  # nginx's smooth order, two periods
+    assert h.sw.stats(h.now)["flows_opened_in_c"] == 20
+
+
+def test_c_leaves_a_syn_to_python_when_it_lacks_a_spare_slot_or_an_snat_pair() -> None:
+    h = Harness(names="A", snat_ports=(1024, 1025))  # two SNAT pairs toward A
+    tab = h.sw.table.tab
+    lent = tab.nspare
+    tab.nspare = 0  # nothing lent: Python opens it (and lends again)
+    assert h.client("S", sport=1) is not None
+    assert h.sw.stats(h.now)["flows_opened_in_c"] == 0 and tab.nspare > 0
+    assert tab.nspare == lent - 1
+    assert h.client("S", sport=2) is not None  # the last pair, by C
+    assert h.sw.stats(h.now)["flows_opened_in_c"] == 1
+    assert h.client("S", sport=3) is None  # none left: Python counts it
+    assert h.sw.dropped == {"snat_exhausted": 1} and h.sw.pool.exhausted == 1
+    assert [r["client"] for r in h.sw.flows(h.now)] == [f"{CLIENT}:1", f"{CLIENT}:2"]
+
+
+def test_an_access_list_keeps_the_service_with_python() -> None:
+    from pktswitch.core.acl import Acl
+
+    h = Harness()
+    h.sw.services[0].acl = Acl(allow=("198.51.100.0/24",)).compile()
+    h.sw._schedule_ahead(h.sw.services[0])
+    assert h.client("S", sport=1) is not None
+    p = IP(src="192.0.2.77", dst=VIP) / TCP(sport=5, dport=80, flags="S")
+    assert h.send(p) is None and h.sw.dropped == {"acl_denied": 1}
+    assert h.sw.stats(h.now)["flows_opened_in_c"] == 0
+
+
+@pytest.mark.parametrize("scheduler", ["rr", "wrr"])
+def test_weight_changes_mid_period_give_the_python_schedulers_sequence(scheduler: str) -> None:
+    from pktswitch.sched.base import make
+    from pktswitch.sched.pool import BackendState
+
+    h = Harness(scheduler=scheduler)
+    ref = make(scheduler)  # the reference: the scheduler alone, told every change
+    backends = [BackendState(n, BACKENDS[n], 8080) for n in "ABC"]
+    changes = {7: ("B", 3), 11: ("A", 0), 12: ("C", 2), 19: ("A", 4), 23: ("B", 0)}
+    want, got = [], []
+    for i in range(40):
+        if i in changes:
+            name, w = changes[i]
+            h.sw.set_weight("web", name, w, h.now)
+            (b,) = [b for b in backends if b.name == name]
+            b.weight = b.config_weight = w
+            ref.update(backends)
+        picked = ref.pick(backends, bytes(4), 0)
+        assert picked is not None
+        want.append(picked[0].name)
+        out = h.client("S", sport=100 + i)
+        assert out is not None
+        got.append(next(n for n, a in BACKENDS.items() if a == out.dst))
+    assert got == want
+    assert h.sw.stats(h.now)["flows_opened_in_c"] == 40
