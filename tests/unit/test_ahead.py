@@ -4,6 +4,8 @@ switch with C's opening turned off: Python's path is the reference, byte for byt
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.layers.inet import IP, TCP
 from scapy_oracle import checksums_ok
 from test_switch import BACKENDS, CLIENT, VIP, Harness
@@ -179,3 +181,45 @@ def test_weight_changes_mid_period_give_the_python_schedulers_sequence(scheduler
         got.append(next(n for n, a in BACKENDS.items() if a == out.dst))
     assert got == want
     assert h.sw.stats(h.now)["flows_opened_in_c"] == 40
+
+
+KINDS = ["syn"] * 3 + ["handshake"] * 2 + ["close"] * 2 + ["rst", "tick", "weight", "expire"]
+ACTIONS = st.lists(
+    st.tuples(
+        st.sampled_from(KINDS),
+        st.integers(1, 3),  # a client port (few, so that ports are reused)
+        st.integers(0, 3),  # a weight, or a number of 20 s ticks
+    ),
+    min_size=10,
+    max_size=80,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    mode=st.sampled_from(["fullnat", "nat"]),
+    scheduler=st.sampled_from(["rr", "wrr"]),
+    actions=ACTIONS,
+)
+def test_any_conversation_gives_the_same_packets_and_counts_whoever_opens(
+    mode: str, scheduler: str, actions: list[tuple[str, int, int]]
+) -> None:
+    t = Twins(mode, scheduler)
+    for what, port, n in actions:
+        if what == "syn":
+            out = t.both("client", "S", sport=port, seq=100)
+            if out is not None:
+                t.syns[port] = out
+        elif port in t.syns and what == "handshake":
+            t.handshake(port)
+        elif port in t.syns and what == "close":
+            t.close(port)
+        elif port in t.syns and what == "rst":
+            t.both("backend", t.syns[port], "R", seq=501)
+        elif what == "tick":
+            t.tick(n * 20.0)
+        elif what == "weight":
+            t.call("set_weight", "web", "ABC"[port % 3], n)
+        elif what == "expire":
+            assert t.c.sw.expire(t.c.now) == t.py.sw.expire(t.py.now)
+    t.same()
