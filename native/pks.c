@@ -985,7 +985,8 @@ int pks_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *
         if (ev >= 0) {
             uint8_t to = t->trans[m->dir][ev][f->state];
             if (to != f->state) {
-                event_put(t, (uint32_t)m->slot, PKS_EV_STATE, f->state, to, m->dir, now, 0);
+                if (t->all_events || f->state == PKS_S_ESTABLISHED || to == PKS_S_ESTABLISHED)
+                    event_put(t, (uint32_t)m->slot, PKS_EV_STATE, f->state, to, m->dir, now, 0);
                 flow_state(t, (uint32_t)m->slot, to, now);
             }
         }

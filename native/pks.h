@@ -145,6 +145,7 @@ typedef struct {
     uint32_t seq;
 } pks_timer;
 
+#define PKS_S_ESTABLISHED 1
 #define PKS_S_SYN_RECV 3    /* tcpstate.State.SYN_RECV: the half-open state */
 #define PKS_S_TIME_WAIT 5   /* TIME_WAIT and CLOSE: a client's SYN in them opens a new flow */
 #define PKS_S_CLOSE 6
@@ -155,7 +156,7 @@ typedef struct {
  * response timed, a flow opened or ended. Python applies them in order before it decides on
  * any packet. Each carries the flow's generation, backend and reason as they were, so an
  * event is applied right even when C has ended its flow since (a reused client port). */
-#define PKS_EV_STATE 1      /* from -> to, at t */
+#define PKS_EV_STATE 1      /* from -> to, at t (see all_events) */
 #define PKS_EV_RESPONSE 2   /* the first response came `value` seconds after the request */
 #define PKS_EV_SYNACK 3     /* the backend's first SYN-ACK, at t */
 #define PKS_EV_OPEN 4       /* C opened the flow for a client's SYN (pks_service_set), at t */
@@ -264,7 +265,10 @@ typedef struct {
     uint32_t count;     /* flows in the table */
     uint32_t max_half_open; /* C opens no flow beyond this many half-open ones */
     uint8_t open_on;    /* C may open flows (Python turns it off while it traces packets) */
-    uint8_t vnet_pad[3];
+    uint8_t all_events; /* report every state change C makes; else only those into or out
+                           of ESTABLISHED, the ones that change a backend's counts (Python
+                           sets it while it traces packets, to show each transition) */
+    uint8_t pad[2];
     uint32_t nspare;    /* free slots Python lent C to open flows in, used from the top */
     uint32_t spare[PKS_SPARE];
     uint32_t nsvc;      /* services C schedules */

@@ -508,7 +508,8 @@ static void run_process(model *md, const uint8_t *data, size_t size, const pks_m
     uint32_t k = 0;
     CHECK(f->state == want);
     md->s[slot].state = want;
-    if (want != state) {
+    if (want != state && (md->t->all_events || state == PKS_S_ESTABLISHED
+                          || want == PKS_S_ESTABLISHED)) {
         CHECK(k < nev && evs[k].kind == PKS_EV_STATE && evs[k].slot == slot);
         CHECK(evs[k].from == state && evs[k].to == want && evs[k].dir == dir);
         CHECK(evs[k].t == 2.5);
@@ -623,6 +624,7 @@ static void drive_table(const uint8_t *data, size_t size, const pks_meta *m, int
     CHECK(md.t != NULL);
     if (data[size - 1] & 0x80) /* half the inputs: C moves fast flows' states itself */
         load_grid(md.t);
+    md.t->all_events = data[size - 1] & 0x40; /* and reports every move, or only some */
     double timeouts[PKS_STATES];
     for (uint32_t s = 0; s < PKS_STATES; s++) /* 0 .. 2.5 s, from the input */
         timeouts[s] = (double)((data[s % size] >> 4) % 6) * 0.5;

@@ -123,6 +123,7 @@ class Flow:
 
 STATES = tuple(State)  # by value, quicker than State(n)
 SYN_RECV = State.SYN_RECV
+ESTABLISHED = int(State.ESTABLISHED)  # compared with the plain ints of C's events
 
 
 class Registry:
@@ -378,12 +379,12 @@ class FlowTable:
         if lib.pks_flow_set_state(self.tab, flow.slot, state, now) != 0:
             raise MemoryError("no memory for a flow timer")
 
-    def count_state(self, backend_number: int, was: State, state: State) -> None:
+    def count_state(self, backend_number: int, was: int, state: int) -> None:
         """The backend's active/inactive counts for a move was -> state of one of its flows
         (C moves states on FINs and ACKs itself and reports them as events: the switch calls
         this for those)."""
-        if (was == State.ESTABLISHED) != (state == State.ESTABLISHED):
-            step = -1 if was == State.ESTABLISHED else 1
+        if (was == ESTABLISHED) != (state == ESTABLISHED):
+            step = -1 if was == ESTABLISHED else 1
             backend = self.backends[backend_number]
             backend.active += step
             backend.inactive -= step

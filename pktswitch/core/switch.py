@@ -23,6 +23,7 @@ Two NAT modes:
 
 from __future__ import annotations
 
+import struct
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +63,9 @@ MAX_WEIGHT = 65535  # ipvsadm: weights 0..65535; 0 takes no new flows
 
 RATE_WINDOW = 10  # seconds over which "new flows per second" is averaged
 EVENT_BATCH = 256  # events moved out of the native ring per call
+# pks_event as packed bytes: slot, kind, from, to, (dir), gen, backend, reason, service, t,
+# value, bytes[2]
+EVENT = struct.Struct("<IBBBxIIIIddQQ")
 SPARE_LOW = lib.PKS_SPARE // 2  # below this many spare slots in C, Python lends more
 EV_STATE, EV_SYNACK = lib.PKS_EV_STATE, lib.PKS_EV_SYNACK
 EV_OPEN, EV_END = lib.PKS_EV_OPEN, lib.PKS_EV_END
@@ -160,6 +164,9 @@ class Switch:
         self._bufp = ffi.from_buffer("uint8_t[]", self.buf, require_writable=True)
         self.meta = ffi.new("pks_meta *")
         self._events = ffi.new("pks_event[]", EVENT_BATCH)
+        self._event_bytes = ffi.buffer(self._events)
+        if EVENT.size != ffi.sizeof("pks_event"):
+            raise RuntimeError("native/pks.h's pks_event and EVENT disagree")
         # counters: every packet read ends in exactly one of forwarded / dropped[reason]
         self.rx = 0
         self.fast = 0
@@ -271,62 +278,75 @@ class Switch:
         return self.decide(verdict, now)
 
     def take_events(self) -> None:
-        """Apply what C did by itself (native/pks.h, pks_event): state changes on FINs and
-        ACKs of fast flows, and first responses timed. Called before Python decides on any
-        packet, and after each batch, so Python's view of every flow is current."""
-        tab, evs, table = self.table.tab, self._events, self.table
-        flows = tab.flows
+        """Apply what C did by itself (native/pks.h, pks_event): flows opened and ended, state
+        changes into and out of ESTABLISHED, SYN-ACKs and first responses timed. Called
+        before Python decides on any packet, and after each batch, so Python's view of every
+        flow is current. The events are read as one buffer of packed records (quicker than a
+        cffi attribute per field)."""
+        tab, table = self.table.tab, self.table
+        flows, backends = tab.flows, table.backends
         while True:
-            n = lib.pks_events_take(tab, evs, EVENT_BATCH)
-            for i in range(n):
-                # an event carries what Python needs of its flow: C may have ended the flow
-                # since (a SYN reusing its client port), and opened another in its slot
-                e = evs[i]
-                kind = e.kind
+            n = lib.pks_events_take(tab, self._events, EVENT_BATCH)
+            # each event carries what Python needs of its flow: C may have ended the flow
+            # since (a SYN reusing its client port), and opened another in its slot
+            for (
+                slot,
+                kind,
+                was,
+                to,
+                gen,
+                backend,
+                reason,
+                service,
+                t,
+                value,
+                b0,
+                b1,
+            ) in EVENT.iter_unpack(self._event_bytes[: n * EVENT.size]):
                 if kind == EV_STATE:
                     # C moved the state, timer and half-open list; the counts are Python's
-                    was, state = STATES[getattr(e, "from")], STATES[e.to]
-                    self.last_transition = (was, state)
-                    table.count_state(e.backend, was, state)
+                    self.last_transition = (STATES[was], STATES[to])
+                    table.count_state(backend, was, to)
                 elif kind == EV_OPEN:
-                    self._opened(e)
+                    self._opened(slot, gen, backend, reason, service, t)
                 elif kind == EV_END:
-                    self._ended(e)
+                    self._ended(slot, was, backend, reason, b0, b1)
                 elif kind == EV_SYNACK:
-                    c = flows[e.slot]
-                    if c.used and c.gen == e.gen:
-                        self._synack(c, e.t)
+                    c = flows[slot]
+                    if c.used and c.gen == gen:
+                        self._synack(c, t)
                 else:
-                    table.backends[e.backend].add_sample("data", e.value, e.t)
+                    backends[backend].add_sample("data", value, t)
             if n < EVENT_BATCH:
                 break
         if tab.nspare < SPARE_LOW:
             table.lend()
 
-    def _opened(self, e: Any) -> None:
+    def _opened(
+        self, slot: int, gen: int, backend: int, reason: int, service: int, t: float
+    ) -> None:
         """C opened a flow for a client's SYN (a service scheduled ahead): Python's counts."""
         table = self.table
-        table.reasons.hold_again(e.reason)
-        backend = table.backends[e.backend]
-        backend.inactive += 1  # SYN_RECV
-        backend.total += 1
-        self._created(e.t)
-        svc = table.services[e.service]
+        table.reasons.hold_again(reason)
+        b = table.backends[backend]
+        b.inactive += 1  # SYN_RECV
+        b.total += 1
+        self._created(t)
+        svc = table.services[service]
         if svc.health.passive:
-            c = table.tab.flows[e.slot]
-            if c.used and c.gen == e.gen:
-                self._syn_watch.append((e.t + svc.health.syn_timeout, Flow(table, e.slot)))
+            c = table.tab.flows[slot]
+            if c.used and c.gen == gen:
+                self._syn_watch.append((t + svc.health.syn_timeout, Flow(table, slot)))
 
-    def _ended(self, e: Any) -> None:
+    def _ended(self, slot: int, was: int, backend: int, reason: int, b0: int, b1: int) -> None:
         """C ended a flow in TIME_WAIT or CLOSE to open a new one for its client's reused
         port (and freed its SNAT pair): what _expire counts, from the event."""
         self.flows_reused += 1
-        was = getattr(e, "from")
         self.flows_expired[STATES[was].name] += 1
-        backend = self.table.backends[e.backend]
-        backend.closed_bytes[0] += e.bytes[0]
-        backend.closed_bytes[1] += e.bytes[1]
-        self.table.ended(e.slot, e.backend, was, e.reason)
+        b = self.table.backends[backend]
+        b.closed_bytes[0] += b0
+        b.closed_bytes[1] += b1
+        self.table.ended(slot, backend, was, reason)
 
     def decide(self, verdict: int, now: float) -> bool:
         """Python's part for a packet the native call did not forward itself: `meta` holds
@@ -724,7 +744,9 @@ class Switch:
         """Start recording packets for `sub`; the traced path replaces process()."""
         self.subscriptions.append(sub)
         self.process = self._process_traced  # type: ignore[method-assign]
-        self.table.tab.open_on = 0  # every SYN through Python, so its decision is recorded
+        tab = self.table.tab
+        tab.open_on = 0  # every SYN through Python, so that its decision is recorded
+        tab.all_events = 1  # and every state change C makes is told
 
     def unsubscribe(self, sub: Subscription) -> None:
         if sub in self.subscriptions:
@@ -732,6 +754,7 @@ class Switch:
         if not self.subscriptions:
             del self.process  # back to the class's untraced method
             self.table.tab.open_on = 1
+            self.table.tab.all_events = 0
 
     def _process_traced(self, length: int, now: float) -> bool:
         hdr = self._hdr  # the trace shows IP packets, without the virtio_net_hdr
