@@ -819,21 +819,30 @@ static int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint
             s = &t->svc[i];
             break;
         }
-    if (!s || !s->len || t->nspare == 0 || PKS_EVENTS - t->ev_count < 4
-        || t->count >= t->nslots || t->half_open >= t->max_half_open)
+    if (!s || !s->len || t->nspare == 0 || PKS_EVENTS - t->ev_count < 4)
         return PKS_V_SLOW;
+    uint32_t evict = PKS_NONE;                  /* the oldest half-open flow, to make room */
+    if (t->count >= t->nslots || t->half_open >= t->max_half_open) {
+        /* as Python's path: once the SYN is sure to be taken; one eviction must do (a
+         * lowered limit, a full table of established flows or a reused port: Python's) */
+        if (old != PKS_NONE || t->ho_head == PKS_NONE || t->count > t->nslots
+            || t->half_open > t->max_half_open)
+            return PKS_V_SLOW;
+        evict = t->ho_head;
+    }
     const pks_pick *pick = &s->picks[s->cursor];
     if (t->snat && !snat_ready(t->snat, pick->endpoint))
         return PKS_V_SLOW;
     uint32_t slot = t->spare[t->nspare - 1];
     if (slot >= t->nslots || t->flows[slot].used)
         return PKS_V_SLOW;                      /* not a free slot: Python's to sort out */
-    uint32_t old_ep = PKS_NONE;
-    if (old != PKS_NONE && t->flows[old].has_snat) {
-        uint32_t b = t->flows[old].backend;
+    uint32_t gone = old != PKS_NONE ? old : evict;  /* the flow this SYN ends, if any */
+    uint32_t gone_ep = PKS_NONE;
+    if (gone != PKS_NONE && t->flows[gone].has_snat) {
+        uint32_t b = t->flows[gone].backend;
         if (!t->snat || b >= t->bk_cap || t->bk_ep[b] == PKS_NONE)
             return PKS_V_SLOW;
-        old_ep = t->bk_ep[b];
+        gone_ep = t->bk_ep[b];
     }
     /* the new flow's keys: dir 0 as the SYN came, dir 1 the answer to the rewritten SYN */
     int64_t pair = -1;
@@ -855,17 +864,18 @@ static int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint
         put4(k1.daddr, m->saddr4);
         k1.dport = m->sport;
     }
-    if (old != PKS_NONE) {                      /* end the old flow, as Python's reuse does */
-        pks_flow *o = &t->flows[old];
-        event_put(t, old, PKS_EV_END, o->state, o->state, 0, now, 0);
+    if (gone != PKS_NONE) {     /* end it, as Python's reuse or eviction does */
+        pks_flow *o = &t->flows[gone];
+        event_put(t, gone, old != PKS_NONE ? PKS_EV_END : PKS_EV_EVICT, o->state, o->state, 0,
+                  now, 0);
         if (o->has_snat)
-            pks_snat_release(t->snat, old_ep,
+            pks_snat_release(t->snat, gone_ep,
                              (uint32_t)(o->snat_port - t->snat->lo) * t->snat->naddrs
                                  + o->snat_addr, now);
-        pks_table_remove(t, old);
+        pks_table_remove(t, gone);
     }
     if (pks_table_insert(t, slot, &m->key, &k1) != 0) {
-        /* a tuple collision: Python decides (and counts) it; the old flow stays ended */
+        /* a tuple collision: Python decides (and counts) it; a flow ended stays ended */
         if (pair >= 0)
             pks_snat_release(t->snat, pick->endpoint, (uint32_t)pair, now);
         m->slot = -1;

@@ -12,20 +12,22 @@
  *   through the grid Python loaded (pks_table_set_transitions: tcpstate.TRANSITIONS, so Python
  *   stays the one definition of the state machine), the first response after the client's
  *   first request is timed, each recorded as an event for Python (pks_events_take); then the
- *   rewrite is applied and the verdict is PKS_V_FAST. Otherwise (a new flow, SYN, RST, a flow
- *   Python keeps for itself, or a full event ring) Python gets PKS_V_SLOW, drives the state
- *   machine in tcpstate.py and calls pks_apply() for the rewrite. Malformed packets give
- *   PKS_V_DROP with the reason in meta->err; nothing is written to the buffer in that case.
+ *   rewrite is applied and the verdict is PKS_V_FAST. A client's SYN for a service Python
+ *   scheduled ahead (pks_service_set), with no flow or reusing the port of one in TIME_WAIT
+ *   or CLOSE, is opened here too ("New flows in C" below). Otherwise (a SYN C cannot open,
+ *   RST, a flow Python keeps for itself, or a full event ring) Python gets PKS_V_SLOW, drives
+ *   the state machine in tcpstate.py and calls pks_apply() for the rewrite. Malformed packets
+ *   give PKS_V_DROP with the reason in meta->err; nothing is written to the buffer then.
  *
  *   Every flow lives here and only here (a flat array indexed by slot): keys, counters, the
  *   state with its timeout, the timer (a heap of deadlines, pks_expire), the half-open list,
  *   and Python's numbers for its service, backend, reason and SNAT pair; Python keeps no
  *   object per flow (core/flows.py makes views on demand), so a flow costs its 216-byte
- *   pks_flow, 16 bytes of index and about one 16-byte timer entry. Which slot a flow uses is
- *   Python's; a state change goes through one function whichever side decides it, and Python
- *   applies the events (its backends' counts) before it decides on any packet, so both sides
- *   agree on every state. Keys are family-independent (16-byte addresses) so IPv6 and UDP
- *   fit without redesign.
+ *   pks_flow, 16 bytes of index and about one 16-byte timer entry. Which slots are free is
+ *   Python's (it lends C a few, the spare ring); a state change goes through one function
+ *   whichever side decides it, and Python applies the events (its backends' counts) before
+ *   it decides on any packet, so both sides agree on every state. Keys are
+ *   family-independent (16-byte addresses) so IPv6 and UDP fit without redesign.
  */
 #include <stdint.h>
 
@@ -162,6 +164,9 @@ typedef struct {
 #define PKS_EV_OPEN 4       /* C opened the flow for a client's SYN (pks_service_set), at t */
 #define PKS_EV_END 5        /* C ended the flow, in state `from`, to open a new one for a SYN
                                from the same client port: bytes, backend and reason as it was */
+#define PKS_EV_EVICT 6      /* C ended the oldest half-open flow to make room for a new one,
+                               as Python's path does when the table or its half-open share is
+                               full */
 #define PKS_EVENTS 1024     /* ring size: when it is full, C leaves packets to Python */
 
 typedef struct {
@@ -183,9 +188,10 @@ typedef struct {
  * it writes one whole period of the scheduler's answers into the table (pks_service_set); C
  * takes the answer at the service's cursor for each client SYN and opens the flow itself:
  * a slot from the spare ring Python keeps filled, an SNAT pair from the pool (pks_snat, per
- * backend endpoint, least recently used), the flow in SYN_RECV, the rewrite, and a
- * PKS_EV_OPEN event for Python's counters. Whatever it cannot do (no spare slot, no free
- * SNAT pair, a full table or half-open share, a tuple collision, a full event ring, a
+ * backend endpoint, least recently used), room from the oldest half-open flow when the
+ * table or its half-open share is full (PKS_EV_EVICT), the flow in SYN_RECV, the rewrite,
+ * and a PKS_EV_OPEN event for Python's counters. Whatever it cannot do (no spare slot, no
+ * free SNAT pair, no room that one eviction makes, a tuple collision, a full event ring, a
  * service Python schedules itself) it leaves to Python, which decides as before. */
 typedef struct {
     uint32_t backend;   /* Python's backend number */

@@ -8,7 +8,8 @@ reason and SNAT pair. C finds a flow and counts every packet without Python, mov
 on FINs and ACKs through the grid of core/tcpstate.py, and reports each move as an event
 that the switch applies (the backends' active/inactive counts) before it decides on any other
 packet. A Flow object is a view of a slot made on demand, so a million flows cost no Python
-objects, and this module owns which slots are used and the numbering of what flows refer to.
+objects, and this module owns which slots are free (it lends C a few at a time, in which C
+opens flows itself: core/ahead.py) and the numbering of what flows refer to.
 
 Idle expiry without scanning: every flow has at most one live entry in a heap of deadlines
 (in C). When an entry comes due, the deadline is recomputed from the flow's real last-packet

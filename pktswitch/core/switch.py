@@ -8,10 +8,13 @@ Per packet, in Katran's order: the native call parses the packet, finds its flow
 packet carrying no SYN or RST, moves the flow's state on a FIN or ACK (through the grid of
 core/tcpstate.py, loaded into C), times the first response, rewrites and counts it (the fast
 path: no Python work beyond this call; what C changed comes back as events, applied by
-take_events before Python decides on the next packet). Otherwise Python decides: a known
-flow goes through the TCP state table, then is rewritten; an unknown one may only be a SYN
-(without ACK) to a service, which schedules a backend, takes an SNAT port and inserts the
-flow. Anything else is counted by reason and dropped: pktswitch does not answer strays with
+take_events before Python decides on the next packet). A client's SYN to a service whose
+scheduler's answers Python wrote into C ahead of time (rr, wrr: core/ahead.py) is opened by
+C as well, and reported as an event. Otherwise Python decides: a known flow goes through the
+TCP state table, then is rewritten; an unknown one may only be a SYN (without ACK) to a
+service, which schedules a backend, takes an SNAT port and inserts the flow; both sides
+open a flow the same way (tests/unit/test_ahead.py holds them to it, byte for byte).
+Anything else is counted by reason and dropped: pktswitch does not answer strays with
 RST, so a scan or a late packet gets the silence a firewall gives, and the counters say what
 happened.
 
@@ -68,7 +71,7 @@ EVENT_BATCH = 256  # events moved out of the native ring per call
 EVENT = struct.Struct("<IBBBxIIIIddQQ")
 SPARE_LOW = lib.PKS_SPARE // 2  # below this many spare slots in C, Python lends more
 EV_STATE, EV_SYNACK = lib.PKS_EV_STATE, lib.PKS_EV_SYNACK
-EV_OPEN, EV_END = lib.PKS_EV_OPEN, lib.PKS_EV_END
+EV_OPEN, EV_END, EV_EVICT = lib.PKS_EV_OPEN, lib.PKS_EV_END, lib.PKS_EV_EVICT
 OPENED = (State.NONE, State.SYN_RECV)  # a flow's first transition, on the client's SYN
 
 
@@ -309,8 +312,8 @@ class Switch:
                     table.count_state(backend, was, to)
                 elif kind == EV_OPEN:
                     self._opened(slot, gen, backend, reason, service, t)
-                elif kind == EV_END:
-                    self._ended(slot, was, backend, reason, b0, b1)
+                elif kind in (EV_END, EV_EVICT):
+                    self._ended(slot, was, backend, reason, b0, b1, kind == EV_EVICT)
                 elif kind == EV_SYNACK:
                     c = flows[slot]
                     if c.used and c.gen == gen:
@@ -338,11 +341,17 @@ class Switch:
             if c.used and c.gen == gen:
                 self._syn_watch.append((t + svc.health.syn_timeout, Flow(table, slot)))
 
-    def _ended(self, slot: int, was: int, backend: int, reason: int, b0: int, b1: int) -> None:
-        """C ended a flow in TIME_WAIT or CLOSE to open a new one for its client's reused
-        port (and freed its SNAT pair): what _expire counts, from the event."""
-        self.flows_reused += 1
-        self.flows_expired[STATES[was].name] += 1
+    def _ended(
+        self, slot: int, was: int, backend: int, reason: int, b0: int, b1: int, evicted: bool
+    ) -> None:
+        """C ended a flow (and freed its SNAT pair) to open a new one: in TIME_WAIT or CLOSE,
+        for its client's reused port, or the oldest half-open one, to make room. What
+        _expire counts, from the event."""
+        if evicted:
+            self.flows_evicted += 1
+        else:
+            self.flows_reused += 1
+            self.flows_expired[STATES[was].name] += 1
         b = self.table.backends[backend]
         b.closed_bytes[0] += b0
         b.closed_bytes[1] += b1
