@@ -831,8 +831,12 @@ static int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint
         evict = t->ho_head;
     }
     const pks_pick *pick = &s->picks[s->cursor];
-    if (t->snat && !snat_ready(t->snat, pick->endpoint))
-        return PKS_V_SLOW;
+    uint32_t ep = PKS_NONE;                     /* the pick's queue in the SNAT pool */
+    if (t->snat) {
+        if (pick->backend >= t->bk_cap || (ep = t->bk_ep[pick->backend]) == PKS_NONE
+            || !snat_ready(t->snat, ep))
+            return PKS_V_SLOW;
+    }
     uint32_t slot = t->spare[t->nspare - 1];
     if (slot >= t->nslots || t->flows[slot].used)
         return PKS_V_SLOW;                      /* not a free slot: Python's to sort out */
@@ -855,7 +859,7 @@ static int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint
     if (t->snat) {
         /* the pair is taken before the old flow's is given back, as Python's reuse path
          * expires the old flow first but the pool hands out fresh or oldest pairs anyway */
-        pair = pks_snat_alloc(t->snat, pick->endpoint, now);
+        pair = pks_snat_alloc(t->snat, ep, now);
         if (pair < 0)
             return PKS_V_SLOW;                  /* not reached: snat_ready said yes */
         put4(k1.daddr, t->snat_addrs[pair % t->snat->naddrs]);
@@ -877,7 +881,7 @@ static int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint
     if (pks_table_insert(t, slot, &m->key, &k1) != 0) {
         /* a tuple collision: Python decides (and counts) it; a flow ended stays ended */
         if (pair >= 0)
-            pks_snat_release(t->snat, pick->endpoint, (uint32_t)pair, now);
+            pks_snat_release(t->snat, ep, (uint32_t)pair, now);
         m->slot = -1;
         return PKS_V_SLOW;
     }
@@ -901,7 +905,7 @@ static int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint
     if (flow_state(t, slot, PKS_S_SYN_RECV, now) != 0) {    /* no memory for its timer */
         pks_table_remove(t, slot);
         if (pair >= 0)
-            pks_snat_release(t->snat, pick->endpoint, (uint32_t)pair, now);
+            pks_snat_release(t->snat, ep, (uint32_t)pair, now);
         t->nspare++;
         s->cursor = (s->cursor + s->len - 1) % s->len;
         m->slot = -1;

@@ -196,9 +196,8 @@ typedef struct {
 typedef struct {
     uint32_t backend;   /* Python's backend number */
     uint32_t reason;    /* Python's reason number (held by Python for the schedule's life) */
-    uint32_t endpoint;  /* the SNAT pool's queue for this backend's address and port */
     uint32_t addr;      /* the backend's IPv4 address, host order */
-    uint16_t port;
+    uint16_t port;      /* (its SNAT pool queue is the table's bk_ep[backend]) */
     uint16_t pad;
 } pks_pick;
 

@@ -32,6 +32,11 @@
  *             says it must, and leaves the buffer alone otherwise; with a state grid loaded
  *             (half the inputs) it moves a fast flow's state by the grid on FIN and ACK and
  *             times the first response, each reported as exactly the event the model expects.
+ *   opens   - with the packet's service scheduled ahead, a small SNAT pool and half-open limit
+ *             (drive_opens): SYNs from other client ports, state changes, expiry, removals,
+ *             events, lending and reprogramming in any order keep every used flow indexed,
+ *             the count, half-open list and timer heap right, each SNAT pair in use held by
+ *             one flow of its endpoint and counted so, and the lent slots free and distinct.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -709,6 +714,217 @@ static void drive_table(const uint8_t *data, size_t size, const pks_meta *m, int
     pks_table_free(md.t);
 }
 
+/* ------------------------------------------------------------ new flows in C
+ * The packet's service is scheduled ahead (a period of 1..4 answers from the input), with a
+ * small SNAT pool (or none: nat mode), a small half-open limit and some slots lent; then
+ * 2-byte operations from the input play the client and Python: SYNs from other client ports
+ * (new, retransmitted, or reusing a port in TIME_WAIT/CLOSE), state changes, expiry and
+ * removal (each freeing its SNAT pair, as Python's _expire), events taken, slots lent again,
+ * the period rewritten or withdrawn. After each: every used flow is indexed both ways, the
+ * count, the half-open list and the timer heap agree, every SNAT pair in use belongs to
+ * exactly one flow of its endpoint and the pool's counts say so, the lent slots are free and
+ * distinct, and every event says what happened to its slot. */
+typedef struct {
+    pks_table *t;
+    pks_snat *pool;
+    uint8_t lent[NSLOTS];   /* in the spare ring */
+    uint32_t opened, ended;
+} opens;
+
+static void check_opens(opens *o)
+{
+    pks_table *t = o->t;
+    uint32_t used = 0, half = 0;
+    for (uint32_t i = 0; i < NSLOTS; i++) {
+        const pks_flow *f = &t->flows[i];
+        CHECK(!(f->used && o->lent[i]));
+        if (!f->used)
+            continue;
+        used++;
+        half += f->state == PKS_S_SYN_RECV;
+        CHECK(pks_table_lookup(t, &f->key[0]) == (int64_t)(i << 1));
+        CHECK(pks_table_lookup(t, &f->key[1]) == (int64_t)(i << 1 | 1));
+        if (!o->pool)
+            continue;
+        CHECK(f->has_snat && f->backend < t->bk_cap && t->bk_ep[f->backend] != PKS_NONE);
+        uint32_t pair = (uint32_t)(f->snat_port - o->pool->lo) * o->pool->naddrs + f->snat_addr;
+        CHECK(f->snat_port >= o->pool->lo && pair < o->pool->size);
+        for (uint32_t j = 0; j < i; j++) {  /* one flow per (endpoint, pair) */
+            const pks_flow *g = &t->flows[j];
+            if (g->used && t->bk_ep[g->backend] == t->bk_ep[f->backend])
+                CHECK(g->snat_port != f->snat_port || g->snat_addr != f->snat_addr);
+        }
+    }
+    CHECK(t->count == used && t->nkeys == 2 * used && t->half_open == half);
+    uint32_t n = 0;
+    for (uint32_t s = t->ho_head; s != PKS_NONE; s = t->flows[s].next, n++)
+        CHECK(s < NSLOTS && n < NSLOTS && t->flows[s].state == PKS_S_SYN_RECV);
+    CHECK(n == half);
+    CHECK(t->nspare <= NSLOTS);
+    uint32_t lent = 0;
+    for (uint32_t i = 0; i < NSLOTS; i++)
+        lent += o->lent[i];
+    CHECK(lent == t->nspare);
+    for (uint32_t k = 0; k < t->nspare; k++)
+        CHECK(t->spare[k] < NSLOTS && o->lent[t->spare[k]]);
+    if (o->pool) {
+        uint32_t total = 0;
+        for (uint32_t ep = 0; ep < o->pool->nq; ep++) {
+            uint32_t mine = 0;
+            for (uint32_t i = 0; i < NSLOTS; i++)
+                mine += t->flows[i].used && t->bk_ep[t->flows[i].backend] == ep;
+            CHECK(o->pool->q[ep].in_use == mine);
+            CHECK(o->pool->q[ep].count <= o->pool->size && mine + o->pool->q[ep].count <= o->pool->size);
+            total += mine;
+        }
+        CHECK(o->pool->in_use_total == total);
+    }
+}
+
+/* Python's removal of a flow: its SNAT pair back to the pool, the slot free */
+static void python_remove(opens *o, uint32_t slot, double now)
+{
+    pks_flow *f = &o->t->flows[slot];
+    if (f->has_snat)
+        CHECK(pks_snat_release(o->pool, o->t->bk_ep[f->backend],
+                               (uint32_t)(f->snat_port - o->pool->lo) * o->pool->naddrs
+                                   + f->snat_addr, now) == 0);
+    CHECK(pks_table_remove(o->t, slot) == 0);
+}
+
+static void lend(opens *o)
+{
+    for (uint32_t i = 0; i < NSLOTS && o->t->nspare < NSLOTS; i++)
+        if (!o->t->flows[i].used && !o->lent[i]) {
+            o->t->spare[o->t->nspare++] = i;
+            o->lent[i] = 1;
+        }
+}
+
+static void take_events(opens *o)
+{
+    pks_event evs[8];
+    uint32_t n;
+    while ((n = pks_events_take(o->t, evs, 8)) > 0)
+        for (uint32_t k = 0; k < n; k++) {
+            const pks_event *e = &evs[k];
+            CHECK(e->slot < NSLOTS && e->kind >= PKS_EV_STATE && e->kind <= PKS_EV_EVICT);
+            if (e->kind == PKS_EV_OPEN)
+                o->opened++;
+            if (e->kind == PKS_EV_END || e->kind == PKS_EV_EVICT) {
+                o->ended++;
+                if (e->kind == PKS_EV_EVICT)
+                    CHECK(e->from == PKS_S_SYN_RECV);
+                else
+                    CHECK(e->from == PKS_S_TIME_WAIT || e->from == PKS_S_CLOSE);
+            }
+        }
+}
+
+static void program(opens *o, const uint8_t *op, const pks_meta *m)
+{
+    pks_pick picks[4];
+    uint32_t n = op[0] % 5;             /* 0: the service is Python's again */
+    for (uint32_t k = 0; k < n; k++) {
+        uint8_t b = op[1] >> (2 * k) & 3;  /* backend 3 has no SNAT endpoint: C leaves it */
+        picks[k] = (pks_pick){.backend = b, .reason = b, .addr = 0xc0000201u + b,
+                              .port = (uint16_t)(8080 + b)};
+    }
+    CHECK(pks_service_set(o->t, 7, m->daddr4, m->dport, picks, n, 0) == 0);
+    CHECK(pks_service_set(o->t, 8, m->daddr4, m->dport, picks, n, n) == (n ? -1 : 0));
+}
+
+static void drive_opens(const uint8_t *data, size_t size, const pks_meta *m, int vnet)
+{
+    if (m->err != PKS_OK || m->key.proto != PKS_PROTO_TCP || m->key.family != 4 || size < 8)
+        return;
+    opens o;
+    memset(&o, 0, sizeof o);
+    o.t = pks_table_new(NSLOTS, data[1]);
+    CHECK(o.t != NULL);
+    load_grid(o.t);
+    double timeouts[PKS_STATES];
+    for (uint32_t st = 0; st < PKS_STATES; st++)
+        timeouts[st] = (double)(data[st % size] % 4);
+    CHECK(pks_table_set_timeouts(o.t, timeouts, PKS_STATES) == 0);
+    o.t->open_on = 1;
+    /* the set-up from the input's last bytes (the packet's first ones must parse) */
+    uint8_t cfg = data[size - 1], cfg2 = data[size - 2];
+    o.t->max_half_open = 1 + cfg2 % NSLOTS;
+    uint32_t addrs[2] = {0xcb007101u, 0xcb007102u};
+    if (!(cfg & 1)) {                   /* full NAT, 1-2 addresses x 1-4 ports */
+        o.pool = pks_snat_new(1 + (cfg >> 1 & 1), 1024, 1024 + (cfg >> 2 & 3));
+        CHECK(o.pool != NULL);
+        CHECK(pks_table_set_snat(o.t, o.pool, addrs, o.pool->naddrs) == 0);
+        for (uint32_t ep = 0; ep < 3; ep++)
+            CHECK(pks_snat_add(o.pool, ep, cfg2 + ep) == 0);
+        for (uint32_t b = 0; b < 3; b++)
+            CHECK(pks_table_set_endpoint(o.t, b, b) == 0);
+    }
+    const uint8_t first[2] = {(uint8_t)(1 + (cfg >> 4) % 4), (uint8_t)(cfg2 ^ cfg)};
+    program(&o, first, m);
+    lend(&o);
+    uint8_t *buf = malloc(size);
+    CHECK(buf != NULL);
+    double now = 1.0;
+    size_t nops = size / 2 < MAX_OPS ? size / 2 : MAX_OPS;
+    for (size_t i = 0; i < nops; i++) {
+        const uint8_t *op = data + size - 2 * (i + 1);
+        now += 0.25;
+        switch (op[0] & 7) {
+        case 0: case 1: case 2: {   /* a client SYN from port op[1] % 4, or another packet */
+            memcpy(buf, data, size);
+            uint8_t *th = buf + m->hdr + m->l4_off;
+            th[0] = 0;
+            th[1] = (uint8_t)(1 + op[1] % 4);
+            th[13] = (op[0] & 7) == 2 ? (uint8_t)(op[1] >> 2) : PKS_TCP_SYN;
+            pks_meta pm;
+            uint32_t opened = o.t->opened, count = o.t->count;
+            int v = pks_process(o.t, buf, (uint32_t)size, now, &pm, vnet);
+            CHECK(v == PKS_V_FAST || v == PKS_V_SLOW || v == PKS_V_DROP);
+            if (o.t->opened != opened) {    /* C opened a flow for it, in a lent slot */
+                CHECK(o.t->opened == opened + 1 && v == PKS_V_FAST && pm.slot >= 0);
+                CHECK(o.lent[pm.slot] && o.t->flows[pm.slot].state == PKS_S_SYN_RECV);
+                CHECK(o.t->count == count || o.t->count == count + 1);
+                o.lent[pm.slot] = 0;
+            }
+            break;
+        }
+        case 3: {                   /* Python moves a flow's state */
+            uint32_t slot = op[1] % NSLOTS;
+            int want = o.t->flows[slot].used ? 0 : -1;
+            CHECK(pks_flow_set_state(o.t, slot, (uint8_t)(op[1] >> 3 % PKS_STATES) % PKS_STATES,
+                                     now) == want);
+            break;
+        }
+        case 4: {                   /* expiry, and Python removes what is due */
+            uint32_t due[NSLOTS + 1];
+            uint32_t n = pks_expire(o.t, now + op[1] % 4, due, NSLOTS + 1);
+            for (uint32_t k = 0; k < n; k++)
+                python_remove(&o, due[k], now);
+            break;
+        }
+        case 5:                     /* Python removes a flow */
+            if (o.t->flows[op[1] % NSLOTS].used)
+                python_remove(&o, op[1] % NSLOTS, now);
+            break;
+        case 6:
+            take_events(&o);
+            lend(&o);
+            break;
+        case 7:
+            program(&o, op, m);
+            break;
+        }
+        check_opens(&o);
+    }
+    take_events(&o);
+    CHECK(o.opened == o.t->opened);
+    free(buf);
+    pks_table_free(o.t);
+    pks_snat_free(o.pool);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size == 0 || size > 65535 + PKS_VNET_HDR_LEN)
@@ -728,6 +944,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         pks_meta m;
         parse_and_rewrite(data, size, &m, vnet);
         drive_table(data, size, &m, vnet);
+        drive_opens(data, size, &m, vnet);
     }
     return 0;
 }

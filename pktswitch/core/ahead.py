@@ -75,7 +75,7 @@ class Ahead:
             p = picks[i]
             p.backend = table.backends.number(b)
             p.reason = held[reason]
-            p.endpoint = endpoint(b)
+            endpoint(b)  # C frees and takes SNAT pairs by the backend's number
             p.addr = b.ip_int
             p.port = b.port
         if lib.pks_service_set(table.tab, self.sid, vip, port, picks, n, 0) != 0:
