@@ -54,10 +54,12 @@ class Ahead:
         backends: Sequence[BackendState],
         vip: int,
         port: int,
-        endpoint: Callable[[BackendState], int],
+        known: Callable[[BackendState], object] | None,
     ) -> bool:
         """Run a copy of `scheduler` for one period and hand the answers to C; False (and
-        the service is Python's) when it has no period or a period over PERIOD_MAX."""
+        the service is Python's) when it has no period or a period over PERIOD_MAX. `known`
+        is called for each backend the period names (full NAT: C must know the backend's
+        queue in the SNAT pool)."""
         n = period(scheduler, backends)
         if not 0 < n <= PERIOD_MAX:
             self.clear()
@@ -75,7 +77,8 @@ class Ahead:
             p = picks[i]
             p.backend = table.backends.number(b)
             p.reason = held[reason]
-            endpoint(b)  # C frees and takes SNAT pairs by the backend's number
+            if known is not None:
+                known(b)
             p.addr = b.ip_int
             p.port = b.port
         if lib.pks_service_set(table.tab, self.sid, vip, port, picks, n, 0) != 0:

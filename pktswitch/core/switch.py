@@ -235,7 +235,8 @@ class Switch:
             svc.ahead.clear()
             return
         vip = int.from_bytes(svc.vip_bytes, "big")
-        svc.ahead.write(svc.scheduler, svc.backends, vip, svc.port, self._endpoint)
+        known = self._endpoint if self.mode == "fullnat" else None  # nat mode takes no pairs
+        svc.ahead.write(svc.scheduler, svc.backends, vip, svc.port, known)
 
     def _pick(self, svc: ServiceState, client: bytes, cport: int, peek: bool = False) -> Any:
         """The scheduler's answer for a new flow: from the period in C when the service is
