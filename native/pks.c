@@ -647,6 +647,8 @@ void pks_snat_free(pks_snat *p)
 
 int pks_snat_add(pks_snat *p, uint32_t ep, uint32_t start)
 {
+    if (ep >= PKS_NUMBER_MAX || (ep < p->nq && p->q[ep].live))
+        return -1;
     if (ep >= p->qcap) {
         uint32_t cap = p->qcap ? p->qcap : 16;
         while (cap <= ep)
@@ -709,7 +711,7 @@ int pks_snat_release(pks_snat *p, uint32_t ep, uint32_t n, double now)
         return -1;
     pks_snatq *q = &p->q[ep];
     if (q->count == q->cap) {   /* grow: at most the pool's size, as every pair is in use */
-        uint32_t cap = q->cap < 512 ? 1024 : 2 * q->cap;
+        uint32_t cap = q->cap < PKS_RING_MIN ? PKS_RING_MIN : 2 * q->cap;
         if (cap > p->size)
             cap = p->size;
         uint32_t *pairs = malloc(cap * sizeof *pairs);
@@ -742,7 +744,7 @@ int pks_snat_release(pks_snat *p, uint32_t ep, uint32_t n, double now)
 
 int pks_table_set_snat(pks_table *t, pks_snat *pool, const uint32_t *addrs, uint32_t n)
 {
-    if (pool && (n != pool->naddrs || n > sizeof t->snat_addrs / sizeof t->snat_addrs[0]))
+    if (pool && (n != pool->naddrs || n > PKS_SNAT_ADDRS))
         return -1;
     t->snat = pool;
     for (uint32_t i = 0; pool && i < n; i++)
@@ -804,9 +806,20 @@ int64_t pks_service_next(pks_table *t, uint16_t id, int advance)
     return at;
 }
 
+/* The pair pks_snat_alloc would hand out toward ep now, or -1 */
+static int64_t snat_next(const pks_snat *p, uint32_t ep)
+{
+    const pks_snatq *q = &p->q[ep];
+    if (q->fresh < p->size)
+        return (int64_t)(((uint64_t)q->start + q->fresh) % p->size);
+    return q->count ? (int64_t)q->pairs[q->head] : -1;
+}
+
 /* A client's SYN without a flow (old = PKS_NONE), or reusing the port of flow `old` in
  * TIME_WAIT or CLOSE: open its flow in C when everything it needs is at hand (pks.h, "New
- * flows in C"), else PKS_V_SLOW and nothing changed. */
+ * flows in C"); else PKS_V_SLOW, with nothing changed. Everything that can refuse is checked
+ * before anything changes; only running out of memory for the timer, at the very end, leaves
+ * a flow it ended ended (m->slot = -1: Python then decides as for an unknown key). */
 static int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t old)
 {
     if (!t->open_on || !t->has_trans || m->key.family != 4
@@ -819,7 +832,7 @@ static int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint
             s = &t->svc[i];
             break;
         }
-    if (!s || !s->len || t->nspare == 0 || PKS_EVENTS - t->ev_count < 4)
+    if (!s || !s->len || PKS_EVENTS - t->ev_count < PKS_EV_OPEN_ROOM)
         return PKS_V_SLOW;
     uint32_t evict = PKS_NONE;                  /* the oldest half-open flow, to make room */
     if (t->count >= t->nslots || t->half_open >= t->max_half_open) {
@@ -830,16 +843,25 @@ static int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint
             return PKS_V_SLOW;
         evict = t->ho_head;
     }
+    /* the slot: a lent one, or with every slot in use the evicted flow's */
+    uint32_t slot;
+    if (t->nspare)
+        slot = t->spare[t->nspare - 1];
+    else if (evict != PKS_NONE && t->count >= t->nslots)
+        slot = evict;
+    else
+        return PKS_V_SLOW;                      /* Python lends slots, or finds none */
+    if (slot >= t->nslots || (t->flows[slot].used && slot != evict))
+        return PKS_V_SLOW;                      /* not a free slot: Python's to sort out */
     const pks_pick *pick = &s->picks[s->cursor];
     uint32_t ep = PKS_NONE;                     /* the pick's queue in the SNAT pool */
+    int64_t pair = -1;
     if (t->snat) {
         if (pick->backend >= t->bk_cap || (ep = t->bk_ep[pick->backend]) == PKS_NONE
             || !snat_ready(t->snat, ep))
             return PKS_V_SLOW;
+        pair = snat_next(t->snat, ep);
     }
-    uint32_t slot = t->spare[t->nspare - 1];
-    if (slot >= t->nslots || t->flows[slot].used)
-        return PKS_V_SLOW;                      /* not a free slot: Python's to sort out */
     uint32_t gone = old != PKS_NONE ? old : evict;  /* the flow this SYN ends, if any */
     uint32_t gone_ep = PKS_NONE;
     if (gone != PKS_NONE && t->flows[gone].has_snat) {
@@ -848,44 +870,45 @@ static int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint
             return PKS_V_SLOW;
         gone_ep = t->bk_ep[b];
     }
-    /* the new flow's keys: dir 0 as the SYN came, dir 1 the answer to the rewritten SYN */
-    int64_t pair = -1;
+    /* the new flow's keys: dir 0 as the SYN came, dir 1 the answer to the rewritten SYN;
+     * neither may belong to another flow than the one this SYN ends (a tuple collision is
+     * Python's to count) */
     pks_key k1;
     memset(&k1, 0, sizeof k1);
     k1.family = 4;
     k1.proto = PKS_PROTO_TCP;
     put4(k1.saddr, pick->addr);
     k1.sport = pick->port;
-    if (t->snat) {
-        /* the pair is taken before the old flow's is given back, as Python's reuse path
-         * expires the old flow first but the pool hands out fresh or oldest pairs anyway */
-        pair = pks_snat_alloc(t->snat, ep, now);
-        if (pair < 0)
-            return PKS_V_SLOW;                  /* not reached: snat_ready said yes */
+    if (pair >= 0) {
         put4(k1.daddr, t->snat_addrs[pair % t->snat->naddrs]);
         k1.dport = (uint16_t)(t->snat->lo + pair / t->snat->naddrs);
     } else {
         put4(k1.daddr, m->saddr4);
         k1.dport = m->sport;
     }
-    if (gone != PKS_NONE) {     /* end it, as Python's reuse or eviction does */
+    int64_t e0 = pks_table_lookup(t, &m->key), e1 = pks_table_lookup(t, &k1);
+    if ((e0 >= 0 && (uint32_t)(e0 >> 1) != old) || (e1 >= 0 && (uint32_t)(e1 >> 1) != old)
+        || memcmp(&m->key, &k1, sizeof k1) == 0)
+        return PKS_V_SLOW;
+    /* from here on nothing refuses */
+    if (pair >= 0)          /* taken before the ended flow's pair goes back, as in Python */
+        pair = pks_snat_alloc(t->snat, ep, now);    /* the pair snat_next named */
+    /* (pks_snat_release below only fails when the ring cannot grow, out of memory: the pair
+     * is then lost to the pool, and counted in use) */
+    if (gone != PKS_NONE) { /* end it, as Python's reuse or eviction does */
         pks_flow *o = &t->flows[gone];
-        event_put(t, gone, old != PKS_NONE ? PKS_EV_END : PKS_EV_EVICT, o->state, o->state, 0,
-                  now, 0);
+        /* dir 1: its slot is the new flow's (Python must not free it) */
+        event_put(t, gone, old != PKS_NONE ? PKS_EV_END : PKS_EV_EVICT, o->state, o->state,
+                  slot == gone, now, 0);
         if (o->has_snat)
             pks_snat_release(t->snat, gone_ep,
                              (uint32_t)(o->snat_port - t->snat->lo) * t->snat->naddrs
                                  + o->snat_addr, now);
         pks_table_remove(t, gone);
     }
-    if (pks_table_insert(t, slot, &m->key, &k1) != 0) {
-        /* a tuple collision: Python decides (and counts) it; a flow ended stays ended */
-        if (pair >= 0)
-            pks_snat_release(t->snat, ep, (uint32_t)pair, now);
-        m->slot = -1;
-        return PKS_V_SLOW;
-    }
-    t->nspare--;
+    pks_table_insert(t, slot, &m->key, &k1);    /* checked above: cannot fail */
+    if (slot != gone)
+        t->nspare--;
     s->cursor = (s->cursor + 1) % s->len;
     pks_flow *f = &t->flows[slot];
     f->pkts[0] = 1;
@@ -906,7 +929,10 @@ static int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint
         pks_table_remove(t, slot);
         if (pair >= 0)
             pks_snat_release(t->snat, ep, (uint32_t)pair, now);
-        t->nspare++;
+        if (slot != gone)
+            t->nspare++;
+        else    /* the evicted flow's slot is free after all: the event just put says so */
+            t->events[(t->ev_head + t->ev_count - 1) % PKS_EVENTS].dir = 0;
         s->cursor = (s->cursor + s->len - 1) % s->len;
         m->slot = -1;
         return PKS_V_SLOW;
@@ -923,6 +949,8 @@ static int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint
 
 int pks_table_set_endpoint(pks_table *t, uint32_t backend, uint32_t ep)
 {
+    if (backend >= PKS_NUMBER_MAX)
+        return -1;
     if (backend >= t->bk_cap) {
         uint32_t cap = t->bk_cap ? t->bk_cap : 16;
         while (cap <= backend)
@@ -984,7 +1012,8 @@ int pks_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *
         }
     }
     /* without a grid, FINs are Python's too (a table nobody loaded one into); with one, so
-     * is every SYN and RST but the backend's SYN-ACK */
+     * is every other SYN (a client's that opens a flow went to native_open) and RST, but the
+     * backend's SYN-ACK */
     uint8_t flags = m->tcp_flags;
     uint8_t stop = PKS_TCP_SYN | PKS_TCP_RST | (t->has_trans ? 0 : PKS_TCP_FIN);
     int synack = t->has_trans && m->dir == 1

@@ -166,7 +166,7 @@ typedef struct {
                                from the same client port: bytes, backend and reason as it was */
 #define PKS_EV_EVICT 6      /* C ended the oldest half-open flow to make room for a new one,
                                as Python's path does when the table or its half-open share is
-                               full */
+                               full; with END and EVICT, dir 1: the new flow took its slot */
 #define PKS_EVENTS 1024     /* ring size: when it is full, C leaves packets to Python */
 
 typedef struct {
@@ -202,8 +202,11 @@ typedef struct {
 } pks_pick;
 
 #define PKS_SERVICES 1024   /* services C schedules at once */
-#define PKS_PERIOD_MAX 65536 /* answers in one service's period */
+#define PKS_PERIOD_MAX 4096 /* answers in one service's period: more is Python's (writing a
+                               period runs the scheduler that often, and each answer's reason
+                               is a string Python keeps) */
 #define PKS_SPARE 256       /* spare slots C may open flows in */
+#define PKS_EV_OPEN_ROOM 2  /* events one SYN C opens may write: the flow it ends, and OPEN */
 
 typedef struct {
     uint32_t vip;       /* host order */
@@ -219,6 +222,9 @@ typedef struct {
  * a start Python picks at random, then freed ones, oldest first (a FIFO ring that grows). A
  * pair number n is address n % naddrs, port lo + n / naddrs. */
 #define PKS_TIME_WAIT 60    /* seconds: a backend's TIME_WAIT: a pair reused sooner counts early */
+#define PKS_RING_MIN 1024   /* freed pairs an endpoint's ring holds before it first grows */
+#define PKS_SNAT_ADDRS 16   /* SNAT addresses C can open flows with */
+#define PKS_NUMBER_MAX 16777216 /* endpoint and backend numbers stay below this */
 
 typedef struct {
     uint32_t start;     /* where this endpoint's walk begins */
@@ -279,7 +285,7 @@ typedef struct {
     uint32_t nsvc;      /* services C schedules */
     pks_service svc[PKS_SERVICES];
     pks_snat *snat;     /* full NAT: the pool, and the SNAT addresses by index; NULL: nat */
-    uint32_t snat_addrs[16];
+    uint32_t snat_addrs[PKS_SNAT_ADDRS];
     uint32_t *bk_ep;    /* SNAT pool endpoint by Python's backend number, PKS_NONE: unknown */
     uint32_t bk_cap;
     uint64_t opened;    /* flows C opened */
@@ -336,16 +342,18 @@ int pks_service_set(pks_table *t, uint16_t id, uint32_t vip, uint16_t port,
  * the service is not scheduled in C */
 int64_t pks_service_next(pks_table *t, uint16_t id, int advance);
 /* The SNAT pool for C to open full-NAT flows with (NULL: nat mode, no SNAT), and the
- * addresses its pair numbers stand for (host order, pool->naddrs of them, 16 at most) */
+ * addresses its pair numbers stand for (host order, pool->naddrs of them, PKS_SNAT_ADDRS
+ * at most): 0, -1 for another count */
 int pks_table_set_snat(pks_table *t, pks_snat *pool, const uint32_t *addrs, uint32_t n);
 
 /* Backend number `backend` sends to the SNAT pool's endpoint ep (so C can free the pair of
- * a flow it ends): 0, -1 no memory */
+ * a flow it ends): 0; -1 no memory, or a number not below PKS_NUMBER_MAX */
 int pks_table_set_endpoint(pks_table *t, uint32_t backend, uint32_t ep);
 
 pks_snat *pks_snat_new(uint32_t naddrs, uint32_t lo, uint32_t hi);
 void pks_snat_free(pks_snat *p);
-/* Endpoint number ep's queue, its walk starting at pair `start`: 0, -1 no memory */
+/* Endpoint number ep's queue, its walk starting at pair `start`: 0; -1 no memory, ep taken
+ * already or not below PKS_NUMBER_MAX */
 int pks_snat_add(pks_snat *p, uint32_t ep, uint32_t start);
 /* A free pair toward endpoint ep (added before): its number, or -1 when all are in use
  * (counted in exhausted) */

@@ -882,9 +882,11 @@ static void drive_opens(const uint8_t *data, size_t size, const pks_meta *m, int
             uint32_t opened = o.t->opened, count = o.t->count;
             int v = pks_process(o.t, buf, (uint32_t)size, now, &pm, vnet);
             CHECK(v == PKS_V_FAST || v == PKS_V_SLOW || v == PKS_V_DROP);
-            if (o.t->opened != opened) {    /* C opened a flow for it, in a lent slot */
+            if (o.t->opened != opened) {    /* C opened a flow for it, in a lent slot or,
+                                               with every slot in use, the evicted one's */
                 CHECK(o.t->opened == opened + 1 && v == PKS_V_FAST && pm.slot >= 0);
-                CHECK(o.lent[pm.slot] && o.t->flows[pm.slot].state == PKS_S_SYN_RECV);
+                CHECK(o.t->flows[pm.slot].state == PKS_S_SYN_RECV);
+                CHECK(o.lent[pm.slot] || count == NSLOTS);
                 CHECK(o.t->count == count || o.t->count == count + 1);
                 o.lent[pm.slot] = 0;
             }

@@ -243,8 +243,8 @@ class FlowTable:
 
     @property
     def max_half_open(self) -> int:
-        """Half-open flows the table takes (C opens none beyond it; a SYN that finds it
-        reached evicts the oldest in Python)."""
+        """Half-open flows the table takes: a SYN that finds it reached makes room by
+        evicting the oldest (C does for a service scheduled ahead, the switch otherwise)."""
         return int(self.tab.max_half_open)
 
     @max_half_open.setter
@@ -360,16 +360,20 @@ class FlowTable:
         lib.pks_table_remove(self.tab, flow.slot)
         self.ended(flow.slot, backend, state, reason)
 
-    def ended(self, slot: int, backend: int, state: int, reason: int) -> None:
+    def ended(
+        self, slot: int, backend: int, state: int, reason: int, slot_taken: bool = False
+    ) -> None:
         """The flow in `slot` is out of the C table (removed here, or ended by C to open
-        another for a reused client port): its backend's count, its reason and its slot."""
+        another): its backend's count, its reason, and its slot unless C put the new flow
+        in it (`slot_taken`: the table was full)."""
         b = self.backends[backend]
         if state == State.ESTABLISHED:
             b.active -= 1
         else:
             b.inactive -= 1
         self.reasons.release(reason)
-        self._free.append(slot)
+        if not slot_taken:
+            self._free.append(slot)
 
     # ----------------------------------------------------------------- state
     def set_state(self, flow: Flow, state: State, now: float) -> None:

@@ -29,7 +29,7 @@ from pktswitch._native import ffi, lib
 # Linux net.ipv4.tcp_fin_timeout / TCP_TIMEWAIT_LEN: how long a backend keeps TIME_WAIT.
 BACKEND_TIME_WAIT = float(lib.PKS_TIME_WAIT)
 
-RING_MIN = 1024  # freed pairs a backend's ring holds before it first grows (pks.c)
+RING_MIN = lib.PKS_RING_MIN  # freed pairs a backend's ring holds before it first grows
 DEFAULT_PORTS = (1024, 65535)  # IPVS/conntrack leave the well-known ports alone as well
 
 

@@ -66,9 +66,9 @@ MAX_WEIGHT = 65535  # ipvsadm: weights 0..65535; 0 takes no new flows
 
 RATE_WINDOW = 10  # seconds over which "new flows per second" is averaged
 EVENT_BATCH = 256  # events moved out of the native ring per call
-# pks_event as packed bytes: slot, kind, from, to, (dir), gen, backend, reason, service, t,
+# pks_event as packed bytes: slot, kind, from, to, dir, gen, backend, reason, service, t,
 # value, bytes[2]
-EVENT = struct.Struct("<IBBBxIIIIddQQ")
+EVENT = struct.Struct("<IBBBBIIIIddQQ")
 SPARE_LOW = lib.PKS_SPARE // 2  # below this many spare slots in C, Python lends more
 EV_STATE, EV_SYNACK = lib.PKS_EV_STATE, lib.PKS_EV_SYNACK
 EV_OPEN, EV_END, EV_EVICT = lib.PKS_EV_OPEN, lib.PKS_EV_END, lib.PKS_EV_EVICT
@@ -298,6 +298,7 @@ class Switch:
                 kind,
                 was,
                 to,
+                way,
                 gen,
                 backend,
                 reason,
@@ -314,7 +315,8 @@ class Switch:
                 elif kind == EV_OPEN:
                     self._opened(slot, gen, backend, reason, service, t)
                 elif kind in (EV_END, EV_EVICT):
-                    self._ended(slot, was, backend, reason, b0, b1, kind == EV_EVICT)
+                    # way 1: the new flow is in the slot already (the table was full)
+                    self._ended(slot, was, backend, reason, b0, b1, kind == EV_EVICT, way == 1)
                 elif kind == EV_SYNACK:
                     c = flows[slot]
                     if c.used and c.gen == gen:
@@ -343,7 +345,15 @@ class Switch:
                 self._syn_watch.append((t + svc.health.syn_timeout, Flow(table, slot)))
 
     def _ended(
-        self, slot: int, was: int, backend: int, reason: int, b0: int, b1: int, evicted: bool
+        self,
+        slot: int,
+        was: int,
+        backend: int,
+        reason: int,
+        b0: int,
+        b1: int,
+        evicted: bool,
+        slot_taken: bool,
     ) -> None:
         """C ended a flow (and freed its SNAT pair) to open a new one: in TIME_WAIT or CLOSE,
         for its client's reused port, or the oldest half-open one, to make room. What
@@ -356,7 +366,7 @@ class Switch:
         b = self.table.backends[backend]
         b.closed_bytes[0] += b0
         b.closed_bytes[1] += b1
-        self.table.ended(slot, backend, was, reason)
+        self.table.ended(slot, backend, was, reason, slot_taken)
 
     def decide(self, verdict: int, now: float) -> bool:
         """Python's part for a packet the native call did not forward itself: `meta` holds
@@ -612,6 +622,7 @@ class Switch:
         needs a restart (control/config.py: restart_keys) must be refused before this.
         Returns what changed, one line each."""
         changes: list[str] = []
+        self.take_events()  # flows C opened hold reasons of the periods about to be replaced
         for svc in self.services:  # before any scheduler, weight or backend changes
             if svc.ahead is not None:
                 svc.ahead.catch_up(svc.scheduler, svc.backends)
@@ -642,7 +653,7 @@ class Switch:
         if half_open != self.table.max_half_open:
             changes.append(f"max_half_open: {self.table.max_half_open} -> {half_open}")
             self.table.max_half_open = half_open
-        self.refresh(now)  # its lines would repeat the weight changes listed above
+        self.refresh(now, schedule=False)  # its lines would repeat the weight changes above
         for svc in self.services:
             svc.scheduler.update(svc.backends)
             self._schedule_ahead(svc)
@@ -690,10 +701,12 @@ class Switch:
         svc.backends = backends
         return changes
 
-    def refresh(self, now: float) -> list[str]:
+    def refresh(self, now: float, schedule: bool = True) -> list[str]:
         """Recompute every backend's effective weight from its health; tell the schedulers
-        whose backends changed; forget removed backends whose last flow has ended. Returns
-        what changed, for the log."""
+        whose backends changed, and write their periods into C again (unless `schedule` is
+        False: the caller writes every period after); forget removed backends whose last
+        flow has ended. Returns what changed, for the log."""
+        self.take_events()  # flows C opened hold reasons of the periods about to be replaced
         changes = []
         for svc in (*self.services, *self.retired_services):
             if any(b.active + b.inactive == 0 for b in svc.retired):
@@ -714,7 +727,8 @@ class Switch:
                     changes.append(f"{svc.name}/{b.name}: weight {b.weight} -> {w} ({state})")
                     b.weight = w
             svc.scheduler.update(svc.backends)
-            self._schedule_ahead(svc)
+            if schedule:
+                self._schedule_ahead(svc)
         return changes
 
     def take_passive(self, now: float) -> list[tuple[ServiceState, BackendState, str]]:

@@ -229,6 +229,9 @@ def test_any_conversation_gives_the_same_packets_and_counts_whoever_opens(
         elif what == "expire":
             assert t.c.sw.expire(t.c.now) == t.py.sw.expire(t.py.now)
     t.same()
+    # C opened every flow of the twin that lets it (a SYN C leaves to Python is a refused one)
+    c = t.c.sw.stats(t.c.now)
+    assert c["flows_opened_in_c"] == c["flows_created"]
 
 
 def test_a_syn_flood_is_met_in_c_the_oldest_half_open_flows_making_room() -> None:
@@ -249,3 +252,86 @@ def test_a_syn_flood_is_met_in_c_the_oldest_half_open_flows_making_room() -> Non
         + c.pool.in_use((bytes([192, 0, 2, 3]), 8080))
         == 4
     )
+
+
+def test_a_full_table_gives_the_evicted_flow_s_slot_to_the_new_one_in_c() -> None:
+    t = Twins("fullnat", "rr", max_flows=3, max_half_open=3)
+    for sport in range(1, 8):  # the table is full from the third SYN on
+        t.syn(sport)
+        t.tick()
+        t.same()
+    c = t.c.sw
+    assert c.flows_evicted == 4 and len(c.table) == 3 and c.table.tab.nspare == 0
+    assert c.stats(t.c.now)["flows_opened_in_c"] == 7
+    assert [r["client"].split(":")[1] for r in c.flows(t.c.now)] == ["5", "6", "7"]
+    t.handshake(7)
+    t.same()
+
+
+def test_an_unchanged_reload_keeps_round_robin_s_turn() -> None:
+    from pktswitch.control.config import parse
+    from pktswitch.core.switch import Switch
+
+    text = '[switch]\nsnat = ["203.0.113.1"]\ncontrol = "/tmp/x.sock"\n'
+    text += f'[[service]]\nname = "web"\nvip = "{VIP}:80"\n'
+    for name, ip in BACKENDS.items():
+        text += f'[[service.backend]]\nname = "{name}"\naddress = "{ip}:80"\n'
+    sw = Switch.from_config(parse(text), seed=1)
+    h = Harness()
+    h.sw = sw
+    got = []
+    for sport in range(1, 5):
+        if sport == 3:
+            assert sw.reconfigure(parse(text), h.now) == []
+        out = h.client("S", sport=sport)
+        assert out is not None
+        got.append(next(n for n, a in BACKENDS.items() if a == out.dst))
+    assert got == ["A", "B", "C", "A"]
+    assert sw.stats(h.now)["flows_opened_in_c"] == 4
+
+
+def test_tracing_sends_syns_through_python_and_tells_every_state_change() -> None:
+    from pktswitch.core.trace import Subscription
+
+    h = Harness()
+    sub = Subscription()
+    h.sw.subscribe(sub)
+    syn = h.client("S", seq=100)
+    assert syn is not None and h.sw.stats(h.now)["flows_opened_in_c"] == 0
+    h.backend(syn, "SA", seq=500, ack=101)
+    h.client("A", seq=101, ack=501)
+    h.client("FA", seq=101, ack=501)  # ESTABLISHED -> CLOSE_WAIT, by C
+    h.backend(syn, "FA", seq=501, ack=102)  # CLOSE_WAIT -> TIME_WAIT, by C, told while tracing
+    moves = [r.transition for r in sub.queue if r.transition]
+    assert moves == [
+        ("NONE", "SYN_RECV"),
+        ("SYN_RECV", "ESTABLISHED"),
+        ("ESTABLISHED", "CLOSE_WAIT"),
+        ("CLOSE_WAIT", "TIME_WAIT"),
+    ]
+    assert [r.verdict for r in sub.queue] == ["slow", "fast", "fast", "fast", "fast"]
+    h.sw.unsubscribe(sub)
+    assert h.client("S", sport=2) is not None  # C opens flows again
+    assert h.sw.stats(h.now)["flows_opened_in_c"] == 1
+
+
+def test_a_service_removed_by_a_reload_leaves_the_other_scheduled_in_c() -> None:
+    from pktswitch.control.config import parse
+    from pktswitch.core.switch import Switch
+
+    def text(ports: tuple[int, ...]) -> str:
+        t = '[switch]\nsnat = ["203.0.113.1"]\ncontrol = "/tmp/x.sock"\n'
+        for port in ports:
+            t += f'[[service]]\nname = "s{port}"\nvip = "{VIP}:{port}"\n'
+            t += '[[service.backend]]\nname = "A"\naddress = "192.0.2.1:80"\n'
+        return t
+
+    sw = Switch.from_config(parse(text((80, 81))), seed=1)
+    sw.reconfigure(parse(text((81,))), 0.0)
+    h = Harness()
+    h.sw = sw
+    p81 = IP(src=CLIENT, dst=VIP) / TCP(sport=5, dport=81, flags="S")
+    p80 = IP(src=CLIENT, dst=VIP) / TCP(sport=5, dport=80, flags="S")
+    assert h.send(p81) is not None and h.send(p80) is None
+    assert sw.dropped == {"no_service": 1}
+    assert sw.stats(h.now)["flows_opened_in_c"] == 1

@@ -118,7 +118,7 @@ def test_round_robin_over_30_new_flows() -> None:
     assert Counter(r["backend"] for r in h.sw.flows(h.now)) == {"A": 10, "B": 10, "C": 10}
 
 
-def test_states_follow_the_conversation_and_c_moves_them_after_the_handshake() -> None:
+def test_states_follow_the_conversation_and_c_moves_them_from_the_syn_on() -> None:
     h = Harness()
     syn = h.client("S", seq=100)
     assert syn is not None
@@ -365,7 +365,7 @@ def test_half_open_flows_are_bounded_and_the_oldest_make_room() -> None:
     s = h.sw.stats(h.now)
     assert (s["half_open"], s["half_open_peak"], s["max_half_open"]) == (2, 2, 2)
     # a finished handshake leaves the half-open set: the next SYN evicts nobody
-    h.now += 1
+    h.now += 1  # (flows opened at one instant are listed in slot order, not opening order)
     h.handshake(sport=5)  # evicts 3
     assert h.sw.flows_evicted == 2
     assert ports_and_states(h) == [(1, "ESTABLISHED"), (4, "SYN_RECV"), (5, "ESTABLISHED")]
