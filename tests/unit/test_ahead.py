@@ -229,9 +229,11 @@ def test_any_conversation_gives_the_same_packets_and_counts_whoever_opens(
         elif what == "expire":
             assert t.c.sw.expire(t.c.now) == t.py.sw.expire(t.py.now)
     t.same()
-    # C opened every flow of the twin that lets it (a SYN C leaves to Python is a refused one)
-    c = t.c.sw.stats(t.c.now)
-    assert c["flows_opened_in_c"] == c["flows_created"]
+    # C opened flows in the twin that lets it (not every one: a reused port that also needs
+    # an eviction, say, is Python's), none in the other
+    c, py = t.c.sw.stats(t.c.now), t.py.sw.stats(t.py.now)
+    assert (c["flows_opened_in_c"] > 0) == (c["flows_created"] > 0)
+    assert py["flows_opened_in_c"] == 0
 
 
 def test_a_syn_flood_is_met_in_c_the_oldest_half_open_flows_making_room() -> None:
