@@ -334,8 +334,10 @@ void pks_table_free(pks_table *t)
 {
     if (!t)
         return;
-    for (uint32_t i = 0; i < t->nsvc; i++)
+    for (uint32_t i = 0; i < t->nsvc; i++) {
         free(t->svc[i].picks);
+        free(t->svc[i].slots);
+    }
     free(t->bk_ep);
     free(t->index);
     free(t->flows);
@@ -769,6 +771,7 @@ int pks_service_set(pks_table *t, uint16_t id, uint32_t vip, uint16_t port,
     if (!n) {                                   /* back to Python: drop the entry */
         if (s) {
             free(s->picks);
+            free(s->slots);
             *s = t->svc[--t->nsvc];
         }
         return 0;
@@ -784,21 +787,143 @@ int pks_service_set(pks_table *t, uint16_t id, uint32_t vip, uint16_t port,
         }
         s = &t->svc[t->nsvc++];
         s->picks = NULL;
+        s->slots = NULL;
     }
     free(s->picks);
+    free(s->slots);
     s->vip = vip;
     s->port = port;
     s->id = id;
     s->len = n;
     s->cursor = cursor;
     s->picks = copy;
+    s->slots = NULL;
+    s->size = 0;
     return 0;
+}
+
+int pks_service_hash(pks_table *t, uint16_t id, uint32_t vip, uint16_t port,
+                     const pks_pick *members, uint32_t n, const uint32_t *slots, uint32_t size,
+                     int with_port)
+{
+    if (!n || n > PKS_PERIOD_MAX || !size || size > PKS_SLOTS_MAX)
+        return -1;
+    for (uint32_t i = 0; i < size; i++)
+        if (slots[i] >= n && slots[i] != PKS_NONE)
+            return -1;
+    if (pks_service_set(t, id, vip, port, members, n, 0) != 0)
+        return -1;
+    pks_service *s = service_of(t, id);
+    uint32_t *copy = malloc((size_t)size * sizeof *copy);
+    if (!copy) {
+        pks_service_set(t, id, 0, 0, NULL, 0, 0);
+        return -1;
+    }
+    memcpy(copy, slots, (size_t)size * sizeof *copy);
+    s->slots = copy;
+    s->size = size;
+    s->with_port = !!with_port;
+    return 0;
+}
+
+int pks_table_set_hash_key(pks_table *t, const uint8_t *key, uint32_t len)
+{
+    if (!len || len > PKS_HASH_KEY_MAX)
+        return -1;
+    memcpy(t->hash_key, key, len);
+    t->hash_key_len = len;
+    return 0;
+}
+
+/* BLAKE2b, RFC 7693: only what a keyed hash of one short message needs */
+static const uint64_t b2_iv[8] = {
+    0x6a09e667f3bcc908ull, 0xbb67ae8584caa73bull, 0x3c6ef372fe94f82bull, 0xa54ff53a5f1d36f1ull,
+    0x510e527fade682d1ull, 0x9b05688c2b3e6c1full, 0x1f83d9abfb41bd6bull, 0x5be0cd19137e2179ull};
+static const uint8_t b2_sigma[12][16] = {
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+    {11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4},
+    {7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8},
+    {9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13},
+    {2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9},
+    {12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11},
+    {13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10},
+    {6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5},
+    {10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0},
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3}};
+
+static inline uint64_t rotr64(uint64_t x, int n) { return x >> n | x << (64 - n); }
+
+#define B2_G(a, b, c, d, x, y)                                                          \
+    do {                                                                                \
+        v[a] = v[a] + v[b] + (x);                                                       \
+        v[d] = rotr64(v[d] ^ v[a], 32);                                                 \
+        v[c] = v[c] + v[d];                                                             \
+        v[b] = rotr64(v[b] ^ v[c], 24);                                                 \
+        v[a] = v[a] + v[b] + (y);                                                       \
+        v[d] = rotr64(v[d] ^ v[a], 16);                                                 \
+        v[c] = v[c] + v[d];                                                             \
+        v[b] = rotr64(v[b] ^ v[c], 63);                                                 \
+    } while (0)
+
+static void b2_compress(uint64_t h[8], const uint8_t block[128], uint64_t count, int last)
+{
+    uint64_t v[16], m[16];
+    for (int i = 0; i < 16; i++) {
+        m[i] = 0;
+        for (int k = 7; k >= 0; k--)
+            m[i] = m[i] << 8 | block[8 * i + k];
+    }
+    for (int i = 0; i < 8; i++) {
+        v[i] = h[i];
+        v[i + 8] = b2_iv[i];
+    }
+    v[12] ^= count;
+    if (last)
+        v[14] = ~v[14];
+    for (int r = 0; r < 12; r++) {
+        const uint8_t *s = b2_sigma[r];
+        B2_G(0, 4, 8, 12, m[s[0]], m[s[1]]);
+        B2_G(1, 5, 9, 13, m[s[2]], m[s[3]]);
+        B2_G(2, 6, 10, 14, m[s[4]], m[s[5]]);
+        B2_G(3, 7, 11, 15, m[s[6]], m[s[7]]);
+        B2_G(0, 5, 10, 15, m[s[8]], m[s[9]]);
+        B2_G(1, 6, 11, 12, m[s[10]], m[s[11]]);
+        B2_G(2, 7, 8, 13, m[s[12]], m[s[13]]);
+        B2_G(3, 4, 9, 14, m[s[14]], m[s[15]]);
+    }
+    for (int i = 0; i < 8; i++)
+        h[i] ^= v[i] ^ v[i + 8];
+}
+
+uint64_t pks_hash64(const uint8_t *key, uint32_t keylen, const uint8_t *data, uint32_t len)
+{
+    uint64_t h[8];
+    uint8_t block[128];
+    if (keylen > 64)
+        keylen = 64;
+    if (len > 128)
+        len = 128;
+    memcpy(h, b2_iv, sizeof h);
+    h[0] ^= 0x01010000ull ^ (uint64_t)keylen << 8 ^ 8;     /* digest 8 bytes, keyed */
+    memset(block, 0, sizeof block);
+    memcpy(block, key, keylen);
+    if (!len) {
+        b2_compress(h, block, 128, 1);
+    } else {
+        b2_compress(h, block, 128, 0);
+        memset(block, 0, sizeof block);
+        memcpy(block, data, len);
+        b2_compress(h, block, 128 + len, 1);
+    }
+    return h[0];
 }
 
 int64_t pks_service_next(pks_table *t, uint16_t id, int advance)
 {
     pks_service *s = service_of(t, id);
-    if (!s)
+    if (!s || s->slots)
         return -1;
     uint32_t at = s->cursor;
     if (advance)
@@ -854,6 +979,18 @@ static int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint
     if (slot >= t->nslots || (t->flows[slot].used && slot != evict))
         return PKS_V_SLOW;                      /* not a free slot: Python's to sort out */
     const pks_pick *pick = &s->picks[s->cursor];
+    uint32_t hslot = PKS_NONE;                  /* hashed: the client's slot */
+    if (s->slots) {
+        uint8_t hk[6];
+        put4(hk, m->saddr4);
+        hk[4] = (uint8_t)(m->sport >> 8);
+        hk[5] = (uint8_t)m->sport;
+        uint64_t h = pks_hash64(t->hash_key, t->hash_key_len, hk, s->with_port ? 6 : 4);
+        hslot = (uint32_t)(h % s->size);
+        if (!t->hash_key_len || s->slots[hslot] == PKS_NONE)
+            return PKS_V_SLOW;                  /* no key, or an empty slot: Python's */
+        pick = &s->picks[s->slots[hslot]];
+    }
     uint32_t ep = PKS_NONE;                     /* the pick's queue in the SNAT pool */
     int64_t pair = -1;
     if (t->snat) {
@@ -909,7 +1046,8 @@ static int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint
     pks_table_insert(t, slot, &m->key, &k1);    /* checked above: cannot fail */
     if (slot != gone)
         t->nspare--;
-    s->cursor = (s->cursor + 1) % s->len;
+    if (!s->slots)
+        s->cursor = (s->cursor + 1) % s->len;
     pks_flow *f = &t->flows[slot];
     f->pkts[0] = 1;
     f->bytes[0] = m->ip_len;
@@ -919,7 +1057,7 @@ static int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint
     f->syns = 1;
     f->service = s->id;
     f->backend = pick->backend;
-    f->reason = pick->reason;
+    f->reason = s->slots ? PKS_NONE : pick->reason;    /* hashed: Python writes it */
     if (pair >= 0) {
         f->has_snat = 1;
         f->snat_addr = (uint16_t)(pair % t->snat->naddrs);
@@ -933,12 +1071,13 @@ static int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint
             t->nspare++;
         else    /* the evicted flow's slot is free after all: the event just put says so */
             t->events[(t->ev_head + t->ev_count - 1) % PKS_EVENTS].dir = 0;
-        s->cursor = (s->cursor + s->len - 1) % s->len;
+        if (!s->slots)
+            s->cursor = (s->cursor + s->len - 1) % s->len;
         m->slot = -1;
         return PKS_V_SLOW;
     }
     t->opened++;
-    event_put(t, slot, PKS_EV_OPEN, 0, PKS_S_SYN_RECV, 0, now, 0);
+    event_put(t, slot, PKS_EV_OPEN, 0, PKS_S_SYN_RECV, 0, now, (double)hslot);
     m->slot = (int32_t)slot;
     m->dir = 0;
     pks_nat n0;

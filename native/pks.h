@@ -202,6 +202,7 @@ typedef struct {
 } pks_pick;
 
 #define PKS_SERVICES 1024   /* services C schedules at once */
+#define PKS_SLOTS_MAX 5000011 /* a hashed service's slots (maglev's largest table) */
 #define PKS_PERIOD_MAX 4096 /* answers in one service's period: more is Python's (writing a
                                period runs the scheduler that often, and each answer's reason
                                is a string Python keeps) */
@@ -212,10 +213,21 @@ typedef struct {
     uint32_t vip;       /* host order */
     uint16_t port;
     uint16_t id;        /* Python's service number */
-    uint32_t len;       /* answers in the period; 0: not scheduled in C */
+    uint32_t len;       /* answers in the period (hashed: members); 0: not scheduled in C */
     uint32_t cursor;    /* the next answer */
     pks_pick *picks;
+    uint32_t *slots;    /* hashed (iphash, maglev): slot -> member, PKS_NONE empty; else NULL */
+    uint32_t size;      /* slots */
+    uint8_t with_port;  /* the client port is hashed too (hash_key = "ip+port") */
+    uint8_t spad[3];
 } pks_service;
+
+/* A hashing scheduler (iphash, maglev) has no period: its table is written into C instead
+ * (pks_service_hash), and C hashes the client as sched/hashing.py does (keyed BLAKE2b, 64
+ * bits, little-endian; the key set by pks_table_set_hash_key) to find the slot. A flow C opens
+ * this way has reason PKS_NONE until Python, applying its OPEN event (value: the slot),
+ * writes the reason text, which names the client. */
+#define PKS_HASH_KEY_MAX 64
 
 /* The SNAT pool of full NAT (core/nat.py explains the policy): each backend endpoint has the
  * whole pool of (address, port) pairs; pairs never used are handed out first, in a walk from
@@ -288,6 +300,8 @@ typedef struct {
     uint32_t snat_addrs[PKS_SNAT_ADDRS];
     uint32_t *bk_ep;    /* SNAT pool endpoint by Python's backend number, PKS_NONE: unknown */
     uint32_t bk_cap;
+    uint8_t hash_key[PKS_HASH_KEY_MAX]; /* the hashing schedulers' key, and its length */
+    uint32_t hash_key_len;
     uint64_t opened;    /* flows C opened */
 } pks_table;
 
@@ -338,8 +352,20 @@ int pks_table_set_timeouts(pks_table *t, const double *timeouts, uint32_t n);
  * 0; -1 no memory, too many services, n > PKS_PERIOD_MAX or cursor >= n */
 int pks_service_set(pks_table *t, uint16_t id, uint32_t vip, uint16_t port,
                     const pks_pick *picks, uint32_t n, uint32_t cursor);
+/* Schedules service `id` in C by a hash table: n members (picks, reason ignored), `size`
+ * slots each a member index or PKS_NONE; with_port: the client port is hashed too. 0; -1 no
+ * memory, too many services, n or size 0 or over PKS_PERIOD_MAX / PKS_SLOTS_MAX, a slot out
+ * of range. pks_service_set(..., 0, 0) leaves it to Python again. */
+int pks_service_hash(pks_table *t, uint16_t id, uint32_t vip, uint16_t port,
+                     const pks_pick *members, uint32_t n, const uint32_t *slots, uint32_t size,
+                     int with_port);
+/* The key of the hashing schedulers: 0, -1 longer than PKS_HASH_KEY_MAX or empty */
+int pks_table_set_hash_key(pks_table *t, const uint8_t *key, uint32_t len);
+/* Keyed BLAKE2b (RFC 7693) of data, 8-byte digest as a little-endian integer; key 1..64
+ * bytes, data at most 128 */
+uint64_t pks_hash64(const uint8_t *key, uint32_t keylen, const uint8_t *data, uint32_t len);
 /* The answer index the next flow of service id gets, advanced by one if advance; -1 when
- * the service is not scheduled in C */
+ * the service is not scheduled in C by a period */
 int64_t pks_service_next(pks_table *t, uint16_t id, int advance);
 /* The SNAT pool for C to open full-NAT flows with (NULL: nat mode, no SNAT), and the
  * addresses its pair numbers stand for (host order, pool->naddrs of them, PKS_SNAT_ADDRS

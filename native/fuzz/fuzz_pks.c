@@ -830,8 +830,19 @@ static void program(opens *o, const uint8_t *op, const pks_meta *m)
         picks[k] = (pks_pick){.backend = b, .reason = b, .addr = 0xc0000201u + b,
                               .port = (uint16_t)(8080 + b)};
     }
-    CHECK(pks_service_set(o->t, 7, m->daddr4, m->dport, picks, n, 0) == 0);
     CHECK(pks_service_set(o->t, 8, m->daddr4, m->dport, picks, n, n) == (n ? -1 : 0));
+    if (n && op[0] & 0x80) {            /* hashed: 1..8 slots, some empty */
+        uint32_t slots[8], size = 1 + (op[0] >> 4 & 7);
+        for (uint32_t k = 0; k < size; k++)
+            slots[k] = (op[1] >> k & 1) ? PKS_NONE : (k + op[0]) % n;
+        CHECK(pks_service_hash(o->t, 7, m->daddr4, m->dport, picks, n, slots, size,
+                               op[1] & 1) == 0);
+        CHECK(pks_service_next(o->t, 7, 0) == -1);
+        slots[0] = n;                   /* a slot past the members is refused */
+        CHECK(pks_service_hash(o->t, 9, m->daddr4, m->dport, picks, n, slots, size, 0) == -1);
+    } else {
+        CHECK(pks_service_set(o->t, 7, m->daddr4, m->dport, picks, n, 0) == 0);
+    }
 }
 
 static void drive_opens(const uint8_t *data, size_t size, const pks_meta *m, int vnet)
@@ -848,6 +859,8 @@ static void drive_opens(const uint8_t *data, size_t size, const pks_meta *m, int
         timeouts[st] = (double)(data[st % size] % 4);
     CHECK(pks_table_set_timeouts(o.t, timeouts, PKS_STATES) == 0);
     o.t->open_on = 1;
+    const uint8_t hkey[] = "pktswitch-sched";
+    CHECK(pks_table_set_hash_key(o.t, hkey, sizeof hkey - 1) == 0);
     /* the set-up from the input's last bytes (the packet's first ones must parse) */
     uint8_t cfg = data[size - 1], cfg2 = data[size - 2];
     o.t->max_half_open = 1 + cfg2 % NSLOTS;

@@ -11,8 +11,11 @@ left to Python), so there is one sequence. Before the weights or the set change,
 scheduler is moved on by the answers taken since the period was written (it is then where C
 is), and the period is written again from there.
 
-Schedulers that look at the client (iphash, maglev) or at the backends' live counts (lc, wlc,
-lrt), and services with an access list, stay with Python: they have no `period`.
+The hashing schedulers (iphash, maglev) have no period but a table: its members and slots
+are written into C instead, and C hashes the client to the slot as sched/hashing.py does
+(keyed BLAKE2b); the same table answers Python's picks, so both agree by construction.
+Schedulers that look at the backends' live counts (lc, wlc, lrt), and services with an
+access list, stay with Python.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ def period(scheduler: Scheduler, backends: Sequence[BackendState]) -> int:
 class Ahead:
     """One service's period of answers, held in C at its Python number `sid`."""
 
-    __slots__ = ("_base", "_reasons", "_table", "answers", "sid")
+    __slots__ = ("_base", "_reasons", "_table", "answers", "hashed", "sid")
 
     def __init__(self, table: Any, sid: int) -> None:
         self._table = table  # core/flows.py's FlowTable
@@ -47,6 +50,7 @@ class Ahead:
         self.answers: list[Picked] = []
         self._reasons: list[int] = []  # the reason numbers the period holds, one each
         self._base = 0  # the cursor the Python scheduler stands at (see catch_up)
+        self.hashed = False  # C holds a hashing scheduler's table, not a period
 
     def write(
         self,
@@ -60,6 +64,9 @@ class Ahead:
         the service is Python's) when it has no period or a period over PERIOD_MAX. `known`
         is called for each backend the period names (full NAT: C must know the backend's
         queue in the SNAT pool)."""
+        table_for = getattr(scheduler, "table_for", None)
+        if table_for is not None:
+            return self._write_table(table_for(backends), scheduler, vip, port, known)
         n = period(scheduler, backends)
         if not 0 < n <= PERIOD_MAX:
             self.clear()
@@ -90,13 +97,51 @@ class Ahead:
         self.answers = answers  # type: ignore[assignment]
         self._reasons = list(held.values())
         self._base = 0
+        self.hashed = False
         return True
+
+    def _write_table(
+        self,
+        table: tuple[list[BackendState], list[int]],
+        scheduler: Scheduler,
+        vip: int,
+        port: int,
+        known: Callable[[BackendState], object] | None,
+    ) -> bool:
+        """A hashing scheduler's members and slot table into C (it has no period): C hashes
+        the client to the slot itself; the reason, which names the client, is written by
+        the switch when it applies the flow's OPEN event."""
+        members, slots = table
+        if not members or len(members) > PERIOD_MAX:
+            self.clear()
+            return False
+        picks = ffi.new("pks_pick[]", len(members))
+        for i, b in enumerate(members):
+            p = picks[i]
+            p.backend = self._table.backends.number(b)
+            p.reason = lib.PKS_NONE
+            if known is not None:
+                known(b)
+            p.addr = b.ip_int
+            p.port = b.port
+        cslots = ffi.new("uint32_t[]", [lib.PKS_NONE if i < 0 else i for i in slots])
+        with_port = int(getattr(scheduler, "with_port", False))
+        tab = self._table.tab
+        rc = lib.pks_service_hash(tab, self.sid, vip, port, picks, len(members), cslots,
+                                  len(slots), with_port)  # fmt: skip
+        self._release()
+        self.answers = []
+        self.hashed = rc == 0
+        if rc != 0:
+            self.clear()
+        return rc == 0
 
     def clear(self) -> None:
         """The service is Python's again: C opens no more of its flows."""
         lib.pks_service_set(self._table.tab, self.sid, 0, 0, ffi.NULL, 0, 0)
         self._release()
         self.answers = []
+        self.hashed = False
 
     def _release(self) -> None:
         for r in self._reasons:

@@ -80,8 +80,9 @@ class Flow:
         return self._table.backends[self._c.backend]
 
     @property
-    def reason(self) -> str:  # why that backend
-        return self._table.reasons.text(self._c.reason)
+    def reason(self) -> str:  # why that backend ("" until the switch has written it)
+        n = self._c.reason
+        return "" if n == lib.PKS_NONE else self._table.reasons.text(n)
 
     @property
     def created(self) -> float:
@@ -371,7 +372,8 @@ class FlowTable:
             b.active -= 1
         else:
             b.inactive -= 1
-        self.reasons.release(reason)
+        if reason != lib.PKS_NONE:  # (a hashed flow C ended before its OPEN was applied)
+            self.reasons.release(reason)
         if not slot_taken:
             self._free.append(slot)
 

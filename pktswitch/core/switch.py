@@ -56,6 +56,7 @@ from pktswitch.core.tcpstate import (
 )
 from pktswitch.core.trace import Record, Subscription
 from pktswitch.sched.base import Scheduler, make
+from pktswitch.sched.hashing import HASH_KEY
 from pktswitch.sched.health import HealthPolicy, effective_weight, state_name
 from pktswitch.sched.pool import BackendState
 
@@ -72,6 +73,7 @@ EVENT = struct.Struct("<IBBBBIIIIddQQ")
 SPARE_LOW = lib.PKS_SPARE // 2  # below this many spare slots in C, Python lends more
 EV_STATE, EV_SYNACK = lib.PKS_EV_STATE, lib.PKS_EV_SYNACK
 EV_OPEN, EV_END, EV_EVICT = lib.PKS_EV_OPEN, lib.PKS_EV_END, lib.PKS_EV_EVICT
+NO_REASON = lib.PKS_NONE  # a flow C opened for a hashing scheduler, before its OPEN event
 OPENED = (State.NONE, State.SYN_RECV)  # a flow's first transition, on the client's SYN
 
 
@@ -160,6 +162,8 @@ class Switch:
         else:
             self._ahead_ok = lib.pks_table_set_snat(tab, ffi.NULL, ffi.NULL, 0) == 0
         self._endpoints: dict[int, int] = {}  # id(backend) -> its SNAT pool endpoint
+        if lib.pks_table_set_hash_key(tab, HASH_KEY, len(HASH_KEY)) != 0:
+            raise RuntimeError("the native table refused the schedulers' hash key")
         tab.open_on = 1
         for svc in self.services:
             self._schedule_ahead(svc)
@@ -313,7 +317,7 @@ class Switch:
                     self.last_transition = (STATES[was], STATES[to])
                     table.count_state(backend, was, to)
                 elif kind == EV_OPEN:
-                    self._opened(slot, gen, backend, reason, service, t)
+                    self._opened(slot, gen, backend, reason, service, t, value)
                 elif kind in (EV_END, EV_EVICT):
                     # way 1: the new flow is in the slot already (the table was full)
                     self._ended(slot, was, backend, reason, b0, b1, kind == EV_EVICT, way == 1)
@@ -329,12 +333,22 @@ class Switch:
             table.lend()
 
     def _opened(
-        self, slot: int, gen: int, backend: int, reason: int, service: int, t: float
+        self, slot: int, gen: int, backend: int, reason: int, service: int, t: float, value: float
     ) -> None:
-        """C opened a flow for a client's SYN (a service scheduled ahead): Python's counts."""
+        """C opened a flow for a client's SYN (a service scheduled ahead): Python's counts,
+        and for a hashing scheduler the flow's reason (`value` is the client's slot)."""
         table = self.table
-        table.reasons.hold_again(reason)
         b = table.backends[backend]
+        if reason != NO_REASON:
+            table.reasons.hold_again(reason)
+        else:
+            c = table.tab.flows[slot]
+            if c.used and c.gen == gen:  # (one C ended already has no reason to write)
+                k = c.key[0]
+                client = bytes(ffi.buffer(k.saddr, 4))
+                sched = table.services[service].scheduler
+                text = sched.reason_for(client, k.sport, int(value), b)
+                c.reason = table.reasons.hold(text)
         b.inactive += 1  # SYN_RECV
         b.total += 1
         self._created(t)

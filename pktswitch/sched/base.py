@@ -344,6 +344,16 @@ class _Table:
     def _reason(self, key: str, slot: int, b: BackendState) -> str:
         raise NotImplementedError
 
+    def table_for(self, backends: Sequence[BackendState]) -> tuple[list[BackendState], list[int]]:
+        """The members and the slot table (member index, -1 empty) pick uses now: what a
+        switch writes into C, which hashes the client as hash64 does (core/ahead.py)."""
+        self._fresh(backends)
+        return self._members, self._table
+
+    def reason_for(self, client: bytes, cport: int, slot: int, b: BackendState) -> str:
+        """The reason pick gives a client that hashed to `slot` and got `b`."""
+        return self._reason(flow_text(client, cport, self.with_port), slot, b)
+
     def pick(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
         return self._lookup(backends, client, cport)
 

@@ -83,7 +83,7 @@ class Twins:
 
 
 @pytest.mark.parametrize("mode", ["fullnat", "nat"])
-@pytest.mark.parametrize("scheduler", ["rr", "wrr"])
+@pytest.mark.parametrize("scheduler", ["rr", "wrr", "iphash", "maglev"])
 def test_flows_opened_by_c_are_the_flows_python_opens(mode: str, scheduler: str) -> None:
     t = Twins(mode, scheduler)
     t.call("set_weight", "web", "C", 3)  # wrr: a period of 5 (A B C C ...); rr: weights ignored
@@ -203,7 +203,7 @@ ACTIONS = st.lists(
 @settings(max_examples=60, deadline=None)
 @given(
     mode=st.sampled_from(["fullnat", "nat"]),
-    scheduler=st.sampled_from(["rr", "wrr"]),
+    scheduler=st.sampled_from(["rr", "wrr", "iphash", "maglev"]),
     actions=ACTIONS,
 )
 def test_any_conversation_gives_the_same_packets_and_counts_whoever_opens(
@@ -337,3 +337,41 @@ def test_a_service_removed_by_a_reload_leaves_the_other_scheduled_in_c() -> None
     assert h.send(p81) is not None and h.send(p80) is None
     assert sw.dropped == {"no_service": 1}
     assert sw.stats(h.now)["flows_opened_in_c"] == 1
+
+
+def test_c_hashes_a_client_as_the_python_schedulers_do() -> None:
+    import os
+
+    from pktswitch._native import lib
+
+    from pktswitch.sched.hashing import HASH_KEY, hash64
+
+    for n in (0, 1, 4, 6, 31, 128):
+        for _ in range(50):
+            data = os.urandom(n)
+            assert lib.pks_hash64(HASH_KEY, len(HASH_KEY), data, n) == hash64(data)
+
+
+@pytest.mark.parametrize("scheduler", ["iphash", "maglev"])
+@pytest.mark.parametrize("hash_key", ["ip", "ip+port"])
+def test_c_opens_a_hashed_service_s_flows_where_which_says(scheduler: str, hash_key: str) -> None:
+    from pktswitch.core.switch import ServiceState, Switch
+    from pktswitch.sched.base import make
+    from pktswitch.sched.pool import BackendState
+
+    weights = zip("ABC", (1, 2, 3), strict=True)
+    backends = [BackendState(n, BACKENDS[n], 8080, w) for n, w in weights]
+    svc = ServiceState("web", VIP, 80, make(scheduler, hash_key=hash_key), backends)
+    h = Harness()
+    h.sw = Switch([svc], snat=["203.0.113.1"], seed=3)
+    seen = set()
+    for i in range(60):
+        client, sport = f"198.51.100.{2 + i % 20}", 1000 + i
+        told = h.sw.which("web", client, sport)
+        out = h.send(IP(src=client, dst=VIP) / TCP(sport=sport, dport=80, flags="S"))
+        assert out is not None and out.dst == BACKENDS[told["backend"]]
+        (row,) = [r for r in h.sw.flows(h.now) if r["client"] == f"{client}:{sport}"]
+        assert row["reason"] == told["reason"]
+        seen.add(told["backend"])
+    assert seen == {"A", "B", "C"}
+    assert h.sw.stats(h.now)["flows_opened_in_c"] == 60
