@@ -826,14 +826,6 @@ int pks_service_hash(pks_table *t, uint16_t id, uint32_t vip, uint16_t port,
     return 0;
 }
 
-int pks_table_set_hash_key(pks_table *t, const uint8_t *key, uint32_t len)
-{
-    if (!len || len > PKS_HASH_KEY_MAX)
-        return -1;
-    memcpy(t->hash_key, key, len);
-    t->hash_key_len = len;
-    return 0;
-}
 
 /* BLAKE2b, RFC 7693: only what a keyed hash of one short message needs */
 static const uint64_t b2_iv[8] = {
@@ -897,27 +889,46 @@ static void b2_compress(uint64_t h[8], const uint8_t block[128], uint64_t count,
         h[i] ^= v[i] ^ v[i + 8];
 }
 
-uint64_t pks_hash64(const uint8_t *key, uint32_t keylen, const uint8_t *data, uint32_t len)
+/* the state after the key block of a keyed, 8-byte BLAKE2b (the block is the last one when
+ * no data follows) */
+static void b2_keyed(uint64_t h[8], const uint8_t *key, uint32_t keylen, int last)
 {
-    uint64_t h[8];
     uint8_t block[128];
-    if (keylen > 64)
-        keylen = 64;
-    if (len > 128)
-        len = 128;
-    memcpy(h, b2_iv, sizeof h);
+    if (keylen > PKS_HASH_KEY_MAX)
+        keylen = PKS_HASH_KEY_MAX;
+    memcpy(h, b2_iv, 8 * sizeof *h);
     h[0] ^= 0x01010000ull ^ (uint64_t)keylen << 8 ^ 8;     /* digest 8 bytes, keyed */
     memset(block, 0, sizeof block);
     memcpy(block, key, keylen);
-    if (!len) {
-        b2_compress(h, block, 128, 1);
-    } else {
-        b2_compress(h, block, 128, 0);
-        memset(block, 0, sizeof block);
-        memcpy(block, data, len);
-        b2_compress(h, block, 128 + len, 1);
-    }
+    b2_compress(h, block, 128, last);
+}
+
+/* the hash from the state after the key block, of 1..128 bytes of data */
+static uint64_t b2_finish(const uint64_t keyed[8], const uint8_t *data, uint32_t len)
+{
+    uint64_t h[8];
+    uint8_t block[128];
+    memcpy(h, keyed, sizeof h);
+    memset(block, 0, sizeof block);
+    memcpy(block, data, len);
+    b2_compress(h, block, 128 + len, 1);
     return h[0];
+}
+
+uint64_t pks_hash64(const uint8_t *key, uint32_t keylen, const uint8_t *data, uint32_t len)
+{
+    uint64_t h[8];
+    b2_keyed(h, key, keylen, len == 0);
+    return len ? b2_finish(h, data, len > 128 ? 128 : len) : h[0];
+}
+
+int pks_table_set_hash_key(pks_table *t, const uint8_t *key, uint32_t len)
+{
+    if (!len || len > PKS_HASH_KEY_MAX)
+        return -1;
+    b2_keyed(t->hash_state, key, len, 0);   /* once: every client hash starts from here */
+    t->hash_key_len = len;
+    return 0;
 }
 
 int64_t pks_service_next(pks_table *t, uint16_t id, int advance)
@@ -981,14 +992,15 @@ static int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint
     const pks_pick *pick = &s->picks[s->cursor];
     uint32_t hslot = PKS_NONE;                  /* hashed: the client's slot */
     if (s->slots) {
+        if (!t->hash_key_len)
+            return PKS_V_SLOW;                  /* no key: Python's */
         uint8_t hk[6];
         put4(hk, m->saddr4);
         hk[4] = (uint8_t)(m->sport >> 8);
         hk[5] = (uint8_t)m->sport;
-        uint64_t h = pks_hash64(t->hash_key, t->hash_key_len, hk, s->with_port ? 6 : 4);
-        hslot = (uint32_t)(h % s->size);
-        if (!t->hash_key_len || s->slots[hslot] == PKS_NONE)
-            return PKS_V_SLOW;                  /* no key, or an empty slot: Python's */
+        hslot = (uint32_t)(b2_finish(t->hash_state, hk, s->with_port ? 6 : 4) % s->size);
+        if (s->slots[hslot] == PKS_NONE)
+            return PKS_V_SLOW;                  /* an empty slot: Python's to refuse */
         pick = &s->picks[s->slots[hslot]];
     }
     uint32_t ep = PKS_NONE;                     /* the pick's queue in the SNAT pool */
@@ -1174,8 +1186,13 @@ int pks_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *
         }
     }
     if (synack && !f->synacked) {
-        event_put(t, (uint32_t)m->slot, PKS_EV_SYNACK, f->state, f->state, 1, now, 0);
         f->synacked = 1;
+        if (f->synack_at < 0) {     /* the first SYN-ACK anyone saw: its time, the handshake
+                                       time in value and the client's SYN count in `to` */
+            f->synack_at = now;
+            event_put(t, (uint32_t)m->slot, PKS_EV_SYNACK, f->state, f->syns, 1, now,
+                      now - f->created);
+        }
     }
     if (m->payload && !f->measured) {           /* first request -> first response */
         if (m->dir == 0) {

@@ -115,7 +115,8 @@ typedef struct {
     uint64_t bytes[2];
     double last_seen;   /* `now` of the last packet seen on the flow */
     double created;     /* `now` when the flow was opened */
-    double synack_at;   /* set by Python: the backend's first SYN-ACK, -1 before it */
+    double synack_at;   /* the backend's first SYN-ACK, -1 before it (set by whichever side
+                           sees it) */
     double req_at;      /* when the client's first payload was seen, 0: not yet */
     double timer_due;   /* when the flow's live timer entry comes due */
     uint32_t ack[2];    /* the highest acknowledgment number sent each way (to reset a flow) */
@@ -160,8 +161,10 @@ typedef struct {
  * event is applied right even when C has ended its flow since (a reused client port). */
 #define PKS_EV_STATE 1      /* from -> to, at t (see all_events) */
 #define PKS_EV_RESPONSE 2   /* the first response came `value` seconds after the request */
-#define PKS_EV_SYNACK 3     /* the backend's first SYN-ACK, at t */
-#define PKS_EV_OPEN 4       /* C opened the flow for a client's SYN (pks_service_set), at t */
+#define PKS_EV_SYNACK 3     /* the backend's first SYN-ACK, at t: the handshake took `value`
+                               seconds, `to` is the client's SYN count (C set synack_at) */
+#define PKS_EV_OPEN 4       /* C opened the flow for a client's SYN, at t; for a hashed service
+                               (pks_service_hash) `value` is the client's slot */
 #define PKS_EV_END 5        /* C ended the flow, in state `from`, to open a new one for a SYN
                                from the same client port: bytes, backend and reason as it was */
 #define PKS_EV_EVICT 6      /* C ended the oldest half-open flow to make room for a new one,
@@ -185,8 +188,10 @@ typedef struct {
 } pks_event;
 
 /* New flows in C. For a service Python can schedule ahead (a round robin: rr, smooth wrr),
- * it writes one whole period of the scheduler's answers into the table (pks_service_set); C
- * takes the answer at the service's cursor for each client SYN and opens the flow itself:
+ * it writes one whole period of the scheduler's answers into the table (pks_service_set); for
+ * a hashing one (iphash, maglev) the scheduler's table (pks_service_hash, below). C takes the
+ * answer at the service's cursor (or the client's slot) for each client SYN and opens the
+ * flow itself:
  * a slot from the spare ring Python keeps filled, an SNAT pair from the pool (pks_snat, per
  * backend endpoint, least recently used), room from the oldest half-open flow when the
  * table or its half-open share is full (PKS_EV_EVICT), the flow in SYN_RECV, the rewrite,
@@ -195,7 +200,8 @@ typedef struct {
  * service Python schedules itself) it leaves to Python, which decides as before. */
 typedef struct {
     uint32_t backend;   /* Python's backend number */
-    uint32_t reason;    /* Python's reason number (held by Python for the schedule's life) */
+    uint32_t reason;    /* Python's reason number (held by Python for the period's life);
+                           PKS_NONE in a hashed service's members */
     uint32_t addr;      /* the backend's IPv4 address, host order */
     uint16_t port;      /* (its SNAT pool queue is the table's bk_ep[backend]) */
     uint16_t pad;
@@ -300,8 +306,8 @@ typedef struct {
     uint32_t snat_addrs[PKS_SNAT_ADDRS];
     uint32_t *bk_ep;    /* SNAT pool endpoint by Python's backend number, PKS_NONE: unknown */
     uint32_t bk_cap;
-    uint8_t hash_key[PKS_HASH_KEY_MAX]; /* the hashing schedulers' key, and its length */
-    uint32_t hash_key_len;
+    uint64_t hash_state[8]; /* BLAKE2b's state after the hashing schedulers' key block */
+    uint32_t hash_key_len;  /* 0: no key set (C opens no hashed flow) */
     uint64_t opened;    /* flows C opened */
 } pks_table;
 

@@ -32,8 +32,8 @@
  *             says it must, and leaves the buffer alone otherwise; with a state grid loaded
  *             (half the inputs) it moves a fast flow's state by the grid on FIN and ACK and
  *             times the first response, each reported as exactly the event the model expects.
- *   opens   - with the packet's service scheduled ahead, a small SNAT pool and half-open limit
- *             (drive_opens): SYNs from other client ports, state changes, expiry, removals,
+ *   opens   - with the packet's service scheduled ahead (a period, or a hash table with empty
+ *             slots), a small SNAT pool and half-open limit (drive_opens): SYNs from other client ports, state changes, expiry, removals,
  *             events, lending and reprogramming in any order keep every used flow indexed,
  *             the count, half-open list and timer heap right, each SNAT pair in use held by
  *             one flow of its endpoint and counted so, and the lent slots free and distinct.
@@ -729,7 +729,11 @@ typedef struct {
     pks_snat *pool;
     uint8_t lent[NSLOTS];   /* in the spare ring */
     uint32_t opened, ended;
+    pks_pick picks[4];      /* the service as programmed: members, and a hash table or none */
+    uint32_t n, slots[8], size, with_port;
 } opens;
+
+static const uint8_t HKEY[] = "pktswitch-sched";
 
 static void check_opens(opens *o)
 {
@@ -831,18 +835,41 @@ static void program(opens *o, const uint8_t *op, const pks_meta *m)
                               .port = (uint16_t)(8080 + b)};
     }
     CHECK(pks_service_set(o->t, 8, m->daddr4, m->dport, picks, n, n) == (n ? -1 : 0));
+    memcpy(o->picks, picks, sizeof picks);
+    o->n = n;
+    o->size = 0;
     if (n && op[0] & 0x80) {            /* hashed: 1..8 slots, some empty */
-        uint32_t slots[8], size = 1 + (op[0] >> 4 & 7);
+        uint32_t *slots = o->slots, size = 1 + (op[0] >> 4 & 7);
         for (uint32_t k = 0; k < size; k++)
             slots[k] = (op[1] >> k & 1) ? PKS_NONE : (k + op[0]) % n;
+        o->size = size;
+        o->with_port = op[1] & 1;
         CHECK(pks_service_hash(o->t, 7, m->daddr4, m->dport, picks, n, slots, size,
-                               op[1] & 1) == 0);
+                               (int)o->with_port) == 0);
         CHECK(pks_service_next(o->t, 7, 0) == -1);
-        slots[0] = n;                   /* a slot past the members is refused */
-        CHECK(pks_service_hash(o->t, 9, m->daddr4, m->dport, picks, n, slots, size, 0) == -1);
+        uint32_t bad[8];
+        memcpy(bad, slots, sizeof bad);
+        bad[0] = n;                     /* a slot past the members is refused */
+        CHECK(pks_service_hash(o->t, 9, m->daddr4, m->dport, picks, n, bad, size, 0) == -1);
     } else {
         CHECK(pks_service_set(o->t, 7, m->daddr4, m->dport, picks, n, 0) == 0);
     }
+}
+
+/* a hashed service: the member the client's slot names, and the slot (C's, from scratch) */
+static void check_hashed(const opens *o, const pks_flow *f)
+{
+    uint8_t hk[6];
+    const pks_key *k = &f->key[0];
+    memcpy(hk, k->saddr, 4);
+    hk[4] = (uint8_t)(k->sport >> 8);
+    hk[5] = (uint8_t)k->sport;
+    uint64_t h = pks_hash64(HKEY, sizeof HKEY - 1, hk, o->with_port ? 6 : 4);
+    uint32_t slot = (uint32_t)(h % o->size);
+    CHECK(o->slots[slot] != PKS_NONE);
+    CHECK(f->backend == o->picks[o->slots[slot]].backend && f->reason == PKS_NONE);
+    const pks_event *e = &o->t->events[(o->t->ev_head + o->t->ev_count - 1) % PKS_EVENTS];
+    CHECK(e->kind == PKS_EV_OPEN && e->value == (double)slot);
 }
 
 static void drive_opens(const uint8_t *data, size_t size, const pks_meta *m, int vnet)
@@ -859,8 +886,7 @@ static void drive_opens(const uint8_t *data, size_t size, const pks_meta *m, int
         timeouts[st] = (double)(data[st % size] % 4);
     CHECK(pks_table_set_timeouts(o.t, timeouts, PKS_STATES) == 0);
     o.t->open_on = 1;
-    const uint8_t hkey[] = "pktswitch-sched";
-    CHECK(pks_table_set_hash_key(o.t, hkey, sizeof hkey - 1) == 0);
+    CHECK(pks_table_set_hash_key(o.t, HKEY, sizeof HKEY - 1) == 0);
     /* the set-up from the input's last bytes (the packet's first ones must parse) */
     uint8_t cfg = data[size - 1], cfg2 = data[size - 2];
     o.t->max_half_open = 1 + cfg2 % NSLOTS;
@@ -902,14 +928,16 @@ static void drive_opens(const uint8_t *data, size_t size, const pks_meta *m, int
                 CHECK(o.lent[pm.slot] || count == NSLOTS);
                 CHECK(o.t->count == count || o.t->count == count + 1);
                 o.lent[pm.slot] = 0;
+                if (o.size)
+                    check_hashed(&o, &o.t->flows[pm.slot]);
             }
             break;
         }
         case 3: {                   /* Python moves a flow's state */
             uint32_t slot = op[1] % NSLOTS;
             int want = o.t->flows[slot].used ? 0 : -1;
-            CHECK(pks_flow_set_state(o.t, slot, (uint8_t)(op[1] >> 3 % PKS_STATES) % PKS_STATES,
-                                     now) == want);
+            CHECK(pks_flow_set_state(o.t, slot, (uint8_t)((op[1] >> 3) % PKS_STATES), now)
+                  == want);
             break;
         }
         case 4: {                   /* expiry, and Python removes what is due */

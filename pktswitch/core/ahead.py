@@ -40,9 +40,10 @@ def period(scheduler: Scheduler, backends: Sequence[BackendState]) -> int:
 
 
 class Ahead:
-    """One service's period of answers, held in C at its Python number `sid`."""
+    """One service's scheduler as C holds it, at the service's Python number `sid`: a
+    period of answers (rr, wrr), or a hashing scheduler's members and slots (iphash, maglev)."""
 
-    __slots__ = ("_base", "_reasons", "_table", "answers", "hashed", "sid")
+    __slots__ = ("_base", "_reasons", "_table", "answers", "sid")
 
     def __init__(self, table: Any, sid: int) -> None:
         self._table = table  # core/flows.py's FlowTable
@@ -50,7 +51,6 @@ class Ahead:
         self.answers: list[Picked] = []
         self._reasons: list[int] = []  # the reason numbers the period holds, one each
         self._base = 0  # the cursor the Python scheduler stands at (see catch_up)
-        self.hashed = False  # C holds a hashing scheduler's table, not a period
 
     def write(
         self,
@@ -60,10 +60,10 @@ class Ahead:
         port: int,
         known: Callable[[BackendState], object] | None,
     ) -> bool:
-        """Run a copy of `scheduler` for one period and hand the answers to C; False (and
-        the service is Python's) when it has no period or a period over PERIOD_MAX. `known`
-        is called for each backend the period names (full NAT: C must know the backend's
-        queue in the SNAT pool)."""
+        """Hand the scheduler to C: a hashing one's table, or the answers of a copy run for
+        one period. False (and the service is Python's) when it has neither, no backend
+        takes flows, more than PERIOD_MAX answers or members, or C refuses it. `known` is
+        called for each backend C may send to (full NAT: C must know its SNAT queue)."""
         table_for = getattr(scheduler, "table_for", None)
         if table_for is not None:
             return self._write_table(table_for(backends), scheduler, vip, port, known)
@@ -97,7 +97,6 @@ class Ahead:
         self.answers = answers  # type: ignore[assignment]
         self._reasons = list(held.values())
         self._base = 0
-        self.hashed = False
         return True
 
     def _write_table(
@@ -131,7 +130,6 @@ class Ahead:
                                   len(slots), with_port)  # fmt: skip
         self._release()
         self.answers = []
-        self.hashed = rc == 0
         if rc != 0:
             self.clear()
         return rc == 0
@@ -141,7 +139,6 @@ class Ahead:
         lib.pks_service_set(self._table.tab, self.sid, 0, 0, ffi.NULL, 0, 0)
         self._release()
         self.answers = []
-        self.hashed = False
 
     def _release(self) -> None:
         for r in self._reasons:

@@ -9,11 +9,12 @@ packet carrying no SYN or RST, moves the flow's state on a FIN or ACK (through t
 core/tcpstate.py, loaded into C), times the first response, rewrites and counts it (the fast
 path: no Python work beyond this call; what C changed comes back as events, applied by
 take_events before Python decides on the next packet). A client's SYN to a service whose
-scheduler's answers Python wrote into C ahead of time (rr, wrr: core/ahead.py) is opened by
-C as well, and reported as an event. Otherwise Python decides: a known flow goes through the
-TCP state table, then is rewritten; an unknown one may only be a SYN (without ACK) to a
-service, which schedules a backend, takes an SNAT port and inserts the flow; both sides
-open a flow the same way (tests/unit/test_ahead.py holds them to it, byte for byte).
+scheduler Python wrote into C (rr and wrr as a period of answers, iphash and maglev as their
+table: core/ahead.py) is opened by C as well, and reported as an event. Otherwise Python
+decides: a known flow goes through the TCP state table, then is rewritten; an unknown one
+may only be a SYN (without ACK) to a service, which schedules a backend, takes an SNAT port
+and inserts the flow; both sides open a flow the same way (tests/unit/test_ahead.py holds
+them to it, byte for byte).
 Anything else is counted by reason and dropped: pktswitch does not answer strays with
 RST, so a scan or a late packet gets the silence a firewall gives, and the counters say what
 happened.
@@ -95,7 +96,8 @@ class ServiceState:
     # backends a reload removed: no new flows, kept until their last flow ends
     retired: list[BackendState] = field(default_factory=list)
     vip_bytes: bytes = b""
-    # its scheduler's answers written into C, which then opens its flows (core/ahead.py)
+    # its scheduler written into C (a period or a table), which then opens its flows
+    # (core/ahead.py)
     ahead: Ahead | None = None
 
     def __post_init__(self) -> None:
@@ -230,9 +232,9 @@ class Switch:
         return ep
 
     def _schedule_ahead(self, svc: ServiceState) -> None:
-        """Write the service's next period of answers into C, or leave it to Python: a
-        scheduler without a period, an access list (C does not check one), or too many SNAT
-        addresses for C."""
+        """Write the service's scheduler into C (its next period of answers, or its hash
+        table), or leave the service to Python: a scheduler with neither (lc, wlc, lrt), one
+        too large for C, an access list (C does not check one), or too many SNAT addresses."""
         if svc.ahead is None:
             svc.ahead = Ahead(self.table, self.table.services.number(svc))
         if not self._ahead_ok or svc.acl is not None:
@@ -292,7 +294,7 @@ class Switch:
         flow is current. The events are read as one buffer of packed records (quicker than a
         cffi attribute per field)."""
         tab, table = self.table.tab, self.table
-        flows, backends = tab.flows, table.backends
+        backends = table.backends
         while True:
             n = lib.pks_events_take(tab, self._events, EVENT_BATCH)
             # each event carries what Python needs of its flow: C may have ended the flow
@@ -321,10 +323,8 @@ class Switch:
                 elif kind in (EV_END, EV_EVICT):
                     # way 1: the new flow is in the slot already (the table was full)
                     self._ended(slot, was, backend, reason, b0, b1, kind == EV_EVICT, way == 1)
-                elif kind == EV_SYNACK:
-                    c = flows[slot]
-                    if c.used and c.gen == gen:
-                        self._synack(c, t)
+                elif kind == EV_SYNACK:  # (its flow may have ended since: the event says all)
+                    self._answered(backend, to, value, t)
                 else:
                     backends[backend].add_sample("data", value, t)
             if n < EVENT_BATCH:
@@ -417,16 +417,20 @@ class Switch:
         return True
 
     def _synack(self, c: Any, now: float) -> None:
-        """The backend's SYN-ACK on the flow whose C record is c (C reports the first one;
-        Python sees it when C did not decide): the handshake time, the backend answers."""
+        """The backend's SYN-ACK on the flow whose C record is c, seen by Python (C did not
+        decide on it; C reports the first one it decides on as an event)."""
         if c.synack_at >= 0:
             return
         c.synack_at = now
-        backend = self.table.backends[c.backend]
-        if now >= backend.ejected_until:
-            backend.ejections = 0  # it answers again: the next ejection is short
-        if c.syns == 1:  # Karn: a retransmitted SYN makes the sample ambiguous
-            backend.add_sample("syn", now - c.created, now)
+        self._answered(c.backend, c.syns, now - c.created, now)
+
+    def _answered(self, backend: int, syns: int, handshake: float, now: float) -> None:
+        """A backend's first SYN-ACK on a flow: it answers, and the handshake time."""
+        b = self.table.backends[backend]
+        if now >= b.ejected_until:
+            b.ejections = 0  # it answers again: the next ejection is short
+        if syns == 1:  # Karn: a retransmitted SYN makes the sample ambiguous
+            b.add_sample("syn", handshake, now)
 
     def count_drop(self, reason: str) -> None:
         """Count a packet the I/O layer had to drop (e.g. the core raised on it)."""

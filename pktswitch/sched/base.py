@@ -17,12 +17,17 @@ The interface (all three take the service's current list of BackendState):
   so a spurious call is cheap); wrr restarts its smoothing; rr, lc and wlc keep nothing derived
   from the set and ignore it.
 
-One optional method:
+Optional methods, with which a switch lets C open a service's flows (core/ahead.py):
 
 - period(backends) -> int: rr and wrr only, whose answers never depend on the client: the
-  number of picks after which they repeat. A switch schedules such a service ahead, in C
-  (core/ahead.py), running a copy (copy.copy) of the scheduler for one period: so their
-  pick must replace its state, never change it in place.
+  number of picks after which they repeat. The switch runs a copy (copy.copy) of the
+  scheduler for one period: so their pick must replace its state, never change it in place.
+- table_for(backends), reason_for(client, cport, slot, backend): iphash and maglev, whose
+  table C copies (and hashes the client as hash64 does), and the reason of a flow C opened.
+
+In a switch every weight or backend change goes through Switch.refresh or reconfigure, which
+tell the scheduler (update) and write C's copy again: C does not see a weight changed in
+place, so the guards below hold for Python's picks only.
 
 Change detection, so that a forgotten update() is not silently wrong:
 - wrr reads every weight on every pick (its algorithm is O(n) anyway) and restarts by itself

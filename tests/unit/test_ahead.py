@@ -3,6 +3,8 @@ switch with C's opening turned off: Python's path is the reference, byte for byt
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -375,3 +377,75 @@ def test_c_opens_a_hashed_service_s_flows_where_which_says(scheduler: str, hash_
         seen.add(told["backend"])
     assert seen == {"A", "B", "C"}
     assert h.sw.stats(h.now)["flows_opened_in_c"] == 60
+
+
+class Batch:
+    """A switch driven as the drain loop drives it: C decides packet after packet, and Python
+    applies the events only when it must decide on a packet itself, and after the batch."""
+
+    def __init__(self, h: Harness) -> None:
+        self.h = h
+        self.sent = 0  # packets C forwarded by itself
+        self.python = 0  # packets left to Python
+
+    def send(self, pkt: IP) -> IP:
+        from pktswitch._native import lib
+
+        sw, raw = self.h.sw, bytes(pkt)
+        sw.buf[: len(raw)] = raw
+        v = lib.pks_process(sw.table.tab, sw._bufp, len(raw), self.h.now, sw.meta, 0)
+        if v == lib.PKS_V_FAST:
+            self.sent += 1
+        else:
+            self.python += 1
+            assert sw.after_native(v, self.h.now)
+        return IP(bytes(sw.buf[: len(raw)]))
+
+
+@pytest.mark.parametrize("scheduler", ["rr", "iphash", "maglev"])
+@pytest.mark.parametrize("limits", [{"max_half_open": 2}, {"max_flows": 4, "max_half_open": 4}])
+def test_flows_c_ends_before_python_sees_them_opened_are_counted_right(
+    scheduler: str, limits: dict[str, int]
+) -> None:
+    one = Harness(scheduler=scheduler, **limits)  # events applied after every packet
+    batched = Batch(Harness(scheduler=scheduler, **limits))  # after the batch only
+
+    def conversation(send: Callable[[IP], IP | None]) -> None:
+        def c(sport: int, flags: str, seq: int, ack: int = 0) -> IP | None:
+            return send(
+                IP(src=CLIENT, dst=VIP) / TCP(sport=sport, dport=80, flags=flags, seq=seq, ack=ack)
+            )
+
+        syn = c(1, "S", 100)  # a whole connection, then its port again (TIME_WAIT)
+        assert syn is not None
+        t = syn[TCP]
+        b = IP(src=syn.dst, dst=syn.src)
+        send(b / TCP(sport=t.dport, dport=t.sport, flags="SA", seq=500, ack=101))
+        c(1, "A", 101, 501)
+        c(1, "FA", 101, 501)
+        send(b / TCP(sport=t.dport, dport=t.sport, flags="FA", seq=501, ack=102))
+        c(1, "A", 102, 502)
+        c(1, "S", 9000)  # the reused port: C ends the flow in TIME_WAIT
+        for sport in (2, 3, 4, 5, 6, 7):  # half-open ones, evicted by those after them
+            c(sport, "S", 100)
+
+    conversation(one.send)
+    conversation(batched.send)
+    batched.h.sw.count_fast(batched.sent)  # as the drain loop counts them
+    batched.h.sw.take_events()
+    a, b = one.sw, batched.h.sw
+    assert a.flows(one.now) == b.flows(batched.h.now)
+    assert a.backends(one.now) == b.backends(batched.h.now)
+    sa, sb = a.stats(one.now), b.stats(batched.h.now)
+    for key in UNCOUNTED:
+        sa.pop(key), sb.pop(key)
+    assert sa == sb
+    assert b.flows_evicted > 0 and b.flows_reused == 1
+    assert batched.sent > batched.python  # mostly C's: flows ended before Python saw them open
+    assert all(r["reason"] for r in b.flows(batched.h.now))
+
+    def held(sw: object) -> dict[str, int]:
+        r = sw.table.reasons  # type: ignore[attr-defined]
+        return {text: r._refs[n] for text, n in r._ids.items()}
+
+    assert held(a) == held(b)

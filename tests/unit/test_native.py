@@ -987,8 +987,11 @@ def test_a_bad_grid_is_refused() -> None:
 def test_c_reports_the_backends_first_syn_ack_and_forwards_it() -> None:
     sw = graded_switch()
     sw.flow.state = State.SYN_RECV
+    sw.flow.syns, sw.flow.created = 2, 4.0
     assert sw.process(backend_pkt("SA"), now=4.5) == lib.PKS_V_FAST
-    assert take_events(sw) == [(Switch.SLOT, lib.PKS_EV_SYNACK, 3, 3, 1, 4.5, 0.0)]
+    # from SYN_RECV, 2 SYNs from the client, the backend's side, at 4.5, 0.5 s after the SYN
+    assert take_events(sw) == [(Switch.SLOT, lib.PKS_EV_SYNACK, 3, 2, 1, 4.5, 0.5)]
+    assert sw.flow.synack_at == 4.5
     assert sw.process(backend_pkt("SA"), now=5.5) == lib.PKS_V_FAST  # a retransmission
     assert take_events(sw) == []
     assert sw.process(client_pkt("SA"), now=6.0) == lib.PKS_V_SLOW  # not from the backend
