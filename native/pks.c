@@ -647,21 +647,30 @@ void pks_snat_free(pks_snat *p)
     free(p);
 }
 
+/* Grows the array *arr of *cap elements of `size` bytes to hold index i (doubling), the new
+ * elements filled with `fill` bytes: 0, -1 no memory (nothing changed) */
+static int grow(void **arr, uint32_t *cap, uint32_t i, size_t size, int fill)
+{
+    if (i < *cap)
+        return 0;
+    uint32_t n = *cap ? *cap : 16;
+    while (n <= i)
+        n *= 2;                                 /* i < PKS_NUMBER_MAX: no overflow */
+    uint8_t *a = realloc(*arr, n * size);
+    if (!a)
+        return -1;
+    memset(a + (size_t)*cap * size, fill, (n - *cap) * size);
+    *arr = a;
+    *cap = n;
+    return 0;
+}
+
 int pks_snat_add(pks_snat *p, uint32_t ep, uint32_t start)
 {
     if (ep >= PKS_NUMBER_MAX || (ep < p->nq && p->q[ep].live))
         return -1;
-    if (ep >= p->qcap) {
-        uint32_t cap = p->qcap ? p->qcap : 16;
-        while (cap <= ep)
-            cap *= 2;
-        pks_snatq *q = realloc(p->q, cap * sizeof *q);
-        if (!q)
-            return -1;
-        memset(q + p->qcap, 0, (cap - p->qcap) * sizeof *q);
-        p->q = q;
-        p->qcap = cap;
-    }
+    if (grow((void **)&p->q, &p->qcap, ep, sizeof *p->q, 0) != 0)
+        return -1;
     if (ep >= p->nq)
         p->nq = ep + 1;
     pks_snatq *q = &p->q[ep];
@@ -671,15 +680,6 @@ int pks_snat_add(pks_snat *p, uint32_t ep, uint32_t start)
     q->start = start % p->size;
     q->live = 1;
     return 0;
-}
-
-/* 1 if endpoint ep has a queue and a pair to hand out */
-static int snat_ready(const pks_snat *p, uint32_t ep)
-{
-    if (ep >= p->nq)
-        return 0;
-    const pks_snatq *q = &p->q[ep];
-    return q->live && (q->fresh < p->size || q->count > 0);
 }
 
 int64_t pks_snat_alloc(pks_snat *p, uint32_t ep, double now)
@@ -942,9 +942,11 @@ int64_t pks_service_next(pks_table *t, uint16_t id, int advance)
     return at;
 }
 
-/* The pair pks_snat_alloc would hand out toward ep now, or -1 */
+/* The pair pks_snat_alloc would hand out toward ep now, or -1 (no queue, or none free) */
 static int64_t snat_next(const pks_snat *p, uint32_t ep)
 {
+    if (ep >= p->nq || !p->q[ep].live)
+        return -1;
     const pks_snatq *q = &p->q[ep];
     if (q->fresh < p->size)
         return (int64_t)(((uint64_t)q->start + q->fresh) % p->size);
@@ -1007,9 +1009,8 @@ static int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint
     int64_t pair = -1;
     if (t->snat) {
         if (pick->backend >= t->bk_cap || (ep = t->bk_ep[pick->backend]) == PKS_NONE
-            || !snat_ready(t->snat, ep))
+            || (pair = snat_next(t->snat, ep)) < 0)
             return PKS_V_SLOW;
-        pair = snat_next(t->snat, ep);
     }
     uint32_t gone = old != PKS_NONE ? old : evict;  /* the flow this SYN ends, if any */
     uint32_t gone_ep = PKS_NONE;
@@ -1100,19 +1101,9 @@ static int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint
 
 int pks_table_set_endpoint(pks_table *t, uint32_t backend, uint32_t ep)
 {
-    if (backend >= PKS_NUMBER_MAX)
+    if (backend >= PKS_NUMBER_MAX
+        || grow((void **)&t->bk_ep, &t->bk_cap, backend, sizeof *t->bk_ep, 0xff) != 0)
         return -1;
-    if (backend >= t->bk_cap) {
-        uint32_t cap = t->bk_cap ? t->bk_cap : 16;
-        while (cap <= backend)
-            cap *= 2;
-        uint32_t *m = realloc(t->bk_ep, cap * sizeof *m);
-        if (!m)
-            return -1;
-        memset(m + t->bk_cap, 0xff, (cap - t->bk_cap) * sizeof *m);
-        t->bk_ep = m;
-        t->bk_cap = cap;
-    }
     t->bk_ep[backend] = ep;
     return 0;
 }

@@ -157,7 +157,7 @@ class Switch:
         self.table = FlowTable(max_flows, timeouts, seed, max_half_open)
         tab = self.table.tab
         # C opens flows itself for the services it can schedule (core/ahead.py), taking SNAT
-        # pairs from the same pool; it knows at most 16 SNAT addresses
+        # pairs from the same pool; it knows at most PKS_SNAT_ADDRS SNAT addresses
         if mode == "fullnat":
             rc = lib.pks_table_set_snat(tab, self.pool.ptr, self._snat_ints, len(self.snat))
             self._ahead_ok = rc == 0
