@@ -79,15 +79,11 @@ class Ahead:
         table = self._table
         reasons = table.reasons
         held = {text: reasons.hold(text) for text in dict.fromkeys(r for _, r in answers)}
-        picks = ffi.new("pks_pick[]", n)
-        for i, (b, reason) in enumerate(answers):  # type: ignore[misc]
-            p = picks[i]
-            p.backend = table.backends.number(b)
-            p.reason = held[reason]
-            if known is not None:
-                known(b)
-            p.addr = b.ip_int
-            p.port = b.port
+        picks = self._picks(
+            [b for b, _ in answers],  # type: ignore[misc]
+            [held[r] for _, r in answers],  # type: ignore[misc]
+            known,
+        )
         if lib.pks_service_set(table.tab, self.sid, vip, port, picks, n, 0) != 0:
             for r in held.values():
                 reasons.release(r)
@@ -114,15 +110,7 @@ class Ahead:
         if not members or len(members) > PERIOD_MAX:
             self.clear()
             return False
-        picks = ffi.new("pks_pick[]", len(members))
-        for i, b in enumerate(members):
-            p = picks[i]
-            p.backend = self._table.backends.number(b)
-            p.reason = lib.PKS_NONE
-            if known is not None:
-                known(b)
-            p.addr = b.ip_int
-            p.port = b.port
+        picks = self._picks(members, [lib.PKS_NONE] * len(members), known)
         cslots = ffi.new("uint32_t[]", [lib.PKS_NONE if i < 0 else i for i in slots])
         with_port = int(getattr(scheduler, "with_port", False))
         tab = self._table.tab
@@ -134,6 +122,23 @@ class Ahead:
             self.clear()
         return rc == 0
 
+    def _picks(
+        self,
+        backends: list[BackendState],
+        reasons: list[int],
+        known: Callable[[BackendState], object] | None,
+    ) -> Any:
+        """The backends (with their reason numbers) as C's pks_pick array."""
+        picks = ffi.new("pks_pick[]", len(backends))
+        for p, b, reason in zip(picks, backends, reasons, strict=True):
+            p.backend = self._table.backends.number(b)
+            p.reason = reason
+            if known is not None:
+                known(b)
+            p.addr = b.ip_int
+            p.port = b.port
+        return picks
+
     def clear(self) -> None:
         """The service is Python's again: C opens no more of its flows."""
         lib.pks_service_set(self._table.tab, self.sid, 0, 0, ffi.NULL, 0, 0)
@@ -144,10 +149,6 @@ class Ahead:
         for r in self._reasons:
             self._table.reasons.release(r)
         self._reasons = []
-
-    @property
-    def active(self) -> bool:
-        return bool(self.answers)
 
     def cursor(self) -> int:
         """The answer the next flow gets (the number of answers taken, modulo the period)."""
