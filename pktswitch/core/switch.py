@@ -338,7 +338,7 @@ class Switch:
         """C opened a flow for a client's SYN (a service scheduled ahead): Python's counts,
         and for a hashing scheduler the flow's reason (`value` is the client's slot)."""
         table = self.table
-        b = table.backends[backend]
+        b, svc = table.backends[backend], table.services[service]
         if reason != NO_REASON:
             table.reasons.hold_again(reason)
         else:
@@ -346,13 +346,11 @@ class Switch:
             if c.used and c.gen == gen:  # (one C ended already has no reason to write)
                 k = c.key[0]
                 client = bytes(ffi.buffer(k.saddr, 4))
-                sched = table.services[service].scheduler
-                text = sched.reason_for(client, k.sport, int(value), b)
+                text = svc.scheduler.reason_for(client, k.sport, int(value), b)
                 c.reason = table.reasons.hold(text)
         b.inactive += 1  # SYN_RECV
         b.total += 1
         self._created(t)
-        svc = table.services[service]
         if svc.health.passive:
             c = table.tab.flows[slot]
             if c.used and c.gen == gen:
