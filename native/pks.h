@@ -345,6 +345,12 @@ typedef struct {
  * when the wait ends, or when a signal interrupts it (Python runs its handlers). */
 void pks_drain(pks_table *t, int fd, uint8_t *buf, uint32_t cap, int vnet, uint32_t budget,
                pks_meta *m, int epfd, double wait, pks_drain_result *r);
+/* pks_drain's work on packets already read, for the core benchmark (no device, no
+ * syscalls): each of the n packets of `size` bytes at pkts + i * size is copied into buf as
+ * read() would, stamped with CLOCK_MONOTONIC and processed. Stops at the first packet that
+ * is not PKS_V_FAST; returns how many were. */
+uint32_t pks_process_many(pks_table *t, const uint8_t *pkts, uint32_t size, uint32_t n,
+                          uint8_t *buf, int vnet, pks_meta *m);
 
 pks_table *pks_table_new(uint32_t nslots, uint64_t seed);
 /* Loads the state grid (2 x 4 x PKS_STATES bytes: [dir][SYN FIN ACK RST][state]), from which

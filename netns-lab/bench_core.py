@@ -6,7 +6,10 @@
   new flows/s        SYNs of distinct clients, each scheduled, SNAT-allocated and inserted
   short connections  SYN, SYN-ACK, ACK, FIN, FIN, ACK per connection (--connections, serially)
                      and their expiry: the switch's whole work for a Connection: close request
-  established pps    ACKs of established flows in both directions (the C fast path)
+  established pps    ACKs of established flows in both directions (the C fast path), once
+                     through Switch.process (one Python call per packet) and once through
+                     pks_process_many, the drain loop's per-packet work (copy into the
+                     buffer, clock read, pks_process) in C without its read() and write()
   bytes per flow     RSS growth of a fresh process that builds the switch and opens --flows
                      flows (each SYN made as it is sent), divided by flows
 
@@ -24,6 +27,8 @@ import struct
 import sys
 import time
 from pathlib import Path
+
+from pktswitch._native import ffi, lib
 
 from pktswitch.core.switch import ServiceState, Switch
 from pktswitch.sched.base import make
@@ -181,7 +186,18 @@ def main() -> int:
     took, ok = run(sw, stream, 2.0)
     assert ok == len(stream) and sw.fast - fast0 == len(stream), "not all on the fast path"
     print(
-        f"established:      {len(stream) / took:12,.0f} packets/s ({len(stream):,} in {took:.2f} s)"
+        f"established:      {len(stream) / took:12,.0f} packets/s ({len(stream):,} in {took:.2f} s,"
+        " one Python call each)"
+    )
+    # the same packets through the drain loop's per-packet work, minus its read() and write()
+    block = ffi.from_buffer(b"".join(stream))
+    t0 = time.perf_counter()
+    done = lib.pks_process_many(sw.table.tab, block, 40, len(stream), sw._bufp, sw.vnet, sw.meta)
+    took = time.perf_counter() - t0
+    assert done == len(stream), f"packet {done} left the fast path"
+    print(
+        f"established:      {len(stream) / took:12,.0f} packets/s ({len(stream):,} in {took:.2f} s,"
+        " C loop as pks_drain)"
     )
     return 0
 
