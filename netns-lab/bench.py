@@ -8,13 +8,16 @@ Per variant and round, from the client namespace, each load bounded by --duratio
   bulk  iperf3 -c VIP -t D                              one stream, Gbit/s at the receiver
   conn  wrk -t1 -c32 -d D -H 'Connection: close' URL    new connections per second
   ka    wrk -t1 -c32 -d D --latency URL                 keep-alive requests/s, p50, p99
-and the balancer's CPU (utime+stime / wall, 100 = one core) and RSS. Everything (client,
-balancer, three backends, load generators) shares this machine's cores: the figures are what
-the whole lab does, so only ratios from one run mean much.
+and the balancer's CPU (utime+stime / wall, 100 = one core) and RSS; with RPS the kernel's
+work on what pktswitch writes runs in softirq on any CPU and is not in its CPU%. Everything
+(client, balancer, three backends, load generators) shares this machine's cores: the figures
+are what the whole lab does, so only ratios from one run mean much.
 
 Variants:
-  pktswitch        full NAT, TUN offloads on (the default config)
+  pktswitch        full NAT, TUN offloads and RPS on (the default config)
   pktswitch-nooff  the same with `offload = false`
+  pktswitch-norps  the same with `rps_cpus = "off"`: the kernel's work on every packet the
+                   switch writes runs inside its write(), on its CPU, and counts in its CPU%
   nft-nat          kernel nftables DNAT (numgen round robin) + SNAT
   haproxy          HAProxy `mode tcp`, one thread, bound on the VIP
   naive-tun        netns-lab/naive_tun.py: one read, dict lookup, struct checksums per packet
@@ -92,12 +95,15 @@ class Variant:
 class PktSwitch(Variant):
     name = "pktswitch"
     offload = True
+    rps = "all"
     runs = 0  # every run takes the next SNAT address (see the docstring)
 
     def start(self) -> None:
         snat = f"203.0.113.{1 + PktSwitch.runs % 9}"
         PktSwitch.runs += 1
-        cfg = config_text(self.lab, offload=self.offload, snat=snat)
+        cfg = config_text(
+            self.lab, offload=self.offload, snat=snat, switch_keys={"rps_cpus": self.rps}
+        )
         self.sw = Switch(self.lab, cfg)
         self.sw.start()
 
@@ -111,6 +117,11 @@ class PktSwitch(Variant):
 class PktSwitchNoOffload(PktSwitch):
     name = "pktswitch-nooff"
     offload = False
+
+
+class PktSwitchNoRps(PktSwitch):
+    name = "pktswitch-norps"
+    rps = "off"
 
 
 NFT = """table ip pks_bench {
@@ -207,7 +218,7 @@ class NaiveTun(Variant):
 
 
 VARIANTS: dict[str, type[Variant]] = {
-    v.name: v for v in (PktSwitch, PktSwitchNoOffload, NftNat, HAProxy, NaiveTun)
+    v.name: v for v in (PktSwitch, PktSwitchNoOffload, PktSwitchNoRps, NftNat, HAProxy, NaiveTun)
 }
 
 # -------------------------------------------------------------------------------- loads

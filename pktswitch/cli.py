@@ -229,6 +229,8 @@ def stats(sock: str | None, config: str | None, as_json: bool) -> None:
     for k, v in s.items():
         if isinstance(v, dict):
             v = ", ".join(f"{a}={b}" for a, b in sorted(v.items())) or "-"
+        elif isinstance(v, list):
+            v = ",".join(map(str, v)) or "-"
         click.echo(f"{k:22} {v}")
 
 

@@ -39,6 +39,7 @@ MAX_FLOWS_LIMIT = 16_777_216  # 2**24 flows: 64 times conntrack's default
 ROUTE_TABLE_MAX = 2**31 - 1  # Linux table ids are u32 (0 = unspecified); kept to a signed int
 RESERVED_TABLES = {253: "default", 254: "main", 255: "local"}  # iproute2 rt_tables
 MAX_PORT = 65_535
+MAX_CPU = 8191  # the kernel's largest NR_CPUS
 DEFAULT_WEIGHT = 1  # ipvsadm's default weight
 
 SWITCH_KEYS = (
@@ -51,6 +52,7 @@ SWITCH_KEYS = (
     "max_half_open",
     "route_table",
     "offload",
+    "rps_cpus",
 )
 SCHEDULER_OPTIONS = ("hash_key", "table_size")  # passed to the scheduler that takes them
 SERVICE_KEYS = (
@@ -123,6 +125,9 @@ class SwitchConfig:
     offload: bool = (
         True  # TUN offloads (virtio_net_hdr, GSO, partial checksums) if the kernel agrees
     )
+    # the CPUs where the kernel takes over what the switch writes (RPS on the TUN device):
+    # "all" online CPUs, "off", or CPU numbers
+    rps_cpus: str | tuple[int, ...] = "all"
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,6 +361,7 @@ def _switch(value: Any, key: str) -> tuple[SwitchConfig, list[tuple[str, str]]]:
             _get(table, "snat_ports", key, list(d.snat_ports)), _join(key, "snat_ports")
         ),
         offload=_bool(_get(table, "offload", key, d.offload), _join(key, "offload")),
+        rps_cpus=_cpus(_get(table, "rps_cpus", key, d.rps_cpus), _join(key, "rps_cpus")),
     )
     return switch, snat
 
@@ -364,6 +370,22 @@ def _bool(value: Any, key: str) -> bool:
     if not isinstance(value, bool):
         raise _Invalid(key, "true or false", _show(value))
     return value
+
+
+def _cpus(value: Any, key: str) -> str | tuple[int, ...]:
+    expected = f'"all", "off" or a list of CPU numbers 0..{MAX_CPU}'
+    if value in ("all", "off"):
+        return str(value)
+    if not (isinstance(value, list) and value):
+        raise _Invalid(key, expected, _show(value))
+    seen: dict[int, str] = {}
+    for i, cpu in enumerate(value):
+        item_key = f"{key}[{i}]"
+        _int(cpu, item_key, 0, MAX_CPU)
+        if cpu in seen:
+            raise _Invalid(item_key, "a CPU listed once", f"{cpu} (also {seen[cpu]})")
+        seen[cpu] = item_key
+    return tuple(seen)
 
 
 def _port_range(value: Any, key: str) -> tuple[int, int]:

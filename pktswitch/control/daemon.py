@@ -23,7 +23,7 @@ from pktswitch.control.server import ControlServer
 from pktswitch.control.streams import FlowsStream, TraceStream
 from pktswitch.core.switch import Switch
 from pktswitch.io.loop import Loop
-from pktswitch.io.tun import SetupError, TunDevice
+from pktswitch.io.tun import SetupError, TunDevice, rps_targets
 
 log = logging.getLogger("pktswitch")
 
@@ -173,6 +173,7 @@ def run(cfg: Config) -> None:
         tun = TunDevice(sw.tun, offload=sw.offload)
         switch.set_vnet(tun.vnet)
         tun.up()
+        switch.rps_cpus = tun.spread_receive(rps_targets(sw.rps_cpus))
         tun.route([s.vip for s in cfg.services] + list(sw.snat))
         if sw.mode == "nat":
             tun.steer_replies(
@@ -201,9 +202,10 @@ def run(cfg: Config) -> None:
         server.attach(loop)
         vips = ", ".join(f"{s.name} {s.vip}:{s.port}" for s in cfg.services)
         log.info(
-            "pktswitch on %s (offloads %s), mode %s, services: %s; control %s",
+            "pktswitch on %s (offloads %s, RPS %s), mode %s, services: %s; control %s",
             tun.name,
             "on" if tun.vnet else "off",
+            f"on CPUs {','.join(map(str, switch.rps_cpus))}" if switch.rps_cpus else "off",
             sw.mode,
             vips,
             sw.control,

@@ -17,8 +17,9 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import socket
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from pytun_pmd3 import TunTapDevice
 from pytun_pmd3.linux import IFF_NO_PI, IFF_TUN, IFF_VNET_HDR
@@ -30,6 +31,7 @@ RULE_PRIORITY = 4242  # before the main table (32766); one priority for all our 
 # include/uapi/linux/if_tun.h
 TUNSETOFFLOAD = 0x400454D0
 TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6 = 0x01, 0x02, 0x04
+SYSFS_NET = "/sys/class/net"
 
 
 class SetupError(Exception):
@@ -59,6 +61,32 @@ def _remove_stale_rules(spec: tuple[str, ...]) -> None:
         if r.returncode != 0:
             return
         log.warning("removed a stale rule: %s", " ".join(spec))
+
+
+def cpu_mask(cpus: Iterable[int]) -> str:
+    """A CPU set as sysfs writes it: hex in comma-separated 32-bit groups, highest first."""
+    bits = sum(1 << cpu for cpu in set(cpus))
+    groups = [
+        f"{bits >> shift & 0xFFFFFFFF:08x}" for shift in range(0, max(bits.bit_length(), 1), 32)
+    ]
+    return ",".join(reversed(groups))
+
+
+def mask_cpus(mask: str) -> tuple[int, ...]:
+    """The CPUs of a mask as sysfs shows it."""
+    bits = int(mask.strip().replace(",", "") or "0", 16)
+    return tuple(cpu for cpu in range(bits.bit_length()) if bits >> cpu & 1)
+
+
+def rps_targets(setting: str | tuple[int, ...]) -> tuple[int, ...]:
+    """The CPUs a config's rps_cpus names; "all" is none on a one-CPU host (queueing a packet
+    to the CPU that writes it only adds a step)."""
+    if setting == "off":
+        return ()
+    if setting == "all":
+        n = os.cpu_count() or 1
+        return tuple(range(n)) if n > 1 else ()
+    return tuple(setting)
 
 
 class TunDevice:
@@ -128,6 +156,33 @@ class TunDevice:
             _remove_stale_rules(spec)
             _ip("rule", "add", *spec)
             self._undo.append(("rule", "del", *spec))
+
+    def spread_receive(self, cpus: Sequence[int], sysfs: str = SYSFS_NET) -> tuple[int, ...]:
+        """RPS on the device: the kernel's work on each packet the switch writes (routing it on,
+        and the receiver's TCP input when the receiver is on this host) is queued to one of
+        `cpus`, chosen by the flow's hash, instead of running inside the switch's write(),
+        which leaves the switch's CPU to the switch. Returns the CPUs as the kernel reads them
+        back; () with a warning where it refuses, or where `sysfs` does not show this
+        namespace's device (a sysfs mounted in another namespace: nothing is written there)."""
+        dev = os.path.join(sysfs, self.name)
+        path = os.path.join(dev, "queues", "rx-0", "rps_cpus")
+        try:
+            with open(os.path.join(dev, "ifindex")) as f:
+                ifindex = int(f.read())
+            if ifindex != socket.if_nametoindex(self.name) or not os.path.exists(
+                os.path.join(dev, "tun_flags")
+            ):
+                raise OSError(f"{dev} is not this namespace's TUN device {self.name}")
+            with open(path, "w") as f:
+                f.write(cpu_mask(cpus))
+            with open(path) as f:
+                return mask_cpus(f.read())
+        except (OSError, ValueError) as e:
+            if cpus:
+                log.warning(
+                    "RPS not set on %s (%s): the switch's CPU does the kernel's work", self.name, e
+                )
+            return ()
 
     def write(self, packet: bytes) -> None:
         """Write one packet of the switch's own (an RST) into the device; the kernel routes it."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -109,6 +110,38 @@ def test_client_port_reuse_starts_a_fresh_flow(lab: Lab) -> None:
         assert s["flows_expired"] == {"TIME_WAIT": 1}
         (row,) = sw.flows()
         assert (row["client"], row["backend"]) == (f"{lab.CLIENT_IP}:45000", "B")
+
+
+def _received_rps(cpu: int) -> int:
+    """How often `cpu` was handed packets by another CPU's RPS (/proc/net/softnet_stat)."""
+    with open("/proc/net/softnet_stat") as f:
+        return int(f.read().splitlines()[cpu].split()[9], 16)
+
+
+def test_rps_hands_what_the_switch_writes_to_the_named_cpus(lab: Lab) -> None:
+    """rps_cpus = [0] with the switch kept on CPU 1: the kernel's work on what it writes is
+    queued to CPU 0, which receives packets from RPS; the default ("all") names every CPU."""
+    cpus = os.cpu_count() or 1
+    if cpus == 1:  # "all" is no CPU there: queueing to the writer's own CPU only adds a step
+        with Switch(lab, config_text(lab)) as sw:
+            assert sw.stats()["rps_cpus"] == []
+            assert lab.curl(f"http://{lab.VIP}/").strip() == "A"
+        return
+    with Switch(lab, config_text(lab)) as sw:
+        assert sw.stats()["rps_cpus"] == list(range(cpus))
+        mask = lab.exec("lb", "cat", f"/sys/class/net/{sw.tun}/queues/rx-0/rps_cpus").stdout
+        assert int(mask.replace(",", ""), 16) == (1 << cpus) - 1
+    with Switch(lab, config_text(lab, switch_keys={"rps_cpus": [0]})) as sw:
+        assert sw.stats()["rps_cpus"] == [0]
+        mask = lab.exec("lb", "cat", f"/sys/class/net/{sw.tun}/queues/rx-0/rps_cpus").stdout
+        assert int(mask.replace(",", ""), 16) == 1
+        assert sw.proc is not None
+        for tid in os.listdir(f"/proc/{sw.proc.pid}/task"):
+            os.sched_setaffinity(int(tid), {1})
+        before = _received_rps(0)
+        answers = [lab.curl(f"http://{lab.VIP}/").strip() for _ in range(6)]
+        assert answers == ["A", "B", "C"] * 2
+        assert _received_rps(0) > before
 
 
 def _bad_checksums(pcap: Path) -> tuple[int, int]:

@@ -136,6 +136,13 @@ def test_half_open_limit_defaults_to_a_quarter_of_max_flows_and_may_not_exceed_i
     assert str(e.value) == "c.toml: switch.max_half_open: an integer 1..10, got 11"
 
 
+def test_rps_cpus_all_off_or_a_list() -> None:
+    assert parse(MINIMAL).switch.rps_cpus == "all"
+    for text, want in (('"off"', "off"), ('"all"', "all"), ("[3, 0]", (3, 0))):
+        cfg = parse(MINIMAL.replace("[switch]\n", f"[switch]\nrps_cpus = {text}\n"))
+        assert cfg.switch.rps_cpus == want
+
+
 def test_acl_prefixes_are_normalised() -> None:
     extra = 'allow = ["198.51.100.0/24", "192.0.2.9"]\ndeny = ["198.51.100.7/32"]\n'
     cfg = parse(SWITCH + service(extra=extra) + BACKEND)
@@ -235,6 +242,14 @@ BAD = [
      "switch.max_flows", "1..16777216, got 0"),
     ("max-flows-string", MINIMAL.replace("[switch]\n", '[switch]\nmax_flows = "big"\n'),
      "switch.max_flows", "'big' (string)"),
+    ("rps-word", MINIMAL.replace("[switch]\n", '[switch]\nrps_cpus = "some"\n'),
+     "switch.rps_cpus", '"all", "off" or a list of CPU numbers 0..8191, got \'some\' (string)'),
+    ("rps-empty", MINIMAL.replace("[switch]\n", "[switch]\nrps_cpus = []\n"),
+     "switch.rps_cpus", "got [] (array)"),
+    ("rps-negative", MINIMAL.replace("[switch]\n", "[switch]\nrps_cpus = [0, -1]\n"),
+     "switch.rps_cpus[1]", "an integer 0..8191, got -1"),
+    ("rps-twice", MINIMAL.replace("[switch]\n", "[switch]\nrps_cpus = [1, 3, 1]\n"),
+     "switch.rps_cpus[2]", "a CPU listed once, got 1 (also switch.rps_cpus[0])"),
     ("route-table-main", MINIMAL.replace("[switch]\n", "[switch]\nroute_table = 254\n"),
      "switch.route_table", "254 (main)"),
     ("control-empty", MINIMAL.replace("[switch]\n", '[switch]\ncontrol = ""\n'),
