@@ -9,9 +9,13 @@ Per variant and round, from the client namespace, each load bounded by --duratio
   conn  wrk -t1 -c32 -d D -H 'Connection: close' URL    new connections per second
   ka    wrk -t1 -c32 -d D --latency URL                 keep-alive requests/s, p50, p99
 and the balancer's CPU (utime+stime / wall, 100 = one core) and RSS; with RPS the kernel's
-work on what pktswitch writes runs in softirq on any CPU and is not in its CPU%. Everything
-(client, balancer, three backends, load generators) shares this machine's cores: the figures
-are what the whole lab does, so only ratios from one run mean much.
+work on what pktswitch writes runs in softirq on any CPU and is not in its CPU%. The lab's
+CPU (every core's non-idle time from /proc/stat, 200 = both of this machine's) is measured
+too, and divided by the requests made: CPU microseconds per connection or request, whoever
+spent them (client, balancer, backends, kernel). Where the lab's CPU is near all of the
+machine, that cost per connection decides the rate. Everything (client, balancer, three
+backends, load generators) shares this machine's cores: the figures are what the whole lab
+does, so only ratios from one run mean much.
 
 Variants:
   pktswitch        full NAT, TUN offloads and RPS on (the default config)
@@ -68,6 +72,13 @@ def proc_ticks(pid: int | None) -> int:
         return 0
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])
+
+
+def machine_busy_ticks() -> int:
+    """Clock ticks all CPUs spent on anything but idle and I/O wait (/proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return sum(fields) - fields[3] - fields[4]
 
 
 def rss_kib(pid: int | None) -> int | None:
@@ -268,13 +279,17 @@ def measure(lab: Lab, v: Variant, duration: int) -> dict[str, float | None]:
         ("conn", lambda: wrk(lab, duration, close=True)),
         ("ka", lambda: wrk(lab, duration, close=False)),
     ):
-        t0, c0 = time.monotonic(), proc_ticks(v.pid())
+        t0, c0, m0 = time.monotonic(), proc_ticks(v.pid()), machine_busy_ticks()
         res = fn()
         wall = time.monotonic() - t0
+        busy = (machine_busy_ticks() - m0) / HZ  # CPU seconds of the whole lab
         for k, val in res.items():
             row[f"{load}_{k}"] = val
         pid = v.pid()
         row[f"{load}_cpu"] = (proc_ticks(pid) - c0) / HZ / wall * 100 if pid else None
+        row[f"{load}_lab_cpu"] = busy / wall * 100
+        if res.get("rps"):  # CPU microseconds per request, the whole lab's
+            row[f"{load}_lab_us"] = busy / wall / res["rps"] * 1e6
         time.sleep(1)  # let the last connections of one load close before the next one
     row["rss_mib"] = (rss_kib(v.pid()) or 0) / 1024 or None
     return row
@@ -287,10 +302,13 @@ COLUMNS = [
     ("conn_rps", "conn/s", "{:.0f}"),
     ("conn_errors", "conn errors", "{:.0f}"),
     ("conn_cpu", "CPU% conn", "{:.0f}"),
+    ("conn_lab_cpu", "lab CPU% conn", "{:.0f}"),
+    ("conn_lab_us", "lab CPU us/conn", "{:.0f}"),
     ("ka_rps", "keep-alive req/s", "{:.0f}"),
     ("ka_p50_ms", "ka p50 ms", "{:.3f}"),
     ("ka_p99_ms", "ka p99 ms", "{:.3f}"),
     ("ka_cpu", "CPU% ka", "{:.0f}"),
+    ("ka_lab_us", "lab CPU us/req", "{:.1f}"),
     ("rss_mib", "RSS MiB", "{:.1f}"),
 ]
 TARGETS = {  # the project's targets: pktswitch / reference >= value
