@@ -18,10 +18,10 @@ backends, load generators) shares this machine's cores: the figures are what the
 does, so only ratios from one run mean much.
 
 Variants:
-  pktswitch        full NAT, TUN offloads and RPS on (the default config)
+  pktswitch        full NAT, TUN offloads on (the default config)
   pktswitch-nooff  the same with `offload = false`
-  pktswitch-norps  the same with `rps_cpus = "off"`: the kernel's work on every packet the
-                   switch writes runs inside its write(), on its CPU, and counts in its CPU%
+  pktswitch-rps    the same with `rps_cpus = "all"`: the kernel's work on each packet the
+                   switch writes is queued to a CPU chosen by the flow's hash (see README)
   nft-nat          kernel nftables DNAT (numgen round robin) + SNAT
   haproxy          HAProxy `mode tcp`, one thread, bound on the VIP
   naive-tun        netns-lab/naive_tun.py: one read, dict lookup, struct checksums per packet
@@ -106,7 +106,7 @@ class Variant:
 class PktSwitch(Variant):
     name = "pktswitch"
     offload = True
-    rps = "all"
+    rps = "off"
     runs = 0  # every run takes the next SNAT address (see the docstring)
 
     def start(self) -> None:
@@ -130,9 +130,9 @@ class PktSwitchNoOffload(PktSwitch):
     offload = False
 
 
-class PktSwitchNoRps(PktSwitch):
-    name = "pktswitch-norps"
-    rps = "off"
+class PktSwitchRps(PktSwitch):
+    name = "pktswitch-rps"
+    rps = "all"
 
 
 NFT = """table ip pks_bench {
@@ -229,7 +229,7 @@ class NaiveTun(Variant):
 
 
 VARIANTS: dict[str, type[Variant]] = {
-    v.name: v for v in (PktSwitch, PktSwitchNoOffload, PktSwitchNoRps, NftNat, HAProxy, NaiveTun)
+    v.name: v for v in (PktSwitch, PktSwitchNoOffload, PktSwitchRps, NftNat, HAProxy, NaiveTun)
 }
 
 # -------------------------------------------------------------------------------- loads

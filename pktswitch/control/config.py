@@ -126,8 +126,8 @@ class SwitchConfig:
         True  # TUN offloads (virtio_net_hdr, GSO, partial checksums) if the kernel agrees
     )
     # the CPUs where the kernel takes over what the switch writes (RPS on the TUN device):
-    # "all" online CPUs, "off", or CPU numbers
-    rps_cpus: str | tuple[int, ...] = "all"
+    # "off" (its own CPU, in its write()), "all" online CPUs, or CPU numbers
+    rps_cpus: str | tuple[int, ...] = "off"
 
 
 @dataclass(frozen=True, slots=True)

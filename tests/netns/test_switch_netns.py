@@ -120,14 +120,18 @@ def _received_rps(cpu: int) -> int:
 
 def test_rps_hands_what_the_switch_writes_to_the_named_cpus(lab: Lab) -> None:
     """rps_cpus = [0] with the switch kept on CPU 1: the kernel's work on what it writes is
-    queued to CPU 0, which receives packets from RPS; the default ("all") names every CPU."""
+    queued to CPU 0, which receives packets from RPS; "all" names every CPU; off by default."""
+    with Switch(lab, config_text(lab)) as sw:
+        assert sw.stats()["rps_cpus"] == []
+        mask = lab.exec("lb", "cat", f"/sys/class/net/{sw.tun}/queues/rx-0/rps_cpus").stdout
+        assert int(mask.replace(",", ""), 16) == 0
+        assert lab.curl(f"http://{lab.VIP}/").strip() == "A"
     cpus = os.cpu_count() or 1
     if cpus == 1:  # "all" is no CPU there: queueing to the writer's own CPU only adds a step
-        with Switch(lab, config_text(lab)) as sw:
+        with Switch(lab, config_text(lab, switch_keys={"rps_cpus": "all"})) as sw:
             assert sw.stats()["rps_cpus"] == []
-            assert lab.curl(f"http://{lab.VIP}/").strip() == "A"
         return
-    with Switch(lab, config_text(lab)) as sw:
+    with Switch(lab, config_text(lab, switch_keys={"rps_cpus": "all"})) as sw:
         assert sw.stats()["rps_cpus"] == list(range(cpus))
         mask = lab.exec("lb", "cat", f"/sys/class/net/{sw.tun}/queues/rx-0/rps_cpus").stdout
         assert int(mask.replace(",", ""), 16) == (1 << cpus) - 1
