@@ -337,6 +337,7 @@ void pks_table_free(pks_table *t)
     for (uint32_t i = 0; i < t->nsvc; i++) {
         free(t->svc[i].picks);
         free(t->svc[i].slots);
+        free(t->svc[i].acl);
     }
     free(t->bk_ep);
     free(t->index);
@@ -772,6 +773,7 @@ int pks_service_set(pks_table *t, uint16_t id, uint32_t vip, uint16_t port,
         if (s) {
             free(s->picks);
             free(s->slots);
+            free(s->acl);
             *s = t->svc[--t->nsvc];
         }
         return 0;
@@ -788,6 +790,8 @@ int pks_service_set(pks_table *t, uint16_t id, uint32_t vip, uint16_t port,
         s = &t->svc[t->nsvc++];
         s->picks = NULL;
         s->slots = NULL;
+        s->acl = NULL;
+        s->nallow = s->ndeny = 0;
     }
     free(s->picks);
     free(s->slots);
@@ -823,6 +827,40 @@ int pks_service_hash(pks_table *t, uint16_t id, uint32_t vip, uint16_t port,
     s->slots = copy;
     s->size = size;
     s->with_port = !!with_port;
+    return 0;
+}
+
+int pks_service_acl(pks_table *t, uint16_t id, const uint32_t *prefixes, uint32_t nallow,
+                    uint32_t ndeny)
+{
+    pks_service *s = service_of(t, id);
+    if (!s || nallow > PKS_ACL_MAX || ndeny > PKS_ACL_MAX - nallow)
+        return -1;
+    uint32_t *copy = NULL;
+    size_t n = (size_t)(nallow + ndeny) * 2;
+    if (n) {
+        if (!(copy = malloc(n * sizeof *copy)))
+            return -1;
+        memcpy(copy, prefixes, n * sizeof *copy);
+    }
+    free(s->acl);
+    s->acl = copy;
+    s->nallow = nallow;
+    s->ndeny = ndeny;
+    return 0;
+}
+
+static int acl_permits(const pks_service *s, uint32_t addr)
+{
+    const uint32_t *allow = s->acl, *deny = s->acl + 2 * s->nallow;
+    for (uint32_t i = 0; i < s->ndeny; i++)
+        if ((addr & deny[2 * i + 1]) == deny[2 * i])
+            return 0;
+    if (!s->nallow)
+        return 1;
+    for (uint32_t i = 0; i < s->nallow; i++)
+        if ((addr & allow[2 * i + 1]) == allow[2 * i])
+            return 1;
     return 0;
 }
 
@@ -972,6 +1010,8 @@ static int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint
         }
     if (!s || !s->len || PKS_EVENTS - t->ev_count < PKS_EV_OPEN_ROOM)
         return PKS_V_SLOW;
+    if (s->acl && !acl_permits(s, m->saddr4))
+        return PKS_V_SLOW;                      /* refused: Python drops and counts it */
     uint32_t evict = PKS_NONE;                  /* the oldest half-open flow, to make room */
     if (t->count >= t->nslots || t->half_open >= t->max_half_open) {
         /* as Python's path: once the SYN is sure to be taken; one eviction must do (a

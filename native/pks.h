@@ -226,6 +226,10 @@ typedef struct {
     uint32_t size;      /* slots */
     uint8_t with_port;  /* the client port is hashed too (hash_key = "ip+port") */
     uint8_t spad[3];
+    uint32_t *acl;      /* the access list (pks_service_acl): (network, mask) pairs, host
+                           order, nallow allow prefixes then ndeny deny ones; NULL: none */
+    uint32_t nallow;
+    uint32_t ndeny;
 } pks_service;
 
 /* A hashing scheduler (iphash, maglev) has no period: its table is written into C instead
@@ -234,6 +238,13 @@ typedef struct {
  * this way has reason PKS_NONE until Python, applying its OPEN event (value: the slot),
  * writes the reason text, which names the client. */
 #define PKS_HASH_KEY_MAX 64
+
+/* A service's access list, as core/acl.py: a client is refused if its address is in a deny
+ * prefix, or if there are allow prefixes and it is in none. C opens flows for the clients
+ * it permits and leaves every other SYN to Python, which refuses and counts it. Set after
+ * pks_service_set or pks_service_hash (which keep it while the service stays scheduled in C);
+ * nallow = ndeny = 0 removes it. */
+#define PKS_ACL_MAX 65536   /* prefixes in one access list: more is Python's */
 
 /* The SNAT pool of full NAT (core/nat.py explains the policy): each backend endpoint has the
  * whole pool of (address, port) pairs; pairs never used are handed out first, in a walk from
@@ -371,6 +382,8 @@ int pks_service_set(pks_table *t, uint16_t id, uint32_t vip, uint16_t port,
 int pks_service_hash(pks_table *t, uint16_t id, uint32_t vip, uint16_t port,
                      const pks_pick *members, uint32_t n, const uint32_t *slots, uint32_t size,
                      int with_port);
+int pks_service_acl(pks_table *t, uint16_t id, const uint32_t *prefixes, uint32_t nallow,
+                    uint32_t ndeny);
 /* The key of the hashing schedulers: 0, -1 longer than PKS_HASH_KEY_MAX or empty */
 int pks_table_set_hash_key(pks_table *t, const uint8_t *key, uint32_t len);
 /* Keyed BLAKE2b (RFC 7693) of data, 8-byte digest as a little-endian integer; key 1..64

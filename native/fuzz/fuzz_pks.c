@@ -731,6 +731,7 @@ typedef struct {
     uint32_t opened, ended;
     pks_pick picks[4];      /* the service as programmed: members, and a hash table or none */
     uint32_t n, slots[8], size, with_port;
+    int refused;            /* its access list refuses the client (C must leave its SYNs) */
 } opens;
 
 static const uint8_t HKEY[] = "pktswitch-sched";
@@ -854,6 +855,17 @@ static void program(opens *o, const uint8_t *op, const pks_meta *m)
     } else {
         CHECK(pks_service_set(o->t, 7, m->daddr4, m->dport, picks, n, 0) == 0);
     }
+    /* an access list of one prefix around the client (or beside it), allow or deny; or none
+     * (as the switch writes it after each period or table) */
+    o->refused = 0;
+    if (n) {
+        uint32_t bits = op[0] >> 3 & 31, mask = bits ? ~0u << (32 - bits) : 0;
+        uint32_t acl[2] = {(m->saddr4 ^ ((op[1] & 0x20) ? 0x80000000u : 0)) & mask, mask};
+        int has = op[1] & 0x40, deny = op[1] & 0x10, inside = (m->saddr4 & mask) == acl[0];
+        CHECK(pks_service_acl(o->t, 7, acl, has && !deny, has && deny) == 0);
+        o->refused = has && (deny ? inside : !inside);
+    }
+    CHECK(pks_service_acl(o->t, 9, NULL, 0, 0) == -1);  /* no such service */
 }
 
 /* a hashed service: the member the client's slot names, and the slot (C's, from scratch) */
@@ -921,6 +933,8 @@ static void drive_opens(const uint8_t *data, size_t size, const pks_meta *m, int
             uint32_t opened = o.t->opened, count = o.t->count;
             int v = pks_process(o.t, buf, (uint32_t)size, now, &pm, vnet);
             CHECK(v == PKS_V_FAST || v == PKS_V_SLOW || v == PKS_V_DROP);
+            if (o.refused && th[13] == PKS_TCP_SYN)
+                CHECK(o.t->opened == opened);   /* a refused client's SYN is Python's */
             if (o.t->opened != opened) {    /* C opened a flow for it, in a lent slot or,
                                                with every slot in use, the evicted one's */
                 CHECK(o.t->opened == opened + 1 && v == PKS_V_FAST && pm.slot >= 0);

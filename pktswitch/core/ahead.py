@@ -14,8 +14,9 @@ is), and the period is written again from there.
 The hashing schedulers (iphash, maglev) have no period but a table: its members and slots
 are written into C instead, and C hashes the client to the slot as sched/hashing.py does
 (keyed BLAKE2b); the same table answers Python's picks, so both agree by construction.
-Schedulers that look at the backends' live counts (lc, wlc, lrt), and services with an
-access list, stay with Python.
+A service's access list goes with it (write_acl): C opens flows for the clients it permits
+and leaves the others' SYNs to Python, which refuses and counts them. Schedulers that look
+at the backends' live counts (lc, wlc, lrt) stay with Python.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pktswitch._native import ffi, lib
+from pktswitch.core.acl import CompiledAcl
 from pktswitch.sched.base import Picked, Scheduler
 from pktswitch.sched.pool import BackendState
 
@@ -138,6 +140,16 @@ class Ahead:
             p.addr = b.ip_int
             p.port = b.port
         return picks
+
+    def write_acl(self, acl: CompiledAcl | None) -> bool:
+        """The service's access list into C, after write() (None: every client may connect).
+        False, and the service is Python's, when C refuses it (too long)."""
+        allow, deny = (acl.allow, acl.deny) if acl is not None else ((), ())
+        flat = ffi.new("uint32_t[]", [x for prefix in (*allow, *deny) for x in prefix] or 1)
+        if lib.pks_service_acl(self._table.tab, self.sid, flat, len(allow), len(deny)) != 0:
+            self.clear()
+            return False
+        return True
 
     def clear(self) -> None:
         """The service is Python's again: C opens no more of its flows."""

@@ -234,16 +234,17 @@ class Switch:
 
     def _schedule_ahead(self, svc: ServiceState) -> None:
         """Write the service's scheduler into C (its next period of answers, or its hash
-        table), or leave the service to Python: a scheduler with neither (lc, wlc, lrt), one
-        too large for C, an access list (C does not check one), or too many SNAT addresses."""
+        table) and its access list, or leave the service to Python: a scheduler with neither
+        (lc, wlc, lrt), one too large for C, or too many SNAT addresses."""
         if svc.ahead is None:
             svc.ahead = Ahead(self.table, self.table.services.number(svc))
-        if not self._ahead_ok or svc.acl is not None:
+        if not self._ahead_ok:
             svc.ahead.clear()
             return
         vip = int.from_bytes(svc.vip_bytes, "big")
         known = self._endpoint if self.mode == "fullnat" else None  # nat mode takes no pairs
-        svc.ahead.write(svc.scheduler, svc.backends, vip, svc.port, known)
+        if svc.ahead.write(svc.scheduler, svc.backends, vip, svc.port, known):
+            svc.ahead.write_acl(svc.acl)
 
     def _pick(self, svc: ServiceState, client: bytes, cport: int, peek: bool = False) -> Any:
         """The scheduler's answer for a new flow: from the period in C when the service is

@@ -8,10 +8,12 @@ from collections.abc import Callable
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pktswitch._native import lib
 from scapy.layers.inet import IP, TCP
 from scapy_oracle import checksums_ok
 from test_switch import BACKENDS, CLIENT, VIP, Harness
 
+from pktswitch.core.acl import Acl, CompiledAcl
 from pktswitch.core.tcpstate import DEFAULT_TIMEOUTS, State
 
 UNCOUNTED = ("packets_fast_path", "flows_opened_in_c")  # what differs by design
@@ -149,18 +151,6 @@ def test_c_leaves_a_syn_to_python_when_it_lacks_a_spare_slot_or_an_snat_pair() -
     assert h.client("S", sport=3) is None  # none left: Python counts it
     assert h.sw.dropped == {"snat_exhausted": 1} and h.sw.pool.exhausted == 1
     assert [r["client"] for r in h.sw.flows(h.now)] == [f"{CLIENT}:1", f"{CLIENT}:2"]
-
-
-def test_an_access_list_keeps_the_service_with_python() -> None:
-    from pktswitch.core.acl import Acl
-
-    h = Harness()
-    h.sw.services[0].acl = Acl(allow=("198.51.100.0/24",)).compile()
-    h.sw._schedule_ahead(h.sw.services[0])
-    assert h.client("S", sport=1) is not None
-    p = IP(src="192.0.2.77", dst=VIP) / TCP(sport=5, dport=80, flags="S")
-    assert h.send(p) is None and h.sw.dropped == {"acl_denied": 1}
-    assert h.sw.stats(h.now)["flows_opened_in_c"] == 0
 
 
 @pytest.mark.parametrize("scheduler", ["rr", "wrr"])
@@ -449,3 +439,51 @@ def test_flows_c_ends_before_python_sees_them_opened_are_counted_right(
         return {text: r._refs[n] for text, n in r._ids.items()}
 
     assert held(a) == held(b)
+
+
+def _with_acl(t: Twins, acl: CompiledAcl | None) -> None:
+    for h in (t.c, t.py):
+        (svc,) = h.sw.services
+        svc.acl = acl
+        h.sw._schedule_ahead(svc)  # as a reload does
+
+
+@pytest.mark.parametrize("scheduler", ["rr", "iphash"])
+def test_c_opens_what_an_access_list_permits_and_leaves_the_refused_to_python(
+    scheduler: str,
+) -> None:
+    t = Twins("fullnat", scheduler)
+    _with_acl(t, Acl(allow=("198.51.100.0/24",), deny=("198.51.100.7/32",)).compile())
+    clients = ["198.51.100.2", "198.51.100.7", "192.0.2.200", "198.51.100.254", "203.0.113.50"]
+    clients.append("198.51.100.9")
+    for i, src in enumerate(clients):
+        t.both("send", IP(src=src, dst=VIP) / TCP(sport=5000 + i, dport=80, flags="S", seq=1))
+        t.tick()
+    t.same()
+    s = t.c.sw.stats(t.c.now)
+    assert (s["acl_denied"], s["dropped"], s["flows"]) == ({"web": 3}, {"acl_denied": 3}, 3)
+    assert s["flows_opened_in_c"] == 3  # every permitted client's
+    opened = {r["client"].split(":")[0] for r in t.c.sw.flows(t.c.now)}
+    assert opened == {"198.51.100.2", "198.51.100.254", "198.51.100.9"}
+    if scheduler == "rr":  # a refused SYN takes no turn
+        rows = sorted(t.c.sw.flows(t.c.now), key=lambda r: r["client"].split(":")[1])
+        assert [r["backend"] for r in rows] == ["A", "B", "C"]
+    # the list taken away (a reload): C opens a client it refused before
+    _with_acl(t, None)
+    t.both("send", IP(src="192.0.2.200", dst=VIP) / TCP(sport=6000, dport=80, flags="S", seq=1))
+    t.same()
+    assert t.c.sw.stats(t.c.now)["flows_opened_in_c"] == 4
+
+
+def test_an_access_list_too_long_for_c_leaves_the_service_to_python() -> None:
+    h = Harness()
+    (svc,) = h.sw.services
+    svc.acl = CompiledAcl(tuple((i << 8, 0xFFFFFF00) for i in range(lib.PKS_ACL_MAX + 1)), ())
+    h.sw._schedule_ahead(svc)
+    assert svc.ahead is not None and svc.ahead.answers == []
+    assert h.send(IP(src=CLIENT, dst=VIP) / TCP(sport=7000, dport=80, flags="S")) is None  # refused
+    svc.acl = CompiledAcl(((int.from_bytes(bytes([198, 51, 100, 0]), "big"), 0xFFFFFF00),), ())
+    h.sw._schedule_ahead(svc)
+    assert svc.ahead.answers != []
+    assert h.send(IP(src=CLIENT, dst=VIP) / TCP(sport=7001, dport=80, flags="S")) is not None
+    assert h.sw.stats(h.now)["flows_opened_in_c"] == 1
