@@ -385,7 +385,7 @@ def _cpus(value: Any, key: str) -> str | tuple[int, ...]:
         if cpu in seen:
             raise _Invalid(item_key, "a CPU listed once", f"{cpu} (also {seen[cpu]})")
         seen[cpu] = item_key
-    return tuple(seen)
+    return tuple(sorted(seen))  # a set: [3, 0] is [0, 3], also to a reload
 
 
 def _port_range(value: Any, key: str) -> tuple[int, int]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import socket
+import secrets
 import subprocess
 from collections.abc import Iterable, Sequence
 
@@ -32,6 +32,7 @@ RULE_PRIORITY = 4242  # before the main table (32766); one priority for all our 
 TUNSETOFFLOAD = 0x400454D0
 TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6 = 0x01, 0x02, 0x04
 SYSFS_NET = "/sys/class/net"
+ONLINE_CPUS = "/sys/devices/system/cpu/online"
 
 
 class SetupError(Exception):
@@ -78,14 +79,25 @@ def mask_cpus(mask: str) -> tuple[int, ...]:
     return tuple(cpu for cpu in range(bits.bit_length()) if bits >> cpu & 1)
 
 
-def rps_targets(setting: str | tuple[int, ...]) -> tuple[int, ...]:
-    """The CPUs a config's rps_cpus names; "all" is none on a one-CPU host (queueing a packet
-    to the CPU that writes it only adds a step)."""
+def cpu_list(text: str) -> tuple[int, ...]:
+    """A CPU list as sysfs shows it ("0-3,6")."""
+    cpus: list[int] = []
+    for part in text.strip().split(","):
+        if part:
+            lo, _, hi = part.partition("-")
+            cpus.extend(range(int(lo), int(hi or lo) + 1))
+    return tuple(cpus)
+
+
+def rps_targets(setting: str | tuple[int, ...], online: str = ONLINE_CPUS) -> tuple[int, ...]:
+    """The CPUs a config's rps_cpus names: "all" is the online ones, and none on a one-CPU
+    host (queueing a packet to the CPU that writes it only adds a step)."""
     if setting == "off":
         return ()
     if setting == "all":
-        n = os.cpu_count() or 1
-        return tuple(range(n)) if n > 1 else ()
+        with open(online) as f:
+            cpus = cpu_list(f.read())
+        return cpus if len(cpus) > 1 else ()
     return tuple(setting)
 
 
@@ -162,27 +174,35 @@ class TunDevice:
         and the receiver's TCP input when the receiver is on this host) is queued to one of
         `cpus`, chosen by the flow's hash, instead of running inside the switch's write(),
         which leaves the switch's CPU to the switch. Returns the CPUs as the kernel reads them
-        back; () with a warning where it refuses, or where `sysfs` does not show this
-        namespace's device (a sysfs mounted in another namespace: nothing is written there)."""
+        back, with a warning for any it dropped; () with a warning where it refuses.
+
+        sysfs shows the devices of the namespace it was mounted in, which need not be this one
+        (`ip netns exec` mounts the namespace's own; nsenter does not), and a device there may
+        have the same name and index. So the device is marked first through netlink, which
+        acts in this namespace (its alias, `pktswitch pid N <random>`), and sysfs is written
+        only if it shows that mark. No CPUs: nothing is touched (a new device has RPS off)."""
+        if not cpus:
+            return ()
         dev = os.path.join(sysfs, self.name)
         path = os.path.join(dev, "queues", "rx-0", "rps_cpus")
+        mark = f"pktswitch pid {os.getpid()} {secrets.token_hex(4)}"
         try:
-            with open(os.path.join(dev, "ifindex")) as f:
-                ifindex = int(f.read())
-            if ifindex != socket.if_nametoindex(self.name) or not os.path.exists(
-                os.path.join(dev, "tun_flags")
-            ):
-                raise OSError(f"{dev} is not this namespace's TUN device {self.name}")
+            _ip("link", "set", "dev", self.name, "alias", mark)
+            with open(os.path.join(dev, "ifalias")) as f:
+                if f.read().strip() != mark:
+                    raise OSError(f"{dev} is another namespace's device")
             with open(path, "w") as f:
                 f.write(cpu_mask(cpus))
             with open(path) as f:
-                return mask_cpus(f.read())
-        except (OSError, ValueError) as e:
-            if cpus:
-                log.warning(
-                    "RPS not set on %s (%s): the switch's CPU does the kernel's work", self.name, e
-                )
+                got = mask_cpus(f.read())
+        except (OSError, ValueError, SetupError, subprocess.TimeoutExpired) as e:
+            log.warning(
+                "RPS not set on %s (%s): the switch's CPU does the kernel's work", self.name, e
+            )
             return ()
+        if dropped := sorted(set(cpus) - set(got)):
+            log.warning("switch.rps_cpus: the kernel left out CPUs %s (not online?)", dropped)
+        return got
 
     def write(self, packet: bytes) -> None:
         """Write one packet of the switch's own (an RST) into the device; the kernel routes it."""

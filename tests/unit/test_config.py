@@ -137,8 +137,9 @@ def test_half_open_limit_defaults_to_a_quarter_of_max_flows_and_may_not_exceed_i
 
 
 def test_rps_cpus_all_off_or_a_list() -> None:
+    """A list is a set of CPUs: [3, 0] and [0, 3] are one setting (a reload sees no change)."""
     assert parse(MINIMAL).switch.rps_cpus == "off"
-    for text, want in (('"off"', "off"), ('"all"', "all"), ("[3, 0]", (3, 0))):
+    for text, want in (('"off"', "off"), ('"all"', "all"), ("[3, 0]", (0, 3))):
         cfg = parse(MINIMAL.replace("[switch]\n", f"[switch]\nrps_cpus = {text}\n"))
         assert cfg.switch.rps_cpus == want
 

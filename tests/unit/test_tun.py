@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from pathlib import Path
 
 import pytest
 
-from pktswitch.io.tun import TunDevice, cpu_mask, mask_cpus, rps_targets
+from pktswitch.io import tun
+from pktswitch.io.tun import TunDevice, cpu_list, cpu_mask, mask_cpus, rps_targets
 
 
 @pytest.mark.parametrize(
@@ -35,11 +35,21 @@ def test_masks_as_the_kernel_shows_them() -> None:
     assert mask_cpus("00000000,00000000,00000004\n") == (2,)
 
 
-def test_rps_targets() -> None:
-    assert rps_targets("off") == ()
-    assert rps_targets((1, 3)) == (1, 3)
-    n = os.cpu_count() or 1
-    assert rps_targets("all") == (tuple(range(n)) if n > 1 else ())
+def test_cpu_lists_as_sysfs_shows_them() -> None:
+    assert cpu_list("0-1\n") == (0, 1)
+    assert cpu_list("0,2-4,7\n") == (0, 2, 3, 4, 7)
+    assert cpu_list("0\n") == (0,)
+
+
+@pytest.mark.parametrize(
+    ("online", "want"), [("0\n", ()), ("0-3\n", (0, 1, 2, 3)), ("0,2\n", (0, 2))]
+)
+def test_rps_targets(tmp_path: Path, online: str, want: tuple[int, ...]) -> None:
+    path = tmp_path / "online"
+    path.write_text(online)
+    assert rps_targets("all", str(path)) == want  # the online CPUs; none when only one is
+    assert rps_targets("off", str(path)) == ()
+    assert rps_targets((1, 3), str(path)) == (1, 3)
 
 
 def _device(name: str) -> TunDevice:
@@ -49,42 +59,79 @@ def _device(name: str) -> TunDevice:
     return dev
 
 
-def _sysfs(root: Path, name: str, ifindex: int, tun: bool = True) -> Path:
+def _sysfs(root: Path, name: str) -> tuple[Path, Path]:
+    """A device in a fake sysfs: its alias file, and its RPS mask file."""
     d = root / name
     (d / "queues" / "rx-0").mkdir(parents=True)
-    (d / "ifindex").write_text(f"{ifindex}\n")
+    (d / "ifalias").write_text("\n")
     (d / "queues" / "rx-0" / "rps_cpus").write_text("0\n")
-    if tun:
-        (d / "tun_flags").write_text("0x1001\n")
-    return d / "queues" / "rx-0" / "rps_cpus"
+    return d / "ifalias", d / "queues" / "rx-0" / "rps_cpus"
 
 
-def test_spread_receive_writes_the_mask_and_reads_it_back(tmp_path: Path) -> None:
-    # "lo" exists in every namespace with ifindex 1: a stand-in for the switch's device
-    rps = _sysfs(tmp_path, "lo", socket.if_nametoindex("lo"))
-    assert _device("lo").spread_receive((0, 1), sysfs=str(tmp_path)) == (0, 1)
-    assert rps.read_text() == "00000003"
-
-
-@pytest.mark.parametrize(
-    ("ifindex_offset", "tun", "why"),
-    [(1, True, "is not this namespace's TUN device lo"), (0, False, "is not this namespace's")],
-)
-def test_spread_receive_writes_nothing_into_another_namespaces_sysfs(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, ifindex_offset: int, tun: bool, why: str
+def test_spread_receive_marks_the_device_then_writes_the_mask(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A sysfs mounted in another namespace may show a device of the same name: another
-    ifindex, or no TUN device, and the switch leaves it alone."""
-    rps = _sysfs(tmp_path, "lo", socket.if_nametoindex("lo") + ifindex_offset, tun=tun)
+    alias, rps = _sysfs(tmp_path, "pkst0")
+    calls: list[tuple[str, ...]] = []
+
+    def ip(*args: str) -> None:  # netlink in this namespace: the alias shows in its sysfs
+        calls.append(args)
+        alias.write_text(args[-1] + "\n")
+
+    monkeypatch.setattr(tun, "_ip", ip)
     with caplog.at_level(logging.WARNING):
-        assert _device("lo").spread_receive((0,), sysfs=str(tmp_path)) == ()
+        assert _device("pkst0").spread_receive((0, 1), sysfs=str(tmp_path)) == (0, 1)
+    assert rps.read_text() == "00000003"
+    ((*head, mark),) = calls
+    assert head == ["link", "set", "dev", "pkst0", "alias"]
+    assert mark.startswith(f"pktswitch pid {os.getpid()} ") and len(mark.split()[-1]) == 8
+    assert caplog.text == ""
+
+
+def test_spread_receive_writes_nothing_into_another_namespaces_sysfs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sysfs mounted in another namespace may show a device of the same name and index:
+    the mark set through netlink does not show there, and the switch leaves it alone."""
+    alias, rps = _sysfs(tmp_path, "pkst0")
+    alias.write_text("pktswitch pid 1 0badc0de\n")  # another switch's device
+    monkeypatch.setattr(tun, "_ip", lambda *args: None)
+    with caplog.at_level(logging.WARNING):
+        assert _device("pkst0").spread_receive((0,), sysfs=str(tmp_path)) == ()
     assert rps.read_text() == "0\n"
-    assert why in caplog.text and "RPS not set on lo" in caplog.text
+    assert "RPS not set on pkst0" in caplog.text and "another namespace's" in caplog.text
+
+
+def test_spread_receive_says_which_cpus_the_kernel_left_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    alias, rps = _sysfs(tmp_path, "pkst0")
+    monkeypatch.setattr(tun, "_ip", lambda *args: alias.write_text(args[-1]))
+    real_open = open
+
+    def kernel_open(path: object, mode: str = "r", *a: object, **kw: object) -> object:
+        if str(path) == str(rps) and mode == "w":  # the kernel keeps the online CPUs only
+            f = real_open(path, mode, *a, **kw)  # type: ignore[call-overload]
+            write = f.write
+            f.write = lambda mask: write(cpu_mask(set(mask_cpus(mask)) & {0, 1}))
+            return f
+        return real_open(path, mode, *a, **kw)  # type: ignore[call-overload]
+
+    monkeypatch.setattr("builtins.open", kernel_open)
+    with caplog.at_level(logging.WARNING):
+        assert _device("pkst0").spread_receive((1, 5), sysfs=str(tmp_path)) == (1,)
+    assert "switch.rps_cpus: the kernel left out CPUs [5]" in caplog.text
 
 
 def test_spread_receive_without_the_device_in_sysfs(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    monkeypatch.setattr(tun, "_ip", lambda *args: None)
     with caplog.at_level(logging.WARNING):
-        assert _device("lo").spread_receive((0,), sysfs=str(tmp_path)) == ()
-    assert "RPS not set on lo" in caplog.text
+        assert _device("pkst0").spread_receive((0,), sysfs=str(tmp_path)) == ()
+    assert "RPS not set on pkst0" in caplog.text
+
+
+def test_no_cpus_touch_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tun, "_ip", lambda *args: pytest.fail("no RPS: no alias either"))
+    assert _device("pkst0").spread_receive((), sysfs=str(tmp_path)) == ()
