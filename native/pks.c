@@ -1284,8 +1284,10 @@ static int drain_wait(pks_table *t, int fd, int epfd, double deadline, pks_drain
 }
 
 uint32_t pks_process_many(pks_table *t, const uint8_t *pkts, uint32_t size, uint32_t n,
-                          uint8_t *buf, int vnet, pks_meta *m)
+                          uint8_t *buf, uint32_t cap, int vnet, pks_meta *m)
 {
+    if (size > cap)
+        return 0;
     for (uint32_t i = 0; i < n; i++) {
         memcpy(buf, pkts + (size_t)i * size, size);
         if (pks_process(t, buf, size, monotonic_now(), m, vnet) != PKS_V_FAST)

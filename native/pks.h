@@ -197,7 +197,8 @@ typedef struct {
  * table or its half-open share is full (PKS_EV_EVICT), the flow in SYN_RECV, the rewrite,
  * and a PKS_EV_OPEN event for Python's counters. Whatever it cannot do (no spare slot, no
  * free SNAT pair, no room that one eviction makes, a tuple collision, a full event ring, a
- * service Python schedules itself) it leaves to Python, which decides as before. */
+ * client the service's access list refuses, a service Python schedules itself) it leaves to
+ * Python, which decides as before. */
 typedef struct {
     uint32_t backend;   /* Python's backend number */
     uint32_t reason;    /* Python's reason number (held by Python for the period's life);
@@ -244,7 +245,8 @@ typedef struct {
  * it permits and leaves every other SYN to Python, which refuses and counts it. Set after
  * pks_service_set or pks_service_hash (which keep it while the service stays scheduled in C);
  * nallow = ndeny = 0 removes it. */
-#define PKS_ACL_MAX 65536   /* prefixes in one access list: more is Python's */
+#define PKS_ACL_MAX 65536   /* prefixes in one access list: more is Python's (C checks them one
+                               by one on every SYN, as Python does; a longer list wants a trie) */
 
 /* The SNAT pool of full NAT (core/nat.py explains the policy): each backend endpoint has the
  * whole pool of (address, port) pairs; pairs never used are handed out first, in a walk from
@@ -357,11 +359,11 @@ typedef struct {
 void pks_drain(pks_table *t, int fd, uint8_t *buf, uint32_t cap, int vnet, uint32_t budget,
                pks_meta *m, int epfd, double wait, pks_drain_result *r);
 /* pks_drain's work on packets already read, for the core benchmark (no device, no
- * syscalls): each of the n packets of `size` bytes at pkts + i * size is copied into buf as
- * read() would, stamped with CLOCK_MONOTONIC and processed. Stops at the first packet that
- * is not PKS_V_FAST; returns how many were. */
+ * syscalls): each of the n packets of `size` bytes at pkts + i * size is copied into buf (cap
+ * bytes) as read() would, stamped with CLOCK_MONOTONIC and processed. Stops at the first
+ * packet that is not PKS_V_FAST; returns how many were (0 when size > cap). */
 uint32_t pks_process_many(pks_table *t, const uint8_t *pkts, uint32_t size, uint32_t n,
-                          uint8_t *buf, int vnet, pks_meta *m);
+                          uint8_t *buf, uint32_t cap, int vnet, pks_meta *m);
 
 pks_table *pks_table_new(uint32_t nslots, uint64_t seed);
 /* Loads the state grid (2 x 4 x PKS_STATES bytes: [dir][SYN FIN ACK RST][state]), from which

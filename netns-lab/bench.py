@@ -10,9 +10,10 @@ Per variant and round, from the client namespace, each load bounded by --duratio
   ka    wrk -t1 -c32 -d D --latency URL                 keep-alive requests/s, p50, p99
 and the balancer's CPU (utime+stime / wall, 100 = one core) and RSS; with RPS the kernel's
 work on what pktswitch writes runs in softirq on any CPU and is not in its CPU%. The lab's
-CPU (every core's non-idle time from /proc/stat, 200 = both of this machine's) is measured
-too, and divided by the requests made: CPU microseconds per connection or request, whoever
-spent them (client, balancer, backends, kernel). Where the lab's CPU is near all of the
+CPU (every core's busy time from /proc/stat, 200 = both of this machine's: the whole
+machine's, so nothing else should run meanwhile) is measured too, and divided by the
+requests made: CPU microseconds per connection or request, whoever spent them (client,
+balancer, backends, kernel). Where the lab's CPU is near all of the
 machine, that cost per connection decides the rate. Everything (client, balancer, three
 backends, load generators) shares this machine's cores: the figures are what the whole lab
 does, so only ratios from one run mean much.
@@ -75,10 +76,11 @@ def proc_ticks(pid: int | None) -> int:
 
 
 def machine_busy_ticks() -> int:
-    """Clock ticks all CPUs spent on anything but idle and I/O wait (/proc/stat)."""
+    """Clock ticks all CPUs spent running something (/proc/stat: user, nice, system, irq,
+    softirq; not idle, I/O wait, a hypervisor's steal, or guest time, already in user)."""
     with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    return sum(fields) - fields[3] - fields[4]
+        user, nice, system, _idle, _iowait, irq, softirq = map(int, f.readline().split()[1:8])
+    return user + nice + system + irq + softirq
 
 
 def rss_kib(pid: int | None) -> int | None:

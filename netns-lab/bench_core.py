@@ -192,7 +192,9 @@ def main() -> int:
     # the same packets through the drain loop's per-packet work, minus its read() and write()
     block = ffi.from_buffer(b"".join(stream))
     t0 = time.perf_counter()
-    done = lib.pks_process_many(sw.table.tab, block, 40, len(stream), sw._bufp, sw.vnet, sw.meta)
+    done = lib.pks_process_many(
+        sw.table.tab, block, 40, len(stream), sw._bufp, len(sw.buf), sw.vnet, sw.meta
+    )
     took = time.perf_counter() - t0
     assert done == len(stream), f"packet {done} left the fast path"
     print(
