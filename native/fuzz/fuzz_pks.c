@@ -855,15 +855,22 @@ static void program(opens *o, const uint8_t *op, const pks_meta *m)
     } else {
         CHECK(pks_service_set(o->t, 7, m->daddr4, m->dport, picks, n, 0) == 0);
     }
-    /* an access list of one prefix around the client (or beside it), allow or deny; or none
-     * (as the switch writes it after each period or table) */
+    /* an access list (as the switch writes it after each period or table): none, or a
+     * prefix of 0..32 bits around the client or beside it (its top bit flipped), to allow
+     * or to deny; or that prefix allowed and the client's own address denied */
     o->refused = 0;
     if (n) {
-        uint32_t bits = op[0] >> 3 & 31, mask = bits ? ~0u << (32 - bits) : 0;
-        uint32_t acl[2] = {(m->saddr4 ^ ((op[1] & 0x20) ? 0x80000000u : 0)) & mask, mask};
-        int has = op[1] & 0x40, deny = op[1] & 0x10, inside = (m->saddr4 & mask) == acl[0];
-        CHECK(pks_service_acl(o->t, 7, acl, has && !deny, has && deny) == 0);
-        o->refused = has && (deny ? inside : !inside);
+        uint32_t bits = (op[0] >> 2) % 33, mask = bits ? ~0u << (32 - bits) : 0;
+        int beside = (op[1] & 0x20) && bits, inside = !beside;
+        uint32_t acl[4] = {(m->saddr4 ^ (beside ? 0x80000000u : 0)) & mask, mask, m->saddr4, ~0u};
+        int has = op[1] & 0x40, deny = op[1] & 0x10, both = op[1] & 0x08;
+        if (has && both) {
+            CHECK(pks_service_acl(o->t, 7, acl, 1, 1) == 0);
+            o->refused = 1;                     /* deny wins */
+        } else {
+            CHECK(pks_service_acl(o->t, 7, acl, has && !deny, has && deny) == 0);
+            o->refused = has && (deny ? inside : !inside);
+        }
     }
     CHECK(pks_service_acl(o->t, 9, NULL, 0, 0) == -1);  /* no such service */
 }
