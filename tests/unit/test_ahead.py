@@ -482,7 +482,7 @@ def test_an_access_list_too_long_for_c_leaves_the_service_to_python() -> None:
     h.sw._schedule_ahead(svc)
     assert svc.ahead is not None and svc.ahead.answers == []
     assert h.send(IP(src=CLIENT, dst=VIP) / TCP(sport=7000, dport=80, flags="S")) is None  # refused
-    svc.acl = CompiledAcl(((int.from_bytes(bytes([198, 51, 100, 0]), "big"), 0xFFFFFF00),), ())
+    svc.acl = Acl(allow=("198.51.100.0/24",)).compile()
     h.sw._schedule_ahead(svc)
     assert svc.ahead.answers != []
     assert h.send(IP(src=CLIENT, dst=VIP) / TCP(sport=7001, dport=80, flags="S")) is not None
