@@ -27,7 +27,8 @@ pytestmark = NETNS
 def test_round_robin_30_requests_and_the_live_table(lab: Lab, mode: str) -> None:
     with Switch(lab, config_text(lab, mode)) as sw:
         answers = [lab.curl(f"http://{lab.VIP}/").strip() for _ in range(30)]
-        assert collections.Counter(answers) == {"A": 10, "B": 10, "C": 10}
+        why = (answers, sw.stats(), sw.flows())  # on failure: what the switch saw
+        assert collections.Counter(answers) == {"A": 10, "B": 10, "C": 10}, why
         assert answers[:6] == ["A", "B", "C", "A", "B", "C"]
 
         proc, lines = hold_connections(lab, 3)
