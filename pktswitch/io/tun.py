@@ -95,8 +95,11 @@ def rps_targets(setting: str | tuple[int, ...], online: str = ONLINE_CPUS) -> tu
     if setting == "off":
         return ()
     if setting == "all":
-        with open(online) as f:
-            cpus = cpu_list(f.read())
+        try:
+            with open(online) as f:
+                cpus = cpu_list(f.read())
+        except (OSError, ValueError):  # no sysfs here: the CPUs Python counts
+            cpus = tuple(range(os.cpu_count() or 1))
         return cpus if len(cpus) > 1 else ()
     return tuple(setting)
 

@@ -52,6 +52,13 @@ def test_rps_targets(tmp_path: Path, online: str, want: tuple[int, ...]) -> None
     assert rps_targets((1, 3), str(path)) == (1, 3)
 
 
+def test_rps_targets_without_sysfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert rps_targets("all", str(tmp_path / "missing")) == (0, 1, 2, 3)
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert rps_targets("all", str(tmp_path / "missing")) == ()
+
+
 def _device(name: str) -> TunDevice:
     """A TunDevice without a device behind it: spread_receive needs only its name."""
     dev = TunDevice.__new__(TunDevice)
