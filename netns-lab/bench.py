@@ -13,10 +13,10 @@ work on what pktswitch writes runs in softirq on any CPU and is not in its CPU%.
 CPU (every core's busy time from /proc/stat, 200 = both of this machine's: the whole
 machine's, so nothing else should run meanwhile) is measured too, and divided by the
 requests made: CPU microseconds per connection or request, whoever spent them (client,
-balancer, backends, kernel). Where the lab's CPU is near all of the
-machine, that cost per connection decides the rate. Everything (client, balancer, three
-backends, load generators) shares this machine's cores: the figures are what the whole lab
-does, so only ratios from one run mean much.
+balancer, backends, kernel); where the lab's CPU is near all of the machine, that cost per
+connection decides the rate. Everything (client, balancer, three backends, load generators)
+shares this machine's cores: the figures are what the whole lab does, so only ratios from
+one run mean much.
 
 Variants:
   pktswitch        full NAT, TUN offloads on (the default config)

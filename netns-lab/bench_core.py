@@ -118,6 +118,10 @@ def memory_per_flow(flows: int) -> float:
     return float(answer)
 
 
+def established(n: int, took: float, how: str) -> None:
+    print(f"established:      {n / took:12,.0f} packets/s ({n:,} in {took:.2f} s, {how})")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--flows", type=int, default=200_000, help="flows created and measured")
@@ -185,10 +189,7 @@ def main() -> int:
     fast0 = sw.fast
     took, ok = run(sw, stream, 2.0)
     assert ok == len(stream) and sw.fast - fast0 == len(stream), "not all on the fast path"
-    print(
-        f"established:      {len(stream) / took:12,.0f} packets/s ({len(stream):,} in {took:.2f} s,"
-        " one Python call each)"
-    )
+    established(len(stream), took, "one Python call each")
     # the same packets through the drain loop's per-packet work, minus its read() and write()
     block = ffi.from_buffer(b"".join(stream))
     t0 = time.perf_counter()
@@ -197,10 +198,7 @@ def main() -> int:
     )
     took = time.perf_counter() - t0
     assert done == len(stream), f"packet {done} left the fast path"
-    print(
-        f"established:      {len(stream) / took:12,.0f} packets/s ({len(stream):,} in {took:.2f} s,"
-        " C loop as pks_drain)"
-    )
+    established(len(stream), took, "C loop as pks_drain")
     return 0
 
 
