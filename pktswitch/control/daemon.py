@@ -93,6 +93,7 @@ def handlers(
     prober: Prober | None = None,
     monitor: HealthMonitor | None = None,
     reloader: Reloader | None = None,
+    tun: TunDevice | None = None,
 ) -> dict[str, Any]:
     """The control commands, answered from the live switch."""
 
@@ -103,6 +104,9 @@ def handlers(
 
     def stats(_args: dict[str, Any]) -> dict[str, Any]:
         s = switch.stats(clock())
+        if tun is not None:
+            s["device_qdisc"] = tun.qdisc
+            s["rps_cpus"] = list(tun.rps_cpus)
         if loop is not None:
             s["write_errors"] = dict(loop.write_errors)
             s["internal_errors"] = loop.internal_errors
@@ -173,7 +177,7 @@ def run(cfg: Config) -> None:
         tun = TunDevice(sw.tun, offload=sw.offload)
         switch.set_vnet(tun.vnet)
         tun.up()
-        switch.rps_cpus = tun.spread_receive(rps_targets(sw.rps_cpus))
+        tun.rps_cpus = tun.spread_receive(rps_targets(sw.rps_cpus))
         tun.route([s.vip for s in cfg.services] + list(sw.snat))
         if sw.mode == "nat":
             tun.steer_replies(
@@ -198,14 +202,17 @@ def run(cfg: Config) -> None:
                 reloader.reload()
 
         loop.add_reader(hup_r, hup_ready)
-        server.handlers = handlers(switch, loop, prober=prober, monitor=monitor, reloader=reloader)
+        server.handlers = handlers(
+            switch, loop, prober=prober, monitor=monitor, reloader=reloader, tun=tun
+        )
         server.attach(loop)
         vips = ", ".join(f"{s.name} {s.vip}:{s.port}" for s in cfg.services)
         log.info(
-            "pktswitch on %s (offloads %s, RPS %s), mode %s, services: %s; control %s",
+            "pktswitch on %s (offloads %s, qdisc %s, RPS %s), mode %s, services: %s; control %s",
             tun.name,
             "on" if tun.vnet else "off",
-            f"on CPUs {','.join(map(str, switch.rps_cpus))}" if switch.rps_cpus else "off",
+            tun.qdisc or "unknown",
+            f"on CPUs {','.join(map(str, tun.rps_cpus))}" if tun.rps_cpus else "off",
             sw.mode,
             vips,
             sw.control,

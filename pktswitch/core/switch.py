@@ -149,7 +149,6 @@ class Switch:
             raise ValueError("fullnat needs at least one SNAT address")
         self.mode = mode
         self.set_vnet(vnet)
-        self.rps_cpus: tuple[int, ...] = ()  # where the kernel takes over written packets (RPS)
         self._set_services(services)
         self.retired_services: list[ServiceState] = []  # removed by a reload, flows left
         self.snat = list(snat)
@@ -908,7 +907,6 @@ class Switch:
         return {
             "mode": self.mode,
             "offload": bool(self.vnet),
-            "rps_cpus": list(self.rps_cpus),
             "packets_in": self.rx,
             "packets_forwarded": self.forwarded,
             "packets_fast_path": self.fast,

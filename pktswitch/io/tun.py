@@ -39,10 +39,33 @@ class SetupError(Exception):
     """The host refused part of the datapath set-up (a route, a rule, the device)."""
 
 
-def _ip(*args: str) -> None:
-    r = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
+def _run(*cmd: str) -> str:
+    """An iproute2 command; its output. SetupError if it fails or is missing."""
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+    except OSError as e:
+        raise SetupError(f"{' '.join(cmd)}: {e}") from e
     if r.returncode != 0:
-        raise SetupError(f"ip {' '.join(args)}: {r.stderr.strip() or f'exit {r.returncode}'}")
+        raise SetupError(f"{' '.join(cmd)}: {r.stderr.strip() or f'exit {r.returncode}'}")
+    return r.stdout
+
+
+def _ip(*args: str) -> None:
+    _run("ip", *args)
+
+
+def _tc(*args: str) -> str:
+    return _run("tc", *args)
+
+
+def root_qdisc(tc_show: str) -> str:
+    """The kind of a device's root qdisc from `tc qdisc show dev DEV`'s lines
+    ("qdisc noqueue 0: root refcnt 2")."""
+    for line in tc_show.splitlines():
+        words = line.split()
+        if len(words) > 1 and words[0] == "qdisc" and "root" in words:
+            return words[1]
+    return ""
 
 
 def _read_sysctl(name: str) -> str:
@@ -134,6 +157,8 @@ class TunDevice:
         self.name = self._dev.name
         self.fd = self._dev.fileno()
         os.set_blocking(self.fd, False)
+        self.qdisc = ""  # the root qdisc once up (noqueue unless refused)
+        self.rps_cpus: tuple[int, ...] = ()  # where the kernel takes written packets on (RPS)
         self._undo: list[tuple[str, ...]] = []
         if _read_sysctl("net.ipv4.ip_forward") != "1":
             log.warning(
@@ -142,7 +167,27 @@ class TunDevice:
             )
 
     def up(self) -> None:
+        """Bring the device up, without a qdisc in front of its queue (see no_qdisc)."""
         _ip("link", "set", "dev", self.name, "up")
+        self.qdisc = self.no_qdisc()
+
+    def no_qdisc(self) -> str:
+        """Replace the device's root qdisc with noqueue; returns the root qdisc as the kernel
+        then shows it ("" if `tc` cannot say), with a warning if it is not noqueue.
+
+        The kernel hands packets to the reader through the device's own ring (tx_queue_len
+        of them) and drops what does not fit: a TUN device never stops its queue, so a qdisc
+        in front of it (pfifo_fast by default) never holds a packet back and only adds its
+        enqueue, dequeue and lock to each packet the switch reads."""
+        try:
+            _tc("qdisc", "replace", "dev", self.name, "root", "noqueue")
+        except (SetupError, subprocess.TimeoutExpired) as e:
+            log.warning("the qdisc of %s stays (%s): each packet pays for it", self.name, e)
+        try:
+            return root_qdisc(_tc("qdisc", "show", "dev", self.name))
+        except (SetupError, subprocess.TimeoutExpired) as e:
+            log.warning("cannot read the qdisc of %s: %s", self.name, e)
+            return ""
 
     def route(self, prefixes: Sequence[str]) -> None:
         """Route each address (a /32) into the device; one already routed is left as it is

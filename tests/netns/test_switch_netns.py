@@ -115,6 +115,18 @@ def test_client_port_reuse_starts_a_fresh_flow(lab: Lab) -> None:
         assert (row["client"], row["backend"]) == (f"{lab.CLIENT_IP}:45000", "B")
 
 
+def test_the_device_has_no_qdisc_in_front_of_its_queue(lab: Lab) -> None:
+    """A TUN device never stops its queue (it drops what its ring cannot take), so the
+    default qdisc only costs each packet: the switch replaces it with noqueue, says so, and
+    traffic flows through it."""
+    with Switch(lab, config_text(lab)) as sw:
+        shown = lab.exec("lb", "tc", "qdisc", "show", "dev", sw.tun).stdout
+        (line,) = shown.splitlines()  # "qdisc noqueue 800f: root refcnt 2"
+        assert line.split()[:2] == ["qdisc", "noqueue"] and line.split()[3] == "root"
+        assert sw.stats()["device_qdisc"] == "noqueue"
+        assert [lab.curl(f"http://{lab.VIP}/").strip() for _ in range(3)] == ["A", "B", "C"]
+
+
 def _received_rps(cpu: int) -> int:
     """How often `cpu` was handed packets by another CPU's RPS (/proc/net/softnet_stat: a row
     per online CPU, whose number is the 13th column where the kernel prints it)."""

@@ -1,4 +1,5 @@
-"""RPS on the TUN device: the CPU masks written to sysfs, and where nothing may be written."""
+"""The TUN device's set-up: RPS (the CPU masks written to sysfs, and where nothing may be
+written) and its qdisc."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from pktswitch.io import tun
-from pktswitch.io.tun import TunDevice, cpu_list, cpu_mask, mask_cpus, rps_targets
+from pktswitch.io.tun import (
+    SetupError,
+    TunDevice,
+    cpu_list,
+    cpu_mask,
+    mask_cpus,
+    root_qdisc,
+    rps_targets,
+)
 
 
 @pytest.mark.parametrize(
@@ -142,3 +151,58 @@ def test_spread_receive_without_the_device_in_sysfs(
 def test_no_cpus_touch_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tun, "_ip", lambda *args: pytest.fail("no RPS: no alias either"))
     assert _device("pkst0").spread_receive((), sysfs=str(tmp_path)) == ()
+
+
+@pytest.mark.parametrize(
+    ("shown", "kind"),
+    [
+        ("qdisc noqueue 0: root refcnt 2 \n", "noqueue"),
+        (
+            "qdisc pfifo_fast 0: root refcnt 2 bands 3 priomap 1 2 2 2 1 2 0 0 1 1 1 1 1 1 1 1\n",
+            "pfifo_fast",
+        ),
+        ("qdisc fq_codel 0: parent :1 limit 10240p flows 1024\nqdisc mq 0: root \n", "mq"),
+        ("", ""),
+    ],
+)
+def test_root_qdisc_as_tc_shows_it(shown: str, kind: str) -> None:
+    assert root_qdisc(shown) == kind
+
+
+def test_no_qdisc_replaces_the_root_and_reads_it_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, ...]] = []
+
+    def tc(*args: str) -> str:
+        calls.append(args)
+        return "qdisc noqueue 0: root refcnt 2 \n"
+
+    monkeypatch.setattr(tun, "_tc", tc)
+    assert _device("pkst0").no_qdisc() == "noqueue"
+    assert calls == [
+        ("qdisc", "replace", "dev", "pkst0", "root", "noqueue"),
+        ("qdisc", "show", "dev", "pkst0"),
+    ]
+
+
+def test_a_refused_qdisc_is_logged_and_the_one_left_reported(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def tc(*args: str) -> str:
+        if args[1] == "replace":
+            raise SetupError("tc qdisc replace dev pkst0 root noqueue: Operation not permitted")
+        return "qdisc pfifo_fast 0: root refcnt 2 bands 3\n"
+
+    monkeypatch.setattr(tun, "_tc", tc)
+    with caplog.at_level(logging.WARNING):
+        assert _device("pkst0").no_qdisc() == "pfifo_fast"
+    assert "the qdisc of pkst0 stays (tc qdisc replace" in caplog.text
+
+
+def test_without_tc_the_qdisc_is_unknown(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")  # no tc to run: a warning, not a crash
+    with caplog.at_level(logging.WARNING):
+        assert _device("pkst0").no_qdisc() == ""
+    assert "the qdisc of pkst0 stays (tc qdisc replace" in caplog.text
+    assert "No such file" in caplog.text and "cannot read the qdisc of pkst0" in caplog.text
