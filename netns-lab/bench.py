@@ -23,8 +23,6 @@ Variants:
   pktswitch-nooff  the same with `offload = false`
   pktswitch-rps    the same with `rps_cpus = "all"`: the kernel's work on each packet the
                    switch writes is queued to a CPU chosen by the flow's hash (see README)
-  pktswitch-pfifo  the same with the kernel's default qdisc (pfifo_fast) put back on the TUN
-                   device, which the switch replaces with noqueue
   nft-nat          kernel nftables DNAT (numgen round robin) + SNAT
   haproxy          HAProxy `mode tcp`, one thread, bound on the VIP
   naive-tun        netns-lab/naive_tun.py: one read, dict lookup, struct checksums per packet
@@ -139,16 +137,6 @@ class PktSwitchRps(PktSwitch):
     rps = "all"
 
 
-class PktSwitchPfifo(PktSwitch):
-    """The device with the kernel's default qdisc put back in front of its queue."""
-
-    name = "pktswitch-pfifo"
-
-    def start(self) -> None:
-        super().start()
-        self.lab.exec("lb", "tc", "qdisc", "replace", "dev", self.sw.tun, "root", "pfifo_fast")
-
-
 NFT = """table ip pks_bench {
   chain pre {
     type nat hook prerouting priority dstnat; policy accept;
@@ -243,16 +231,7 @@ class NaiveTun(Variant):
 
 
 VARIANTS: dict[str, type[Variant]] = {
-    v.name: v
-    for v in (
-        PktSwitch,
-        PktSwitchNoOffload,
-        PktSwitchRps,
-        PktSwitchPfifo,
-        NftNat,
-        HAProxy,
-        NaiveTun,
-    )
+    v.name: v for v in (PktSwitch, PktSwitchNoOffload, PktSwitchRps, NftNat, HAProxy, NaiveTun)
 }
 
 # -------------------------------------------------------------------------------- loads
