@@ -755,7 +755,7 @@ int pks_table_set_snat(pks_table *t, pks_snat *pool, const uint32_t *addrs, uint
     return 0;
 }
 
-static pks_service *service_of(pks_table *t, uint16_t id)
+static pks_service *service_of(pks_table *t, uint32_t id)
 {
     for (uint32_t i = 0; i < t->nsvc; i++)
         if (t->svc[i].id == id)
@@ -763,7 +763,7 @@ static pks_service *service_of(pks_table *t, uint16_t id)
     return NULL;
 }
 
-int pks_service_set(pks_table *t, uint16_t id, uint32_t vip, uint16_t port,
+int pks_service_set(pks_table *t, uint32_t id, uint32_t vip, uint16_t port,
                     const pks_pick *picks, uint32_t n, uint32_t cursor)
 {
     if (n > PKS_PERIOD_MAX || (n && cursor >= n))
@@ -806,7 +806,7 @@ int pks_service_set(pks_table *t, uint16_t id, uint32_t vip, uint16_t port,
     return 0;
 }
 
-int pks_service_hash(pks_table *t, uint16_t id, uint32_t vip, uint16_t port,
+int pks_service_hash(pks_table *t, uint32_t id, uint32_t vip, uint16_t port,
                      const pks_pick *members, uint32_t n, const uint32_t *slots, uint32_t size,
                      int with_port)
 {
@@ -830,7 +830,7 @@ int pks_service_hash(pks_table *t, uint16_t id, uint32_t vip, uint16_t port,
     return 0;
 }
 
-int pks_service_acl(pks_table *t, uint16_t id, const uint32_t *prefixes, uint32_t nallow,
+int pks_service_acl(pks_table *t, uint32_t id, const uint32_t *prefixes, uint32_t nallow,
                     uint32_t ndeny)
 {
     pks_service *s = service_of(t, id);
@@ -969,7 +969,7 @@ int pks_table_set_hash_key(pks_table *t, const uint8_t *key, uint32_t len)
     return 0;
 }
 
-int64_t pks_service_next(pks_table *t, uint16_t id, int advance)
+int64_t pks_service_next(pks_table *t, uint32_t id, int advance)
 {
     pks_service *s = service_of(t, id);
     if (!s || s->slots)

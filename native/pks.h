@@ -128,7 +128,7 @@ typedef struct {
     float timeout;      /* idle seconds before expiry, the state's when it was entered */
     uint32_t backend;   /* Python's numbers for the flow's backend, service, the reason it */
     uint32_t reason;    /* was chosen; and the SNAT pair (address index, port) with has_snat */
-    uint16_t service;
+    uint32_t service;
     uint16_t snat_addr;
     uint16_t snat_port;
     uint8_t has_snat;
@@ -219,7 +219,8 @@ typedef struct {
 typedef struct {
     uint32_t vip;       /* host order */
     uint16_t port;
-    uint16_t id;        /* Python's service number */
+    uint16_t ppad;
+    uint32_t id;        /* Python's service number */
     uint32_t len;       /* answers in the period (hashed: members); 0: not scheduled in C */
     uint32_t cursor;    /* the next answer */
     pks_pick *picks;
@@ -375,16 +376,16 @@ int pks_table_set_timeouts(pks_table *t, const double *timeouts, uint32_t n);
 /* Schedules service `id` (at vip:port, host order) in C with the period of n answers in
  * picks (copied), starting at answer `cursor`; n = 0 leaves the service to Python again.
  * 0; -1 no memory, too many services, n > PKS_PERIOD_MAX or cursor >= n */
-int pks_service_set(pks_table *t, uint16_t id, uint32_t vip, uint16_t port,
+int pks_service_set(pks_table *t, uint32_t id, uint32_t vip, uint16_t port,
                     const pks_pick *picks, uint32_t n, uint32_t cursor);
 /* Schedules service `id` in C by a hash table: n members (picks, reason ignored), `size`
  * slots each a member index or PKS_NONE; with_port: the client port is hashed too. 0; -1 no
  * memory, too many services, n or size 0 or over PKS_PERIOD_MAX / PKS_SLOTS_MAX, a slot out
  * of range. pks_service_set(..., 0, 0) leaves it to Python again. */
-int pks_service_hash(pks_table *t, uint16_t id, uint32_t vip, uint16_t port,
+int pks_service_hash(pks_table *t, uint32_t id, uint32_t vip, uint16_t port,
                      const pks_pick *members, uint32_t n, const uint32_t *slots, uint32_t size,
                      int with_port);
-int pks_service_acl(pks_table *t, uint16_t id, const uint32_t *prefixes, uint32_t nallow,
+int pks_service_acl(pks_table *t, uint32_t id, const uint32_t *prefixes, uint32_t nallow,
                     uint32_t ndeny);
 /* The key of the hashing schedulers: 0, -1 longer than PKS_HASH_KEY_MAX or empty */
 int pks_table_set_hash_key(pks_table *t, const uint8_t *key, uint32_t len);
@@ -393,7 +394,7 @@ int pks_table_set_hash_key(pks_table *t, const uint8_t *key, uint32_t len);
 uint64_t pks_hash64(const uint8_t *key, uint32_t keylen, const uint8_t *data, uint32_t len);
 /* The answer index the next flow of service id gets, advanced by one if advance; -1 when
  * the service is not scheduled in C by a period */
-int64_t pks_service_next(pks_table *t, uint16_t id, int advance);
+int64_t pks_service_next(pks_table *t, uint32_t id, int advance);
 /* The SNAT pool for C to open full-NAT flows with (NULL: nat mode, no SNAT), and the
  * addresses its pair numbers stand for (host order, pool->naddrs of them, PKS_SNAT_ADDRS
  * at most): 0, -1 for another count */

@@ -130,8 +130,8 @@ ESTABLISHED = int(State.ESTABLISHED)  # compared with the plain ints of C's even
 
 class Registry:
     """Numbers for the objects flows refer to (services, backends), as the native table
-    stores them. An object keeps its number, and stays referenced here, for the table's life
-    (a backend a reload removed included): reloads add few."""
+    stores them (32-bit). An object keeps its number, and stays referenced here, for the
+    table's life (a backend a reload removed included): reloads add few."""
 
     def __init__(self) -> None:
         self._objs: list[Any] = []

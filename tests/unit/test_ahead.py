@@ -487,3 +487,33 @@ def test_an_access_list_too_long_for_c_leaves_the_service_to_python() -> None:
     assert svc.ahead.answers != []
     assert h.send(IP(src=CLIENT, dst=VIP) / TCP(sport=7001, dport=80, flags="S")) is not None
     assert h.sw.stats(h.now)["flows_opened_in_c"] == 1
+
+
+def test_services_numbered_past_16_bits_have_their_flows_opened_by_c_and_python() -> None:
+    """A service takes the next number for the table's life, so a switch whose reloads
+    added and removed many services numbers new ones high: their flows are opened (by C for
+    rr, by Python for lc), listed and counted as the first services' are."""
+    from pktswitch.control.config import parse
+    from pktswitch.core.switch import Switch
+
+    def text(services: dict[int, str]) -> str:
+        t = '[switch]\nsnat = ["203.0.113.1"]\ncontrol = "/tmp/x.sock"\n'
+        for port, scheduler in services.items():
+            t += f'[[service]]\nname = "s{port}"\nvip = "{VIP}:{port}"\n'
+            t += f'scheduler = "{scheduler}"\n'
+            t += '[[service.backend]]\nname = "A"\naddress = "192.0.2.1:80"\n'
+        return t
+
+    sw = Switch.from_config(parse(text({80: "rr"})), seed=1)
+    for _ in range(70_000):  # as the services of 70,000 reloads, each added then removed
+        sw.table.services.number(object())
+    sw.reconfigure(parse(text({81: "rr", 82: "lc"})), 0.0)
+    assert [sw.table.services.number(s) for s in sw.services] == [70_001, 70_002]
+    h = Harness()
+    h.sw = sw
+    for port in (81, 82):
+        out = h.send(IP(src=CLIENT, dst=VIP) / TCP(sport=5, dport=port, flags="S"))
+        assert out is not None and (out.dst, out[TCP].dport) == ("192.0.2.1", 80)
+    assert sorted(r["service"] for r in sw.flows(h.now)) == ["s81", "s82"]
+    s = sw.stats(h.now)
+    assert (s["flows_created"], s["flows_opened_in_c"]) == (2, 1)
