@@ -52,11 +52,13 @@ class HealthMonitor:
         self.clock = clock
         self.write = write  # writes a packet into the TUN device (RSTs of the reset policy)
         self.inflight: dict[int, _Check] = {}
-        self.next_check: dict[int, float] = {}  # id(backend) -> when
+        # by backend (compared by identity), forgotten once a reload removed it
+        self.next_check: dict[BackendState, float] = {}
         self.checks = 0
         self.failed = 0
         self.resets = 0
-        self.draining_left: dict[int, int] = {}
+        self.draining_left: dict[BackendState, int] = {}
+        self._services: list[ServiceState] | None = None  # the set the two above are for
         loop.idle.append(self.tick)
         loop.deadlines.append(self.next_deadline)
 
@@ -70,6 +72,11 @@ class HealthMonitor:
     # ------------------------------------------------------------------ the turn
     def tick(self) -> None:
         now = self.clock()
+        if self.switch.services is not self._services:  # a reload: forget removed backends
+            self._services = self.switch.services
+            live = {b for svc in self._services for b in svc.backends}
+            self.next_check = {b: t for b, t in self.next_check.items() if b in live}
+            self.draining_left = {b: n for b, n in self.draining_left.items() if b in live}
         for fd, c in list(self.inflight.items()):
             if now - c.started > c.svc.health.timeout:
                 self._finish(fd, False, "timeout", now)
@@ -78,8 +85,8 @@ class HealthMonitor:
                 continue
             for b in svc.backends:
                 busy = any(c.backend is b for c in self.inflight.values())
-                if not busy and now >= self.next_check.get(id(b), 0.0):
-                    self.next_check[id(b)] = now + svc.health.interval
+                if not busy and now >= self.next_check.get(b, 0.0):
+                    self.next_check[b] = now + svc.health.interval
                     try:
                         self._start(svc, b, now)
                     except OSError as e:  # refused at once, or out of file descriptors
@@ -107,11 +114,11 @@ class HealthMonitor:
         for svc in self.switch.services:
             for b in svc.backends:
                 if not b.draining:
-                    self.draining_left.pop(id(b), None)
+                    self.draining_left.pop(b, None)
                     continue
                 left = b.active + b.inactive
-                if self.draining_left.get(id(b)) != left:
-                    self.draining_left[id(b)] = left
+                if self.draining_left.get(b) != left:
+                    self.draining_left[b] = left
                     if left == 0:
                         log.info("%s/%s: drained, no flow left", svc.name, b.name)
 

@@ -130,22 +130,40 @@ ESTABLISHED = int(State.ESTABLISHED)  # compared with the plain ints of C's even
 
 class Registry:
     """Numbers for the objects flows refer to (services, backends), as the native table
-    stores them (32-bit). An object keeps its number, and stays referenced here, for the
-    table's life (a backend a reload removed included): reloads add few."""
+    stores them (32-bit). An object keeps its number, and stays referenced here, until the
+    switch forgets it: a service or backend a reload removed, once its last flow has ended.
+    Its number is then given to the next new object, so reloads never add up."""
 
     def __init__(self) -> None:
         self._objs: list[Any] = []
         self._ids: dict[int, int] = {}  # id(obj) -> number; _objs keeps obj alive
+        self._free: list[int] = []  # numbers of forgotten objects
 
     def __getitem__(self, n: int) -> Any:
         return self._objs[n]
 
+    def __len__(self) -> int:
+        return len(self._ids)
+
     def number(self, obj: Any) -> int:
         n = self._ids.get(id(obj))
         if n is None:
-            n = self._ids[id(obj)] = len(self._objs)
-            self._objs.append(obj)
+            if self._free:
+                n = self._free.pop()
+                self._objs[n] = obj
+            else:
+                n = len(self._objs)
+                self._objs.append(obj)
+            self._ids[id(obj)] = n
         return n
+
+    def forget(self, obj: Any) -> None:
+        """Let go of obj (if it has a number): no flow and nothing in C may refer to its
+        number any more, which the next new object may take."""
+        n = self._ids.pop(id(obj), None)
+        if n is not None:
+            self._objs[n] = None
+            self._free.append(n)
 
 
 class Reasons:

@@ -225,11 +225,19 @@ class Switch:
         ep = self._endpoints.get(id(backend))
         if ep is None:
             ep = self.pool.endpoint(backend.endpoint)
-            number = self.table.backends.number(backend)  # keeps the backend, so its id
+            number = self.table.backends.number(backend)  # keeps the backend, so its id,
+            # until _forget
             if lib.pks_table_set_endpoint(self.table.tab, number, ep) != 0:
                 raise MemoryError("no memory for the backend map")
             self._endpoints[id(backend)] = ep
         return ep
+
+    def _forget(self, backend: BackendState) -> None:
+        """A removed backend's last flow has ended (the events are applied, C's periods
+        and tables no longer name it): its number and its SNAT queue's entry in C go to
+        the next new backend."""
+        self.table.backends.forget(backend)
+        self._endpoints.pop(id(backend), None)
 
     def _schedule_ahead(self, svc: ServiceState) -> None:
         """Write the service's scheduler into C (its next period of answers, or its hash
@@ -730,7 +738,11 @@ class Switch:
                 for b in svc.retired:
                     if b.active + b.inactive == 0:
                         changes.append(f"{svc.name}/{b.name}: removed, its last flow ended")
+                        self._forget(b)
                 svc.retired = [b for b in svc.retired if b.active + b.inactive]
+        for svc in self.retired_services:
+            if not svc.retired:
+                self.table.services.forget(svc)
         self.retired_services = [s for s in self.retired_services if s.retired]
         for svc in self.services:
             weights = [effective_weight(b, svc.health, now) for b in svc.backends]

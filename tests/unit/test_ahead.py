@@ -490,9 +490,9 @@ def test_an_access_list_too_long_for_c_leaves_the_service_to_python() -> None:
 
 
 def test_services_numbered_past_16_bits_have_their_flows_opened_by_c_and_python() -> None:
-    """A service takes the next number for the table's life, so a switch whose reloads
-    added and removed many services numbers new ones high: their flows are opened (by C for
-    rr, by Python for lc), listed and counted as the first services' are."""
+    """A service holds its number while it or a flow of it lives, so many services at once
+    (removed ones with flows left included) number new ones high: past 16 bits their flows
+    are opened (by C for rr, by Python for lc), listed and counted as the first ones'."""
     from pktswitch.control.config import parse
     from pktswitch.core.switch import Switch
 
@@ -505,10 +505,10 @@ def test_services_numbered_past_16_bits_have_their_flows_opened_by_c_and_python(
         return t
 
     sw = Switch.from_config(parse(text({80: "rr"})), seed=1)
-    for _ in range(70_000):  # as the services of 70,000 reloads, each added then removed
+    for _ in range(70_000):  # as 70,000 services holding their numbers (the registry keeps them)
         sw.table.services.number(object())
-    sw.reconfigure(parse(text({81: "rr", 82: "lc"})), 0.0)
-    assert [sw.table.services.number(s) for s in sw.services] == [70_001, 70_002]
+    sw.reconfigure(parse(text({80: "rr", 81: "rr", 82: "lc"})), 0.0)
+    assert [sw.table.services.number(s) for s in sw.services] == [0, 70_001, 70_002]
     h = Harness()
     h.sw = sw
     for port in (81, 82):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 from scapy.layers.inet import IP, TCP
 from scapy.packet import Raw
 
@@ -197,3 +199,32 @@ def test_ejection_time_stays_capped_after_many_ejections() -> None:
     b = BackendState("B", "192.0.2.2", 80)
     b.ejections = 5000
     assert health.passive_failure(b, POLICY, 0.0, "RST") == "ejected for 20 s: RST"
+
+
+def test_the_monitor_forgets_backends_a_reload_removed() -> None:
+    """What the health monitor keeps per backend (when its next check is due, a drain's
+    flows left) goes with the backend at the next turn after a reload removed it, rather
+    than keeping it for the switch's life. No checks here (check = "none": no probe leaves
+    this host); the due time is set by hand as a check would set it."""
+    from pktswitch.control.config import parse
+    from pktswitch.control.health import HealthMonitor
+
+    def config(names: str) -> str:
+        text = f'[switch]\nsnat = ["{SNAT}"]\ncontrol = "/tmp/x.sock"\n'
+        text += f'[[service]]\nname = "web"\nvip = "{VIP}:80"\n'
+        for i, n in enumerate(names, 1):
+            text += f'[[service.backend]]\nname = "{n}"\naddress = "192.0.2.{i}:80"\n'
+        return text
+
+    sw = Switch.from_config(parse(config("AB")), seed=1)
+    loop = types.SimpleNamespace(idle=[], deadlines=[], sel=None)
+    monitor = HealthMonitor(loop, sw, lambda: 2.0, lambda _p: None)  # type: ignore[arg-type]
+    assert send(sw, syn(40000), 1.0) is not None  # a flow on A
+    a, b = sw.services[0].backends
+    sw.set_drain("web", "A", True, 1.5)
+    monitor.next_check[b] = 5.0
+    monitor.tick()
+    assert (monitor.draining_left, monitor.next_check) == ({a: 1}, {b: 5.0})
+    sw.reconfigure(parse(config("C")), 2.0)
+    monitor.tick()
+    assert (monitor.draining_left, monitor.next_check) == ({}, {})

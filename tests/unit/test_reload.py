@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -188,3 +190,51 @@ def test_turning_checks_off_brings_a_down_backend_back() -> None:
     assert (b.up, b.weight) == (True, 1)
     rows = {r["backend"]: r["health"] for r in sw.backends(2.0)}
     assert rows == {"A": "up", "B": "up"}
+
+
+def test_what_reloads_removed_is_let_go_once_its_last_flow_ends() -> None:
+    """A service and a backend that reloads remove and add again, fifty times, with a flow
+    left on the first ones: nothing piles up. That flow keeps its service and backend until
+    it ends; then their numbers go to the next new ones, whose flows C opens toward the
+    right backend, and nothing holds the old objects any more."""
+    old = f'[[service]]\nname = "old"\nvip = "{VIP}:81"\n'
+    old += '[[service.backend]]\nname = "B"\naddress = "192.0.2.2:81"\n'
+    with_old, with_c = parse(config({"A": 1}) + old), parse(config({"A": 1, "C": 1}))
+    sw = Switch.from_config(with_old, seed=1)
+    w = Wire(sw)
+    assert w.connect(1000, port=81).dst == "192.0.2.2"
+    (first,) = [s for s in sw.services if s.name == "old"]
+    first_b = first.backends[0]
+    numbers = sw.table.services.number(first), sw.table.backends.number(first_b)
+    for _ in range(50):
+        sw.reconfigure(with_c, w.now)
+        sw.reconfigure(with_old, w.now)
+    # web and the two "old": the one with the flow, and the one in the config now; the
+    # backends A, B twice, and no C (each had no flow, and went at the next reload)
+    assert (len(sw.table.services), len(sw.table.backends)) == (3, 3)
+    assert w.data(1000, port=81).dst == "192.0.2.2"  # type: ignore[union-attr]
+    (row,) = [r for r in sw.flows(w.now) if r["client"] == f"{CLIENT}:1000"]
+    assert (row["service"], row["backend"]) == ("old", "B")
+    assert sw.reconfigure(with_c, w.now)  # the "old" of the config goes too (no flow)
+    rst = IP(src=CLIENT, dst=VIP) / TCP(sport=1000, dport=81, flags="R", seq=5)
+    assert w.send(rst) is not None
+    w.now += 11  # CLOSE: 10 s
+    sw.expire(w.now)
+    assert "old/B: removed, its last flow ended" in sw.refresh(w.now)
+    gc.collect()
+    # only this test holds them now (getrefcount counts its own argument too)
+    assert (sys.getrefcount(first), sys.getrefcount(first_b)) == (2, 2)
+    assert (len(sw.table.services), len(sw.table.backends)) == (1, 2)  # web; A and C
+    # a new service takes the numbers let go; C opens its flows toward its backend
+    api = f'[[service]]\nname = "api"\nvip = "{VIP}:8080"\n'
+    api += '[[service.backend]]\nname = "D"\naddress = "192.0.2.4:8080"\n'
+    sw.reconfigure(parse(config({"A": 1}) + api), w.now)
+    (svc,) = [s for s in sw.services if s.name == "api"]
+    assert sw.table.services.number(svc) in numbers
+    assert sw.table.backends.number(svc.backends[0]) in (*numbers, 2)
+    opened = sw.stats(w.now)["flows_opened_in_c"]
+    syn = w.connect(2000, port=8080)
+    assert (syn.src, syn.dst, syn[TCP].dport) == (SNAT, "192.0.2.4", 8080)
+    assert sw.stats(w.now)["flows_opened_in_c"] == opened + 1
+    (row,) = [r for r in sw.flows(w.now) if r["client"] == f"{CLIENT}:2000"]
+    assert (row["service"], row["backend"], row["state"]) == ("api", "D", "ESTABLISHED")
