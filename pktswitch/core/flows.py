@@ -130,9 +130,10 @@ ESTABLISHED = int(State.ESTABLISHED)  # compared with the plain ints of C's even
 
 class Registry:
     """Numbers for the objects flows refer to (services, backends), as the native table
-    stores them (32-bit). An object keeps its number, and stays referenced here, until the
-    switch forgets it: a service or backend a reload removed, once its last flow has ended.
-    Its number is then given to the next new object, so reloads never add up."""
+    stores them (32-bit; C keeps backend numbers below PKS_NUMBER_MAX). An object keeps its
+    number, and stays referenced here, until the switch forgets it: a service or backend a
+    reload removed, once its last flow has ended. Its number then goes to the next new
+    object, so the numbers in use are those of the live objects only."""
 
     def __init__(self) -> None:
         self._objs: list[Any] = []
@@ -144,6 +145,10 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._ids)
+
+    def get(self, obj: Any) -> int | None:
+        """obj's number, None if it has none (without giving it one)."""
+        return self._ids.get(id(obj))
 
     def number(self, obj: Any) -> int:
         n = self._ids.get(id(obj))

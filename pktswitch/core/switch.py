@@ -81,7 +81,7 @@ OPENED = (State.NONE, State.SYN_RECV)  # a flow's first transition, on the clien
 NO_HEALTH = HealthPolicy(check="none", passive=False)
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, weakref_slot=True)  # (weakref: tests see it let go)
 class ServiceState:
     name: str
     vip: str
@@ -225,19 +225,11 @@ class Switch:
         ep = self._endpoints.get(id(backend))
         if ep is None:
             ep = self.pool.endpoint(backend.endpoint)
-            number = self.table.backends.number(backend)  # keeps the backend, so its id,
-            # until _forget
+            number = self.table.backends.number(backend)  # registers it (until _let_go)
             if lib.pks_table_set_endpoint(self.table.tab, number, ep) != 0:
                 raise MemoryError("no memory for the backend map")
             self._endpoints[id(backend)] = ep
         return ep
-
-    def _forget(self, backend: BackendState) -> None:
-        """A removed backend's last flow has ended (the events are applied, C's periods
-        and tables no longer name it): its number and its SNAT queue's entry in C go to
-        the next new backend."""
-        self.table.backends.forget(backend)
-        self._endpoints.pop(id(backend), None)
 
     def _schedule_ahead(self, svc: ServiceState) -> None:
         """Write the service's scheduler into C (its next period of answers, or its hash
@@ -682,6 +674,7 @@ class Switch:
         for svc in self.services:
             svc.scheduler.update(svc.backends)
             self._schedule_ahead(svc)
+        self._let_go()  # (removed here with no flow: said above already)
         return changes
 
     def _reconfigure_service(self, svc: ServiceState, spec: Any) -> list[str]:
@@ -728,22 +721,12 @@ class Switch:
 
     def refresh(self, now: float, schedule: bool = True) -> list[str]:
         """Recompute every backend's effective weight from its health; tell the schedulers
-        whose backends changed, and write their periods into C again (unless `schedule` is
-        False: the caller writes every period after); forget removed backends whose last
-        flow has ended. Returns what changed, for the log."""
+        whose backends changed, and write their periods into C again; then let go of removed
+        backends and services whose last flow has ended (_let_go). With `schedule` False
+        the caller writes every period after, and lets go after that. Returns what changed,
+        for the log."""
         self.take_events()  # flows C opened hold reasons of the periods about to be replaced
         changes = []
-        for svc in (*self.services, *self.retired_services):
-            if any(b.active + b.inactive == 0 for b in svc.retired):
-                for b in svc.retired:
-                    if b.active + b.inactive == 0:
-                        changes.append(f"{svc.name}/{b.name}: removed, its last flow ended")
-                        self._forget(b)
-                svc.retired = [b for b in svc.retired if b.active + b.inactive]
-        for svc in self.retired_services:
-            if not svc.retired:
-                self.table.services.forget(svc)
-        self.retired_services = [s for s in self.retired_services if s.retired]
         for svc in self.services:
             weights = [effective_weight(b, svc.health, now) for b in svc.backends]
             if all(w == b.weight for w, b in zip(weights, svc.backends, strict=True)):
@@ -758,6 +741,29 @@ class Switch:
             svc.scheduler.update(svc.backends)
             if schedule:
                 self._schedule_ahead(svc)
+        if schedule:
+            changes += self._let_go()
+        return changes
+
+    def _let_go(self) -> list[str]:
+        """Removed backends and services whose last flow has ended leave the listing, and
+        their numbers go to the next new ones. Only once the events are applied (no flow
+        refers to them) and every live service's period or table is written into C (none
+        names them: a period written before the reload that removed a backend still does).
+        Returns what went, for the log."""
+        changes = []
+        for svc in (*self.services, *self.retired_services):
+            if any(b.active + b.inactive == 0 for b in svc.retired):
+                for b in svc.retired:
+                    if b.active + b.inactive == 0:
+                        changes.append(f"{svc.name}/{b.name}: removed, its last flow ended")
+                        self.table.backends.forget(b)
+                        self._endpoints.pop(id(b), None)  # (ids of dead objects are reused)
+                svc.retired = [b for b in svc.retired if b.active + b.inactive]
+        for svc in self.retired_services:
+            if not svc.retired:
+                self.table.services.forget(svc)
+        self.retired_services = [s for s in self.retired_services if s.retired]
         return changes
 
     def take_passive(self, now: float) -> list[tuple[ServiceState, BackendState, str]]:

@@ -21,7 +21,7 @@ def _smooth(old: float | None, sample: float) -> float:
     return sample if old is None else old + (sample - old) * SMOOTHING
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, weakref_slot=True)  # (weakref: tests see it let go)
 class BackendState:
     name: str
     ip: str

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
-import sys
+import weakref
 from pathlib import Path
 
 import pytest
@@ -196,42 +196,49 @@ def test_what_reloads_removed_is_let_go_once_its_last_flow_ends() -> None:
     """A service and a backend that reloads remove and add again, fifty times, with a flow
     left on the first ones: nothing piles up. That flow keeps its service and backend until
     it ends; then their numbers go to the next new ones, whose flows C opens toward the
-    right backend, and nothing holds the old objects any more."""
+    right backend with the right SNAT queue, and nothing holds the old objects any more."""
     old = f'[[service]]\nname = "old"\nvip = "{VIP}:81"\n'
     old += '[[service.backend]]\nname = "B"\naddress = "192.0.2.2:81"\n'
     with_old, with_c = parse(config({"A": 1}) + old), parse(config({"A": 1, "C": 1}))
     sw = Switch.from_config(with_old, seed=1)
+    services, backends = sw.table.services, sw.table.backends
     w = Wire(sw)
     assert w.connect(1000, port=81).dst == "192.0.2.2"
     (first,) = [s for s in sw.services if s.name == "old"]
-    first_b = first.backends[0]
-    numbers = sw.table.services.number(first), sw.table.backends.number(first_b)
+    n_service, n_backend = services.get(first), backends.get(first.backends[0])
+    assert n_service is not None and n_backend is not None
+    gone, gone_b = weakref.ref(first), weakref.ref(first.backends[0])
+    id_b = id(first.backends[0])  # the key of its SNAT queue, which goes with it
+    del first
     for _ in range(50):
         sw.reconfigure(with_c, w.now)
         sw.reconfigure(with_old, w.now)
     # web and the two "old": the one with the flow, and the one in the config now; the
     # backends A, B twice, and no C (each had no flow, and went at the next reload)
-    assert (len(sw.table.services), len(sw.table.backends)) == (3, 3)
+    assert (len(services), len(backends)) == (3, 3)
     assert w.data(1000, port=81).dst == "192.0.2.2"  # type: ignore[union-attr]
     (row,) = [r for r in sw.flows(w.now) if r["client"] == f"{CLIENT}:1000"]
     assert (row["service"], row["backend"]) == ("old", "B")
-    assert sw.reconfigure(with_c, w.now)  # the "old" of the config goes too (no flow)
+    # the "old" of the config goes at once (no flow); the first waits for its flow
+    assert sw.reconfigure(with_c, w.now)[-1] == "old: removed (its flows stay until they end)"
+    assert (len(services), len(backends)) == (2, 3)  # web and the first old; A, B, C
     rst = IP(src=CLIENT, dst=VIP) / TCP(sport=1000, dport=81, flags="R", seq=5)
     assert w.send(rst) is not None
     w.now += 11  # CLOSE: 10 s
     sw.expire(w.now)
     assert "old/B: removed, its last flow ended" in sw.refresh(w.now)
     gc.collect()
-    # only this test holds them now (getrefcount counts its own argument too)
-    assert (sys.getrefcount(first), sys.getrefcount(first_b)) == (2, 2)
-    assert (len(sw.table.services), len(sw.table.backends)) == (1, 2)  # web; A and C
-    # a new service takes the numbers let go; C opens its flows toward its backend
+    assert (gone(), gone_b()) == (None, None) and id_b not in sw._endpoints
+    assert (len(services), len(backends)) == (1, 2)  # web; A and C
+    # a new service and backend take the numbers let go last; C opens the new service's
+    # flows toward its backend, with the SNAT queue of its address
     api = f'[[service]]\nname = "api"\nvip = "{VIP}:8080"\n'
     api += '[[service.backend]]\nname = "D"\naddress = "192.0.2.4:8080"\n'
     sw.reconfigure(parse(config({"A": 1}) + api), w.now)
     (svc,) = [s for s in sw.services if s.name == "api"]
-    assert sw.table.services.number(svc) in numbers
-    assert sw.table.backends.number(svc.backends[0]) in (*numbers, 2)
+    d = svc.backends[0]
+    assert (services.get(svc), backends.get(d)) == (n_service, n_backend)
+    assert sw.table.tab.bk_ep[n_backend] == sw.pool.endpoint(d.endpoint)
     opened = sw.stats(w.now)["flows_opened_in_c"]
     syn = w.connect(2000, port=8080)
     assert (syn.src, syn.dst, syn[TCP].dport) == (SNAT, "192.0.2.4", 8080)
