@@ -177,7 +177,7 @@ def run(cfg: Config) -> None:
         tun = TunDevice(sw.tun, offload=sw.offload)
         switch.set_vnet(tun.vnet)
         tun.up()
-        tun.rps_cpus = tun.spread_receive(rps_targets(sw.rps_cpus))
+        tun.spread_receive(rps_targets(sw.rps_cpus))
         tun.route([s.vip for s in cfg.services] + list(sw.snat))
         if sw.mode == "nat":
             tun.steer_replies(
@@ -211,7 +211,7 @@ def run(cfg: Config) -> None:
             "pktswitch on %s (offloads %s, qdisc %s, RPS %s), mode %s, services: %s; control %s",
             tun.name,
             "on" if tun.vnet else "off",
-            tun.qdisc or "unknown",
+            tun.qdisc,
             f"on CPUs {','.join(map(str, tun.rps_cpus))}" if tun.rps_cpus else "off",
             sw.mode,
             vips,

@@ -27,6 +27,7 @@ from pytun_pmd3.linux import IFF_NO_PI, IFF_TUN, IFF_VNET_HDR
 log = logging.getLogger(__name__)
 
 RULE_PRIORITY = 4242  # before the main table (32766); one priority for all our rules
+SETUP_TIMEOUT = 10  # seconds an `ip` or `tc` command may take
 
 # include/uapi/linux/if_tun.h
 TUNSETOFFLOAD = 0x400454D0
@@ -40,10 +41,10 @@ class SetupError(Exception):
 
 
 def _run(*cmd: str) -> str:
-    """An iproute2 command; its output. SetupError if it fails or is missing."""
+    """An iproute2 command; its output. SetupError if it fails, hangs or is missing."""
     try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
-    except OSError as e:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=SETUP_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired) as e:
         raise SetupError(f"{' '.join(cmd)}: {e}") from e
     if r.returncode != 0:
         raise SetupError(f"{' '.join(cmd)}: {r.stderr.strip() or f'exit {r.returncode}'}")
@@ -81,7 +82,7 @@ def _remove_stale_rules(spec: tuple[str, ...]) -> None:
     its rules behind: they outlive the device). Identical means ours: same backend endpoint,
     table and priority."""
     for _ in range(100):  # bounded: each round removes one copy
-        r = subprocess.run(["ip", "rule", "del", *spec], capture_output=True, timeout=10)
+        r = subprocess.run(["ip", "rule", "del", *spec], capture_output=True, timeout=SETUP_TIMEOUT)
         if r.returncode != 0:
             return
         log.warning("removed a stale rule: %s", " ".join(spec))
@@ -173,21 +174,26 @@ class TunDevice:
 
     def no_qdisc(self) -> str:
         """Replace the device's root qdisc with noqueue; returns the root qdisc as the kernel
-        then shows it ("" if `tc` cannot say), with a warning if it is not noqueue.
+        then shows it ("unknown" if `tc` cannot say), with a warning if it is not noqueue.
 
         The kernel hands packets to the reader through the device's own ring (tx_queue_len
         of them) and drops what does not fit: a TUN device never stops its queue, so a qdisc
-        in front of it (pfifo_fast by default) never holds a packet back and only adds its
-        enqueue, dequeue and lock to each packet the switch reads."""
+        in front of it (the host's default, net.core.default_qdisc: pfifo_fast, or fq_codel
+        on many distributions) never holds a packet back and only adds its enqueue, dequeue
+        and lock to each packet the switch reads. Not undone at close: the device the
+        switch made goes with it (a persistent one keeps noqueue, as it keeps RPS)."""
         try:
             _tc("qdisc", "replace", "dev", self.name, "root", "noqueue")
-        except (SetupError, subprocess.TimeoutExpired) as e:
+        except SetupError as e:
             log.warning("the qdisc of %s stays (%s): each packet pays for it", self.name, e)
         try:
-            return root_qdisc(_tc("qdisc", "show", "dev", self.name))
-        except (SetupError, subprocess.TimeoutExpired) as e:
+            kind = root_qdisc(_tc("qdisc", "show", "dev", self.name)) or "unknown"
+        except SetupError as e:
             log.warning("cannot read the qdisc of %s: %s", self.name, e)
-            return ""
+            return "unknown"
+        if kind != "noqueue":
+            log.warning("the qdisc of %s is %s, not noqueue", self.name, kind)
+        return kind
 
     def route(self, prefixes: Sequence[str]) -> None:
         """Route each address (a /32) into the device; one already routed is left as it is
@@ -243,13 +249,14 @@ class TunDevice:
                 f.write(cpu_mask(cpus))
             with open(path) as f:
                 got = mask_cpus(f.read())
-        except (OSError, ValueError, SetupError, subprocess.TimeoutExpired) as e:
+        except (OSError, ValueError, SetupError) as e:
             log.warning(
                 "RPS not set on %s (%s): the switch's CPU does the kernel's work", self.name, e
             )
             return ()
         if dropped := sorted(set(cpus) - set(got)):
             log.warning("switch.rps_cpus: the kernel left out CPUs %s (not online?)", dropped)
+        self.rps_cpus = got
         return got
 
     def write(self, packet: bytes) -> None:
@@ -265,7 +272,7 @@ class TunDevice:
             args = self._undo.pop()
             try:
                 _ip(*args)
-            except (SetupError, subprocess.TimeoutExpired) as e:
+            except SetupError as e:
                 log.warning("cleanup: %s", e)
         if self.fd >= 0:
             self._dev.close()  # a non-persistent TUN device disappears with its last fd

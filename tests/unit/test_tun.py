@@ -95,9 +95,10 @@ def test_spread_receive_marks_the_device_then_writes_the_mask(
         alias.write_text(args[-1] + "\n")
 
     monkeypatch.setattr(tun, "_ip", ip)
+    dev = _device("pkst0")
     with caplog.at_level(logging.WARNING):
-        assert _device("pkst0").spread_receive((0, 1), sysfs=str(tmp_path)) == (0, 1)
-    assert rps.read_text() == "00000003"
+        assert dev.spread_receive((0, 1), sysfs=str(tmp_path)) == (0, 1)
+    assert rps.read_text() == "00000003" and dev.rps_cpus == (0, 1)  # for stats
     ((*head, mark),) = calls
     assert head == ["link", "set", "dev", "pkst0", "alias"]
     assert mark.startswith(f"pktswitch pid {os.getpid()} ") and len(mark.split()[-1]) == 8
@@ -198,11 +199,37 @@ def test_a_refused_qdisc_is_logged_and_the_one_left_reported(
     assert "the qdisc of pkst0 stays (tc qdisc replace" in caplog.text
 
 
+def test_a_qdisc_other_than_noqueue_is_said(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    shown = {"replace": "", "show": "qdisc fq_codel 0: root refcnt 2 limit 10240p\n"}
+    monkeypatch.setattr(tun, "_tc", lambda *args: shown[args[1]])
+    with caplog.at_level(logging.WARNING):
+        assert _device("pkst0").no_qdisc() == "fq_codel"
+    assert "the qdisc of pkst0 is fq_codel, not noqueue" in caplog.text
+
+
 def test_without_tc_the_qdisc_is_unknown(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")  # no tc to run: a warning, not a crash
     with caplog.at_level(logging.WARNING):
-        assert _device("pkst0").no_qdisc() == ""
+        assert _device("pkst0").no_qdisc() == "unknown"
     assert "the qdisc of pkst0 stays (tc qdisc replace" in caplog.text
     assert "No such file" in caplog.text and "cannot read the qdisc of pkst0" in caplog.text
+
+
+def test_stats_say_what_the_device_has() -> None:
+    """`stats` adds the device's facts to the switch's counters."""
+    from pktswitch.control.daemon import handlers
+    from pktswitch.core.switch import ServiceState, Switch
+    from pktswitch.sched.base import make
+    from pktswitch.sched.pool import BackendState
+
+    svc = ServiceState("web", "203.0.113.10", 80, make("rr"), [BackendState("A", "192.0.2.1", 80)])
+    sw = Switch([svc], snat=["203.0.113.1"])
+    dev = _device("pkst0")
+    dev.qdisc, dev.rps_cpus = "noqueue", (1, 3)
+    s = handlers(sw, None, tun=dev)["stats"]({})
+    assert (s["device_qdisc"], s["rps_cpus"]) == ("noqueue", [1, 3])
+    assert "device_qdisc" not in handlers(sw, None)["stats"]({})  # no device: not said
