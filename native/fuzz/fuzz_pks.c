@@ -806,6 +806,11 @@ static void lend(opens *o)
         }
 }
 
+/* service numbers above 16 bits, as a switch that has had many services gives */
+#define SVC 0x10007u        /* the one scheduled in C */
+#define SVC_OTHER 0x10008u  /* one whose period is refused */
+#define SVC_NONE 0x10009u   /* one never scheduled */
+
 static void take_events(opens *o)
 {
     pks_event evs[8];
@@ -814,8 +819,10 @@ static void take_events(opens *o)
         for (uint32_t k = 0; k < n; k++) {
             const pks_event *e = &evs[k];
             CHECK(e->slot < NSLOTS && e->kind >= PKS_EV_STATE && e->kind <= PKS_EV_EVICT);
-            if (e->kind == PKS_EV_OPEN)
+            if (e->kind == PKS_EV_OPEN) {
                 o->opened++;
+                CHECK(e->service == SVC);
+            }
             if (e->kind == PKS_EV_END || e->kind == PKS_EV_EVICT) {
                 o->ended++;
                 if (e->kind == PKS_EV_EVICT)
@@ -835,7 +842,7 @@ static void program(opens *o, const uint8_t *op, const pks_meta *m)
         picks[k] = (pks_pick){.backend = b, .reason = b, .addr = 0xc0000201u + b,
                               .port = (uint16_t)(8080 + b)};
     }
-    CHECK(pks_service_set(o->t, 8, m->daddr4, m->dport, picks, n, n) == (n ? -1 : 0));
+    CHECK(pks_service_set(o->t, SVC_OTHER, m->daddr4, m->dport, picks, n, n) == (n ? -1 : 0));
     memcpy(o->picks, picks, sizeof picks);
     o->n = n;
     o->size = 0;
@@ -845,15 +852,15 @@ static void program(opens *o, const uint8_t *op, const pks_meta *m)
             slots[k] = (op[1] >> k & 1) ? PKS_NONE : (k + op[0]) % n;
         o->size = size;
         o->with_port = op[1] & 1;
-        CHECK(pks_service_hash(o->t, 7, m->daddr4, m->dport, picks, n, slots, size,
+        CHECK(pks_service_hash(o->t, SVC, m->daddr4, m->dport, picks, n, slots, size,
                                (int)o->with_port) == 0);
-        CHECK(pks_service_next(o->t, 7, 0) == -1);
+        CHECK(pks_service_next(o->t, SVC, 0) == -1);
         uint32_t bad[8];
         memcpy(bad, slots, sizeof bad);
         bad[0] = n;                     /* a slot past the members is refused */
-        CHECK(pks_service_hash(o->t, 9, m->daddr4, m->dport, picks, n, bad, size, 0) == -1);
+        CHECK(pks_service_hash(o->t, SVC_NONE, m->daddr4, m->dport, picks, n, bad, size, 0) == -1);
     } else {
-        CHECK(pks_service_set(o->t, 7, m->daddr4, m->dport, picks, n, 0) == 0);
+        CHECK(pks_service_set(o->t, SVC, m->daddr4, m->dport, picks, n, 0) == 0);
     }
     /* an access list (as the switch writes it after each period or table): none, or a
      * prefix of 0..32 bits around the client or beside it (its top bit flipped), to allow
@@ -865,14 +872,14 @@ static void program(opens *o, const uint8_t *op, const pks_meta *m)
         uint32_t acl[4] = {(m->saddr4 ^ (beside ? 0x80000000u : 0)) & mask, mask, m->saddr4, ~0u};
         int has = op[1] & 0x40, deny = op[1] & 0x10, both = op[1] & 0x08;
         if (has && both) {
-            CHECK(pks_service_acl(o->t, 7, acl, 1, 1) == 0);
+            CHECK(pks_service_acl(o->t, SVC, acl, 1, 1) == 0);
             o->refused = 1;                     /* deny wins */
         } else {
-            CHECK(pks_service_acl(o->t, 7, acl, has && !deny, has && deny) == 0);
+            CHECK(pks_service_acl(o->t, SVC, acl, has && !deny, has && deny) == 0);
             o->refused = has && (deny ? inside : !inside);
         }
     }
-    CHECK(pks_service_acl(o->t, 9, NULL, 0, 0) == -1);  /* no such service */
+    CHECK(pks_service_acl(o->t, SVC_NONE, NULL, 0, 0) == -1);  /* no such service */
 }
 
 /* a hashed service: the member the client's slot names, and the slot (C's, from scratch) */
@@ -946,6 +953,7 @@ static void drive_opens(const uint8_t *data, size_t size, const pks_meta *m, int
                                                with every slot in use, the evicted one's */
                 CHECK(o.t->opened == opened + 1 && v == PKS_V_FAST && pm.slot >= 0);
                 CHECK(o.t->flows[pm.slot].state == PKS_S_SYN_RECV);
+                CHECK(o.t->flows[pm.slot].service == SVC);
                 CHECK(o.lent[pm.slot] || count == NSLOTS);
                 CHECK(o.t->count == count || o.t->count == count + 1);
                 o.lent[pm.slot] = 0;
