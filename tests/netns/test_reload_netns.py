@@ -30,7 +30,8 @@ def test_reload_keeps_established_connections_and_applies_the_new_backends(lab: 
         sw.proc.send_signal(signal.SIGHUP)
         wait_until("the reload", lambda: sw.stats()["reloads"]["applied"] == 1, timeout=5)
         answers = [lab.curl(f"http://{lab.VIP}/").strip() for _ in range(40)]
-        assert collections.Counter(answers) == {"A": 10, "B": 20, "C": 10}
+        why = (answers, sw.stats(), sw.flows())  # on failure: what the switch saw
+        assert collections.Counter(answers) == {"A": 10, "B": 20, "C": 10}, why
 
         # `pktswitch reload` with a broken file: refused, nothing changes
         sw.config_path.write_text(sw.config_path.read_text().replace("weight = 2", "weight = -2"))
@@ -46,7 +47,8 @@ def test_reload_keeps_established_connections_and_applies_the_new_backends(lab: 
         res = sw.cli("reload")
         assert "web/A: removed; its flows stay until they end (2 established, " in res.stdout
         answers = [lab.curl(f"http://{lab.VIP}/").strip() for _ in range(30)]
-        assert collections.Counter(answers) == {"B": 20, "C": 10}
+        why = (answers, sw.stats(), sw.flows())
+        assert collections.Counter(answers) == {"B": 20, "C": 10}, why
         after = {r["client"]: r["backend"] for r in sw.flows(service="web", state="ESTABLISHED")}
         assert {c: after.get(c) for c in before} == before
 
