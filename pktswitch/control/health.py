@@ -3,10 +3,12 @@
 Active checks are non-blocking sockets from the switch's namespace to each backend's own
 address: a TCP connect, or an HTTP GET whose status line must carry the expected status.
 One check per backend at a time, every `interval`, failed after `timeout`; sockets close with
-RST so checks leave no TIME_WAIT behind. Each loop turn the monitor also takes the switch's
-passive signals (SYNs unanswered or answered with RST), recomputes effective weights (down,
-ejected, draining, slow start), applies the down policy (keep or reset the flows) and logs
-every change with its reason.
+RST so checks leave no TIME_WAIT behind. The monitor also takes the switch's passive signals
+(SYNs unanswered or answered with RST), recomputes effective weights (down, ejected,
+draining, slow start), applies the down policy (keep or reset the flows) and logs every
+change with its reason. It scans every backend at most every SCAN_EVERY seconds, and at once
+when a passive signal waits: a busy loop turns a thousand times a second or more, and a scan
+of 200 backends with checks takes some 170 microseconds.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from pktswitch.sched import health
 from pktswitch.sched.pool import BackendState
 
 log = logging.getLogger("pktswitch.health")
+
+SCAN_EVERY = 0.05  # seconds: how late a check, its timeout or a weight change may be seen
 
 MAX_RESPONSE = 4096  # bytes of an HTTP check's answer read for its status line
 
@@ -59,15 +63,16 @@ class HealthMonitor:
         self.resets = 0
         self.draining_left: dict[BackendState, int] = {}
         self._services: list[ServiceState] | None = None  # the set the two above are for
+        self._next_scan = 0.0
         loop.idle.append(self.tick)
         loop.deadlines.append(self.next_deadline)
 
     def next_deadline(self) -> float | None:
-        """The next check to start or time out; ejections and slow start end within a second,
-        the loop's longest sleep, which is close enough for them."""
+        """The next check to start or time out, once the next scan may run; ejections and
+        slow start end within a second, the loop's longest sleep, which is close enough."""
         times = list(self.next_check.values())
         times += [c.started + c.svc.health.timeout for c in self.inflight.values()]
-        return min(times) if times else None
+        return max(min(times), self._next_scan) if times else None
 
     # ------------------------------------------------------------------ the turn
     def tick(self) -> None:
@@ -77,6 +82,9 @@ class HealthMonitor:
             live = {b for svc in self._services for b in svc.backends}
             self.next_check = {b: t for b, t in self.next_check.items() if b in live}
             self.draining_left = {b: n for b, n in self.draining_left.items() if b in live}
+        if now < self._next_scan and not self.switch.passive_pending(now):
+            return
+        self._next_scan = now + SCAN_EVERY
         for fd, c in list(self.inflight.items()):
             if now - c.started > c.svc.health.timeout:
                 self._finish(fd, False, "timeout", now)

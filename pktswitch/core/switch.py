@@ -766,6 +766,11 @@ class Switch:
         self.retired_services = [s for s in self.retired_services if s.retired]
         return changes
 
+    def passive_pending(self, now: float) -> bool:
+        """Whether take_passive has something to say now."""
+        watch = self._syn_watch
+        return bool(self._passive) or bool(watch and watch[0][0] <= now)
+
     def take_passive(self, now: float) -> list[tuple[ServiceState, BackendState, str]]:
         """Passive health signals since the last call: RSTs answering SYNs, and SYNs still
         without a SYN-ACK once their service's syn_timeout has passed."""

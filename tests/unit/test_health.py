@@ -228,3 +228,34 @@ def test_the_monitor_forgets_backends_a_reload_removed() -> None:
     sw.reconfigure(parse(config("C")), 2.0)
     monitor.tick()
     assert (monitor.draining_left, monitor.next_check) == ({}, {})
+
+
+def test_the_monitor_scans_now_and_then_but_takes_a_passive_signal_at_once() -> None:
+    """A busy loop turns thousands of times a second: the monitor scans its backends
+    (checks, weights, drains) at most every SCAN_EVERY seconds, and at once when a passive
+    signal waits."""
+    from pktswitch.control.health import SCAN_EVERY, HealthMonitor
+
+    sw = harness()
+    now = [1.0]
+    loop = types.SimpleNamespace(idle=[], deadlines=[], sel=None)
+    monitor = HealthMonitor(loop, sw, lambda: now[0], lambda _p: None)  # type: ignore[arg-type]
+    out = send(sw, syn(40000), 1.0)  # a flow on A
+    assert out is not None and out.dst == "192.0.2.1"
+    monitor.tick()  # a scan: nothing is draining
+    sw.set_drain("web", "A", True, 1.0)
+    now[0] = 1.0 + SCAN_EVERY / 2
+    monitor.tick()  # too soon for a scan: the drain is not seen yet
+    assert monitor.draining_left == {}
+    now[0] = 1.0 + SCAN_EVERY
+    monitor.tick()
+    a, b = sw.services[0].backends
+    assert monitor.draining_left == {a: 1}
+    # B answers a new SYN with an RST: the next turn takes it, however soon
+    out = send(sw, syn(40001), now[0])
+    assert out is not None and out.dst == "192.0.2.2"
+    rst = IP(src=out.dst, dst=out.src) / TCP(sport=80, dport=out[TCP].sport, flags="RA", ack=1001)
+    send(sw, rst, now[0])
+    now[0] += SCAN_EVERY / 10
+    monitor.tick()
+    assert b.ejected_until == now[0] + 5.0  # the harness policy's eject (the default)
