@@ -185,28 +185,33 @@ def test_no_qdisc_replaces_the_root_and_reads_it_back(monkeypatch: pytest.Monkey
     ]
 
 
-def test_a_refused_qdisc_is_logged_and_the_one_left_reported(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+REFUSED = SetupError("tc qdisc replace dev pkst0 root noqueue: Operation not permitted")
+
+
+@pytest.mark.parametrize(
+    ("replaced", "shown", "kind", "warning"),
+    [  # tc refuses, and the old qdisc stays; tc replaces, and shows another one
+        (REFUSED, "qdisc pfifo_fast 0: root refcnt 2\n", "pfifo_fast", "stays (tc qdisc replace"),
+        ("", "qdisc fq_codel 0: root refcnt 2\n", "fq_codel", "is fq_codel, not noqueue"),
+    ],
+)
+def test_a_qdisc_other_than_noqueue_is_reported_and_said(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    replaced: str | SetupError,
+    shown: str,
+    kind: str,
+    warning: str,
 ) -> None:
     def tc(*args: str) -> str:
-        if args[1] == "replace":
-            raise SetupError("tc qdisc replace dev pkst0 root noqueue: Operation not permitted")
-        return "qdisc pfifo_fast 0: root refcnt 2 bands 3\n"
+        if args[1] == "replace" and isinstance(replaced, SetupError):
+            raise replaced
+        return replaced if args[1] == "replace" else shown
 
     monkeypatch.setattr(tun, "_tc", tc)
     with caplog.at_level(logging.WARNING):
-        assert _device("pkst0").no_qdisc() == "pfifo_fast"
-    assert "the qdisc of pkst0 stays (tc qdisc replace" in caplog.text
-
-
-def test_a_qdisc_other_than_noqueue_is_said(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    shown = {"replace": "", "show": "qdisc fq_codel 0: root refcnt 2 limit 10240p\n"}
-    monkeypatch.setattr(tun, "_tc", lambda *args: shown[args[1]])
-    with caplog.at_level(logging.WARNING):
-        assert _device("pkst0").no_qdisc() == "fq_codel"
-    assert "the qdisc of pkst0 is fq_codel, not noqueue" in caplog.text
+        assert _device("pkst0").no_qdisc() == kind
+    assert f"the qdisc of pkst0 {warning}" in caplog.text
 
 
 def test_without_tc_the_qdisc_is_unknown(
