@@ -23,6 +23,7 @@ Variants:
   pktswitch-nooff  the same with `offload = false`
   pktswitch-rps    the same with `rps_cpus = "all"`: the kernel's work on each packet the
                    switch writes is queued to a CPU chosen by the flow's hash (see README)
+  pktswitch-wlc    the same with the web service's scheduler `wlc` (rr otherwise)
   nft-nat          kernel nftables DNAT (numgen round robin) + SNAT
   haproxy          HAProxy `mode tcp`, one thread, bound on the VIP
   naive-tun        netns-lab/naive_tun.py: one read, dict lookup, struct checksums per packet
@@ -109,13 +110,18 @@ class PktSwitch(Variant):
     name = "pktswitch"
     offload = True
     rps = "off"
+    scheduler = "rr"
     runs = 0  # every run takes the next SNAT address (see the docstring)
 
     def start(self) -> None:
         snat = f"203.0.113.{1 + PktSwitch.runs % 9}"
         PktSwitch.runs += 1
         cfg = config_text(
-            self.lab, offload=self.offload, snat=snat, switch_keys={"rps_cpus": self.rps}
+            self.lab,
+            offload=self.offload,
+            snat=snat,
+            scheduler=self.scheduler,
+            switch_keys={"rps_cpus": self.rps},
         )
         self.sw = Switch(self.lab, cfg)
         self.sw.start()
@@ -135,6 +141,11 @@ class PktSwitchNoOffload(PktSwitch):
 class PktSwitchRps(PktSwitch):
     name = "pktswitch-rps"
     rps = "all"
+
+
+class PktSwitchWlc(PktSwitch):
+    name = "pktswitch-wlc"
+    scheduler = "wlc"
 
 
 NFT = """table ip pks_bench {
@@ -231,7 +242,8 @@ class NaiveTun(Variant):
 
 
 VARIANTS: dict[str, type[Variant]] = {
-    v.name: v for v in (PktSwitch, PktSwitchNoOffload, PktSwitchRps, NftNat, HAProxy, NaiveTun)
+    v.name: v
+    for v in (PktSwitch, PktSwitchNoOffload, PktSwitchRps, PktSwitchWlc, NftNat, HAProxy, NaiveTun)
 }
 
 # -------------------------------------------------------------------------------- loads
