@@ -1,24 +1,65 @@
 """Open N keep-alive HTTP connections to HOST:PORT, make one request on each, print "ready",
-then hold them open for SECONDS (bounded: it stops by itself) or until it is terminated."""
+then hold them open for SECONDS (bounded: it stops by itself) or until it is terminated.
+
+With a fifth argument "burst", the N connections are started together (non-blocking
+connects, all SYNs out before any handshake is waited for), as a client that opens many at
+once does; otherwise one after the other, each answered before the next is opened."""
 
 from __future__ import annotations
 
+import selectors
 import socket
 import sys
 import time
 
+CONNECT_TIMEOUT = 5.0
+
+
+def connect_all(host: str, port: int, n: int) -> list[socket.socket]:
+    """n connections whose SYNs all leave before any of them is waited for."""
+    conns = []
+    for _ in range(n):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex((host, port))
+        conns.append(s)
+    with selectors.DefaultSelector() as sel:
+        for s in conns:
+            sel.register(s, selectors.EVENT_WRITE)
+        pending, deadline = n, time.monotonic() + CONNECT_TIMEOUT
+        while pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{pending} of {n} connections not made")
+            for key, _ in sel.select(left):
+                s = key.fileobj
+                assert isinstance(s, socket.socket)
+                err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    raise OSError(err, f"connect to {host}:{port}")
+                sel.unregister(s)
+                pending -= 1
+    for s in conns:
+        s.setblocking(True)
+        s.settimeout(CONNECT_TIMEOUT)
+    return conns
+
 
 def main() -> int:
     host, port, n, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-    conns = []
-    for _ in range(n):
-        s = socket.create_connection((host, port), timeout=5)
+    burst = sys.argv[5:] == ["burst"]
+    conns = connect_all(host, port, n) if burst else []
+    for i in range(n):
+        if burst:
+            s = conns[i]
+        else:
+            s = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
+            conns.append(s)
         s.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
         answer = s.recv(4096).decode(errors="replace")
         body = answer.split("\r\n\r\n", 1)[-1].strip()
         local = s.getsockname()
         print(f"{local[0]}:{local[1]} -> {body}", flush=True)
-        conns.append(s)
     print("ready", flush=True)
     time.sleep(seconds)
     for s in conns:

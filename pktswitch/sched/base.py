@@ -9,7 +9,8 @@ The interface (all three take the service's current list of BackendState):
 
 - pick(backends, client, cport) -> (backend, reason) | None: schedule a new flow. `client` is
   the 4-byte client address, `cport` its port. It does not count the flow: the caller raises
-  backend.active / backend.total, which lc and wlc read.
+  backend.inactive (the flow is in its handshake) and backend.total; lc and wlc read
+  active and inactive.
 - peek(backends, client, cport): the answer pick would give now, changing nothing that pick
   depends on (rr's turn, wrr's credits): Katran's simulator, `pktswitch which`.
 - update(backends): the control plane calls it after any change to the backend set or to a
@@ -57,6 +58,7 @@ Picked = tuple[BackendState, str]
 IPHASH_BUCKETS = 256  # IPVS sh: IP_VS_SH_TAB_SIZE = 256 (ip_vs_sh.c, CONFIG_IP_VS_SH_TAB_BITS=8)
 MAX_IPHASH_BUCKETS = 1 << 20  # IPVS allows up to 20 table bits (CONFIG_IP_VS_SH_TAB_BITS)
 REASON_RIVALS = 3  # lc/wlc reasons name at most this many other backends, then "+N more"
+ACTIVE_WEIGHT = 256  # lc/wlc: an ESTABLISHED flow weighs this many others (IPVS: active << 8)
 
 
 class Scheduler(Protocol):
@@ -192,13 +194,26 @@ def _rivals(parts: list[str]) -> str:
     return f"{shown}, +{more} more" if more > 0 else shown
 
 
+def overhead(b: BackendState) -> int:
+    """What lc and wlc compare, as IPVS's ip_vs_dest_conn_overhead: an ESTABLISHED flow
+    weighs ACTIVE_WEIGHT flows in any other state (the handshake, closing, TIME_WAIT). The
+    others weigh little, but not nothing: a burst of SYNs, none of them established yet,
+    spreads over the backends instead of all going to the first one listed."""
+    return b.active * ACTIVE_WEIGHT + b.inactive
+
+
+def _flows(b: BackendState) -> str:
+    return f"{b.name} {b.active}+{b.inactive}"
+
+
 class LeastConnections:
-    """Fewest active flows wins (IPVS lc); weight-0 backends are left out.
+    """Fewest flows wins, an ESTABLISHED one weighing 256 others (IPVS lc: `overhead`);
+    weight-0 backends are left out.
 
     Ties go to the first in the list, as in IPVS (a deterministic answer that `pktswitch which`
-    can predict). IPVS also counts inactive connections (active*256 + inactive); pktswitch
-    keeps only `active`. Reason: "lc: A 2 < B 3, C 3" (rivals by fewest flows first), or on a
-    tie "lc: A 2 <= B 2, C 3 (tie: first listed)".
+    can predict). Reason: each backend's established+other flows, "lc: A 2+0 < B 3+1, C 3+0"
+    (rivals by least overhead first), or on a tie "lc: A 2+0 <= B 2+0, C 3+0 (tie: first
+    listed)".
     """
 
     name = "lc"
@@ -208,13 +223,13 @@ class LeastConnections:
         cands = [b for b in backends if b.weight > 0]
         if not cands:
             return None
-        best = min(cands, key=lambda b: b.active)  # min keeps the first of equals
-        others = sorted((b for b in cands if b is not best), key=lambda b: b.active)
+        best = min(cands, key=overhead)  # min keeps the first of equals
+        others = sorted((b for b in cands if b is not best), key=overhead)
         if not others:
-            return best, f"lc: {best.name} {best.active}, the only candidate"
-        tie = others[0].active == best.active
-        rivals = _rivals([f"{b.name} {b.active}" for b in others])
-        reason = f"lc: {best.name} {best.active} {'<=' if tie else '<'} {rivals}"
+            return best, f"lc: {_flows(best)}, the only candidate"
+        tie = overhead(others[0]) == overhead(best)
+        rivals = _rivals([_flows(b) for b in others])
+        reason = f"lc: {_flows(best)} {'<=' if tie else '<'} {rivals}"
         return best, reason + (" (tie: first listed)" if tie else "")
 
     def pick(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
@@ -225,11 +240,14 @@ class LeastConnections:
 
 
 class WeightedLeastConnections:
-    """Smallest active/weight wins (IPVS wlc); weight-0 backends are left out.
+    """Smallest overhead per weight wins (IPVS wlc, `overhead` as lc's); weight-0 backends
+    are left out.
 
-    As IPVS, the ratios are compared without division: a.active * b.weight < b.active *
-    a.weight; ties go to the first in the list. Reason: "wlc: A 3/2=1.5 < B 5/3=1.7" - ratios
-    with one decimal, more (up to 3) when one decimal would show a smaller ratio as equal.
+    As IPVS, the ratios are compared without division: overhead(a) * b.weight <
+    overhead(b) * a.weight; ties go to the first in the list. Reason: "wlc: A 3+1 per 2=1.50
+    < B 5+0 per 3=1.67": established+other flows per weight, the ratio in established flows
+    ((established + other/256) / weight), with the decimals that tell a smaller ratio from a
+    larger one (2 at least, up to 4).
     """
 
     name = "wlc"
@@ -238,28 +256,34 @@ class WeightedLeastConnections:
     def peek(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
         best: BackendState | None = None
         for b in backends:
-            if b.weight > 0 and (best is None or b.active * best.weight < best.active * b.weight):
+            if b.weight > 0 and (
+                best is None or overhead(b) * best.weight < overhead(best) * b.weight
+            ):
                 best = b
         if best is None:
             return None
         others = sorted(
             (b for b in backends if b.weight > 0 and b is not best),
-            key=lambda b: b.active / b.weight,
+            key=lambda b: overhead(b) / b.weight,
         )
         if not others:
-            return best, f"wlc: {best.name} {best.active}/{best.weight}, the only candidate"
-        tie = others[0].active * best.weight == best.active * others[0].weight
+            return best, f"wlc: {_flows(best)} per {best.weight}, the only candidate"
+        tie = overhead(others[0]) * best.weight == overhead(best) * others[0].weight
+
+        def value(b: BackendState) -> float:
+            return overhead(b) / (ACTIVE_WEIGHT * b.weight)
+
         shown = others[:REASON_RIVALS]
-        digits = 1
-        while digits < 3 and any(
-            f"{b.active / b.weight:.{digits}f}" == f"{best.active / best.weight:.{digits}f}"
-            and b.active * best.weight != best.active * b.weight
+        digits = 2
+        while digits < 4 and any(
+            f"{value(b):.{digits}f}" == f"{value(best):.{digits}f}"
+            and overhead(b) * best.weight != overhead(best) * b.weight
             for b in shown
         ):
             digits += 1
 
         def ratio(b: BackendState) -> str:
-            return f"{b.name} {b.active}/{b.weight}={b.active / b.weight:.{digits}f}"
+            return f"{_flows(b)} per {b.weight}={value(b):.{digits}f}"
 
         rivals = _rivals([ratio(b) for b in others])
         reason = f"wlc: {ratio(best)} {'<=' if tie else '<'} {rivals}"

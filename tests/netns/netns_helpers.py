@@ -52,11 +52,21 @@ def wait_until(
         time.sleep(step)
 
 
-def hold_connections(lab: Lab, n: int, port: int = 80) -> tuple[subprocess.Popen[bytes], list[str]]:
+def hold_connections(
+    lab: Lab, n: int, port: int = 80, burst: bool = False
+) -> tuple[subprocess.Popen[bytes], list[str]]:
     """n keep-alive connections through the VIP, one request each, held open; returns the
-    holder process and its lines "CLIENT:PORT -> BACKEND"."""
+    holder process and its lines "CLIENT:PORT -> BACKEND". `burst`: all n SYNs leave before
+    any handshake is waited for (else one connection after the other)."""
     proc = lab.spawn(
-        "cli", sys.executable, str(LAB_DIR / "holdconn.py"), lab.VIP, str(port), str(n), "30"
+        "cli",
+        sys.executable,
+        str(LAB_DIR / "holdconn.py"),
+        lab.VIP,
+        str(port),
+        str(n),
+        "30",
+        *(["burst"] if burst else []),
     )
     log = lab.log_path(proc)
     assert log is not None

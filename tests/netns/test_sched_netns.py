@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import sys
 
+import pytest
 from netns_helpers import LAB_DIR, NETNS, Lab, hold_connections, wait_until
 from switchlab import Switch, config_text, service_text
 
@@ -54,9 +55,26 @@ def test_lc_prefers_the_backend_with_fewer_held_connections(lab: Lab) -> None:
         holder, lines = hold_connections(lab, 2)  # to A, then B (ties go to the first listed)
         assert [line.split(" -> ")[1] for line in lines] == ["A", "B"]
         assert answers(lab, 6) == ["C"] * 6  # C holds no ESTABLISHED flow, A and B one each
-        (c,) = sw.flows(backend="C", limit=1)
-        assert c["reason"].startswith("lc: C 0 < A 1, B 1")
+        # each of C's earlier flows, closed, weighs 1/256 of an established one
+        reasons = sorted(r["reason"] for r in sw.flows(backend="C"))
+        assert reasons == [f"lc: C 0+{k} < A 1+0, B 1+0" for k in range(6)]
         lab.stop(holder)
+
+
+@pytest.mark.parametrize("scheduler", ["lc", "wlc"])
+def test_a_burst_of_connections_spreads_over_the_backends(lab: Lab, scheduler: str) -> None:
+    """Twelve connections opened at once: when most SYNs arrive, no flow is established yet.
+    Flows in their handshake weigh 1/256 of an established one (IPVS), so the burst spreads;
+    counting established flows only sent all twelve to A, the first listed."""
+    with Switch(lab, config_text(lab, scheduler=scheduler)) as sw:
+        holder, lines = hold_connections(lab, 12, burst=True)
+        got = collections.Counter(line.split(" -> ")[1] for line in lines)
+        active = {
+            r["backend"]: r["active"] for r in sw.cli_json("backends") if r["service"] == "web"
+        }
+        lab.stop(holder)
+    assert got == {"A": 4, "B": 4, "C": 4}, got
+    assert active == {"A": 4, "B": 4, "C": 4}, active
 
 
 def test_lrt_sends_a_slower_backend_clearly_less(lab: Lab) -> None:

@@ -181,46 +181,101 @@ def with_active(bs: list[BackendState], *active: int) -> list[BackendState]:
 
 def test_lc_prefers_fewer_flows() -> None:
     bs = with_active(backends(1, 1, 1), 2, 3, 3)
-    assert make("lc").pick(bs, CLIENT, 1) == (bs[0], "lc: A 2 < B 3, C 3")
+    assert make("lc").pick(bs, CLIENT, 1) == (bs[0], "lc: A 2+0 < B 3+0, C 3+0")
     with_active(bs, 5, 3, 1)
-    assert make("lc").pick(bs, CLIENT, 1) == (bs[2], "lc: C 1 < B 3, A 5")
+    assert make("lc").pick(bs, CLIENT, 1) == (bs[2], "lc: C 1+0 < B 3+0, A 5+0")
 
 
 def test_lc_tie_goes_to_the_first_listed() -> None:
     bs = with_active(backends(1, 1, 1), 5, 3, 3)
-    assert make("lc").pick(bs, CLIENT, 1) == (bs[1], "lc: B 3 <= C 3, A 5 (tie: first listed)")
+    assert make("lc").pick(bs, CLIENT, 1) == (
+        bs[1],
+        "lc: B 3+0 <= C 3+0, A 5+0 (tie: first listed)",
+    )
 
 
 def test_lc_ignores_weight_but_skips_weight_0() -> None:
     bs = with_active(backends(0, 1, 5), 0, 1, 2)
-    assert make("lc").pick(bs, CLIENT, 1) == (bs[1], "lc: B 1 < C 2")
+    assert make("lc").pick(bs, CLIENT, 1) == (bs[1], "lc: B 1+0 < C 2+0")
     bs = with_active(backends(0, 1), 0, 7)
-    assert make("lc").pick(bs, CLIENT, 1) == (bs[1], "lc: B 7, the only candidate")
+    assert make("lc").pick(bs, CLIENT, 1) == (bs[1], "lc: B 7+0, the only candidate")
 
 
 def test_lc_reason_names_at_most_three_rivals() -> None:
     bs = with_active(backends(1, 1, 1, 1, 1, 1), 4, 0, 1, 2, 3, 5)
-    assert make("lc").pick(bs, CLIENT, 1) == (bs[1], "lc: B 0 < C 1, D 2, E 3, +2 more")
+    assert make("lc").pick(bs, CLIENT, 1) == (
+        bs[1],
+        "lc: B 0+0 < C 1+0, D 2+0, E 3+0, +2 more",
+    )
 
 
-def test_wlc_compares_active_per_weight() -> None:
+def test_lc_weighs_an_established_flow_as_256_others() -> None:
+    """IPVS's overhead, active * 256 + inactive: flows in the handshake or closing count,
+    a little."""
+    bs = with_active(backends(1, 1), 1, 0)
+    bs[1].inactive = 255
+    assert make("lc").pick(bs, CLIENT, 1) == (bs[1], "lc: B 0+255 < A 1+0")
+    bs[1].inactive = 256
+    assert make("lc").pick(bs, CLIENT, 1) == (bs[0], "lc: A 1+0 <= B 0+256 (tie: first listed)")
+    bs[1].inactive = 257
+    assert make("lc").pick(bs, CLIENT, 1) == (bs[0], "lc: A 1+0 < B 0+257")
+
+
+@pytest.mark.parametrize("name", ["lc", "wlc"])
+def test_a_burst_of_new_flows_spreads_before_any_is_established(name: str) -> None:
+    """SYNs that arrive together are all in their handshake (inactive) when the next one is
+    scheduled: counting only established flows sent every one of them to the first backend."""
+    s, bs = make(name), backends(1, 1, 1)
+    got = []
+    for _ in range(6):
+        b, _reason = pick(s, bs)
+        b.inactive += 1  # what the switch counts for a new flow, in SYN_RECV
+        got.append(b.name)
+    assert got == ["A", "B", "C", "A", "B", "C"]
+    assert pick(s, bs)[1] == (
+        "lc: A 0+2 <= B 0+2, C 0+2 (tie: first listed)"
+        if name == "lc"
+        else "wlc: A 0+2 per 1=0.01 <= B 0+2 per 1=0.01, C 0+2 per 1=0.01 (tie: first listed)"
+    )
+
+
+def test_wlc_compares_flows_per_weight() -> None:
     bs = with_active(backends(2, 3), 3, 5)
-    assert make("wlc").pick(bs, CLIENT, 1) == (bs[0], "wlc: A 3/2=1.5 < B 5/3=1.7")
+    assert make("wlc").pick(bs, CLIENT, 1) == (bs[0], "wlc: A 3+0 per 2=1.50 < B 5+0 per 3=1.67")
     bs = with_active(backends(2, 1), 3, 2)  # lc would take B (2 < 3); per weight A is less busy
     assert pick(make("lc"), bs)[0] is bs[1]
-    assert make("wlc").pick(bs, CLIENT, 1) == (bs[0], "wlc: A 3/2=1.5 < B 2/1=2.0")
+    assert make("wlc").pick(bs, CLIENT, 1) == (bs[0], "wlc: A 3+0 per 2=1.50 < B 2+0 per 1=2.00")
+    bs[0].inactive = 256  # A's overhead 3*256 + 256 = 1024, per weight 2: 512 > B's 512? equal
+    assert make("wlc").pick(bs, CLIENT, 1) == (
+        bs[0],
+        "wlc: A 3+256 per 2=2.00 <= B 2+0 per 1=2.00 (tie: first listed)",
+    )
+    bs[0].inactive = 257
+    assert make("wlc").pick(bs, CLIENT, 1) == (
+        bs[1],
+        "wlc: B 2+0 per 1=2.000 < A 3+257 per 2=2.002",
+    )
 
 
 def test_wlc_shows_enough_decimals_to_be_true() -> None:
-    bs = with_active(backends(4, 5), 7, 9)  # 1.75 < 1.8, both "1.8" with one decimal
-    assert make("wlc").pick(bs, CLIENT, 1) == (bs[0], "wlc: A 7/4=1.75 < B 9/5=1.80")
+    bs = with_active(backends(4, 5), 7, 9)  # 1.75 < 1.8
+    assert make("wlc").pick(bs, CLIENT, 1) == (bs[0], "wlc: A 7+0 per 4=1.75 < B 9+0 per 5=1.80")
+    bs = with_active(backends(3, 1), 3, 1)  # 1 < 1 + 1/768 (1.0013): three decimals
+    bs[0].inactive = 1
+    assert make("wlc").pick(bs, CLIENT, 1) == (bs[1], "wlc: B 1+0 per 1=1.000 < A 3+1 per 3=1.001")
+    bs = with_active(backends(10, 1), 10, 1)  # 1 < 1 + 1/2560 (1.0004): four
+    bs[0].inactive = 1
+    assert make("wlc").pick(bs, CLIENT, 1) == (
+        bs[1],
+        "wlc: B 1+0 per 1=1.0000 < A 10+1 per 10=1.0004",
+    )
 
 
 def test_wlc_ties_are_exact_and_go_to_the_first_listed() -> None:
     bs = with_active(backends(3, 0, 6, 2), 1, 0, 2, 1)  # 1/3 = 2/6 < 1/2; B quiesced
     assert make("wlc").pick(bs, CLIENT, 1) == (
         bs[0],
-        "wlc: A 1/3=0.3 <= C 2/6=0.3, D 1/2=0.5 (tie: first listed)",
+        "wlc: A 1+0 per 3=0.33 <= C 2+0 per 6=0.33, D 1+0 per 2=0.50 (tie: first listed)",
     )
 
 
