@@ -340,6 +340,7 @@ void pks_table_free(pks_table *t)
         free(t->svc[i].acl);
     }
     free(t->bk_ep);
+    free(t->bk_load);
     free(t->index);
     free(t->flows);
     free(t->heap);
@@ -495,10 +496,28 @@ static void ho_append(pks_table *t, uint32_t slot)
         t->half_open_peak = t->half_open;
 }
 
+/* a flow of backend b leaves state `was` for `to` (PKS_S_NONE: not counted, before its
+ * first state and once removed): its backend's load */
+static void load_move(pks_table *t, uint32_t b, uint8_t was, uint8_t to)
+{
+    if (b >= t->bk_load_cap || was == to)
+        return;
+    pks_load *l = &t->bk_load[b];
+    if (was == PKS_S_ESTABLISHED)
+        l->active--;
+    else if (was != PKS_S_NONE)
+        l->inactive--;
+    if (to == PKS_S_ESTABLISHED)
+        l->active++;
+    else if (to != PKS_S_NONE)
+        l->inactive++;
+}
+
 /* the one way a flow's state changes, from Python (pks_flow_set_state) or from a packet */
 static int flow_state(pks_table *t, uint32_t slot, uint8_t state, double now)
 {
     pks_flow *f = &t->flows[slot];
+    load_move(t, f->backend, f->state, state);
     if (f->state == PKS_S_SYN_RECV && state != PKS_S_SYN_RECV)
         ho_unlink(t, slot);
     else if (state == PKS_S_SYN_RECV && f->state != PKS_S_SYN_RECV)
@@ -596,6 +615,7 @@ int pks_table_remove(pks_table *t, uint32_t slot)
     index_del(t, slot << 1 | 1);
     if (f->state == PKS_S_SYN_RECV)
         ho_unlink(t, slot);
+    load_move(t, f->backend, f->state, PKS_S_NONE);
     if (f->timer_seq)
         t->stale++;
     uint32_t gen = f->gen;
@@ -803,6 +823,7 @@ int pks_service_set(pks_table *t, uint32_t id, uint32_t vip, uint16_t port,
     s->picks = copy;
     s->slots = NULL;
     s->size = 0;
+    s->least = 0;
     return 0;
 }
 
@@ -827,6 +848,20 @@ int pks_service_hash(pks_table *t, uint32_t id, uint32_t vip, uint16_t port,
     s->slots = copy;
     s->size = size;
     s->with_port = !!with_port;
+    return 0;
+}
+
+int pks_service_least(pks_table *t, uint32_t id, uint32_t vip, uint16_t port,
+                      const pks_pick *members, uint32_t n, int how)
+{
+    if (!n || (how != PKS_LEAST_COUNT && how != PKS_LEAST_PER_WEIGHT))
+        return -1;
+    for (uint32_t i = 0; i < n; i++)
+        if (members[i].backend >= t->bk_load_cap)
+            return -1;
+    if (pks_service_set(t, id, vip, port, members, n, 0) != 0)
+        return -1;
+    service_of(t, id)->least = (uint8_t)how;
     return 0;
 }
 
@@ -972,7 +1007,7 @@ int pks_table_set_hash_key(pks_table *t, const uint8_t *key, uint32_t len)
 int64_t pks_service_next(pks_table *t, uint32_t id, int advance)
 {
     pks_service *s = service_of(t, id);
-    if (!s || s->slots)
+    if (!s || s->slots || s->least)
         return -1;
     uint32_t at = s->cursor;
     if (advance)
@@ -989,6 +1024,36 @@ static int64_t snat_next(const pks_snat *p, uint32_t ep)
     if (q->fresh < p->size)
         return (int64_t)(((uint64_t)q->start + q->fresh) % p->size);
     return q->count ? (int64_t)q->pairs[q->head] : -1;
+}
+
+/* A least-loaded service's member for a new flow (pks.h, pks_load), the flow `gone` (or
+ * PKS_NONE), whose port the SYN reuses, ended first as Python ends it before it picks; NULL
+ * when no member has a weight above 0 */
+static const pks_pick *least_pick(const pks_table *t, const pks_service *s, uint32_t gone)
+{
+    const pks_flow *g = gone != PKS_NONE ? &t->flows[gone] : NULL;
+    const pks_pick *best = NULL;
+    uint64_t least = 0;
+    for (uint32_t i = 0; i < s->len; i++) {
+        const pks_pick *p = &s->picks[i];
+        if (!p->weight)
+            continue;
+        const pks_load *l = &t->bk_load[p->backend];   /* checked by pks_service_least */
+        uint64_t active = l->active, inactive = l->inactive;
+        if (g && g->backend == p->backend) {
+            if (g->state == PKS_S_ESTABLISHED)
+                active--;
+            else if (g->state != PKS_S_NONE)
+                inactive--;
+        }
+        uint64_t load = active * PKS_ACTIVE_WEIGHT + inactive;
+        if (!best || (s->least == PKS_LEAST_COUNT ? load < least
+                                                   : load * best->weight < least * p->weight)) {
+            best = p;
+            least = load;
+        }
+    }
+    return best;
 }
 
 /* A client's SYN without a flow (old = PKS_NONE), or reusing the port of flow `old` in
@@ -1044,6 +1109,15 @@ static int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint
         if (s->slots[hslot] == PKS_NONE)
             return PKS_V_SLOW;                  /* an empty slot: Python's to refuse */
         pick = &s->picks[s->slots[hslot]];
+    } else if (s->least) {
+        /* Python picks before it evicts (the SYN must be sure to be taken) and applies the
+         * eviction's event before the OPEN, so its counts would not be those of the pick:
+         * such a SYN is Python's */
+        if (evict != PKS_NONE)
+            return PKS_V_SLOW;
+        pick = least_pick(t, s, old);
+        if (!pick)
+            return PKS_V_SLOW;                  /* no backend takes flows: Python's to refuse */
     }
     uint32_t ep = PKS_NONE;                     /* the pick's queue in the SNAT pool */
     int64_t pair = -1;
@@ -1099,7 +1173,7 @@ static int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint
     pks_table_insert(t, slot, &m->key, &k1);    /* checked above: cannot fail */
     if (slot != gone)
         t->nspare--;
-    if (!s->slots)
+    if (!s->slots && !s->least)
         s->cursor = (s->cursor + 1) % s->len;
     pks_flow *f = &t->flows[slot];
     f->pkts[0] = 1;
@@ -1110,7 +1184,7 @@ static int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint
     f->syns = 1;
     f->service = s->id;
     f->backend = pick->backend;
-    f->reason = s->slots ? PKS_NONE : pick->reason;    /* hashed: Python writes it */
+    f->reason = s->slots || s->least ? PKS_NONE : pick->reason; /* Python writes these */
     if (pair >= 0) {
         f->has_snat = 1;
         f->snat_addr = (uint16_t)(pair % t->snat->naddrs);
@@ -1124,7 +1198,7 @@ static int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint
             t->nspare++;
         else    /* the evicted flow's slot is free after all: the event just put says so */
             t->events[(t->ev_head + t->ev_count - 1) % PKS_EVENTS].dir = 0;
-        if (!s->slots)
+        if (!s->slots && !s->least)
             s->cursor = (s->cursor + s->len - 1) % s->len;
         m->slot = -1;
         return PKS_V_SLOW;
@@ -1137,6 +1211,15 @@ static int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint
     key_reverse(&k1, &n0);
     pks_rewrite(buf, m, &n0);
     return PKS_V_FAST;
+}
+
+int pks_table_set_backends(pks_table *t, uint32_t n)
+{
+    if (n > PKS_NUMBER_MAX)
+        return -1;
+    if (!n)
+        return 0;
+    return grow((void **)&t->bk_load, &t->bk_load_cap, n - 1, sizeof *t->bk_load, 0);
 }
 
 int pks_table_set_endpoint(pks_table *t, uint32_t backend, uint32_t ep)

@@ -148,6 +148,7 @@ typedef struct {
     uint32_t seq;
 } pks_timer;
 
+#define PKS_S_NONE 0        /* tcpstate.State.NONE: a flow before its first state */
 #define PKS_S_ESTABLISHED 1
 #define PKS_S_SYN_RECV 3    /* tcpstate.State.SYN_RECV: the half-open state */
 #define PKS_S_TIME_WAIT 5   /* TIME_WAIT and CLOSE: a client's SYN in them opens a new flow */
@@ -205,7 +206,7 @@ typedef struct {
                            PKS_NONE in a hashed service's members */
     uint32_t addr;      /* the backend's IPv4 address, host order */
     uint16_t port;      /* (its SNAT pool queue is the table's bk_ep[backend]) */
-    uint16_t pad;
+    uint16_t weight;    /* its weight now (a least-loaded service skips 0) */
 } pks_pick;
 
 #define PKS_SERVICES 1024   /* services C schedules at once */
@@ -227,7 +228,8 @@ typedef struct {
     uint32_t *slots;    /* hashed (iphash, maglev): slot -> member, PKS_NONE empty; else NULL */
     uint32_t size;      /* slots */
     uint8_t with_port;  /* the client port is hashed too (hash_key = "ip+port") */
-    uint8_t spad[3];
+    uint8_t least;      /* least-loaded (pks_service_least): PKS_LEAST_COUNT or _PER_WEIGHT */
+    uint8_t spad[2];
     uint32_t *acl;      /* the access list (pks_service_acl): (network, mask) pairs, host
                            order, nallow allow prefixes then ndeny deny ones; NULL: none */
     uint32_t nallow;
@@ -240,6 +242,26 @@ typedef struct {
  * this way has reason PKS_NONE until Python, applying its OPEN event (value: the slot),
  * writes the reason text, which names the client. */
 #define PKS_HASH_KEY_MAX 64
+
+/* A least-loaded scheduler (lc, wlc) has neither: its members and their weights are written
+ * into C (pks_service_least), and C picks by each backend's flows as it counts them itself
+ * (pks_load, for every flow in the table: ESTABLISHED ones, and those in any other state),
+ * as sched/base.py's overhead does: active * PKS_ACTIVE_WEIGHT + inactive, least first
+ * (lc), or least per weight compared by cross-multiplying (wlc), weight-0 members skipped,
+ * ties to the first member. A SYN reusing the port of a flow is picked for without that
+ * flow, as Python ends it before it picks; one that needs an eviction to make room is left to
+ * Python, which picks before it evicts (its counts at the OPEN would differ). A flow C
+ * opens this way has reason PKS_NONE until Python writes it, applying its OPEN event: its
+ * counts then are C's at the pick, since every change to them before it is an event
+ * applied before that one. */
+#define PKS_LEAST_COUNT 1
+#define PKS_LEAST_PER_WEIGHT 2
+#define PKS_ACTIVE_WEIGHT 256
+
+typedef struct {
+    uint32_t active;    /* a backend's flows in ESTABLISHED */
+    uint32_t inactive;  /* and in any other state (counted from its first state on) */
+} pks_load;
 
 /* A service's access list, as core/acl.py: a client is refused if its address is in a deny
  * prefix, or if there are allow prefixes and it is in none. C opens flows for the clients
@@ -320,6 +342,9 @@ typedef struct {
     uint32_t snat_addrs[PKS_SNAT_ADDRS];
     uint32_t *bk_ep;    /* SNAT pool endpoint by Python's backend number, PKS_NONE: unknown */
     uint32_t bk_cap;
+    pks_load *bk_load;  /* each backend's flows, by Python's backend number (pks_table_set_
+                           backends): a flow of a backend beyond it is not counted */
+    uint32_t bk_load_cap;
     uint64_t hash_state[8]; /* BLAKE2b's state after the hashing schedulers' key block */
     uint32_t hash_key_len;  /* 0: no key set (C opens no hashed flow) */
     uint64_t opened;    /* flows C opened */
@@ -385,6 +410,12 @@ int pks_service_set(pks_table *t, uint32_t id, uint32_t vip, uint16_t port,
 int pks_service_hash(pks_table *t, uint32_t id, uint32_t vip, uint16_t port,
                      const pks_pick *members, uint32_t n, const uint32_t *slots, uint32_t size,
                      int with_port);
+/* Schedules service `id` in C by the least load of its n members (picks: backend, address,
+ * port, weight; reason ignored): how = PKS_LEAST_COUNT (lc) or PKS_LEAST_PER_WEIGHT (wlc).
+ * 0; -1 no memory, too many services, n 0 or over PKS_PERIOD_MAX, another `how`, or a
+ * member beyond pks_table_set_backends. pks_service_set(..., 0, 0) leaves it to Python. */
+int pks_service_least(pks_table *t, uint32_t id, uint32_t vip, uint16_t port,
+                      const pks_pick *members, uint32_t n, int how);
 int pks_service_acl(pks_table *t, uint32_t id, const uint32_t *prefixes, uint32_t nallow,
                     uint32_t ndeny);
 /* The key of the hashing schedulers: 0, -1 longer than PKS_HASH_KEY_MAX or empty */
@@ -399,6 +430,10 @@ int64_t pks_service_next(pks_table *t, uint32_t id, int advance);
  * addresses its pair numbers stand for (host order, pool->naddrs of them, PKS_SNAT_ADDRS
  * at most): 0, -1 for another count */
 int pks_table_set_snat(pks_table *t, pks_snat *pool, const uint32_t *addrs, uint32_t n);
+
+/* Backend numbers below n are counted (t->bk_load; new ones start at 0 flows): 0; -1 no
+ * memory, or n above PKS_NUMBER_MAX. Call it before any flow names a new number. */
+int pks_table_set_backends(pks_table *t, uint32_t n);
 
 /* Backend number `backend` sends to the SNAT pool's endpoint ep (so C can free the pair of
  * a flow it ends): 0; -1 no memory, or a number not below PKS_NUMBER_MAX */

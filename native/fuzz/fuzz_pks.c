@@ -731,6 +731,7 @@ typedef struct {
     uint32_t opened, ended;
     pks_pick picks[4];      /* the service as programmed: members, and a hash table or none */
     uint32_t n, slots[8], size, with_port;
+    int least;              /* or least-loaded: PKS_LEAST_COUNT or _PER_WEIGHT, 0: neither */
     int refused;            /* its access list refuses the client (C must leave its SYNs) */
 } opens;
 
@@ -761,6 +762,17 @@ static void check_opens(opens *o)
         }
     }
     CHECK(t->count == used && t->nkeys == 2 * used && t->half_open == half);
+    for (uint32_t b = 0; b < 4; b++) {  /* each backend's load is its flows, recounted */
+        uint32_t active = 0, inactive = 0;
+        for (uint32_t i = 0; i < NSLOTS; i++) {
+            const pks_flow *f = &t->flows[i];
+            if (f->used && f->backend == b && f->state != PKS_S_NONE) {
+                active += f->state == PKS_S_ESTABLISHED;
+                inactive += f->state != PKS_S_ESTABLISHED;
+            }
+        }
+        CHECK(t->bk_load[b].active == active && t->bk_load[b].inactive == inactive);
+    }
     uint32_t n = 0;
     for (uint32_t s = t->ho_head; s != PKS_NONE; s = t->flows[s].next, n++)
         CHECK(s < NSLOTS && n < NSLOTS && t->flows[s].state == PKS_S_SYN_RECV);
@@ -840,13 +852,19 @@ static void program(opens *o, const uint8_t *op, const pks_meta *m)
     for (uint32_t k = 0; k < n; k++) {
         uint8_t b = op[1] >> (2 * k) & 3;  /* backend 3 has no SNAT endpoint: C leaves it */
         picks[k] = (pks_pick){.backend = b, .reason = b, .addr = 0xc0000201u + b,
-                              .port = (uint16_t)(8080 + b)};
+                              .port = (uint16_t)(8080 + b), .weight = (uint16_t)(op[0] >> (k + 3) & 3)};
     }
     CHECK(pks_service_set(o->t, SVC_OTHER, m->daddr4, m->dport, picks, n, n) == (n ? -1 : 0));
     memcpy(o->picks, picks, sizeof picks);
     o->n = n;
     o->size = 0;
-    if (n && op[0] & 0x80) {            /* hashed: 1..8 slots, some empty */
+    o->least = 0;
+    if (n && !(op[0] & 0x80) && op[1] & 0x80) {   /* least-loaded, by count or per weight */
+        o->least = op[1] & 0x04 ? PKS_LEAST_PER_WEIGHT : PKS_LEAST_COUNT;
+        CHECK(pks_service_least(o->t, SVC, m->daddr4, m->dport, picks, n, o->least) == 0);
+        CHECK(pks_service_next(o->t, SVC, 0) == -1);
+        CHECK(pks_service_least(o->t, SVC_NONE, m->daddr4, m->dport, picks, n, 3) == -1);
+    } else if (n && op[0] & 0x80) {            /* hashed: 1..8 slots, some empty */
         uint32_t *slots = o->slots, size = 1 + (op[0] >> 4 & 7);
         for (uint32_t k = 0; k < size; k++)
             slots[k] = (op[1] >> k & 1) ? PKS_NONE : (k + op[0]) % n;
@@ -882,6 +900,36 @@ static void program(opens *o, const uint8_t *op, const pks_meta *m)
     CHECK(pks_service_acl(o->t, SVC_NONE, NULL, 0, 0) == -1);  /* no such service */
 }
 
+/* a least-loaded service: no member with a weight had less load than the one C gave the
+ * new flow in `slot` (its load counted without that flow; the flow whose port it reused is
+ * gone already), nor as little and listed before it */
+static void check_least(const opens *o, uint32_t slot)
+{
+    const pks_flow *f = &o->t->flows[slot];
+    uint64_t load[4] = {0};
+    for (uint32_t i = 0; i < NSLOTS; i++) {
+        const pks_flow *g = &o->t->flows[i];
+        if (i != slot && g->used && g->state != PKS_S_NONE)
+            load[g->backend] += g->state == PKS_S_ESTABLISHED ? PKS_ACTIVE_WEIGHT : 1;
+    }
+    uint32_t chosen = o->n;
+    for (uint32_t k = 0; k < o->n && chosen == o->n; k++)
+        if (o->picks[k].weight && o->picks[k].backend == f->backend)
+            chosen = k;
+    CHECK(chosen < o->n && f->reason == PKS_NONE);
+    const pks_pick *c = &o->picks[chosen];
+    for (uint32_t k = 0; k < o->n; k++) {
+        const pks_pick *p = &o->picks[k];
+        if (!p->weight || p->backend == c->backend)
+            continue;
+        /* p's load against the chosen one's, per weight for wlc: never less, nor equal
+         * before it in the list */
+        uint64_t mine = load[p->backend] * (o->least == PKS_LEAST_COUNT ? 1 : c->weight);
+        uint64_t theirs = load[c->backend] * (o->least == PKS_LEAST_COUNT ? 1 : p->weight);
+        CHECK(mine > theirs || (mine == theirs && k > chosen));
+    }
+}
+
 /* a hashed service: the member the client's slot names, and the slot (C's, from scratch) */
 static void check_hashed(const opens *o, const pks_flow *f)
 {
@@ -913,6 +961,7 @@ static void drive_opens(const uint8_t *data, size_t size, const pks_meta *m, int
     CHECK(pks_table_set_timeouts(o.t, timeouts, PKS_STATES) == 0);
     o.t->open_on = 1;
     CHECK(pks_table_set_hash_key(o.t, HKEY, sizeof HKEY - 1) == 0);
+    CHECK(pks_table_set_backends(o.t, 4) == 0);     /* backends 0..3, their loads counted */
     /* the set-up from the input's last bytes (the packet's first ones must parse) */
     uint8_t cfg = data[size - 1], cfg2 = data[size - 2];
     o.t->max_half_open = 1 + cfg2 % NSLOTS;
@@ -959,6 +1008,8 @@ static void drive_opens(const uint8_t *data, size_t size, const pks_meta *m, int
                 o.lent[pm.slot] = 0;
                 if (o.size)
                     check_hashed(&o, &o.t->flows[pm.slot]);
+                if (o.least)
+                    check_least(&o, (uint32_t)pm.slot);
             }
             break;
         }

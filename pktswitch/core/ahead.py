@@ -1,5 +1,6 @@
 """Scheduling ahead: a round robin's answers for one period, written into the C table, so that
-C opens the service's new flows by itself (native/pks.h, "New flows in C").
+C opens the service's new flows by itself (native/pks.h, "New flows in C"); or what C needs
+to run the scheduler itself (a hashing scheduler's table, a least-loaded one's backends).
 
 rr and smooth wrr never look at the packet: their next answers depend only on their own state
 and the weights, and repeat with a period (rr: the backends with weight > 0; wrr: the sum of
@@ -15,8 +16,14 @@ The hashing schedulers (iphash, maglev) have no period but a table: its members 
 are written into C instead, and C hashes the client to the slot as sched/hashing.py does
 (keyed BLAKE2b); the same table answers Python's picks, so both agree by construction.
 A service's access list goes with it (write_acl): C opens flows for the clients it permits
-and leaves the others' SYNs to Python, which refuses and counts them. Schedulers that look
-at the backends' live counts (lc, wlc, lrt) stay with Python.
+and leaves the others' SYNs to Python, which refuses and counts them.
+
+lc and wlc read the backends' live counts: C counts every flow per backend itself (pks_load:
+established, and in any other state), so only the backends and their weights are written,
+and C picks as sched/base.py's overhead does. Python writes the reason when it applies the
+flow's OPEN event, from its own counts, which are then C's at the pick (every change to them
+before it is an event applied before that one). lrt, which reads response times, stays with
+Python.
 """
 
 from __future__ import annotations
@@ -69,6 +76,9 @@ class Ahead:
         table_for = getattr(scheduler, "table_for", None)
         if table_for is not None:
             return self._write_table(table_for(backends), scheduler, vip, port, known)
+        weighted: bool | None = getattr(scheduler, "weighted", None)
+        if weighted is not None:
+            return self._write_least(backends, weighted, vip, port, known)
         n = period(scheduler, backends)
         if not 0 < n <= PERIOD_MAX:
             self.clear()
@@ -124,6 +134,29 @@ class Ahead:
             self.clear()
         return rc == 0
 
+    def _write_least(
+        self,
+        backends: Sequence[BackendState],
+        weighted: bool,
+        vip: int,
+        port: int,
+        known: Callable[[BackendState], object] | None,
+    ) -> bool:
+        """A least-loaded scheduler's backends and weights into C, which picks by the flows
+        it counts (lc; wlc if weighted); the reason is written by the switch when it applies
+        the flow's OPEN event."""
+        if not any(b.weight > 0 for b in backends) or len(backends) > PERIOD_MAX:
+            self.clear()
+            return False
+        picks = self._picks(list(backends), [lib.PKS_NONE] * len(backends), known)
+        how = lib.PKS_LEAST_PER_WEIGHT if weighted else lib.PKS_LEAST_COUNT
+        rc = lib.pks_service_least(self._table.tab, self.sid, vip, port, picks, len(backends), how)
+        self._release()
+        self.answers = []
+        if rc != 0:
+            self.clear()
+        return rc == 0
+
     def _picks(
         self,
         backends: list[BackendState],
@@ -139,6 +172,7 @@ class Ahead:
                 known(b)
             p.addr = b.ip_int
             p.port = b.port
+            p.weight = b.weight
         return picks
 
     def write_acl(self, acl: CompiledAcl | None) -> bool:

@@ -7,9 +7,11 @@ timeout, the timer, the half-open list, and Python's numbers for the flow's serv
 reason and SNAT pair. C finds a flow and counts every packet without Python, moves its state
 on FINs and ACKs through the grid of core/tcpstate.py, and reports each move as an event
 that the switch applies (the backends' active/inactive counts) before it decides on any other
-packet. A Flow object is a view of a slot made on demand, so a million flows cost no Python
-objects, and this module owns which slots are free (it lends C a few at a time, in which C
-opens flows itself: core/ahead.py) and the numbering of what flows refer to.
+packet. C counts each backend's flows too, wherever a flow's state changes (pks_load, which
+lc and wlc pick by in C): the same counts, kept on both sides. A Flow object is a view of a
+slot made on demand, so a million flows cost no Python objects, and this module owns which
+slots are free (it lends C a few at a time, in which C opens flows itself: core/ahead.py)
+and the numbering of what flows refer to.
 
 Idle expiry without scanning: every flow has at most one live entry in a heap of deadlines
 (in C). When an entry comes due, the deadline is recomputed from the flow's real last-packet
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import os
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pktswitch._native import ffi, lib
@@ -135,10 +137,11 @@ class Registry:
     reload removed, once its last flow has ended. Its number then goes to the next new
     object, so the numbers in use are those of the live objects only."""
 
-    def __init__(self) -> None:
+    def __init__(self, grown: Callable[[int], None] | None = None) -> None:
         self._objs: list[Any] = []
         self._ids: dict[int, int] = {}  # id(obj) -> number; _objs keeps obj alive
         self._free: list[int] = []  # numbers of forgotten objects
+        self._grown = grown  # told how many numbers there are, before a new one is used
 
     def __getitem__(self, n: int) -> Any:
         return self._objs[n]
@@ -158,6 +161,8 @@ class Registry:
                 self._objs[n] = obj
             else:
                 n = len(self._objs)
+                if self._grown is not None:
+                    self._grown(n + 1)
                 self._objs.append(obj)
             self._ids[id(obj)] = n
         return n
@@ -255,7 +260,7 @@ class FlowTable:
         self.timeouts: dict[State, float] = {}
         self.set_timeouts(DEFAULT_TIMEOUTS if timeouts is None else timeouts)
         self.services = Registry()
-        self.backends = Registry()
+        self.backends = Registry(self._backends_grown)  # C counts each one's flows
         self.reasons = Reasons()
         self._high = 0  # slots below this have been used
         self._free = array("I")  # slots freed below the high-water mark, not lent to C
@@ -264,6 +269,15 @@ class FlowTable:
 
     def __len__(self) -> int:
         return int(self.tab.count)
+
+    def _backends_grown(self, n: int) -> None:
+        if lib.pks_table_set_backends(self.tab, n) != 0:
+            raise MemoryError(f"no memory to count the flows of {n} backends")
+
+    def load(self, backend_number: int) -> tuple[int, int]:
+        """The backend's flows as C counts them: (ESTABLISHED, in any other state)."""
+        c = self.tab.bk_load[backend_number]
+        return c.active, c.inactive
 
     @property
     def max_half_open(self) -> int:

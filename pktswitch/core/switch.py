@@ -10,7 +10,8 @@ core/tcpstate.py, loaded into C), times the first response, rewrites and counts 
 path: no Python work beyond this call; what C changed comes back as events, applied by
 take_events before Python decides on the next packet). A client's SYN to a service whose
 scheduler Python wrote into C (rr and wrr as a period of answers, iphash and maglev as their
-table: core/ahead.py) is opened by C as well, and reported as an event. Otherwise Python
+table, lc and wlc as their backends, picked by the flows C counts: core/ahead.py) is opened
+by C as well, and reported as an event. Otherwise Python
 decides: a known flow goes through the TCP state table, then is rewritten; an unknown one
 may only be a SYN (without ACK) to a service, which schedules a backend, takes an SNAT port
 and inserts the flow; both sides open a flow the same way (tests/unit/test_ahead.py holds
@@ -232,9 +233,10 @@ class Switch:
         return ep
 
     def _schedule_ahead(self, svc: ServiceState) -> None:
-        """Write the service's scheduler into C (its next period of answers, or its hash
-        table) and its access list, or leave the service to Python: a scheduler with neither
-        (lc, wlc, lrt), one too large for C, or too many SNAT addresses."""
+        """Write the service's scheduler into C (its next period of answers, its hash table,
+        or its backends for C to pick by load) and its access list, or leave the service to
+        Python: a scheduler with none of these (lrt), one too large for C, or too many SNAT
+        addresses."""
         if svc.ahead is None:
             svc.ahead = Ahead(self.table, self.table.services.number(svc))
         if not self._ahead_ok:
@@ -347,7 +349,7 @@ class Switch:
             if c.used and c.gen == gen:  # (one C ended already has no reason to write)
                 k = c.key[0]
                 client = bytes(ffi.buffer(k.saddr, 4))
-                text = svc.scheduler.reason_for(client, k.sport, int(value), b)
+                text = svc.scheduler.reason_for(svc.backends, client, k.sport, int(value), b)
                 c.reason = table.reasons.hold(text)
         b.inactive += 1  # SYN_RECV
         b.total += 1

@@ -23,8 +23,13 @@ Optional methods, with which a switch lets C open a service's flows (core/ahead.
 - period(backends) -> int: rr and wrr only, whose answers never depend on the client: the
   number of picks after which they repeat. The switch runs a copy (copy.copy) of the
   scheduler for one period: so their pick must replace its state, never change it in place.
-- table_for(backends), reason_for(client, cport, slot, backend): iphash and maglev, whose
-  table C copies (and hashes the client as hash64 does), and the reason of a flow C opened.
+- table_for(backends): iphash and maglev, whose table C copies (and hashes the client as
+  hash64 does).
+- weighted: lc (False) and wlc (True), which C runs itself on the flows it counts per backend
+  (native/pks.h, pks_load): it needs only the backends and their weights.
+- reason_for(backends, client, cport, slot, backend): the reason of a flow C opened for
+  iphash and maglev (`slot`: where the client hashed) and for lc and wlc, whose backends'
+  counts are, when the switch asks, what C's were when it picked.
 
 In a switch every weight or backend change goes through Switch.refresh or reconfigure, which
 tell the scheduler (update) and write C's copy again: C does not see a weight changed in
@@ -206,7 +211,39 @@ def _flows(b: BackendState) -> str:
     return f"{b.name} {b.active}+{b.inactive}"
 
 
-class LeastConnections:
+class _Least:
+    """What lc and wlc share: they keep nothing, so pick is peek; C runs them too."""
+
+    name = ""
+    OPTIONS: tuple[str, ...] = ()
+    weighted = False  # C runs it by count (lc) or per weight (wlc): see the module docstring
+
+    def peek(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
+        raise NotImplementedError
+
+    def pick(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
+        return self.peek(backends, client, cport)
+
+    def reason_for(
+        self,
+        backends: Sequence[BackendState],
+        client: bytes,
+        cport: int,
+        slot: int,
+        b: BackendState,
+    ) -> str:
+        """The reason of a flow C gave `b`, from the counts C had when it picked (the
+        switch's when it applies the flow's OPEN event)."""
+        picked = self.peek(backends, client, cport)
+        if picked is None or picked[0] is not b:  # C and Python counted differently: a bug
+            return f"{self.name}: {b.name} (picked in C on other counts than Python's)"
+        return picked[1]
+
+    def update(self, backends: Sequence[BackendState]) -> None:
+        pass
+
+
+class LeastConnections(_Least):
     """Fewest flows wins, an ESTABLISHED one weighing 256 others (IPVS lc: `overhead`);
     weight-0 backends are left out.
 
@@ -217,7 +254,6 @@ class LeastConnections:
     """
 
     name = "lc"
-    OPTIONS: tuple[str, ...] = ()
 
     def peek(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
         cands = [b for b in backends if b.weight > 0]
@@ -232,14 +268,8 @@ class LeastConnections:
         reason = f"lc: {_flows(best)} {'<=' if tie else '<'} {rivals}"
         return best, reason + (" (tie: first listed)" if tie else "")
 
-    def pick(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
-        return self.peek(backends, client, cport)
 
-    def update(self, backends: Sequence[BackendState]) -> None:
-        pass
-
-
-class WeightedLeastConnections:
+class WeightedLeastConnections(_Least):
     """Smallest overhead per weight wins (IPVS wlc, `overhead` as lc's); weight-0 backends
     are left out.
 
@@ -251,7 +281,7 @@ class WeightedLeastConnections:
     """
 
     name = "wlc"
-    OPTIONS: tuple[str, ...] = ()
+    weighted = True
 
     def peek(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
         best: BackendState | None = None
@@ -288,12 +318,6 @@ class WeightedLeastConnections:
         rivals = _rivals([ratio(b) for b in others])
         reason = f"wlc: {ratio(best)} {'<=' if tie else '<'} {rivals}"
         return best, reason + (" (tie: first listed)" if tie else "")
-
-    def pick(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
-        return self.peek(backends, client, cport)
-
-    def update(self, backends: Sequence[BackendState]) -> None:
-        pass
 
 
 # ---------------------------------------------------------------------- hashing schedulers
@@ -379,7 +403,14 @@ class _Table:
         self._fresh(backends)
         return self._members, self._table
 
-    def reason_for(self, client: bytes, cport: int, slot: int, b: BackendState) -> str:
+    def reason_for(
+        self,
+        backends: Sequence[BackendState],
+        client: bytes,
+        cport: int,
+        slot: int,
+        b: BackendState,
+    ) -> str:
         """The reason pick gives a client that hashed to `slot` and got `b`."""
         return self._reason(flow_text(client, cport, self.with_port), slot, b)
 

@@ -80,14 +80,22 @@ class Twins:
             return {text: r._refs[n] for text, n in r._ids.items()}
 
         assert held(c) == held(py)
+        for h in (c, py):  # C counts every flow per backend as Python does (lc, wlc pick by it)
+            sw = h.sw
+            assert {
+                b.name: sw.table.load(sw.table.backends.number(b)) for b in sw.services[0].backends
+            } == {b.name: (b.active, b.inactive) for b in sw.services[0].backends}
         for name in "ABC":
             ep = (bytes(map(int, BACKENDS[name].split("."))), 8080)
             assert c.sw.pool.in_use(ep) == py.sw.pool.in_use(ep)
             assert c.sw.pool.freed(ep)[0] == py.sw.pool.freed(ep)[0]
 
 
+IN_C = ["rr", "wrr", "iphash", "maglev", "lc", "wlc"]  # the schedulers C opens flows for
+
+
 @pytest.mark.parametrize("mode", ["fullnat", "nat"])
-@pytest.mark.parametrize("scheduler", ["rr", "wrr", "iphash", "maglev"])
+@pytest.mark.parametrize("scheduler", IN_C)
 def test_flows_opened_by_c_are_the_flows_python_opens(mode: str, scheduler: str) -> None:
     t = Twins(mode, scheduler)
     t.call("set_weight", "web", "C", 3)  # wrr: a period of 5 (A B C C ...); rr: weights ignored
@@ -195,7 +203,7 @@ ACTIONS = st.lists(
 @settings(max_examples=60, deadline=None)
 @given(
     mode=st.sampled_from(["fullnat", "nat"]),
-    scheduler=st.sampled_from(["rr", "wrr", "iphash", "maglev"]),
+    scheduler=st.sampled_from(IN_C),
     actions=ACTIONS,
 )
 def test_any_conversation_gives_the_same_packets_and_counts_whoever_opens(
@@ -392,7 +400,7 @@ class Batch:
         return IP(bytes(sw.buf[: len(raw)]))
 
 
-@pytest.mark.parametrize("scheduler", ["rr", "iphash", "maglev"])
+@pytest.mark.parametrize("scheduler", ["rr", "iphash", "maglev", "lc", "wlc"])
 @pytest.mark.parametrize("limits", [{"max_half_open": 2}, {"max_flows": 4, "max_half_open": 4}])
 def test_flows_c_ends_before_python_sees_them_opened_are_counted_right(
     scheduler: str, limits: dict[str, int]
@@ -492,7 +500,7 @@ def test_an_access_list_too_long_for_c_leaves_the_service_to_python() -> None:
 def test_services_numbered_past_16_bits_have_their_flows_opened_by_c_and_python() -> None:
     """A service holds its number while it or a flow of it lives, so many services at once
     (removed ones with flows left included) number new ones high: past 16 bits their flows
-    are opened (by C for rr, by Python for lc), listed and counted as the first ones'."""
+    are opened (by C for rr, by Python for lrt), listed and counted as the first ones'."""
     from pktswitch.control.config import parse
     from pktswitch.core.switch import Switch
 
@@ -507,7 +515,7 @@ def test_services_numbered_past_16_bits_have_their_flows_opened_by_c_and_python(
     sw = Switch.from_config(parse(text({80: "rr"})), seed=1)
     for _ in range(70_000):  # as 70,000 services holding their numbers (the registry keeps them)
         sw.table.services.number(object())
-    sw.reconfigure(parse(text({80: "rr", 81: "rr", 82: "lc"})), 0.0)
+    sw.reconfigure(parse(text({80: "rr", 81: "rr", 82: "lrt"})), 0.0)
     assert [sw.table.services.number(s) for s in sw.services] == [0, 70_001, 70_002]
     h = Harness()
     h.sw = sw

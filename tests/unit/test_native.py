@@ -572,6 +572,57 @@ def test_insert_lookup_remove() -> None:
     assert lib.pks_table_lookup(t, k1) == 5 << 1 | 1
 
 
+def test_each_backend_s_flows_are_counted_wherever_their_state_changes() -> None:
+    t = new_table(16, 7)
+    assert lib.pks_table_set_backends(t, 3) == 0
+    assert lib.pks_table_set_backends(t, lib.PKS_NUMBER_MAX + 1) == -1
+
+    def load(b: int) -> tuple[int, int]:
+        return t.bk_load[b].active, t.bk_load[b].inactive
+
+    k0, _n0, k1, _n1 = _flow_keys(1)
+    assert lib.pks_table_insert(t, 5, k0, k1) == 0
+    t.flows[5].backend = 2
+    assert load(2) == (0, 0)  # not counted before its first state
+    for state, want in [
+        (State.SYN_RECV, (0, 1)),
+        (State.SYN_RECV, (0, 1)),  # the same state again: no change
+        (State.ESTABLISHED, (1, 0)),
+        (State.FIN_WAIT, (0, 1)),
+        (State.ESTABLISHED, (1, 0)),
+    ]:
+        assert lib.pks_flow_set_state(t, 5, state, 1.0) == 0
+        assert load(2) == want
+    assert lib.pks_table_remove(t, 5) == 0
+    assert (load(0), load(1), load(2)) == ((0, 0), (0, 0), (0, 0))
+    # a flow of a backend beyond the counted ones is not counted (and overruns nothing)
+    assert lib.pks_table_insert(t, 5, k0, k1) == 0
+    t.flows[5].backend = t.bk_load_cap
+    assert lib.pks_flow_set_state(t, 5, State.ESTABLISHED, 1.0) == 0
+    assert lib.pks_table_remove(t, 5) == 0
+
+
+def test_a_least_loaded_service_takes_only_counted_backends() -> None:
+    t = new_table(16, 7)
+    assert lib.pks_table_set_backends(t, 2) == 0
+    members = ffi.new("pks_pick[]", 2)
+    for i, m in enumerate(members):
+        m.backend, m.addr, m.port, m.weight = i, 0xC0000201 + i, 8080, 1
+    vip = 0xCB00710A
+    assert lib.pks_service_least(t, 7, vip, 80, members, 2, lib.PKS_LEAST_COUNT) == 0
+    assert (t.nsvc, t.svc[0].least, lib.pks_service_next(t, 7, 0)) == (1, 1, -1)
+    assert lib.pks_service_least(t, 7, vip, 80, members, 2, lib.PKS_LEAST_PER_WEIGHT) == 0
+    assert (t.nsvc, t.svc[0].least) == (1, 2)
+    assert lib.pks_service_least(t, 7, vip, 80, members, 0, lib.PKS_LEAST_COUNT) == -1
+    assert lib.pks_service_least(t, 7, vip, 80, members, 2, 3) == -1  # no such way
+    members[1].backend = t.bk_load_cap  # a number C does not count
+    assert lib.pks_service_least(t, 8, vip, 81, members, 2, lib.PKS_LEAST_COUNT) == -1
+    assert t.nsvc == 1
+    # a period written over it makes it a round robin again
+    assert lib.pks_service_set(t, 7, vip, 80, members, 1, 0) == 0
+    assert (t.nsvc, t.svc[0].least, lib.pks_service_next(t, 7, 0)) == (1, 0, 0)
+
+
 def test_insert_errors_change_nothing() -> None:
     t = new_table(8, 3)
     k0, _n0, k1, _n1 = _flow_keys(1)
