@@ -256,15 +256,19 @@ class LeastConnections(_Least):
     name = "lc"
 
     def peek(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
-        cands = [b for b in backends if b.weight > 0]
-        if not cands:
+        # (overhead, place in the list): the least first, equals in list order
+        ranked = sorted(
+            (b.active * ACTIVE_WEIGHT + b.inactive, i)
+            for i, b in enumerate(backends)
+            if b.weight > 0
+        )
+        if not ranked:
             return None
-        best = min(cands, key=overhead)  # min keeps the first of equals
-        others = sorted((b for b in cands if b is not best), key=overhead)
-        if not others:
+        best = backends[ranked[0][1]]
+        if len(ranked) == 1:
             return best, f"lc: {_flows(best)}, the only candidate"
-        tie = overhead(others[0]) == overhead(best)
-        rivals = _rivals([_flows(b) for b in others])
+        tie = ranked[1][0] == ranked[0][0]
+        rivals = _rivals([_flows(backends[i]) for _, i in ranked[1:]])
         reason = f"lc: {_flows(best)} {'<=' if tie else '<'} {rivals}"
         return best, reason + (" (tie: first listed)" if tie else "")
 
@@ -284,40 +288,41 @@ class WeightedLeastConnections(_Least):
     weighted = True
 
     def peek(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
-        best: BackendState | None = None
-        for b in backends:
+        loads = [overhead(b) for b in backends]
+        best = -1
+        for i, b in enumerate(backends):
             if b.weight > 0 and (
-                best is None or overhead(b) * best.weight < overhead(best) * b.weight
+                best < 0 or loads[i] * backends[best].weight < loads[best] * b.weight
             ):
-                best = b
-        if best is None:
+                best = i
+        if best < 0:
             return None
+        # the ratios as floats, for the order the others are shown in (equals in list order)
+        ratios = [
+            load / (ACTIVE_WEIGHT * b.weight or 1) for load, b in zip(loads, backends, strict=True)
+        ]
         others = sorted(
-            (b for b in backends if b.weight > 0 and b is not best),
-            key=lambda b: overhead(b) / b.weight,
+            (i for i, b in enumerate(backends) if b.weight > 0 and i != best),
+            key=ratios.__getitem__,
         )
+        w = backends[best].weight
         if not others:
-            return best, f"wlc: {_flows(best)} per {best.weight}, the only candidate"
-        tie = overhead(others[0]) * best.weight == overhead(best) * others[0].weight
-
-        def value(b: BackendState) -> float:
-            return overhead(b) / (ACTIVE_WEIGHT * b.weight)
-
-        shown = others[:REASON_RIVALS]
+            return backends[best], f"wlc: {_flows(backends[best])} per {w}, the only candidate"
+        tie = loads[others[0]] * w == loads[best] * backends[others[0]].weight
         digits = 2
-        while digits < 4 and any(
-            f"{value(b):.{digits}f}" == f"{value(best):.{digits}f}"
-            and overhead(b) * best.weight != overhead(best) * b.weight
-            for b in shown
-        ):
-            digits += 1
+        for i in others[:REASON_RIVALS]:  # as many decimals as tell a larger ratio from best's
+            while digits < 4 and (
+                f"{ratios[i]:.{digits}f}" == f"{ratios[best]:.{digits}f}"
+                and loads[i] * w != loads[best] * backends[i].weight
+            ):
+                digits += 1
 
-        def ratio(b: BackendState) -> str:
-            return f"{_flows(b)} per {b.weight}={value(b):.{digits}f}"
+        def ratio(i: int) -> str:
+            return f"{_flows(backends[i])} per {backends[i].weight}={ratios[i]:.{digits}f}"
 
-        rivals = _rivals([ratio(b) for b in others])
+        rivals = _rivals([ratio(i) for i in others])
         reason = f"wlc: {ratio(best)} {'<=' if tie else '<'} {rivals}"
-        return best, reason + (" (tie: first listed)" if tie else "")
+        return backends[best], reason + (" (tie: first listed)" if tie else "")
 
 
 # ---------------------------------------------------------------------- hashing schedulers
