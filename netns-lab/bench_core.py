@@ -13,7 +13,8 @@
   bytes per flow     RSS growth of a fresh process that builds the switch and opens --flows
                      flows (each SYN made as it is sent), divided by flows
 
-Each packet is copied into the switch's buffer first, as os.readv does in the datapath.
+Each packet is copied into the switch's buffer first, as os.readv does in the datapath. The
+service is scheduled by rr unless --scheduler names wrr (weights 1/1/1), lc or wlc.
 Targets of the project: >= 1 M packets/s established, >= 200 k new flows/s, <= 256 B/flow.
 """
 
@@ -68,9 +69,12 @@ BACKENDS = [bytes([192, 0, 2, i]) for i in (1, 2, 3)]
 SNAT1 = bytes([203, 0, 113, 1])
 
 
+SCHEDULER = ["rr"]  # the service's scheduler (--scheduler)
+
+
 def service() -> ServiceState:
     backends = [BackendState(n, f"192.0.2.{i}", 80) for i, n in enumerate("ABC", 1)]
-    return ServiceState("web", "203.0.113.10", 80, make("rr"), backends)
+    return ServiceState("web", "203.0.113.10", 80, make(SCHEDULER[0]), backends)
 
 
 def switch(max_flows: int) -> Switch:
@@ -128,7 +132,14 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=100_000, help="short connections")
     ap.add_argument("--established", type=int, default=1000, help="flows for the pps run")
     ap.add_argument("--packets", type=int, default=2_000_000, help="packets in the pps run")
+    ap.add_argument(
+        "--scheduler",
+        default="rr",
+        choices=["rr", "wrr", "lc", "wlc"],
+        help="the service's scheduler (each sends the short connections to A, B, C in turn)",
+    )
     args = ap.parse_args()
+    SCHEDULER[0] = args.scheduler
 
     # memory per flow first, in a child process that makes each SYN as it sends it: a list of
     # prepared packets freed before the last reading would hide its own size from RSS
