@@ -31,6 +31,7 @@ from typing import Any
 
 from pktswitch._native import ffi, lib
 from pktswitch.core.tcpstate import DEFAULT_TIMEOUTS, TRANSITIONS, Event, State
+from pktswitch.sched.base import ACTIVE_WEIGHT
 
 # Size precedent: conntrack's nf_conntrack_max on a host with 4 GiB or more is 262144.
 DEFAULT_MAX_FLOWS = 262144
@@ -178,7 +179,8 @@ class Registry:
 
 class Reasons:
     """The reasons flows were scheduled with, each text kept once while a flow uses it
-    (counted), so a million flows of one scheduler hold a handful of strings."""
+    (counted), so a million flows of one scheduler hold a handful of strings; not for lc
+    and wlc, whose reasons name the counts of the moment (nearly one text per flow)."""
 
     def __init__(self) -> None:
         self._texts: list[str | None] = []
@@ -253,6 +255,8 @@ class FlowTable:
             raise RuntimeError("the native table refused the TCP state grid")
         if State.SYN_RECV != lib.PKS_S_SYN_RECV or len(State) != lib.PKS_STATES:
             raise RuntimeError("native/pks.h and tcpstate.State disagree on the states")
+        if ACTIVE_WEIGHT != lib.PKS_ACTIVE_WEIGHT:
+            raise RuntimeError("native/pks.h and sched/base.py weigh lc's flows differently")
         self.max_flows = max_flows
         if max_half_open is None:
             max_half_open = default_half_open(max_flows)
@@ -276,6 +280,8 @@ class FlowTable:
 
     def load(self, backend_number: int) -> tuple[int, int]:
         """The backend's flows as C counts them: (ESTABLISHED, in any other state)."""
+        if not 0 <= backend_number < self.tab.bk_load_cap:
+            raise IndexError(f"backend number {backend_number} is not counted in C")
         c = self.tab.bk_load[backend_number]
         return c.active, c.inactive
 
@@ -369,6 +375,8 @@ class FlowTable:
             if not tab.nspare:
                 raise TableFull
         slot = tab.spare[tab.nspare - 1]
+        # numbered first: a new backend number grows C's counts, which may fail
+        sid, bid = self.services.number(service), self.backends.number(backend)
         rc = lib.pks_flow_open(tab, slot, buf, meta, *to, now)
         if rc == -1:
             raise KeyBusy
@@ -378,8 +386,7 @@ class FlowTable:
         c = tab.flows[slot]
         c.fast = 1  # C may decide on its FINs and ACKs from now on
         c.syns = 1  # the one that opens it
-        c.service = self.services.number(service)
-        c.backend = self.backends.number(backend)
+        c.service, c.backend = sid, bid
         c.reason = self.reasons.hold(reason)
         if snat is not None:
             c.has_snat = 1
@@ -409,7 +416,7 @@ class FlowTable:
             b.active -= 1
         else:
             b.inactive -= 1
-        if reason != lib.PKS_NONE:  # (a hashed flow C ended before its OPEN was applied)
+        if reason != lib.PKS_NONE:  # (a flow C ended before its OPEN was applied: no reason)
             self.reasons.release(reason)
         if not slot_taken:
             self._free.append(slot)
