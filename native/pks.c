@@ -854,7 +854,7 @@ int pks_service_hash(pks_table *t, uint32_t id, uint32_t vip, uint16_t port,
 int pks_service_least(pks_table *t, uint32_t id, uint32_t vip, uint16_t port,
                       const pks_pick *members, uint32_t n, int how)
 {
-    if (!n || (how != PKS_LEAST_COUNT && how != PKS_LEAST_PER_WEIGHT))
+    if (!n || n > PKS_PERIOD_MAX || (how != PKS_LEAST_COUNT && how != PKS_LEAST_PER_WEIGHT))
         return -1;
     for (uint32_t i = 0; i < n; i++)
         if (members[i].backend >= t->bk_load_cap)

@@ -190,20 +190,21 @@ typedef struct {
 
 /* New flows in C. For a service Python can schedule ahead (a round robin: rr, smooth wrr),
  * it writes one whole period of the scheduler's answers into the table (pks_service_set); for
- * a hashing one (iphash, maglev) the scheduler's table (pks_service_hash, below). C takes the
- * answer at the service's cursor (or the client's slot) for each client SYN and opens the
- * flow itself:
+ * a hashing one (iphash, maglev) the scheduler's table (pks_service_hash, below); for a
+ * least-loaded one (lc, wlc) its backends and weights (pks_service_least, below). C takes the
+ * answer at the service's cursor (or the client's slot, or the least loaded backend) for
+ * each client SYN and opens the flow itself:
  * a slot from the spare ring Python keeps filled, an SNAT pair from the pool (pks_snat, per
  * backend endpoint, least recently used), room from the oldest half-open flow when the
  * table or its half-open share is full (PKS_EV_EVICT), the flow in SYN_RECV, the rewrite,
  * and a PKS_EV_OPEN event for Python's counters. Whatever it cannot do (no spare slot, no
  * free SNAT pair, no room that one eviction makes, a tuple collision, a full event ring, a
- * client the service's access list refuses, a service Python schedules itself) it leaves to
- * Python, which decides as before. */
+ * client the service's access list refuses, a service Python schedules itself, a least-loaded
+ * service's SYN that needs an eviction) it leaves to Python, which decides as before. */
 typedef struct {
     uint32_t backend;   /* Python's backend number */
     uint32_t reason;    /* Python's reason number (held by Python for the period's life);
-                           PKS_NONE in a hashed service's members */
+                           PKS_NONE in a hashed or least-loaded service's members */
     uint32_t addr;      /* the backend's IPv4 address, host order */
     uint16_t port;      /* (its SNAT pool queue is the table's bk_ep[backend]) */
     uint16_t weight;    /* its weight now (a least-loaded service skips 0) */
@@ -413,7 +414,8 @@ int pks_service_hash(pks_table *t, uint32_t id, uint32_t vip, uint16_t port,
 /* Schedules service `id` in C by the least load of its n members (picks: backend, address,
  * port, weight; reason ignored): how = PKS_LEAST_COUNT (lc) or PKS_LEAST_PER_WEIGHT (wlc).
  * 0; -1 no memory, too many services, n 0 or over PKS_PERIOD_MAX, another `how`, or a
- * member beyond pks_table_set_backends. pks_service_set(..., 0, 0) leaves it to Python. */
+ * member not counted (at or above bk_load_cap). pks_service_set(..., 0, 0) leaves it to
+ * Python. */
 int pks_service_least(pks_table *t, uint32_t id, uint32_t vip, uint16_t port,
                       const pks_pick *members, uint32_t n, int how);
 int pks_service_acl(pks_table *t, uint32_t id, const uint32_t *prefixes, uint32_t nallow,
@@ -431,8 +433,9 @@ int64_t pks_service_next(pks_table *t, uint32_t id, int advance);
  * at most): 0, -1 for another count */
 int pks_table_set_snat(pks_table *t, pks_snat *pool, const uint32_t *addrs, uint32_t n);
 
-/* Backend numbers below n are counted (t->bk_load; new ones start at 0 flows): 0; -1 no
- * memory, or n above PKS_NUMBER_MAX. Call it before any flow names a new number. */
+/* Backend numbers below n, at least, are counted (t->bk_load grows by doubling, to
+ * bk_load_cap; new ones start at 0 flows): 0; -1 no memory, or n above PKS_NUMBER_MAX. Call
+ * it before any flow names a new number. */
 int pks_table_set_backends(pks_table *t, uint32_t n);
 
 /* Backend number `backend` sends to the SNAT pool's endpoint ep (so C can free the pair of

@@ -38,6 +38,8 @@ from pktswitch.sched.base import Picked, Scheduler
 from pktswitch.sched.pool import BackendState
 
 PERIOD_MAX = lib.PKS_PERIOD_MAX
+# a least-loaded scheduler's way of comparing loads (its least_loaded), as C names it
+LEAST = {"count": lib.PKS_LEAST_COUNT, "per weight": lib.PKS_LEAST_PER_WEIGHT}
 ANY_CLIENT = bytes(4)  # rr and wrr ignore the client: any address does
 
 
@@ -50,7 +52,8 @@ def period(scheduler: Scheduler, backends: Sequence[BackendState]) -> int:
 
 class Ahead:
     """One service's scheduler as C holds it, at the service's Python number `sid`: a
-    period of answers (rr, wrr), or a hashing scheduler's members and slots (iphash, maglev)."""
+    period of answers (rr, wrr), a hashing scheduler's members and slots (iphash, maglev),
+    or a least-loaded one's backends and weights (lc, wlc)."""
 
     __slots__ = ("_base", "_reasons", "_table", "answers", "sid")
 
@@ -69,16 +72,17 @@ class Ahead:
         port: int,
         known: Callable[[BackendState], object] | None,
     ) -> bool:
-        """Hand the scheduler to C: a hashing one's table, or the answers of a copy run for
-        one period. False (and the service is Python's) when it has neither, no backend
-        takes flows, more than PERIOD_MAX answers or members, or C refuses it. `known` is
-        called for each backend C may send to (full NAT: C must know its SNAT queue)."""
+        """Hand the scheduler to C: a hashing one's table, a least-loaded one's backends, or
+        the answers of a copy run for one period. False (and the service is Python's) when
+        it has none of these, no backend takes flows, more than PERIOD_MAX answers or
+        members, or C refuses it. `known` is called for each backend C may send to (full
+        NAT: C must know its SNAT queue)."""
         table_for = getattr(scheduler, "table_for", None)
         if table_for is not None:
             return self._write_table(table_for(backends), scheduler, vip, port, known)
-        weighted: bool | None = getattr(scheduler, "weighted", None)
-        if weighted is not None:
-            return self._write_least(backends, weighted, vip, port, known)
+        least: str | None = getattr(scheduler, "least_loaded", None)
+        if least is not None:
+            return self._write_least(backends, LEAST[least], vip, port, known)
         n = period(scheduler, backends)
         if not 0 < n <= PERIOD_MAX:
             self.clear()
@@ -137,19 +141,18 @@ class Ahead:
     def _write_least(
         self,
         backends: Sequence[BackendState],
-        weighted: bool,
+        how: int,
         vip: int,
         port: int,
         known: Callable[[BackendState], object] | None,
     ) -> bool:
         """A least-loaded scheduler's backends and weights into C, which picks by the flows
-        it counts (lc; wlc if weighted); the reason is written by the switch when it applies
-        the flow's OPEN event."""
+        it counts (`how`: by count, lc; per weight, wlc); the reason is written by the
+        switch when it applies the flow's OPEN event."""
         if not any(b.weight > 0 for b in backends) or len(backends) > PERIOD_MAX:
             self.clear()
             return False
         picks = self._picks(list(backends), [lib.PKS_NONE] * len(backends), known)
-        how = lib.PKS_LEAST_PER_WEIGHT if weighted else lib.PKS_LEAST_COUNT
         rc = lib.pks_service_least(self._table.tab, self.sid, vip, port, picks, len(backends), how)
         self._release()
         self.answers = []

@@ -75,7 +75,7 @@ EVENT = struct.Struct("<IBBBBIIIIddQQ")
 SPARE_LOW = lib.PKS_SPARE // 2  # below this many spare slots in C, Python lends more
 EV_STATE, EV_SYNACK = lib.PKS_EV_STATE, lib.PKS_EV_SYNACK
 EV_OPEN, EV_END, EV_EVICT = lib.PKS_EV_OPEN, lib.PKS_EV_END, lib.PKS_EV_EVICT
-NO_REASON = lib.PKS_NONE  # a flow C opened for a hashing scheduler, before its OPEN event
+NO_REASON = lib.PKS_NONE  # a flow C opened for iphash, maglev, lc, wlc, before its OPEN event
 OPENED = (State.NONE, State.SYN_RECV)  # a flow's first transition, on the client's SYN
 
 
@@ -339,7 +339,8 @@ class Switch:
         self, slot: int, gen: int, backend: int, reason: int, service: int, t: float, value: float
     ) -> None:
         """C opened a flow for a client's SYN (a service scheduled ahead): Python's counts,
-        and for a hashing scheduler the flow's reason (`value` is the client's slot)."""
+        and for a hashing scheduler the flow's reason (`value` is the client's slot), for
+        lc and wlc too (from the counts now, which are C's at its pick)."""
         table = self.table
         b, svc = table.backends[backend], table.services[service]
         if reason != NO_REASON:

@@ -18,15 +18,16 @@ The interface (all three take the service's current list of BackendState):
   so a spurious call is cheap); wrr restarts its smoothing; rr, lc and wlc keep nothing derived
   from the set and ignore it.
 
-Optional methods, with which a switch lets C open a service's flows (core/ahead.py):
+Optional methods and attributes, with which a switch lets C open a service's flows
+(core/ahead.py):
 
 - period(backends) -> int: rr and wrr only, whose answers never depend on the client: the
   number of picks after which they repeat. The switch runs a copy (copy.copy) of the
   scheduler for one period: so their pick must replace its state, never change it in place.
 - table_for(backends): iphash and maglev, whose table C copies (and hashes the client as
   hash64 does).
-- weighted: lc (False) and wlc (True), which C runs itself on the flows it counts per backend
-  (native/pks.h, pks_load): it needs only the backends and their weights.
+- least_loaded: "count" (lc) or "per weight" (wlc), which C runs itself on the flows it
+  counts per backend (native/pks.h, pks_load): it needs only the backends and their weights.
 - reason_for(backends, client, cport, slot, backend): the reason of a flow C opened for
   iphash and maglev (`slot`: where the client hashed) and for lc and wlc, whose backends'
   counts are, when the switch asks, what C's were when it picked.
@@ -216,7 +217,7 @@ class _Least:
 
     name = ""
     OPTIONS: tuple[str, ...] = ()
-    weighted = False  # C runs it by count (lc) or per weight (wlc): see the module docstring
+    least_loaded = "count"  # C runs it too, comparing loads by count (lc) or "per weight" (wlc)
 
     def peek(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
         raise NotImplementedError
@@ -248,7 +249,7 @@ class LeastConnections(_Least):
     weight-0 backends are left out.
 
     Ties go to the first in the list, as in IPVS (a deterministic answer that `pktswitch which`
-    can predict). Reason: each backend's established+other flows, "lc: A 2+0 < B 3+1, C 3+0"
+    can predict). Reason: each backend's established+other flows, "lc: A 2+0 < C 3+0, B 3+1"
     (rivals by least overhead first), or on a tie "lc: A 2+0 <= B 2+0, C 3+0 (tie: first
     listed)".
     """
@@ -285,7 +286,7 @@ class WeightedLeastConnections(_Least):
     """
 
     name = "wlc"
-    weighted = True
+    least_loaded = "per weight"
 
     def peek(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
         loads = [overhead(b) for b in backends]

@@ -27,8 +27,8 @@ class BackendState:
     ip: str
     port: int
     weight: int = 1  # effective: what schedulers read; 0 takes no new flows (IPVS quiescing)
-    active: int = 0  # its ESTABLISHED flows (IPVS ActiveConn): what lc, wlc and lrt weigh
-    inactive: int = 0  # its flows in any other state (IPVS InActConn)
+    active: int = 0  # its ESTABLISHED flows (IPVS ActiveConn): what lrt weighs, lc and wlc most
+    inactive: int = 0  # its flows in any other state (IPVS InActConn): lc and wlc weigh 1/256
     total: int = 0  # flows ever scheduled to it
     closed_bytes: list[int] = field(default_factory=lambda: [0, 0])  # of expired flows: in, out
     rtt_syn: float | None = None  # smoothed SYN -> SYN-ACK time, seconds
