@@ -69,16 +69,13 @@ BACKENDS = [bytes([192, 0, 2, i]) for i in (1, 2, 3)]
 SNAT1 = bytes([203, 0, 113, 1])
 
 
-SCHEDULER = ["rr"]  # the service's scheduler (--scheduler)
-
-
-def service() -> ServiceState:
+def service(scheduler: str) -> ServiceState:
     backends = [BackendState(n, f"192.0.2.{i}", 80) for i, n in enumerate("ABC", 1)]
-    return ServiceState("web", "203.0.113.10", 80, make(SCHEDULER[0]), backends)
+    return ServiceState("web", "203.0.113.10", 80, make(scheduler), backends)
 
 
-def switch(max_flows: int) -> Switch:
-    svc = service()
+def switch(max_flows: int, scheduler: str) -> Switch:
+    svc = service(scheduler)
     snat = [f"203.0.113.{i}" for i in range(1, 10)]
     # every flow stays half-open here (no handshake completes): the table's whole size for them
     return Switch([svc], snat=snat, max_flows=max_flows, max_half_open=max_flows)
@@ -94,7 +91,7 @@ def run(sw: Switch, packets: list[bytes], now: float) -> tuple[float, int]:
     return time.perf_counter() - t0, forwarded
 
 
-def memory_per_flow(flows: int) -> float:
+def memory_per_flow(flows: int, scheduler: str) -> float:
     """RSS growth of a process that builds a switch and opens `flows` flows in it, per flow."""
     r, w = os.pipe()
     pid = os.fork()
@@ -103,7 +100,7 @@ def memory_per_flow(flows: int) -> float:
             os.close(r)
             gc.collect()
             base = rss_bytes()
-            sw = switch(flows)
+            sw = switch(flows, scheduler)
             buf, process = sw.buf, sw.process
             for i in range(flows):
                 buf[:40] = tcp_packet(*client(i), VIP, 80, 0x02)
@@ -139,13 +136,12 @@ def main() -> int:
         help="the service's scheduler (each sends the short connections to A, B, C in turn)",
     )
     args = ap.parse_args()
-    SCHEDULER[0] = args.scheduler
 
     # memory per flow first, in a child process that makes each SYN as it sends it: a list of
     # prepared packets freed before the last reading would hide its own size from RSS
-    per_flow = memory_per_flow(args.flows)
+    per_flow = memory_per_flow(args.flows, args.scheduler)
     # new flows per second
-    sw = switch(args.flows)
+    sw = switch(args.flows, args.scheduler)
     syns = [tcp_packet(*client(i), VIP, 80, 0x02) for i in range(args.flows)]
     took, ok = run(sw, syns, 1.0)
     assert ok == args.flows, f"{args.flows - ok} SYNs dropped: {sw.dropped}"
@@ -159,7 +155,7 @@ def main() -> int:
 
     # short connections per second: handshake, both FINs, the last ACK, and expiry at the end
     n = args.connections
-    sw = Switch([service()], snat=["203.0.113.1"], max_flows=n, snat_start=0)
+    sw = Switch([service(args.scheduler)], snat=["203.0.113.1"], max_flows=n, snat_start=0)
     pkts = []
     for i in range(n):
         src, sport = client(i)
@@ -180,7 +176,7 @@ def main() -> int:
     del pkts, sw
 
     # established packets per second, both directions
-    sw = switch(args.established * 2)
+    sw = switch(args.established * 2, args.scheduler)
     pkts = []
     for i in range(args.established):
         src, sport = client(i)

@@ -12,7 +12,7 @@ import socket
 import sys
 import time
 
-CONNECT_TIMEOUT = 5.0
+CONNECT_TIMEOUT = 5.0  # seconds for all the connections to be made, and for each answer
 
 
 def connect_all(host: str, port: int, n: int) -> list[socket.socket]:

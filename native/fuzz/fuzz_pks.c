@@ -849,17 +849,21 @@ static void program(opens *o, const uint8_t *op, const pks_meta *m)
 {
     pks_pick picks[4];
     uint32_t n = op[0] % 5;             /* 0: the service is Python's again */
+    int least = n && !(op[0] & 0x80) && op[1] & 0x80;  /* least-loaded, else period or hash */
     for (uint32_t k = 0; k < n; k++) {
-        uint8_t b = op[1] >> (2 * k) & 3;  /* backend 3 has no SNAT endpoint: C leaves it */
+        /* backend 3 has no SNAT endpoint: C leaves it; a least-loaded service's backends
+         * are distinct, as a switch's are (a period may name one many times) */
+        uint8_t b = least ? (op[1] + k) & 3 : op[1] >> (2 * k) & 3;
         picks[k] = (pks_pick){.backend = b, .reason = b, .addr = 0xc0000201u + b,
-                              .port = (uint16_t)(8080 + b), .weight = (uint16_t)(op[0] >> (k + 3) & 3)};
+                              .port = (uint16_t)(8080 + b),
+                              .weight = (uint16_t)((op[0] + op[1] + k) & 3)};
     }
     CHECK(pks_service_set(o->t, SVC_OTHER, m->daddr4, m->dport, picks, n, n) == (n ? -1 : 0));
     memcpy(o->picks, picks, sizeof picks);
     o->n = n;
     o->size = 0;
     o->least = 0;
-    if (n && !(op[0] & 0x80) && op[1] & 0x80) {   /* least-loaded, by count or per weight */
+    if (least) {                        /* by count or per weight */
         o->least = op[1] & 0x04 ? PKS_LEAST_PER_WEIGHT : PKS_LEAST_COUNT;
         CHECK(pks_service_least(o->t, SVC, m->daddr4, m->dport, picks, n, o->least) == 0);
         CHECK(pks_service_next(o->t, SVC, 0) == -1);

@@ -65,16 +65,20 @@ def test_lc_prefers_the_backend_with_fewer_held_connections(lab: Lab) -> None:
 def test_a_burst_of_connections_spreads_over_the_backends(lab: Lab, scheduler: str) -> None:
     """Twelve connections opened at once: when most SYNs arrive, no flow is established yet.
     Flows in their handshake weigh 1/256 of an established one (IPVS), so the burst spreads;
-    counting established flows only sent all twelve to A, the first listed."""
+    counting established flows only sent all twelve to A, the first listed. The first three
+    go to A, B, C whatever the timing (a flow established by then only weighs more); after
+    them a handshake done mid-burst may move a flow or two (usually 4/4/4)."""
     with Switch(lab, config_text(lab, scheduler=scheduler)) as sw:
         holder, lines = hold_connections(lab, 12, burst=True)
-        got = collections.Counter(line.split(" -> ")[1] for line in lines)
+        order = [line.split(" -> ")[1] for line in lines]  # in the order the SYNs left
         active = {
             r["backend"]: r["active"] for r in sw.cli_json("backends") if r["service"] == "web"
         }
         lab.stop(holder)
-    assert got == {"A": 4, "B": 4, "C": 4}, got
-    assert active == {"A": 4, "B": 4, "C": 4}, active
+    got = collections.Counter(order)
+    assert order[:3] == ["A", "B", "C"], order
+    assert set(got) == {"A", "B", "C"} and max(got.values()) - min(got.values()) <= 2, got
+    assert active == got, (active, got)
 
 
 def test_lrt_sends_a_slower_backend_clearly_less(lab: Lab) -> None:

@@ -596,10 +596,13 @@ def test_each_backend_s_flows_are_counted_wherever_their_state_changes() -> None
     assert lib.pks_table_remove(t, 5) == 0
     assert (load(0), load(1), load(2)) == ((0, 0), (0, 0), (0, 0))
     # a flow of a backend beyond the counted ones is not counted (and overruns nothing)
+    counted = bytes(ffi.buffer(t.bk_load, t.bk_load_cap * ffi.sizeof("pks_load")))
+    assert counted == bytes(len(counted))
     assert lib.pks_table_insert(t, 5, k0, k1) == 0
     t.flows[5].backend = t.bk_load_cap
     assert lib.pks_flow_set_state(t, 5, State.ESTABLISHED, 1.0) == 0
     assert lib.pks_table_remove(t, 5) == 0
+    assert bytes(ffi.buffer(t.bk_load, t.bk_load_cap * ffi.sizeof("pks_load"))) == counted
 
 
 def test_a_least_loaded_service_takes_only_counted_backends() -> None:

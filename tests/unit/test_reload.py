@@ -216,6 +216,7 @@ def test_what_reloads_removed_is_let_go_once_its_last_flow_ends() -> None:
     # web and the two "old": the one with the flow, and the one in the config now; the
     # backends A, B twice, and no C (each had no flow, and went at the next reload)
     assert (len(services), len(backends)) == (3, 3)
+    assert sw.table.load(n_backend) == (1, 0)  # C counts the flow on it too (lc, wlc read it)
     assert w.data(1000, port=81).dst == "192.0.2.2"  # type: ignore[union-attr]
     (row,) = [r for r in sw.flows(w.now) if r["client"] == f"{CLIENT}:1000"]
     assert (row["service"], row["backend"]) == ("old", "B")
@@ -238,6 +239,7 @@ def test_what_reloads_removed_is_let_go_once_its_last_flow_ends() -> None:
     (svc,) = [s for s in sw.services if s.name == "api"]
     d = svc.backends[0]
     assert (services.get(svc), backends.get(d)) == (n_service, n_backend)
+    assert sw.table.load(n_backend) == (0, 0)  # the number comes without the old one's flows
     assert sw.table.tab.bk_ep[n_backend] == sw.pool.endpoint(d.endpoint)
     opened = sw.stats(w.now)["flows_opened_in_c"]
     syn = w.connect(2000, port=8080)
@@ -245,3 +247,4 @@ def test_what_reloads_removed_is_let_go_once_its_last_flow_ends() -> None:
     assert sw.stats(w.now)["flows_opened_in_c"] == opened + 1
     (row,) = [r for r in sw.flows(w.now) if r["client"] == f"{CLIENT}:2000"]
     assert (row["service"], row["backend"], row["state"]) == ("api", "D", "ESTABLISHED")
+    assert sw.table.load(n_backend) == (d.active, d.inactive) == (1, 0)

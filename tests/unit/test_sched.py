@@ -245,12 +245,12 @@ def test_wlc_compares_flows_per_weight() -> None:
     bs = with_active(backends(2, 1), 3, 2)  # lc would take B (2 < 3); per weight A is less busy
     assert pick(make("lc"), bs)[0] is bs[1]
     assert make("wlc").pick(bs, CLIENT, 1) == (bs[0], "wlc: A 3+0 per 2=1.50 < B 2+0 per 1=2.00")
-    bs[0].inactive = 256  # A's overhead 3*256 + 256 = 1024, per weight 2: 512 > B's 512? equal
+    bs[0].inactive = 256  # A: (3 * 256 + 256) / 2 = 512, B: 2 * 256 / 1 = 512: a tie
     assert make("wlc").pick(bs, CLIENT, 1) == (
         bs[0],
         "wlc: A 3+256 per 2=2.00 <= B 2+0 per 1=2.00 (tie: first listed)",
     )
-    bs[0].inactive = 257
+    bs[0].inactive = 257  # A: 512.5 > B's 512
     assert make("wlc").pick(bs, CLIENT, 1) == (
         bs[1],
         "wlc: B 2+0 per 1=2.000 < A 3+257 per 2=2.002",
