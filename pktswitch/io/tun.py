@@ -40,12 +40,17 @@ class SetupError(Exception):
     """The host refused part of the datapath set-up (a route, a rule, the device)."""
 
 
-def _run(*cmd: str) -> str:
-    """An iproute2 command; its output. SetupError if it fails, hangs or is missing."""
+def _exec(*cmd: str) -> subprocess.CompletedProcess[str]:
+    """An iproute2 command, run to its end. SetupError if it hangs or is missing."""
     try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=SETUP_TIMEOUT)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=SETUP_TIMEOUT)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise SetupError(f"{' '.join(cmd)}: {e}") from e
+
+
+def _run(*cmd: str) -> str:
+    """An iproute2 command; its output. SetupError if it fails, hangs or is missing."""
+    r = _exec(*cmd)
     if r.returncode != 0:
         raise SetupError(f"{' '.join(cmd)}: {r.stderr.strip() or f'exit {r.returncode}'}")
     return r.stdout
@@ -82,8 +87,7 @@ def _remove_stale_rules(spec: tuple[str, ...]) -> None:
     its rules behind: they outlive the device). Identical means ours: same backend endpoint,
     table and priority."""
     for _ in range(100):  # bounded: each round removes one copy
-        r = subprocess.run(["ip", "rule", "del", *spec], capture_output=True, timeout=SETUP_TIMEOUT)
-        if r.returncode != 0:
+        if _exec("ip", "rule", "del", *spec).returncode != 0:  # no (more) such rule
             return
         log.warning("removed a stale rule: %s", " ".join(spec))
 

@@ -224,6 +224,27 @@ def test_without_tc_the_qdisc_is_unknown(
     assert "No such file" in caplog.text and "cannot read the qdisc of pkst0" in caplog.text
 
 
+def test_a_hung_ip_rule_is_a_set_up_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Looking for a killed switch's stale rules: a rule that is not there ends the search,
+    an `ip` that hangs is a SetupError naming the command (as every other set-up step's)."""
+    import subprocess
+
+    calls: list[tuple[str, ...]] = []
+
+    def run(cmd: tuple[str, ...], **kw: object) -> subprocess.CompletedProcess[str]:
+        calls.append(cmd)
+        if len(calls) == 3:
+            raise subprocess.TimeoutExpired(cmd, kw["timeout"])  # type: ignore[arg-type]
+        return subprocess.CompletedProcess(cmd, 0 if len(calls) == 1 else 2, "", "")
+
+    monkeypatch.setattr(subprocess, "run", run)
+    spec = ("from", "192.0.2.1", "table", "4242")
+    tun._remove_stale_rules(spec)  # one copy removed, then none left
+    assert calls == [("ip", "rule", "del", *spec)] * 2
+    with pytest.raises(SetupError, match=r"ip rule del from 192\.0\.2\.1 table 4242: .*timed out"):
+        tun._remove_stale_rules(spec)
+
+
 def test_stats_say_what_the_device_has() -> None:
     """`stats` adds the device's facts to the switch's counters."""
     from pktswitch.control.daemon import handlers
