@@ -11,11 +11,10 @@ path: no Python work beyond this call; what C changed comes back as events, appl
 take_events before Python decides on the next packet). A client's SYN to a service whose
 scheduler Python wrote into C (rr and wrr as a period of answers, iphash and maglev as their
 table, lc and wlc as their backends, picked by the flows C counts: core/ahead.py) is opened
-by C as well, and reported as an event. Otherwise Python
-decides: a known flow goes through the TCP state table, then is rewritten; an unknown one
-may only be a SYN (without ACK) to a service, which schedules a backend, takes an SNAT port
-and inserts the flow; both sides open a flow the same way (tests/unit/test_ahead.py holds
-them to it, byte for byte).
+by C as well, and reported as an event. Otherwise Python decides: a known flow goes through
+the TCP state table, then is rewritten; an unknown one may only be a SYN (without ACK) to a
+service, which schedules a backend, takes an SNAT port and inserts the flow; both sides
+open a flow the same way (tests/unit/test_ahead.py holds them to it, byte for byte).
 Anything else is counted by reason and dropped: pktswitch does not answer strays with
 RST, so a scan or a late packet gets the silence a firewall gives, and the counters say what
 happened.
