@@ -1110,11 +1110,8 @@ static int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint
             return PKS_V_SLOW;                  /* an empty slot: Python's to refuse */
         pick = &s->picks[s->slots[hslot]];
     } else if (s->least) {
-        /* Python picks before it evicts (the SYN must be sure to be taken) and applies the
-         * eviction's event before the OPEN, so its counts would not be those of the pick:
-         * such a SYN is Python's */
-        if (evict != PKS_NONE)
-            return PKS_V_SLOW;
+        /* the reused port's flow ends before the pick, the evicted one after it, as in
+         * Python (which evicts once the SYN is sure to be taken) */
         pick = least_pick(t, s, old);
         if (!pick)
             return PKS_V_SLOW;                  /* no backend takes flows: Python's to refuse */

@@ -199,8 +199,8 @@ typedef struct {
  * table or its half-open share is full (PKS_EV_EVICT), the flow in SYN_RECV, the rewrite,
  * and a PKS_EV_OPEN event for Python's counters. Whatever it cannot do (no spare slot, no
  * free SNAT pair, no room that one eviction makes, a tuple collision, a full event ring, a
- * client the service's access list refuses, a service Python schedules itself, a least-loaded
- * service's SYN that needs an eviction) it leaves to Python, which decides as before. */
+ * client the service's access list refuses, a service Python schedules itself) it leaves to
+ * Python, which decides as before. */
 typedef struct {
     uint32_t backend;   /* Python's backend number */
     uint32_t reason;    /* Python's reason number (held by Python for the period's life);
@@ -250,11 +250,11 @@ typedef struct {
  * as sched/base.py's overhead does: active * PKS_ACTIVE_WEIGHT + inactive, least first
  * (lc), or least per weight compared by cross-multiplying (wlc), weight-0 members skipped,
  * ties to the first member. A SYN reusing the port of a flow is picked for without that
- * flow, as Python ends it before it picks; one that needs an eviction to make room is left to
- * Python, which picks before it evicts (its counts at the OPEN would differ). A flow C
- * opens this way has reason PKS_NONE until Python writes it, applying its OPEN event: its
- * counts then are C's at the pick, since every change to them before it is an event
- * applied before that one. */
+ * flow, as Python ends it before it picks; one that evicts the oldest half-open flow to make
+ * room is picked for with it, as Python evicts after its pick. A flow C opens this way has
+ * reason PKS_NONE until Python writes it, applying its OPEN event: its counts then are C's
+ * at the pick (every change to them before it is an event applied before that one), but
+ * for the evicted flow, whose EVICT event comes just before the OPEN and is added back. */
 #define PKS_LEAST_COUNT 1
 #define PKS_LEAST_PER_WEIGHT 2
 #define PKS_ACTIVE_WEIGHT 256

@@ -905,22 +905,31 @@ static void program(opens *o, const uint8_t *op, const pks_meta *m)
 }
 
 /* a least-loaded service: no member with a weight had less load than the one C gave the
- * new flow in `slot` (its load counted without that flow; the flow whose port it reused is
- * gone already), nor as little and listed before it */
+ * new flow in `slot` (its load counted without that flow, and with the half-open flow it
+ * evicted, if it did, whose event comes just before the OPEN: C picks before it evicts; the
+ * flow whose port it reused is gone already, as C picks after it), nor as little and listed
+ * before it */
 static void check_least(const opens *o, uint32_t slot)
 {
-    const pks_flow *f = &o->t->flows[slot];
+    const pks_table *t = o->t;
+    const pks_flow *f = &t->flows[slot];
     uint64_t load[4] = {0};
     for (uint32_t i = 0; i < NSLOTS; i++) {
-        const pks_flow *g = &o->t->flows[i];
+        const pks_flow *g = &t->flows[i];
         if (i != slot && g->used && g->state != PKS_S_NONE)
             load[g->backend] += g->state == PKS_S_ESTABLISHED ? PKS_ACTIVE_WEIGHT : 1;
+    }
+    if (t->ev_count >= 2) {
+        const pks_event *e = &t->events[(t->ev_head + t->ev_count - 2) % PKS_EVENTS];
+        if (e->kind == PKS_EV_EVICT && e->backend < 4)
+            load[e->backend] += 1;
     }
     uint32_t chosen = o->n;
     for (uint32_t k = 0; k < o->n && chosen == o->n; k++)
         if (o->picks[k].weight && o->picks[k].backend == f->backend)
             chosen = k;
     CHECK(chosen < o->n && f->reason == PKS_NONE);
+    CHECK(t->events[(t->ev_head + t->ev_count - 1) % PKS_EVENTS].kind == PKS_EV_OPEN);
     const pks_pick *c = &o->picks[chosen];
     for (uint32_t k = 0; k < o->n; k++) {
         const pks_pick *p = &o->picks[k];

@@ -297,6 +297,7 @@ class Switch:
         cffi attribute per field)."""
         tab, table = self.table.tab, self.table
         backends = table.backends
+        evicted = None  # the backend of the flow C just evicted for the SYN it opens next
         while True:
             n = lib.pks_events_take(tab, self._events, EVENT_BATCH)
             # each event carries what Python needs of its flow: C may have ended the flow
@@ -321,25 +322,37 @@ class Switch:
                     self.last_transition = (STATES[was], STATES[to])
                     table.count_state(backend, was, to)
                 elif kind == EV_OPEN:
-                    self._opened(slot, gen, backend, reason, service, t, value)
+                    self._opened(slot, gen, backend, reason, service, t, value, evicted)
                 elif kind in (EV_END, EV_EVICT):
                     # way 1: the new flow is in the slot already (the table was full)
                     self._ended(slot, was, backend, reason, b0, b1, kind == EV_EVICT, way == 1)
+                    evicted = backend if kind == EV_EVICT else None
+                    continue
                 elif kind == EV_SYNACK:  # (its flow may have ended since: the event says all)
                     self._answered(backend, to, value, t)
                 else:
                     backends[backend].add_sample("data", value, t)
+                evicted = None
             if n < EVENT_BATCH:
                 break
         if tab.nspare < SPARE_LOW:
             table.lend()
 
     def _opened(
-        self, slot: int, gen: int, backend: int, reason: int, service: int, t: float, value: float
+        self,
+        slot: int,
+        gen: int,
+        backend: int,
+        reason: int,
+        service: int,
+        t: float,
+        value: float,
+        evicted: int | None = None,
     ) -> None:
         """C opened a flow for a client's SYN (a service scheduled ahead): Python's counts,
         and for a hashing scheduler the flow's reason (`value` is the client's slot), for
-        lc and wlc too (from the counts now, which are C's at its pick)."""
+        lc and wlc too: from the counts now, which are C's at its pick, but for the flow C
+        evicted to make room (`evicted`, its backend): as Python, C picks before it evicts."""
         table = self.table
         b, svc = table.backends[backend], table.services[service]
         if reason != NO_REASON:
@@ -349,7 +362,12 @@ class Switch:
             if c.used and c.gen == gen:  # (one C ended already has no reason to write)
                 k = c.key[0]
                 client = bytes(ffi.buffer(k.saddr, 4))
+                gone = None if evicted is None else table.backends[evicted]
+                if gone is not None:
+                    gone.inactive += 1  # the evicted flow, half-open, as it was at the pick
                 text = svc.scheduler.reason_for(svc.backends, client, k.sport, int(value), b)
+                if gone is not None:
+                    gone.inactive -= 1
                 c.reason = table.reasons.hold(text)
         b.inactive += 1  # SYN_RECV
         b.total += 1

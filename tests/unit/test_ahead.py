@@ -526,3 +526,25 @@ def test_services_numbered_past_16_bits_have_their_flows_opened_by_c_and_python(
     assert sorted(r["service"] for r in sw.flows(h.now)) == ["s81", "s82"]
     s = sw.stats(h.now)
     assert (s["flows_created"], s["flows_opened_in_c"]) == (2, 1)
+
+
+@pytest.mark.parametrize("scheduler", ["lc", "wlc"])
+def test_a_least_loaded_syn_flood_is_met_in_c_with_the_reason_of_its_pick(scheduler: str) -> None:
+    """With the half-open share full, each SYN evicts the oldest half-open flow: C picks
+    before it evicts, as Python does, and Python, applying the events (the eviction, then
+    the new flow), writes the reason of the counts C picked on."""
+    t = Twins("fullnat", scheduler, max_flows=8, max_half_open=3)
+    for sport in range(1, 10):
+        t.syn(sport)
+        t.tick()
+        t.same()
+    c = t.c.sw
+    assert c.flows_evicted == 6 and c.stats(t.c.now)["flows_opened_in_c"] == 9
+    # the seventh found flows 4 and 5 on A (4 the oldest, evicted after the pick), 6 on B
+    (row,) = [r for r in c.flows(t.c.now) if r["client"].endswith(":7")]
+    assert row["backend"] == "C"
+    assert row["reason"] == (
+        "lc: C 0+0 < B 0+1, A 0+2"
+        if scheduler == "lc"
+        else "wlc: C 0+0 per 1=0.000 < B 0+1 per 1=0.004, A 0+2 per 1=0.008"
+    )
