@@ -229,7 +229,7 @@ def test_any_conversation_gives_the_same_packets_and_counts_whoever_opens(
             t.call("set_weight", "web", "ABC"[port % 3], n)
         elif what == "expire":
             assert t.c.sw.expire(t.c.now) == t.py.sw.expire(t.py.now)
-    t.same()
+        t.same()  # after every step: a flow may not live to the end (lc's reasons name counts)
     # C opened flows in the twin that lets it (not every one: a reused port that also needs
     # an eviction, say, is Python's), none in the other
     c, py = t.c.sw.stats(t.c.now), t.py.sw.stats(t.py.now)
