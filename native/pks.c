@@ -765,6 +765,19 @@ int pks_snat_release(pks_snat *p, uint32_t ep, uint32_t n, double now)
     return 0;
 }
 
+int pks_snat_drop(pks_snat *p, uint32_t ep, double now)
+{
+    if (ep >= p->nq || !p->q[ep].live || p->q[ep].in_use)
+        return -1;
+    pks_snatq *q = &p->q[ep];
+    if (q->count && now - q->times[(q->head + q->count - 1) % q->cap] < PKS_TIME_WAIT)
+        return -2;                              /* the newest freed pair is the last */
+    free(q->pairs);
+    free(q->times);
+    memset(q, 0, sizeof *q);
+    return 0;
+}
+
 int pks_table_set_snat(pks_table *t, pks_snat *pool, const uint32_t *addrs, uint32_t n)
 {
     if (pool && (n != pool->naddrs || n > PKS_SNAT_ADDRS))

@@ -452,6 +452,11 @@ int pks_snat_add(pks_snat *p, uint32_t ep, uint32_t start);
 int64_t pks_snat_alloc(pks_snat *p, uint32_t ep, double now);
 /* Gives pair n toward ep back (at the back of its ring): 0; -1 bad ep/pair, -2 no memory */
 int pks_snat_release(pks_snat *p, uint32_t ep, uint32_t n, double now);
+/* Drops endpoint ep's queue (its ring's memory; the number may be added again) once no pair
+ * toward it is in use and none was freed within PKS_TIME_WAIT of now, so that the backend's
+ * TIME_WAITs are gone and a new queue's fresh walk may hand out any pair: 0; -1 not added or
+ * a pair in use, -2 a pair freed too recently */
+int pks_snat_drop(pks_snat *p, uint32_t ep, double now);
 
 /* Moves up to max events, oldest first, out of the ring into out; returns how many */
 uint32_t pks_events_take(pks_table *t, pks_event *out, uint32_t max);

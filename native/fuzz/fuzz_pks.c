@@ -1038,6 +1038,19 @@ static void drive_opens(const uint8_t *data, size_t size, const pks_meta *m, int
             uint32_t n = pks_expire(o.t, now + op[1] % 4, due, NSLOTS + 1);
             for (uint32_t k = 0; k < n; k++)
                 python_remove(&o, due[k], now);
+            if (o.pool && op[1] & 0x80) {   /* an endpoint's queue dropped, and added again */
+                uint32_t ep = (op[1] >> 2) % 3;
+                double at = now + (op[0] & 0x40 ? 61 : 30);
+                const pks_snatq *q = &o.pool->q[ep];
+                int idle = !q->in_use, recent = q->count
+                    && at - q->times[(q->head + q->count - 1) % q->cap] < PKS_TIME_WAIT;
+                int rc = pks_snat_drop(o.pool, ep, at);
+                CHECK(rc == (!idle ? -1 : recent ? -2 : 0));
+                if (rc == 0) {
+                    CHECK(!o.pool->q[ep].live && pks_snat_alloc(o.pool, ep, now) == -1);
+                    CHECK(pks_snat_add(o.pool, ep, op[0]) == 0);
+                }
+            }
             break;
         }
         case 5:                     /* Python removes a flow */

@@ -16,7 +16,11 @@ one started (1024, 1025, ...) would hit the TIME_WAITs it left on every backend.
 The pool lives in C (native/pks.h, pks_snat) because C opens flows too (a scheduled SYN
 takes its pair there without Python); this class numbers the endpoints and speaks for it.
 Each endpoint's freed pairs wait in a ring of pair numbers and times, 12 bytes each, that
-doubles when full (from RING_MIN) up to the pool's size.
+doubles when full (from RING_MIN) up to the pool's size: up to 768 KB toward a backend that
+took 65,536 connections. A queue outlives its backend (a new backend at the same address
+must not meet its ports' TIME_WAITs), until `drop`: once none of its pairs is in use or was
+freed within BACKEND_TIME_WAIT, a later backend at that address may get any pair, and a new
+queue's random start is as good as the old order.
 """
 
 from __future__ import annotations
@@ -52,17 +56,37 @@ class SnatPool:
         self.size = naddrs * (hi - lo + 1)
         self.start = start
         self._endpoints: dict[object, int] = {}
+        self._free: list[int] = []  # numbers of dropped queues, for the next new ones
+
+    def __len__(self) -> int:
+        """Endpoints with a queue."""
+        return len(self._endpoints)
 
     def endpoint(self, backend: object) -> int:
         """The number of `backend`'s queue in the C pool (made on first use)."""
         ep = self._endpoints.get(backend)
         if ep is None:
-            ep = len(self._endpoints)
+            ep = self._free[-1] if self._free else len(self._endpoints)
             first = random.randrange(self.size) if self.start is None else self.start % self.size
             if lib.pks_snat_add(self.ptr, ep, first) != 0:
                 raise MemoryError("no memory for an SNAT queue")
+            if self._free:
+                self._free.pop()
             self._endpoints[backend] = ep
         return ep
+
+    def drop(self, backend: object, now: float) -> bool:
+        """Let go of `backend`'s queue if it may go (see the module's docstring): True when
+        it went or there was none, False while a pair toward it is in use or freed within
+        BACKEND_TIME_WAIT."""
+        ep = self._endpoints.get(backend)
+        if ep is None:
+            return True
+        if lib.pks_snat_drop(self.ptr, ep, now) != 0:
+            return False
+        del self._endpoints[backend]
+        self._free.append(ep)
+        return True
 
     def alloc(self, backend: object, now: float) -> tuple[int, int] | None:
         """A free (address index, port) toward `backend`, or None when all are in use."""

@@ -68,6 +68,7 @@ MAX_WEIGHT = 65535  # ipvsadm: weights 0..65535; 0 takes no new flows
 
 RATE_WINDOW = 10  # seconds over which "new flows per second" is averaged
 EVENT_BATCH = 256  # events moved out of the native ring per call
+SNAT_SWEEP = 10.0  # seconds between looks at the SNAT queues of backends let go
 # pks_event as packed bytes: slot, kind, from, to, dir, gen, backend, reason, service, t,
 # value, bytes[2]
 EVENT = struct.Struct("<IBBBBIIIIddQQ")
@@ -154,6 +155,9 @@ class Switch:
         self.snat = list(snat)
         self._snat_ints = [int.from_bytes(packet.ip_bytes(a), "big") for a in self.snat]
         self.pool = SnatPool(max(1, len(self.snat)), snat_ports, snat_start)
+        # endpoints of backends let go whose SNAT queue waits out their TIME_WAITs (_sweep)
+        self._unused: set[tuple[bytes, int]] = set()
+        self._next_sweep = 0.0
         self.table = FlowTable(max_flows, timeouts, seed, max_half_open)
         tab = self.table.tab
         # C opens flows itself for the services it can schedule (core/ahead.py), taking SNAT
@@ -574,12 +578,28 @@ class Switch:
         return self.table.next_due()
 
     def expire(self, now: float) -> int:
-        """Expire every flow idle past its timeout; returns how many."""
+        """Expire every flow idle past its timeout; returns how many. Every SNAT_SWEEP
+        seconds, also the SNAT queues of backends let go (_sweep)."""
         n = 0
         for flow in list(self.table.due(now)):
             self._expire(flow, now)
             n += 1
+        if self._unused and now >= self._next_sweep:
+            self._next_sweep = now + SNAT_SWEEP
+            self._sweep(now)
         return n
+
+    def _sweep(self, now: float) -> None:
+        """Drop the SNAT queues of endpoints no backend uses any more, once their pairs'
+        TIME_WAITs are over (core/nat.py): a queue can hold 768 KB, and backends that come
+        and go at new addresses (reloads, autoscaling) would pile them up. A backend at one
+        of those endpoints again keeps its queue (and its ports' order)."""
+        used = {
+            b.endpoint
+            for svc in (*self.services, *self.retired_services)
+            for b in (*svc.backends, *svc.retired)
+        }
+        self._unused = {e for e in self._unused if e not in used and not self.pool.drop(e, now)}
 
     def _expire(self, flow: Flow, now: float, counted: bool = True) -> None:
         """End a flow. `counted`: in flows_expired (idle timeout, or replaced by a reused
@@ -779,6 +799,7 @@ class Switch:
                         changes.append(f"{svc.name}/{b.name}: removed, its last flow ended")
                         self.table.backends.forget(b)
                         self._endpoints.pop(id(b), None)  # (ids of dead objects are reused)
+                        self._unused.add(b.endpoint)
                 svc.retired = [b for b in svc.retired if b.active + b.inactive]
         for svc in self.retired_services:
             if not svc.retired:
@@ -976,5 +997,6 @@ class Switch:
             "snat_exhausted": self.pool.exhausted,
             "snat_early_reuse": self.pool.early_reuse,
             "snat_in_use": {a: self.pool.in_use_by_addr[i] for i, a in enumerate(self.snat)},
+            "snat_queues": len(self.pool),
             "tracing": len(self.subscriptions),
         }

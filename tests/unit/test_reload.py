@@ -15,7 +15,7 @@ from test_cli import Running
 from pktswitch.cli import main
 from pktswitch.control.config import load, parse, reload_refusal
 from pktswitch.control.daemon import Reloader, handlers
-from pktswitch.core.switch import Switch
+from pktswitch.core.switch import SNAT_SWEEP, Switch
 from pktswitch.core.tcpstate import State
 
 CLIENT, VIP, SNAT = "198.51.100.2", "203.0.113.10", "203.0.113.1"
@@ -248,3 +248,37 @@ def test_what_reloads_removed_is_let_go_once_its_last_flow_ends() -> None:
     (row,) = [r for r in sw.flows(w.now) if r["client"] == f"{CLIENT}:2000"]
     assert (row["service"], row["backend"], row["state"]) == ("api", "D", "ESTABLISHED")
     assert sw.table.load(n_backend) == (d.active, d.inactive) == (1, 0)
+
+
+def test_a_removed_backend_s_snat_queue_goes_once_its_ports_time_wait_is_over() -> None:
+    """C (192.0.2.3:80) is removed by a reload and its flow ends: C is let go, but its SNAT
+    queue stays while C may still hold the freed port in TIME_WAIT (a C back at that address
+    keeps it, and the ports' order), and goes after; a C back later gets a new one."""
+    abc, ab = parse(config({"A": 1, "B": 1, "C": 1})), parse(config({"A": 1, "B": 1}))
+    sw = Switch.from_config(abc, seed=1)
+    c_ep = (bytes([192, 0, 2, 3]), 80)
+    w = Wire(sw)
+    assert [w.connect(sport).dst for sport in (1, 2, 3)] == ["192.0.2.1", "192.0.2.2", "192.0.2.3"]
+    sw.reconfigure(ab, w.now)
+    assert w.send(IP(src=CLIENT, dst=VIP) / TCP(sport=3, dport=80, flags="R", seq=2))
+    w.now += 11  # CLOSE: 10 s
+    assert sw.expire(w.now) == 1  # the pair goes back to C's queue now
+    freed_at = w.now
+    assert "web/C: removed, its last flow ended" in sw.refresh(w.now)
+    queues = sw.stats(w.now)["snat_queues"]
+    assert queues == 3 and sw.pool.freed(c_ep)[0] == 1
+    w.now = freed_at + 30
+    sw.reconfigure(abc, w.now)  # C is back within its TIME_WAIT: the same queue
+    sw.expire(w.now)
+    assert sw.stats(w.now)["snat_queues"] == 3 and sw.pool.freed(c_ep)[0] == 1
+    w.now = freed_at + 40
+    sw.reconfigure(ab, w.now)  # gone again (no flow: let go at once)
+    for dt, queues in ((59.9, 3), (60 + SNAT_SWEEP, 2)):
+        w.now = freed_at + dt
+        sw.expire(w.now)
+        assert sw.stats(w.now)["snat_queues"] == queues, dt
+    assert sw.pool.freed(c_ep) == (0, 0)
+    sw.reconfigure(abc, w.now)  # back once more: a new queue, every pair fresh
+    assert {w.connect(sport).dst for sport in (4, 5, 6)} == {f"192.0.2.{i}" for i in (1, 2, 3)}
+    assert sw.pool.in_use(c_ep) == 1 and sw.pool.freed(c_ep) == (0, 0)
+    assert sw.stats(w.now)["snat_queues"] == 3
