@@ -758,6 +758,8 @@ int pks_snat_release(pks_snat *p, uint32_t ep, uint32_t n, double now)
     uint32_t i = (q->head + q->count) % q->cap;
     q->pairs[i] = n;
     q->times[i] = now;
+    if (now > q->last_freed)
+        q->last_freed = now;
     q->count++;
     q->in_use--;
     p->in_use_total--;
@@ -770,8 +772,8 @@ int pks_snat_drop(pks_snat *p, uint32_t ep, double now)
     if (ep >= p->nq || !p->q[ep].live || p->q[ep].in_use)
         return -1;
     pks_snatq *q = &p->q[ep];
-    if (q->count && now - q->times[(q->head + q->count - 1) % q->cap] < PKS_TIME_WAIT)
-        return -2;                              /* the newest freed pair is the last */
+    if (q->count && now - q->last_freed < PKS_TIME_WAIT)
+        return -2;
     free(q->pairs);
     free(q->times);
     memset(q, 0, sizeof *q);

@@ -291,6 +291,7 @@ typedef struct {
     uint32_t live;      /* added (pks_snat_add) */
     uint32_t *pairs;
     double *times;
+    double last_freed;  /* the latest release's time (pks_snat_drop waits out its TIME_WAIT) */
 } pks_snatq;
 
 typedef struct {

@@ -1042,8 +1042,11 @@ static void drive_opens(const uint8_t *data, size_t size, const pks_meta *m, int
                 uint32_t ep = (op[1] >> 2) % 3;
                 double at = now + (op[0] & 0x40 ? 61 : 30);
                 const pks_snatq *q = &o.pool->q[ep];
-                int idle = !q->in_use, recent = q->count
-                    && at - q->times[(q->head + q->count - 1) % q->cap] < PKS_TIME_WAIT;
+                double last = 0;            /* the latest release, from the ring itself */
+                for (uint32_t k = 0; k < q->count; k++)
+                    if (q->times[(q->head + k) % q->cap] > last)
+                        last = q->times[(q->head + k) % q->cap];
+                int idle = !q->in_use, recent = q->count && at - last < PKS_TIME_WAIT;
                 int rc = pks_snat_drop(o.pool, ep, at);
                 CHECK(rc == (!idle ? -1 : recent ? -2 : 0));
                 if (rc == 0) {

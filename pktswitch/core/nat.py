@@ -16,8 +16,9 @@ one started (1024, 1025, ...) would hit the TIME_WAITs it left on every backend.
 The pool lives in C (native/pks.h, pks_snat) because C opens flows too (a scheduled SYN
 takes its pair there without Python); this class numbers the endpoints and speaks for it.
 Each endpoint's freed pairs wait in a ring of pair numbers and times, 12 bytes each, that
-doubles when full (from RING_MIN) up to the pool's size: up to 768 KB toward a backend that
-took 65,536 connections. A queue outlives its backend (a new backend at the same address
+doubles when full (from RING_MIN) up to the pool's size (756 KiB toward a backend that took
+64,512 connections through one SNAT address and the default ports). A queue outlives its
+backend (a new backend at the same address
 must not meet its ports' TIME_WAITs), until `drop`: once none of its pairs is in use or was
 freed within BACKEND_TIME_WAIT, a later backend at that address may get any pair, and a new
 queue's random start is as good as the old order.
@@ -58,7 +59,8 @@ class SnatPool:
         self._endpoints: dict[object, int] = {}
         self._free: list[int] = []  # numbers of dropped queues, for the next new ones
 
-    def __len__(self) -> int:
+    @property
+    def queues(self) -> int:
         """Endpoints with a queue."""
         return len(self._endpoints)
 

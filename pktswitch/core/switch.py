@@ -68,7 +68,9 @@ MAX_WEIGHT = 65535  # ipvsadm: weights 0..65535; 0 takes no new flows
 
 RATE_WINDOW = 10  # seconds over which "new flows per second" is averaged
 EVENT_BATCH = 256  # events moved out of the native ring per call
-SNAT_SWEEP = 10.0  # seconds between looks at the SNAT queues of backends let go
+# seconds between looks at the SNAT queues of backends let go: a sixth of a backend's
+# TIME_WAIT (60 s, which the queue waits out), so a queue goes at most 10 s after it may
+SNAT_SWEEP = 10.0
 # pks_event as packed bytes: slot, kind, from, to, dir, gen, backend, reason, service, t,
 # value, bytes[2]
 EVENT = struct.Struct("<IBBBBIIIIddQQ")
@@ -590,10 +592,11 @@ class Switch:
         return n
 
     def _sweep(self, now: float) -> None:
-        """Drop the SNAT queues of endpoints no backend uses any more, once their pairs'
-        TIME_WAITs are over (core/nat.py): a queue can hold 768 KB, and backends that come
-        and go at new addresses (reloads, autoscaling) would pile them up. A backend at one
-        of those endpoints again keeps its queue (and its ports' order)."""
+        """Drop the SNAT queues of endpoints (address and port) no backend uses any more,
+        once their pairs' TIME_WAITs are over (core/nat.py): a queue holds 12 bytes per pair
+        of the pool freed toward it, and backends that come and go at new addresses
+        (reloads, autoscaling) would pile them up. A backend at one of those endpoints again
+        keeps its queue (and its ports' order)."""
         used = {
             b.endpoint
             for svc in (*self.services, *self.retired_services)
@@ -797,6 +800,10 @@ class Switch:
                 for b in svc.retired:
                     if b.active + b.inactive == 0:
                         changes.append(f"{svc.name}/{b.name}: removed, its last flow ended")
+                        number = self.table.backends.get(b)
+                        if number is not None and id(b) in self._endpoints:
+                            # C no longer names its queue, which _sweep may drop
+                            lib.pks_table_set_endpoint(self.table.tab, number, lib.PKS_NONE)
                         self.table.backends.forget(b)
                         self._endpoints.pop(id(b), None)  # (ids of dead objects are reused)
                         self._unused.add(b.endpoint)
@@ -997,6 +1004,6 @@ class Switch:
             "snat_exhausted": self.pool.exhausted,
             "snat_early_reuse": self.pool.early_reuse,
             "snat_in_use": {a: self.pool.in_use_by_addr[i] for i, a in enumerate(self.snat)},
-            "snat_queues": len(self.pool),
+            "snat_queues": self.pool.queues,
             "tracing": len(self.subscriptions),
         }

@@ -528,11 +528,17 @@ def test_services_numbered_past_16_bits_have_their_flows_opened_by_c_and_python(
     assert (s["flows_created"], s["flows_opened_in_c"]) == (2, 1)
 
 
+@pytest.mark.parametrize("batch", [256, 1])
 @pytest.mark.parametrize("scheduler", ["lc", "wlc"])
-def test_a_least_loaded_syn_flood_is_met_in_c_with_the_reason_of_its_pick(scheduler: str) -> None:
+def test_a_least_loaded_syn_flood_is_met_in_c_with_the_reason_of_its_pick(
+    scheduler: str, batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With the half-open share full, each SYN evicts the oldest half-open flow: C picks
     before it evicts, as Python does, and Python, applying the events (the eviction, then
-    the new flow), writes the reason of the counts C picked on."""
+    the new flow, in one batch or two), writes the reason of the counts C picked on."""
+    from pktswitch.core import switch
+
+    monkeypatch.setattr(switch, "EVENT_BATCH", batch)
     t = Twins("fullnat", scheduler, max_flows=8, max_half_open=3)
     for sport in range(1, 10):
         t.syn(sport)

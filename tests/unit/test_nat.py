@@ -39,14 +39,14 @@ def test_freed_pairs_come_back_oldest_first_through_every_growth_of_the_ring() -
 def test_a_queue_is_dropped_only_when_its_pairs_are_neither_in_use_nor_in_time_wait() -> None:
     pool = SnatPool(1, (1000, 1009), start=0)
     pair = pool.alloc("b", 0.0)
-    assert pair == (0, 1000) and len(pool) == 1
+    assert pair == (0, 1000) and pool.queues == 1
     assert not pool.drop("b", 100.0)  # a pair in use
     pool.free("b", pair, 100.0)
     assert not pool.drop("b", 100.0 + BACKEND_TIME_WAIT - 0.1)  # its TIME_WAIT at the backend
     assert pool.in_use("b") == 0 and pool.freed("b") == (1, 10)  # (a ring of the whole pool)
     assert pool.drop("b", 100.0 + BACKEND_TIME_WAIT)
-    assert len(pool) == 0 and pool.freed("b") == (0, 0) and pool.drop("b", 0.0)
+    assert pool.queues == 0 and pool.freed("b") == (0, 0) and pool.drop("b", 0.0)
     assert pool.ptr.q[0].live == 0 and pool.ptr.q[0].pairs == ffi.NULL  # its memory went
     # the number goes to the next new endpoint, whose queue starts afresh
     assert pool.alloc("c", 200.0) == (0, 1000) and pool.endpoint("c") == 0
-    assert pool.endpoint("d") == 1 and len(pool) == 2
+    assert pool.endpoint("d") == 1 and pool.queues == 2

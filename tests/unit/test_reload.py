@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from pktswitch._native import lib
 from scapy.layers.inet import IP, TCP
 from test_cli import Running
 
@@ -252,33 +253,55 @@ def test_what_reloads_removed_is_let_go_once_its_last_flow_ends() -> None:
 
 def test_a_removed_backend_s_snat_queue_goes_once_its_ports_time_wait_is_over() -> None:
     """C (192.0.2.3:80) is removed by a reload and its flow ends: C is let go, but its SNAT
-    queue stays while C may still hold the freed port in TIME_WAIT (a C back at that address
-    keeps it, and the ports' order), and goes after; a C back later gets a new one."""
+    queue stays while C may still hold the freed port in TIME_WAIT, and while any backend
+    (C back, or another service's) sends to that address and port; then it goes, and C's
+    backend number and queue number go to a new backend elsewhere, whose flows C opens
+    with the right queue, as it does C's, back with new ones."""
     abc, ab = parse(config({"A": 1, "B": 1, "C": 1})), parse(config({"A": 1, "B": 1}))
+    x = f'[[service]]\nname = "api"\nvip = "{VIP}:81"\n'
+    x += '[[service.backend]]\nname = "X"\naddress = "192.0.2.3:80"\n'  # C's endpoint
+    d_text = '[[service.backend]]\nname = "D"\naddress = "192.0.2.4:80"\n'  # to web
+    abd = parse(config({"A": 1, "B": 1}, d_text))
     sw = Switch.from_config(abc, seed=1)
-    c_ep = (bytes([192, 0, 2, 3]), 80)
+    c_ep, d_ep = (bytes([192, 0, 2, 3]), 80), (bytes([192, 0, 2, 4]), 80)
     w = Wire(sw)
     assert [w.connect(sport).dst for sport in (1, 2, 3)] == ["192.0.2.1", "192.0.2.2", "192.0.2.3"]
+    q_c = sw.pool.endpoint(c_ep)
     sw.reconfigure(ab, w.now)
     assert w.send(IP(src=CLIENT, dst=VIP) / TCP(sport=3, dport=80, flags="R", seq=2))
     w.now += 11  # CLOSE: 10 s
     assert sw.expire(w.now) == 1  # the pair goes back to C's queue now
     freed_at = w.now
     assert "web/C: removed, its last flow ended" in sw.refresh(w.now)
-    queues = sw.stats(w.now)["snat_queues"]
-    assert queues == 3 and sw.pool.freed(c_ep)[0] == 1
-    w.now = freed_at + 30
-    sw.reconfigure(abc, w.now)  # C is back within its TIME_WAIT: the same queue
-    sw.expire(w.now)
     assert sw.stats(w.now)["snat_queues"] == 3 and sw.pool.freed(c_ep)[0] == 1
-    w.now = freed_at + 40
-    sw.reconfigure(ab, w.now)  # gone again (no flow: let go at once)
-    for dt, queues in ((59.9, 3), (60 + SNAT_SWEEP, 2)):
+
+    def queues_at(dt: float, cfg: object) -> int:  # a reload at freed_at + dt, then a sweep
         w.now = freed_at + dt
+        sw.reconfigure(cfg, w.now)
         sw.expire(w.now)
-        assert sw.stats(w.now)["snat_queues"] == queues, dt
+        return int(sw.stats(w.now)["snat_queues"])
+
+    t = 59.9
+    assert queues_at(t, ab) == 3  # C may still hold the port in TIME_WAIT
+    assert queues_at(t + SNAT_SWEEP, abc) == 3  # past it, but C is back: its queue stays
+    assert queues_at(t + 2 * SNAT_SWEEP, parse(config({"A": 1, "B": 1}, x))) == 3  # X sends
+    assert sw.pool.freed(c_ep)[0] == 1  # there now; the ports' order is kept
+    assert queues_at(t + 3 * SNAT_SWEEP, ab) == 2  # nobody does: it goes
     assert sw.pool.freed(c_ep) == (0, 0)
-    sw.reconfigure(abc, w.now)  # back once more: a new queue, every pair fresh
-    assert {w.connect(sport).dst for sport in (4, 5, 6)} == {f"192.0.2.{i}" for i in (1, 2, 3)}
+    # no backend number names a queue any more but a live backend's
+    assert [sw.table.tab.bk_ep[n] for n in sw.table.backends._free] == [lib.PKS_NONE] * 2
+    sw.reconfigure(abd, w.now)  # D, elsewhere, takes a number let go, and C's queue number
+    d = next(b for b in sw.services[0].backends if b.name == "D")
+    n_d = sw.table.backends.get(d)
+    assert n_d is not None and sw.pool.endpoint(d_ep) == q_c
+    assert {w.connect(sport).dst for sport in (4, 5, 6)} == {"192.0.2.1", "192.0.2.2", "192.0.2.4"}
+    assert sw.pool.in_use(d_ep) == 1 and sw.table.tab.bk_ep[n_d] == q_c
+    sw.reconfigure(parse(config({"A": 1, "B": 1, "C": 1}, d_text)), w.now)  # C is back
+    c = next(b for b in sw.services[0].backends if b.name == "C")
+    assert {w.connect(sport).dst for sport in (7, 8, 9, 10)} == {
+        f"192.0.2.{i}" for i in range(1, 5)
+    }
+    n_c2 = sw.table.backends.get(c)
+    assert n_c2 is not None and sw.table.tab.bk_ep[n_c2] == sw.pool.endpoint(c_ep) != q_c
     assert sw.pool.in_use(c_ep) == 1 and sw.pool.freed(c_ep) == (0, 0)
-    assert sw.stats(w.now)["snat_queues"] == 3
+    assert sw.stats(w.now)["flows_opened_in_c"] == 3 + 3 + 4  # every one, toward its queue
