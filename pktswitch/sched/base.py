@@ -258,11 +258,7 @@ class LeastConnections(_Least):
 
     def peek(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
         # (overhead, place in the list): the least first, equals in list order
-        ranked = sorted(
-            (b.active * ACTIVE_WEIGHT + b.inactive, i)
-            for i, b in enumerate(backends)
-            if b.weight > 0
-        )
+        ranked = sorted((overhead(b), i) for i, b in enumerate(backends) if b.weight > 0)
         if not ranked:
             return None
         best = backends[ranked[0][1]]
