@@ -1139,6 +1139,7 @@ static int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint
             return PKS_V_SLOW;
     }
     uint32_t gone = old != PKS_NONE ? old : evict;  /* the flow this SYN ends, if any */
+    uint32_t evicted = old == PKS_NONE && evict != PKS_NONE ? t->flows[evict].backend : PKS_NONE;
     uint32_t gone_ep = PKS_NONE;
     if (gone != PKS_NONE && t->flows[gone].has_snat) {
         uint32_t b = t->flows[gone].backend;
@@ -1217,6 +1218,7 @@ static int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint
     }
     t->opened++;
     event_put(t, slot, PKS_EV_OPEN, 0, PKS_S_SYN_RECV, 0, now, (double)hslot);
+    t->events[(t->ev_head + t->ev_count - 1) % PKS_EVENTS].bytes[1] = evicted;
     m->slot = (int32_t)slot;
     m->dir = 0;
     pks_nat n0;

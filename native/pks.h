@@ -165,7 +165,9 @@ typedef struct {
 #define PKS_EV_SYNACK 3     /* the backend's first SYN-ACK, at t: the handshake took `value`
                                seconds, `to` is the client's SYN count (C set synack_at) */
 #define PKS_EV_OPEN 4       /* C opened the flow for a client's SYN, at t; for a hashed service
-                               (pks_service_hash) `value` is the client's slot */
+                               (pks_service_hash) `value` is the client's slot; bytes[1] is
+                               the backend of the half-open flow it evicted to make room
+                               (PKS_NONE: none), counted at the pick (pks_service_least) */
 #define PKS_EV_END 5        /* C ended the flow, in state `from`, to open a new one for a SYN
                                from the same client port: bytes, backend and reason as it was */
 #define PKS_EV_EVICT 6      /* C ended the oldest half-open flow to make room for a new one,
@@ -254,7 +256,7 @@ typedef struct {
  * room is picked for with it, as Python evicts after its pick. A flow C opens this way has
  * reason PKS_NONE until Python writes it, applying its OPEN event: its counts then are C's
  * at the pick (every change to them before it is an event applied before that one), but
- * for the evicted flow, whose EVICT event comes just before the OPEN and is added back. */
+ * for the evicted flow, which the OPEN event names and Python adds back. */
 #define PKS_LEAST_COUNT 1
 #define PKS_LEAST_PER_WEIGHT 2
 #define PKS_ACTIVE_WEIGHT 256

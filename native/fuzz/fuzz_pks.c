@@ -906,7 +906,7 @@ static void program(opens *o, const uint8_t *op, const pks_meta *m)
 
 /* a least-loaded service: no member with a weight had less load than the one C gave the
  * new flow in `slot` (its load counted without that flow, and with the half-open flow it
- * evicted, if it did, whose event comes just before the OPEN: C picks before it evicts; the
+ * evicted, if it did, which its OPEN event names: C picks before it evicts; the
  * flow whose port it reused is gone already, as C picks after it), nor as little and listed
  * before it */
 static void check_least(const opens *o, uint32_t slot)
@@ -919,17 +919,18 @@ static void check_least(const opens *o, uint32_t slot)
         if (i != slot && g->used && g->state != PKS_S_NONE)
             load[g->backend] += g->state == PKS_S_ESTABLISHED ? PKS_ACTIVE_WEIGHT : 1;
     }
-    if (t->ev_count >= 2) {
+    const pks_event *open = &t->events[(t->ev_head + t->ev_count - 1) % PKS_EVENTS];
+    CHECK(open->kind == PKS_EV_OPEN && open->slot == slot);
+    if (open->bytes[1] != PKS_NONE) {   /* it names the flow it evicted, its EVICT just before */
         const pks_event *e = &t->events[(t->ev_head + t->ev_count - 2) % PKS_EVENTS];
-        if (e->kind == PKS_EV_EVICT && e->backend < 4)
-            load[e->backend] += 1;
+        CHECK(t->ev_count >= 2 && e->kind == PKS_EV_EVICT && e->backend == open->bytes[1]);
+        load[open->bytes[1]] += 1;
     }
     uint32_t chosen = o->n;
     for (uint32_t k = 0; k < o->n && chosen == o->n; k++)
         if (o->picks[k].weight && o->picks[k].backend == f->backend)
             chosen = k;
     CHECK(chosen < o->n && f->reason == PKS_NONE);
-    CHECK(t->events[(t->ev_head + t->ev_count - 1) % PKS_EVENTS].kind == PKS_EV_OPEN);
     const pks_pick *c = &o->picks[chosen];
     for (uint32_t k = 0; k < o->n; k++) {
         const pks_pick *p = &o->picks[k];

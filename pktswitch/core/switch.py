@@ -303,7 +303,6 @@ class Switch:
         cffi attribute per field)."""
         tab, table = self.table.tab, self.table
         backends = table.backends
-        evicted = None  # the backend of the flow C just evicted for the SYN it opens next
         while True:
             n = lib.pks_events_take(tab, self._events, EVENT_BATCH)
             # each event carries what Python needs of its flow: C may have ended the flow
@@ -328,17 +327,14 @@ class Switch:
                     self.last_transition = (STATES[was], STATES[to])
                     table.count_state(backend, was, to)
                 elif kind == EV_OPEN:
-                    self._opened(slot, gen, backend, reason, service, t, value, evicted)
+                    self._opened(slot, gen, backend, reason, service, t, value, b1)
                 elif kind in (EV_END, EV_EVICT):
                     # way 1: the new flow is in the slot already (the table was full)
                     self._ended(slot, was, backend, reason, b0, b1, kind == EV_EVICT, way == 1)
-                    evicted = backend if kind == EV_EVICT else None
-                    continue
                 elif kind == EV_SYNACK:  # (its flow may have ended since: the event says all)
                     self._answered(backend, to, value, t)
                 else:
                     backends[backend].add_sample("data", value, t)
-                evicted = None
             if n < EVENT_BATCH:
                 break
         if tab.nspare < SPARE_LOW:
@@ -353,12 +349,13 @@ class Switch:
         service: int,
         t: float,
         value: float,
-        evicted: int | None = None,
+        evicted: int,
     ) -> None:
         """C opened a flow for a client's SYN (a service scheduled ahead): Python's counts,
         and for a hashing scheduler the flow's reason (`value` is the client's slot), for
         lc and wlc too: from the counts now, which are C's at its pick, but for the flow C
-        evicted to make room (`evicted`, its backend): as Python, C picks before it evicts."""
+        evicted to make room (`evicted`, its backend, or PKS_NONE): as Python, C picks
+        before it evicts."""
         table = self.table
         b, svc = table.backends[backend], table.services[service]
         if reason != NO_REASON:
@@ -368,7 +365,7 @@ class Switch:
             if c.used and c.gen == gen:  # (one C ended already has no reason to write)
                 k = c.key[0]
                 client = bytes(ffi.buffer(k.saddr, 4))
-                gone = None if evicted is None else table.backends[evicted]
+                gone = None if evicted == lib.PKS_NONE else table.backends[evicted]
                 if gone is not None:
                     gone.inactive += 1  # the evicted flow, half-open, as it was at the pick
                 text = svc.scheduler.reason_for(svc.backends, client, k.sport, int(value), b)
