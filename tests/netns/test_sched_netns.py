@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import re
 import sys
 
 import pytest
@@ -65,20 +66,35 @@ def test_lc_prefers_the_backend_with_fewer_held_connections(lab: Lab) -> None:
 def test_a_burst_of_connections_spreads_over_the_backends(lab: Lab, scheduler: str) -> None:
     """Twelve connections opened at once: when most SYNs arrive, no flow is established yet.
     Flows in their handshake weigh 1/256 of an established one (IPVS), so the burst spreads;
-    counting established flows only sent all twelve to A, the first listed. The first three
-    go to A, B, C whatever the timing (a flow established by then only weighs more); after
-    them a handshake done mid-burst may move a flow or two (usually 4/4/4)."""
+    counting established flows only sent all twelve to A, the first listed.
+
+    Which handshakes are done when a SYN arrives is timing (one done early outweighs 255 in
+    their handshake, and can leave A one flow and B and C the rest), so every pick is checked
+    against the rule instead of against a split: the k-th SYN's reason shows, for each
+    backend, as many flows as the SYNs before it sent there (the test counts them itself), and
+    its backend has the least established * 256 + other (ties to the first listed)."""
     with Switch(lab, config_text(lab, scheduler=scheduler)) as sw:
         holder, lines = hold_connections(lab, 12, burst=True)
-        order = [line.split(" -> ")[1] for line in lines]  # in the order the SYNs left
+        reasons = {r["client"]: r["reason"] for r in sw.flows(service="web")}
         active = {
             r["backend"]: r["active"] for r in sw.cli_json("backends") if r["service"] == "web"
         }
         lab.stop(holder)
-    got = collections.Counter(order)
+    sent = [tuple(line.split(" -> ")) for line in lines]  # in the order the SYNs left
+    order = [backend for _, backend in sent]
     assert order[:3] == ["A", "B", "C"], order
-    assert set(got) == {"A", "B", "C"} and max(got.values()) - min(got.values()) <= 2, got
-    assert active == got, (active, got)
+    for k, (client, backend) in enumerate(sent):
+        shown = {
+            name: (int(est), int(other))
+            for name, est, other in re.findall(r"([ABC]) (\d+)\+(\d+)", reasons[client])
+        }
+        assert reasons[client].startswith(f"{scheduler}: {backend} "), reasons[client]
+        assert {name: est + other for name, (est, other) in shown.items()} == {
+            name: order[:k].count(name) for name in "ABC"
+        }, (k, reasons[client], order)
+        loads = [shown[name][0] * 256 + shown[name][1] for name in "ABC"]
+        assert "ABC"[loads.index(min(loads))] == backend, (k, reasons[client])
+    assert active == collections.Counter(order), (active, order)
 
 
 def test_lrt_sends_a_slower_backend_clearly_less(lab: Lab) -> None:
