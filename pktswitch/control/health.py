@@ -64,15 +64,16 @@ class HealthMonitor:
         self.draining_left: dict[BackendState, int] = {}
         self._services: list[ServiceState] | None = None  # the set the two above are for
         self._next_scan = 0.0
+        self._due: float | None = None  # the first check to start or time out, at the last scan
         loop.idle.append(self.tick)
         loop.deadlines.append(self.next_deadline)
 
     def next_deadline(self) -> float | None:
         """The next check to start or time out, once the next scan may run; ejections and
-        slow start end within a second, the loop's longest sleep, which is close enough."""
-        times = list(self.next_check.values())
-        times += [c.started + c.svc.health.timeout for c in self.inflight.values()]
-        return max(min(times), self._next_scan) if times else None
+        slow start end within a second, the loop's longest sleep, which is close enough.
+        Kept from the last scan, for the loop asks every turn: only a scan starts checks,
+        and a check that ended since only makes the wake-up early."""
+        return None if self._due is None else max(self._due, self._next_scan)
 
     # ------------------------------------------------------------------ the turn
     def tick(self) -> None:
@@ -82,23 +83,27 @@ class HealthMonitor:
             live = {b for svc in self._services for b in svc.backends}
             self.next_check = {b: t for b, t in self.next_check.items() if b in live}
             self.draining_left = {b: n for b, n in self.draining_left.items() if b in live}
+            self._due = now  # a new backend's first check is due
         if now < self._next_scan and not self.switch.passive_pending(now):
             return
         self._next_scan = now + SCAN_EVERY
         for fd, c in list(self.inflight.items()):
             if now - c.started > c.svc.health.timeout:
                 self._finish(fd, False, "timeout", now)
+        busy = {c.backend for c in self.inflight.values()}
         for svc in self.switch.services:
             if svc.health.check == "none":
                 continue
             for b in svc.backends:
-                busy = any(c.backend is b for c in self.inflight.values())
-                if not busy and now >= self.next_check.get(b, 0.0):
+                if b not in busy and now >= self.next_check.get(b, 0.0):
                     self.next_check[b] = now + svc.health.interval
                     try:
                         self._start(svc, b, now)
                     except OSError as e:  # refused at once, or out of file descriptors
                         self._result(svc, b, False, e.strerror or str(e), now)
+        times = list(self.next_check.values())
+        times += [c.started + c.svc.health.timeout for c in self.inflight.values()]
+        self._due = min(times, default=None)
         for svc, b, reason in self.switch.take_passive(now):
             self._changed(svc, b, health.passive_failure(b, svc.health, now, reason), now)
         for line in self.switch.refresh(now):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import types
 
+import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.packet import Raw
 
@@ -259,3 +260,60 @@ def test_the_monitor_scans_now_and_then_but_takes_a_passive_signal_at_once() -> 
     now[0] += SCAN_EVERY / 10
     monitor.tick()
     assert b.ejected_until == now[0] + 5.0  # the harness policy's eject (the default)
+
+
+def test_the_loop_wakes_for_the_next_check_to_start_or_time_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The loop asks the monitor every turn when it must wake next; the answer is kept from
+    the last scan rather than worked out over every backend each turn. Checks are stubbed
+    with socket pairs (no probe leaves this host)."""
+    import selectors
+    import socket
+
+    from pktswitch.control import health as monitor_module
+    from pktswitch.control.config import parse
+
+    def config(names: str) -> str:
+        text = f'[switch]\nsnat = ["{SNAT}"]\ncontrol = "/tmp/x.sock"\n'
+        text += f'[[service]]\nname = "web"\nvip = "{VIP}:80"\n'
+        text += '[service.health]\ncheck = "tcp"\ninterval = 2.0\ntimeout = 0.5\n'
+        for i, n in enumerate(names, 1):
+            text += f'[[service.backend]]\nname = "{n}"\naddress = "192.0.2.{i}:80"\n'
+        return text
+
+    pairs: list[tuple[socket.socket, socket.socket]] = []
+
+    def fake_connect(_ip: str, _port: int) -> socket.socket:
+        pairs.append(socket.socketpair())
+        return pairs[-1][0]
+
+    monkeypatch.setattr(monitor_module, "connect_nonblocking", fake_connect)
+    sw = Switch.from_config(parse(config("AB")), seed=1)
+    now = [10.0]
+    with selectors.DefaultSelector() as sel:
+        loop = types.SimpleNamespace(idle=[], deadlines=[], sel=sel)
+        monitor = monitor_module.HealthMonitor(loop, sw, lambda: now[0], lambda _p: None)  # type: ignore[arg-type]
+        assert loop.deadlines == [monitor.next_deadline] and monitor.next_deadline() is None
+        monitor.tick()  # the first scan starts A's and B's checks
+        assert len(monitor.inflight) == 2
+        assert monitor.next_deadline() == 10.5  # their timeouts, before their next checks
+        for fd in list(monitor.inflight):
+            monitor._finish(fd, True, "connected", 10.1)
+        now[0] = 10.1
+        monitor.tick()  # a scan: nothing in flight, the next checks at 12
+        assert monitor.next_deadline() == 12.0
+        sw.reconfigure(parse(config("ABC")), 10.11)
+        now[0] = 10.12
+        monitor.tick()  # too soon for a scan, but C's first check is due: the next scan
+        assert (
+            monitor.inflight == {} and monitor.next_deadline() == 10.1 + monitor_module.SCAN_EVERY
+        )
+        now[0] = 10.1 + monitor_module.SCAN_EVERY
+        monitor.tick()
+        assert [c.backend.name for c in monitor.inflight.values()] == ["C"]
+        assert monitor.next_deadline() == now[0] + 0.5
+        monitor.close()
+    for a, b in pairs:
+        a.close()
+        b.close()
