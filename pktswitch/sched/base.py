@@ -193,10 +193,11 @@ class SmoothWeightedRoundRobin:
 
 
 # ---------------------------------------------------------------------- least connections
-def _rivals(parts: list[str]) -> str:
-    """At most REASON_RIVALS of the other backends, then how many more there are."""
-    shown = ", ".join(parts[:REASON_RIVALS])
-    more = len(parts) - REASON_RIVALS
+def _rivals(parts: list[str], others: int) -> str:
+    """The first REASON_RIVALS of the `others` other backends (`parts`: those only, the rest
+    are not formatted), then how many more there are."""
+    shown = ", ".join(parts)
+    more = others - len(parts)
     return f"{shown}, +{more} more" if more > 0 else shown
 
 
@@ -265,7 +266,8 @@ class LeastConnections(_Least):
         if len(ranked) == 1:
             return best, f"lc: {_flows(best)}, the only candidate"
         tie = ranked[1][0] == ranked[0][0]
-        rivals = _rivals([_flows(backends[i]) for _, i in ranked[1:]])
+        shown = ranked[1 : 1 + REASON_RIVALS]
+        rivals = _rivals([_flows(backends[i]) for _, i in shown], len(ranked) - 1)
         reason = f"lc: {_flows(best)} {'<=' if tie else '<'} {rivals}"
         return best, reason + (" (tie: first listed)" if tie else "")
 
@@ -294,32 +296,31 @@ class WeightedLeastConnections(_Least):
                 best = i
         if best < 0:
             return None
+        picked = backends[best]
+        w, load = picked.weight, loads[best]
         # the ratios as floats, for the order the others are shown in (equals in list order)
         ratios = [
-            load / (ACTIVE_WEIGHT * b.weight or 1) for load, b in zip(loads, backends, strict=True)
+            load_i / (ACTIVE_WEIGHT * b.weight or 1)
+            for load_i, b in zip(loads, backends, strict=True)
         ]
-        others = sorted(
-            (i for i, b in enumerate(backends) if b.weight > 0 and i != best),
-            key=ratios.__getitem__,
-        )
-        w = backends[best].weight
+        others = [i for i, b in enumerate(backends) if b.weight > 0 and i != best]
         if not others:
-            return backends[best], f"wlc: {_flows(backends[best])} per {w}, the only candidate"
-        tie = loads[others[0]] * w == loads[best] * backends[others[0]].weight
-        digits = 2
-        for i in others[:REASON_RIVALS]:  # as many decimals as tell a larger ratio from best's
-            while digits < 4 and (
-                f"{ratios[i]:.{digits}f}" == f"{ratios[best]:.{digits}f}"
-                and loads[i] * w != loads[best] * backends[i].weight
-            ):
-                digits += 1
+            return picked, f"wlc: {_flows(picked)} per {w}, the only candidate"
+        others.sort(key=ratios.__getitem__)
+        shown = others[:REASON_RIVALS]
+        tie = loads[others[0]] * w == load * backends[others[0]].weight
+        digits = 2  # as many decimals as tell a larger ratio from best's
+        for i in shown:
+            if loads[i] * w != load * backends[i].weight:
+                while digits < 4 and f"{ratios[i]:.{digits}f}" == f"{ratios[best]:.{digits}f}":
+                    digits += 1
 
         def ratio(i: int) -> str:
             return f"{_flows(backends[i])} per {backends[i].weight}={ratios[i]:.{digits}f}"
 
-        rivals = _rivals([ratio(i) for i in others])
+        rivals = _rivals([ratio(i) for i in shown], len(others))
         reason = f"wlc: {ratio(best)} {'<=' if tie else '<'} {rivals}"
-        return backends[best], reason + (" (tie: first listed)" if tie else "")
+        return picked, reason + (" (tie: first listed)" if tie else "")
 
 
 # ---------------------------------------------------------------------- hashing schedulers
