@@ -3,6 +3,7 @@ switch with C's opening turned off: Python's path is the reference, byte for byt
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable
 
 import pytest
@@ -14,9 +15,20 @@ from scapy_oracle import checksums_ok
 from test_switch import BACKENDS, CLIENT, VIP, Harness
 
 from pktswitch.core.acl import Acl, CompiledAcl
+from pktswitch.core.switch import Switch
 from pktswitch.core.tcpstate import DEFAULT_TIMEOUTS, State
 
 UNCOUNTED = ("packets_fast_path", "flows_opened_in_c")  # what differs by design
+
+
+def held_reasons(sw: Switch) -> dict[str, int]:
+    """Each reason text the switch holds, and how many flows hold it (the counts an lc or
+    wlc flow C opened keeps are written out here, as for `pktswitch flows`)."""
+    r = sw.table.reasons
+    held: collections.Counter[str] = collections.Counter()
+    for n in r._ids.values():
+        held[r.text(n)] += r._refs[n]
+    return dict(held)
 
 
 def python_only(h: Harness) -> Harness:
@@ -76,8 +88,7 @@ class Twins:
         assert sc == sp
 
         def held(h: Harness) -> dict[str, int]:  # each reason text and the flows holding it
-            r = h.sw.table.reasons
-            return {text: r._refs[n] for text, n in r._ids.items()}
+            return held_reasons(h.sw)
 
         assert held(c) == held(py)
         for h in (c, py):  # C counts every flow per backend as Python does (lc, wlc pick by it)
@@ -443,11 +454,7 @@ def test_flows_c_ends_before_python_sees_them_opened_are_counted_right(
     assert batched.sent > batched.python  # mostly C's: flows ended before Python saw them open
     assert all(r["reason"] for r in b.flows(batched.h.now))
 
-    def held(sw: object) -> dict[str, int]:
-        r = sw.table.reasons  # type: ignore[attr-defined]
-        return {text: r._refs[n] for text, n in r._ids.items()}
-
-    assert held(a) == held(b)
+    assert held_reasons(a) == held_reasons(b)
 
 
 def _with_acl(t: Twins, acl: CompiledAcl | None) -> None:
@@ -554,3 +561,31 @@ def test_a_least_loaded_syn_flood_is_met_in_c_with_the_reason_of_its_pick(
         if scheduler == "lc"
         else "wlc: C 0+0 per 1=0.000 < B 0+1 per 1=0.004, A 0+2 per 1=0.008"
     )
+
+
+def test_an_lc_flow_keeps_the_reason_of_its_pick_through_later_flows_and_a_reload() -> None:
+    """C opens lc flows and Python keeps the counts of each pick, written out as its reason
+    when asked: later flows change the counts and a reload puts other backends in the
+    service, and each flow's reason still tells the counts and the backends of its pick."""
+    from pktswitch.control.config import parse
+
+    def text(names: str) -> str:
+        t = '[switch]\nsnat = ["203.0.113.1"]\ncontrol = "/tmp/x.sock"\n'
+        t += f'[[service]]\nname = "web"\nvip = "{VIP}:80"\nscheduler = "lc"\n'
+        for i, name in enumerate(names, 11 if names == "XYZ" else 1):
+            t += f'[[service.backend]]\nname = "{name}"\naddress = "192.0.2.{i}:80"\n'
+        return t
+
+    sw = Switch.from_config(parse(text("ABC")), seed=1)
+    h = Harness()
+    h.sw = sw
+    assert h.client("S", sport=1) is not None and h.client("S", sport=2) is not None
+    sw.reconfigure(parse(text("XYZ")), h.now)
+    assert h.client("S", sport=3) is not None
+    reasons = {r["client"].split(":")[1]: r["reason"] for r in sw.flows(h.now)}
+    assert reasons == {
+        "1": "lc: A 0+0 <= B 0+0, C 0+0 (tie: first listed)",
+        "2": "lc: B 0+0 <= C 0+0, A 0+1 (tie: first listed)",
+        "3": "lc: X 0+0 <= Y 0+0, Z 0+0 (tie: first listed)",
+    }
+    assert sw.stats(h.now)["flows_opened_in_c"] == 3
