@@ -91,6 +91,7 @@ class HealthMonitor:
             if now - c.started > c.svc.health.timeout:
                 self._finish(fd, False, "timeout", now)
         busy = {c.backend for c in self.inflight.values()}
+        times = []  # when each checked backend's next check is due (a service may stop checks)
         for svc in self.switch.services:
             if svc.health.check == "none":
                 continue
@@ -101,7 +102,7 @@ class HealthMonitor:
                         self._start(svc, b, now)
                     except OSError as e:  # refused at once, or out of file descriptors
                         self._result(svc, b, False, e.strerror or str(e), now)
-        times = list(self.next_check.values())
+                times.append(self.next_check[b])
         times += [c.started + c.svc.health.timeout for c in self.inflight.values()]
         self._due = min(times, default=None)
         for svc, b, reason in self.switch.take_passive(now):

@@ -266,18 +266,19 @@ def test_the_loop_wakes_for_the_next_check_to_start_or_time_out(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The loop asks the monitor every turn when it must wake next; the answer is kept from
-    the last scan rather than worked out over every backend each turn. Checks are stubbed
-    with socket pairs (no probe leaves this host)."""
+    the last scan rather than worked out over every backend each turn. A service that stops
+    its checks stops waking the loop. Checks are stubbed with socket pairs (no probe leaves
+    this host)."""
     import selectors
     import socket
 
     from pktswitch.control import health as monitor_module
     from pktswitch.control.config import parse
 
-    def config(names: str) -> str:
+    def config(names: str, check: str = "tcp") -> str:
         text = f'[switch]\nsnat = ["{SNAT}"]\ncontrol = "/tmp/x.sock"\n'
         text += f'[[service]]\nname = "web"\nvip = "{VIP}:80"\n'
-        text += '[service.health]\ncheck = "tcp"\ninterval = 2.0\ntimeout = 0.5\n'
+        text += f'[service.health]\ncheck = "{check}"\ninterval = 2.0\ntimeout = 0.5\n'
         for i, n in enumerate(names, 1):
             text += f'[[service.backend]]\nname = "{n}"\naddress = "192.0.2.{i}:80"\n'
         return text
@@ -293,7 +294,8 @@ def test_the_loop_wakes_for_the_next_check_to_start_or_time_out(
     now = [10.0]
     with selectors.DefaultSelector() as sel:
         loop = types.SimpleNamespace(idle=[], deadlines=[], sel=sel)
-        monitor = monitor_module.HealthMonitor(loop, sw, lambda: now[0], lambda _p: None)  # type: ignore[arg-type]
+        clock, write = (lambda: now[0]), (lambda _p: None)
+        monitor = monitor_module.HealthMonitor(loop, sw, clock, write)  # type: ignore[arg-type]
         assert loop.deadlines == [monitor.next_deadline] and monitor.next_deadline() is None
         monitor.tick()  # the first scan starts A's and B's checks
         assert len(monitor.inflight) == 2
@@ -313,6 +315,12 @@ def test_the_loop_wakes_for_the_next_check_to_start_or_time_out(
         monitor.tick()
         assert [c.backend.name for c in monitor.inflight.values()] == ["C"]
         assert monitor.next_deadline() == now[0] + 0.5
+        for fd in list(monitor.inflight):
+            monitor._finish(fd, True, "connected", now[0])
+        sw.reconfigure(parse(config("ABC", check="none")), now[0])
+        now[0] += monitor_module.SCAN_EVERY
+        monitor.tick()  # a scan: no backend is checked any more (their due times are kept)
+        assert len(monitor.next_check) == 3 and monitor.next_deadline() is None
         monitor.close()
     for a, b in pairs:
         a.close()
