@@ -10,6 +10,8 @@ import pytest
 from netns_helpers import LAB_DIR, NETNS, Lab, hold_connections, wait_until
 from switchlab import Switch, config_text, service_text
 
+from pktswitch.sched.base import ACTIVE_WEIGHT
+
 pytestmark = NETNS
 
 URL = "http://203.0.113.10/"
@@ -65,36 +67,45 @@ def test_lc_prefers_the_backend_with_fewer_held_connections(lab: Lab) -> None:
 @pytest.mark.parametrize("scheduler", ["lc", "wlc"])
 def test_a_burst_of_connections_spreads_over_the_backends(lab: Lab, scheduler: str) -> None:
     """Twelve connections opened at once: when most SYNs arrive, no flow is established yet.
-    Flows in their handshake weigh 1/256 of an established one (IPVS), so the burst spreads;
-    counting established flows only sent all twelve to A, the first listed.
+    Flows in their handshake weigh 1/ACTIVE_WEIGHT of an established one (IPVS), so the
+    burst spreads; counting established flows only sent all twelve to A, the first listed.
 
     Which handshakes are done when a SYN arrives is timing (one done early outweighs 255 in
     their handshake, and can leave A one flow and B and C the rest), so every pick is checked
-    against the rule instead of against a split: the k-th SYN's reason shows, for each
-    backend, as many flows as the SYNs before it sent there (the test counts them itself), and
-    its backend has the least established * 256 + other (ties to the first listed)."""
+    against the rule instead of against a split. Each flow's reason shows every backend's
+    established+other flows at its pick: taken in the order of their totals (0, 1, .., 11:
+    the order the switch saw the SYNs in), each pick adds one flow to the backend before it,
+    and goes to the least established * ACTIVE_WEIGHT + other (weights are all 1; ties to
+    the first listed)."""
     with Switch(lab, config_text(lab, scheduler=scheduler)) as sw:
         holder, lines = hold_connections(lab, 12, burst=True)
-        reasons = {r["client"]: r["reason"] for r in sw.flows(service="web")}
+        flows = [(r["reason"], r["backend"]) for r in sw.flows(service="web")]
         active = {
             r["backend"]: r["active"] for r in sw.cli_json("backends") if r["service"] == "web"
         }
         lab.stop(holder)
-    sent = [tuple(line.split(" -> ")) for line in lines]  # in the order the SYNs left
-    order = [backend for _, backend in sent]
-    assert order[:3] == ["A", "B", "C"], order
-    for k, (client, backend) in enumerate(sent):
+    picks = []
+    for reason, backend in flows:
+        assert reason.startswith(f"{scheduler}: {backend} "), reason
         shown = {
             name: (int(est), int(other))
-            for name, est, other in re.findall(r"([ABC]) (\d+)\+(\d+)", reasons[client])
+            for name, est, other in re.findall(r"([ABC]) (\d+)\+(\d+)", reason)
         }
-        assert reasons[client].startswith(f"{scheduler}: {backend} "), reasons[client]
-        assert {name: est + other for name, (est, other) in shown.items()} == {
-            name: order[:k].count(name) for name in "ABC"
-        }, (k, reasons[client], order)
-        loads = [shown[name][0] * 256 + shown[name][1] for name in "ABC"]
-        assert "ABC"[loads.index(min(loads))] == backend, (k, reasons[client])
-    assert active == collections.Counter(order), (active, order)
+        assert set(shown) == {"A", "B", "C"}, reason
+        picks.append((sum(est + other for est, other in shown.values()), backend, shown, reason))
+    picks.sort(key=lambda p: p[0])
+    assert [total for total, *_ in picks] == list(range(12)), picks
+    assert [backend for _, backend, *_ in picks][:3] == ["A", "B", "C"], picks
+    for k, (_, backend, shown, reason) in enumerate(picks):
+        before = [b for _, b, *_ in picks[:k]]
+        assert {n: est + other for n, (est, other) in shown.items()} == {
+            n: before.count(n) for n in "ABC"
+        }, (reason, before)
+        loads = [shown[n][0] * ACTIVE_WEIGHT + shown[n][1] for n in "ABC"]
+        assert "ABC"[loads.index(min(loads))] == backend, reason
+    got = collections.Counter(backend for _, backend in flows)
+    assert active == got, (active, got)
+    assert collections.Counter(line.split(" -> ")[1] for line in lines) == got  # the client's
 
 
 def test_lrt_sends_a_slower_backend_clearly_less(lab: Lab) -> None:
