@@ -179,8 +179,8 @@ class Registry:
 
 class Reasons:
     """The reasons flows were scheduled with, each text kept once while a flow uses it
-    (counted), so a million flows of one scheduler hold a handful of strings; not for lc
-    and wlc, whose reasons name the counts of the moment (nearly one text per flow)."""
+    (counted), so a million flows of one scheduler hold a handful of strings; lc and wlc
+    share few, for their reasons name the counts of the moment (nearly one text a flow)."""
 
     def __init__(self) -> None:
         self._texts: list[str | None] = []

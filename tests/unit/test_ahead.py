@@ -3,7 +3,6 @@ switch with C's opening turned off: Python's path is the reference, byte for byt
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Callable
 
 import pytest
@@ -22,13 +21,9 @@ UNCOUNTED = ("packets_fast_path", "flows_opened_in_c")  # what differs by design
 
 
 def held_reasons(sw: Switch) -> dict[str, int]:
-    """Each reason text the switch holds, and how many flows hold it (the counts an lc or
-    wlc flow C opened keeps are written out here, as for `pktswitch flows`)."""
+    """Each reason text the switch holds, and how many flows hold it."""
     r = sw.table.reasons
-    held: collections.Counter[str] = collections.Counter()
-    for n in r._ids.values():
-        held[r.text(n)] += r._refs[n]
-    return dict(held)
+    return {text: r._refs[n] for text, n in r._ids.items()}
 
 
 def python_only(h: Harness) -> Harness:
@@ -284,7 +279,6 @@ def test_a_full_table_gives_the_evicted_flow_s_slot_to_the_new_one_in_c() -> Non
 
 def test_an_unchanged_reload_keeps_round_robin_s_turn() -> None:
     from pktswitch.control.config import parse
-    from pktswitch.core.switch import Switch
 
     text = '[switch]\nsnat = ["203.0.113.1"]\ncontrol = "/tmp/x.sock"\n'
     text += f'[[service]]\nname = "web"\nvip = "{VIP}:80"\n'
@@ -331,7 +325,6 @@ def test_tracing_sends_syns_through_python_and_tells_every_state_change() -> Non
 
 def test_a_service_removed_by_a_reload_leaves_the_other_scheduled_in_c() -> None:
     from pktswitch.control.config import parse
-    from pktswitch.core.switch import Switch
 
     def text(ports: tuple[int, ...]) -> str:
         t = '[switch]\nsnat = ["203.0.113.1"]\ncontrol = "/tmp/x.sock"\n'
@@ -510,7 +503,6 @@ def test_services_numbered_past_16_bits_have_their_flows_opened_by_c_and_python(
     (removed ones with flows left included) number new ones high: past 16 bits their flows
     are opened (by C for rr, by Python for lrt), listed and counted as the first ones'."""
     from pktswitch.control.config import parse
-    from pktswitch.core.switch import Switch
 
     def text(services: dict[int, str]) -> str:
         t = '[switch]\nsnat = ["203.0.113.1"]\ncontrol = "/tmp/x.sock"\n'
@@ -564,9 +556,10 @@ def test_a_least_loaded_syn_flood_is_met_in_c_with_the_reason_of_its_pick(
 
 
 def test_an_lc_flow_keeps_the_reason_of_its_pick_through_later_flows_and_a_reload() -> None:
-    """C opens lc flows and Python keeps the counts of each pick, written out as its reason
-    when asked: later flows change the counts and a reload puts other backends in the
-    service, and each flow's reason still tells the counts and the backends of its pick."""
+    """C opens lc flows and Python writes each one's reason from the counts of its pick
+    when it applies the flow's OPEN event: later flows change the counts and a reload puts
+    other backends in the service, and each reason still tells the counts and the backends
+    of its pick."""
     from pktswitch.control.config import parse
 
     def text(names: str) -> str:
