@@ -1,9 +1,9 @@
 """Long-lived load: CONNS keep-alive HTTP connections, each making requests back to back (or one
-every INTERVAL seconds) for DURATION seconds (bounded: it stops by itself). Prints "ready" once
-every connection is open, then at the end one JSON line:
+every INTERVAL seconds) for DURATION seconds (bounded: it stops by itself), or until SIGTERM
+stops it sooner. Prints "ready" once every connection is open, then at the end one JSON line:
 
     {"conns": N, "requests": total, "lost": [how each lost connection ended], "backends":
-     {BACKEND: requests}, "per_second": [requests in each second since ready], "local": [...]}
+     {BACKEND: requests}, "per_second": [requests in each whole second it ran], "local": [...]}
 
 A lost connection is one that was reset, closed by the peer, timed out or answered wrongly
 before DURATION was over: what a load balancer must never cause to an established flow.
@@ -14,6 +14,7 @@ before DURATION was over: what a load balancer must never cause to an establishe
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import sys
 import threading
@@ -57,11 +58,18 @@ def main() -> int:
     backends: Counter[str] = Counter()
     per_second: Counter[int] = Counter()
     start = time.monotonic()
-    end = start + duration
+    end = [start + duration]  # brought forward by SIGTERM
+    stop = threading.Event()
+
+    def halt(_sig: int, _frame: object) -> None:
+        end[0] = min(end[0], time.monotonic())
+        stop.set()
+
+    signal.signal(signal.SIGTERM, halt)
 
     def drive(s: socket.socket) -> None:
         buf = bytearray()
-        while (now := time.monotonic()) < end:
+        while not stop.is_set() and (now := time.monotonic()) < end[0]:
             try:
                 s.sendall(request)
                 body = read_response(s, buf).decode(errors="replace").strip()
@@ -73,7 +81,7 @@ def main() -> int:
                 backends[body] += 1
                 per_second[int(time.monotonic() - start)] += 1
             if interval:
-                time.sleep(max(0.0, now + interval - time.monotonic()))
+                stop.wait(max(0.0, now + interval - time.monotonic()))
 
     print("ready", flush=True)
     threads = [threading.Thread(target=drive, args=(s,)) for s in socks]
@@ -81,7 +89,7 @@ def main() -> int:
         t.start()
     for t in threads:
         t.join(duration + timeout + 5)
-    seconds = int(duration)
+    seconds = int(end[0] - start)
     result = {
         "conns": conns,
         "requests": sum(backends.values()),

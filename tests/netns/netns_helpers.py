@@ -104,8 +104,13 @@ def start_kaload(
     return proc
 
 
-def kaload_result(lab: Lab, proc: subprocess.Popen[bytes], timeout: float = 30) -> dict[str, Any]:
-    """kaload.py's summary, once it has finished by itself."""
+def kaload_result(
+    lab: Lab, proc: subprocess.Popen[bytes], timeout: float = 30, stop: bool = False
+) -> dict[str, Any]:
+    """kaload.py's summary, once it has finished by itself (or, with `stop`, once SIGTERM
+    has ended it before its time)."""
+    if stop:
+        proc.terminate()
     proc.wait(timeout)
     log = lab.log_path(proc)
     assert log is not None

@@ -14,7 +14,8 @@ pytestmark = NETNS
 
 def test_reload_keeps_established_connections_and_applies_the_new_backends(lab: Lab) -> None:
     with Switch(lab, config_text(lab, scheduler="wrr", web_backends="AB")) as sw:
-        load = start_kaload(lab, conns=4, seconds=8, interval=0.02)
+        # runs until the test is done (60 s at most), however long the steps below take
+        load = start_kaload(lab, conns=4, seconds=60, interval=0.02)
         held = wait_until(
             "4 established flows",
             lambda: len(rows := sw.flows(service="web", state="ESTABLISHED")) == 4 and rows,
@@ -52,7 +53,7 @@ def test_reload_keeps_established_connections_and_applies_the_new_backends(lab: 
         after = {r["client"]: r["backend"] for r in sw.flows(service="web", state="ESTABLISHED")}
         assert {c: after.get(c) for c in before} == before
 
-        result = kaload_result(lab, load)
+        result = kaload_result(lab, load, stop=True)
         assert result["lost"] == []
         assert set(result["backends"]) == {"A", "B"}  # each connection stayed where it was
         assert min(result["per_second"]) > 0, result["per_second"]
