@@ -1,12 +1,14 @@
 """A steady stream of new connections: one HTTP request on a fresh connection every INTERVAL
-seconds for DURATION seconds (bounded), each answered within TIMEOUT or counted failed.
-Prints one line per request: monotonic time, "ok BACKEND" or "fail REASON".
+seconds for DURATION seconds (bounded), or until SIGTERM stops it sooner, each answered
+within TIMEOUT or counted failed. Prints one line per request: monotonic time, "ok BACKEND"
+or "fail REASON"; then "done".
 
     reqstream.py HOST PORT INTERVAL DURATION [TIMEOUT]
 """
 
 from __future__ import annotations
 
+import signal
 import socket
 import sys
 import time
@@ -29,8 +31,9 @@ def main() -> int:
     host, port = sys.argv[1], int(sys.argv[2])
     interval, duration = float(sys.argv[3]), float(sys.argv[4])
     timeout = float(sys.argv[5]) if len(sys.argv) > 5 else 2.0
-    end = time.monotonic() + duration
-    while (now := time.monotonic()) < end:
+    end = [time.monotonic() + duration]
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: end.__setitem__(0, time.monotonic()))
+    while (now := time.monotonic()) < end[0]:
         print(f"{now:.3f} {one(host, port, timeout)}", flush=True)
         time.sleep(max(0.0, now + interval - time.monotonic()))
     print("done", flush=True)
