@@ -133,6 +133,9 @@ def test_reset_policy_resets_the_clients_of_a_dead_backend(lab: Lab) -> None:
         finally:
             lab.exec("b", "ip", "link", "set", "eth0", "up")
             lab.exec("b", "ip", "route", "replace", "default", "via", lab.LB_BACKEND_IP)
+            # the switch's RST to B left while B's link was down: B still holds that
+            # connection, which a later switch's SYN from the same SNAT pair would meet
+            lab.exec("b", "ss", "-K", "-tn", "state", "established")
             for p, _ in clients:
                 p.kill()
                 p.wait(5)
