@@ -104,14 +104,13 @@ def test_client_port_reuse_starts_a_fresh_flow(lab: Lab) -> None:
     fresh flow, scheduled anew, instead of the old backend and SNAT port (IPVS conn_reuse_mode).
     """
     with Switch(lab, config_text(lab, "fullnat")) as sw:
-        lab.exec("cli", "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1")
         get = [sys.executable, "-c", FIXED_PORT_GET, lab.VIP, "45000"]
         assert lab.exec("cli", *get).stdout.strip() == "A"
         (row,) = sw.flows()
-        assert row["state"] == "TIME_WAIT"
-        # Linux lets a connect() reuse a TIME_WAIT 4-tuple (tcp_tw_reuse) only once the last
-        # timestamp seen on it is more than one second old: a kernel rule, not a wait for us.
-        time.sleep(1.1)
+        assert row["state"] == "TIME_WAIT"  # nginx closed first (HTTP/1.0): TIME_WAIT is A's
+        # the client closed last: its socket is gone once A acknowledged its FIN
+        ss = ["ss", "-tanH", "sport", "= :45000"]
+        wait_until("the client's old socket gone", lambda: not lab.exec("cli", *ss).stdout.strip())
         assert lab.exec("cli", *get).stdout.strip() == "B"
         s = sw.stats()
         assert (s["flows_reused"], s["flows_created"]) == (1, 2)
