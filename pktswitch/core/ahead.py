@@ -132,11 +132,7 @@ class Ahead:
         tab = self._table.tab
         rc = lib.pks_service_hash(tab, self.sid, vip, port, picks, len(members), cslots,
                                   len(slots), with_port)  # fmt: skip
-        self._release()
-        self.answers = []
-        if rc != 0:
-            self.clear()
-        return rc == 0
+        return self._runs_in_c(rc)
 
     def _write_least(
         self,
@@ -154,6 +150,11 @@ class Ahead:
             return False
         picks = self._picks(list(backends), [lib.PKS_NONE] * len(backends), known)
         rc = lib.pks_service_least(self._table.tab, self.sid, vip, port, picks, len(backends), how)
+        return self._runs_in_c(rc)
+
+    def _runs_in_c(self, rc: int) -> bool:
+        """After C was given a scheduler it runs itself (hashing, least-loaded: `rc` its
+        answer): no answers or reasons are held for it; C refused it (rc != 0): Python's."""
         self._release()
         self.answers = []
         if rc != 0:
