@@ -18,10 +18,10 @@ takes its pair there without Python); this class numbers the endpoints and speak
 Each endpoint's freed pairs wait in a ring of pair numbers and times, 12 bytes each, that
 doubles when full (from RING_MIN) up to the pool's size (756 KiB toward a backend that took
 64,512 connections through one SNAT address and the default ports). A queue outlives its
-backend (a new backend at the same address
-must not meet its ports' TIME_WAITs), until `drop`: once none of its pairs is in use or was
-freed within BACKEND_TIME_WAIT, a later backend at that address may get any pair, and a new
-queue's random start is as good as the old order.
+backend (a new backend at the same address must not meet its ports' TIME_WAITs), until
+`drop`: once none of its pairs is in use or was freed within BACKEND_TIME_WAIT, a later
+backend at that address may get any pair, and a new queue's random start is as good as the
+old order.
 """
 
 from __future__ import annotations
