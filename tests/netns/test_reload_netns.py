@@ -56,7 +56,9 @@ def test_reload_keeps_established_connections_and_applies_the_new_backends(lab: 
         result = kaload_result(lab, load, stop=True)
         assert result["lost"] == []
         assert set(result["backends"]) == {"A", "B"}  # each connection stayed where it was
-        assert min(result["per_second"]) > 0, result["per_second"]
+        # no whole second without an answer (a fast machine may finish the steps in less
+        # than one: then the requests made are what shows the load went on)
+        assert result["requests"] >= 4 and all(result["per_second"]), result
         s = sw.stats()
         assert s["reloads"] == {"applied": 2, "refused": 1}
         assert sw.stop() == 0
