@@ -249,7 +249,7 @@ typedef struct {
 /* A least-loaded scheduler (lc, wlc) has neither: its members and their weights are written
  * into C (pks_service_least), and C picks by each backend's flows as it counts them itself
  * (pks_load, for every flow in the table: ESTABLISHED ones, and those in any other state),
- * as sched/base.py's overhead does: active * PKS_ACTIVE_WEIGHT + inactive, least first
+ * as sched/least.py's overhead does: active * PKS_ACTIVE_WEIGHT + inactive, least first
  * (lc), or least per weight compared by cross-multiplying (wlc), weight-0 members skipped,
  * ties to the first member. A SYN reusing the port of a flow is picked for without that
  * flow, as Python ends it before it picks; one that evicts the oldest half-open flow to make

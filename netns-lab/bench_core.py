@@ -32,8 +32,8 @@ from pathlib import Path
 from pktswitch._native import ffi, lib
 
 from pktswitch.core.switch import ServiceState, Switch
-from pktswitch.sched.base import make
 from pktswitch.sched.pool import BackendState
+from pktswitch.sched.registry import make
 
 VIP = bytes([203, 0, 113, 10])
 

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from labnet import Lab
 from switchlab import BULK_PORT, Switch, config_text
 
-from pktswitch.sched.base import SCHEDULERS
+from pktswitch.sched.registry import SCHEDULERS
 
 HERE = Path(__file__).resolve().parent
 

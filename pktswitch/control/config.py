@@ -28,8 +28,8 @@ from pktswitch.core.flows import DEFAULT_MAX_FLOWS, default_half_open
 from pktswitch.core.nat import DEFAULT_PORTS as DEFAULT_SNAT_PORTS
 from pktswitch.core.switch import MAX_WEIGHT, MODES
 from pktswitch.core.tcpstate import DEFAULT_TIMEOUTS, State, timeout_name
-from pktswitch.sched.base import SCHEDULERS, make
-from pktswitch.sched.health import CHECKS, ON_DOWN, HealthPolicy
+from pktswitch.sched.health_policy import CHECKS, ON_DOWN, HealthPolicy
+from pktswitch.sched.registry import SCHEDULERS, make
 
 PROTOCOLS = frozenset({"tcp"})
 
@@ -507,7 +507,7 @@ def _prefixes(value: Any, key: str) -> tuple[str, ...]:
 
 
 def _health(value: Any, key: str) -> HealthPolicy:
-    """[service.health]: every key optional, HAProxy-like defaults (see sched/health.py)."""
+    """[service.health]: every key optional, HAProxy-like defaults (see sched/health_policy.py)."""
     table = _table(value, key, HEALTH_KEYS)
     d = HealthPolicy()
 

@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from pktswitch.control.config import Config, ConfigError, load, reload_refusal
-from pktswitch.control.health import HealthMonitor
+from pktswitch.control.health_checks import HealthMonitor
 from pktswitch.control.probes import Prober
 from pktswitch.control.server import ControlServer
 from pktswitch.control.streams import FlowsStream, TraceStream

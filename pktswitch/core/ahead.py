@@ -20,7 +20,7 @@ and leaves the others' SYNs to Python, which refuses and counts them.
 
 lc and wlc read the backends' live counts: C counts every flow per backend itself (pks_load:
 established, and in any other state), so only the backends and their weights are written,
-and C picks as sched/base.py's overhead does. Python writes the reason when it applies the
+and C picks as sched/least.py's overhead does. Python writes the reason when it applies the
 flow's OPEN event, from its own counts, which are then C's at the pick (every change to them
 before it is an event applied before that one). lrt, which reads response times, stays with
 Python.

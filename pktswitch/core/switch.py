@@ -56,10 +56,11 @@ from pktswitch.core.tcpstate import (
     next_state,
 )
 from pktswitch.core.trace import Record, Subscription
-from pktswitch.sched.base import Scheduler, make
+from pktswitch.sched.base import Scheduler
 from pktswitch.sched.hashing import HASH_KEY
-from pktswitch.sched.health import HealthPolicy, effective_weight, state_name
+from pktswitch.sched.health_policy import HealthPolicy, effective_weight, state_name
 from pktswitch.sched.pool import BackendState
+from pktswitch.sched.registry import make
 
 MAX_PACKET = 65535 + lib.PKS_VNET_HDR_LEN  # the largest IP packet after a virtio_net_hdr
 

@@ -170,8 +170,8 @@ def test_c_leaves_a_syn_to_python_when_it_lacks_a_spare_slot_or_an_snat_pair() -
 
 @pytest.mark.parametrize("scheduler", ["rr", "wrr"])
 def test_weight_changes_mid_period_give_the_python_schedulers_sequence(scheduler: str) -> None:
-    from pktswitch.sched.base import make
     from pktswitch.sched.pool import BackendState
+    from pktswitch.sched.registry import make
 
     h = Harness(scheduler=scheduler)
     ref = make(scheduler)  # the reference: the scheduler alone, told every change
@@ -361,8 +361,8 @@ def test_c_hashes_a_client_as_the_python_schedulers_do() -> None:
 @pytest.mark.parametrize("hash_key", ["ip", "ip+port"])
 def test_c_opens_a_hashed_service_s_flows_where_which_says(scheduler: str, hash_key: str) -> None:
     from pktswitch.core.switch import ServiceState, Switch
-    from pktswitch.sched.base import make
     from pktswitch.sched.pool import BackendState
+    from pktswitch.sched.registry import make
 
     weights = zip("ABC", (1, 2, 3), strict=True)
     backends = [BackendState(n, BACKENDS[n], 8080, w) for n, w in weights]

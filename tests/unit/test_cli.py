@@ -18,8 +18,8 @@ from pktswitch.control.daemon import handlers
 from pktswitch.control.server import ControlServer
 from pktswitch.core.switch import ServiceState, Switch
 from pktswitch.io.loop import Loop
-from pktswitch.sched.base import make
 from pktswitch.sched.pool import BackendState
+from pktswitch.sched.registry import make
 
 CONFIG = """\
 [switch]

@@ -16,8 +16,8 @@ from scapy_oracle import checksums_ok
 
 from pktswitch.core.switch import ServiceState, Switch
 from pktswitch.io.loop import Loop
-from pktswitch.sched.base import make
 from pktswitch.sched.pool import BackendState
+from pktswitch.sched.registry import make
 
 VIP, CLIENT, SNAT = "203.0.113.10", "198.51.100.2", "203.0.113.1"
 

@@ -27,8 +27,8 @@ from scapy.utils import checksum
 
 from pktswitch.core import packet
 from pktswitch.core.switch import ServiceState, Switch
-from pktswitch.sched.base import make
 from pktswitch.sched.pool import BackendState
+from pktswitch.sched.registry import make
 
 ROOT = Path(__file__).resolve().parents[2]
 FUZZ_DIRS = (ROOT / "native" / "fuzz" / "corpus", ROOT / "native" / "fuzz" / "regressions")

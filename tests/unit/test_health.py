@@ -9,10 +9,10 @@ from scapy.layers.inet import IP, TCP
 from scapy.packet import Raw
 
 from pktswitch.core.switch import ServiceState, Switch
-from pktswitch.sched import health
-from pktswitch.sched.base import make
-from pktswitch.sched.health import HealthPolicy
+from pktswitch.sched import health_policy as health
+from pktswitch.sched.health_policy import HealthPolicy
 from pktswitch.sched.pool import BackendState
+from pktswitch.sched.registry import make
 
 POLICY = HealthPolicy(rise=2, fall=3, eject=5, eject_max=20, syn_timeout=1.0, slow_start=10)
 VIP, CLIENT, SNAT = "203.0.113.10", "198.51.100.2", "203.0.113.1"
@@ -208,7 +208,7 @@ def test_the_monitor_forgets_backends_a_reload_removed() -> None:
     than keeping it for the switch's life. No checks here (check = "none": no probe leaves
     this host); the due time is set by hand as a check would set it."""
     from pktswitch.control.config import parse
-    from pktswitch.control.health import HealthMonitor
+    from pktswitch.control.health_checks import HealthMonitor
 
     def config(names: str) -> str:
         text = f'[switch]\nsnat = ["{SNAT}"]\ncontrol = "/tmp/x.sock"\n'
@@ -235,7 +235,7 @@ def test_the_monitor_scans_now_and_then_but_takes_a_passive_signal_at_once() -> 
     """A busy loop turns thousands of times a second: the monitor scans its backends
     (checks, weights, drains) at most every SCAN_EVERY seconds, and at once when a passive
     signal waits."""
-    from pktswitch.control.health import SCAN_EVERY, HealthMonitor
+    from pktswitch.control.health_checks import SCAN_EVERY, HealthMonitor
 
     sw = harness()
     now = [1.0]
@@ -272,7 +272,7 @@ def test_the_loop_wakes_for_the_next_check_to_start_or_time_out(
     import selectors
     import socket
 
-    from pktswitch.control import health as monitor_module
+    from pktswitch.control import health_checks as monitor_module
     from pktswitch.control.config import parse
 
     def config(names: str, check: str = "tcp") -> str:

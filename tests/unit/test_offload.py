@@ -16,8 +16,8 @@ from scapy.packet import Raw
 from scapy.utils import checksum
 
 from pktswitch.core.switch import ServiceState, Switch
-from pktswitch.sched.base import make
 from pktswitch.sched.pool import BackendState
+from pktswitch.sched.registry import make
 
 VIP, SNAT, CLIENT = "203.0.113.10", "203.0.113.1", "198.51.100.2"
 NEEDS_CSUM = 1

@@ -8,8 +8,9 @@ from collections.abc import Sequence
 import pytest
 
 from pktswitch.sched import maglev
-from pktswitch.sched.base import SCHEDULERS, Picked, Scheduler, make
+from pktswitch.sched.base import Picked, Scheduler
 from pktswitch.sched.pool import BackendState
+from pktswitch.sched.registry import SCHEDULERS, make
 
 CLIENT = bytes([198, 51, 100, 2])
 ALL = sorted(SCHEDULERS)

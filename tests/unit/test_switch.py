@@ -15,8 +15,8 @@ from scapy_oracle import checksums_ok
 from pktswitch.core.acl import Acl
 from pktswitch.core.switch import ServiceState, Switch
 from pktswitch.core.tcpstate import DEFAULT_TIMEOUTS, State
-from pktswitch.sched.base import make
 from pktswitch.sched.pool import BackendState
+from pktswitch.sched.registry import make
 
 CLIENT, VIP, SNAT = "198.51.100.2", "203.0.113.10", "203.0.113.1"
 BACKENDS = {"A": "192.0.2.1", "B": "192.0.2.2", "C": "192.0.2.3"}

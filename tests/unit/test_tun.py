@@ -249,8 +249,8 @@ def test_stats_say_what_the_device_has() -> None:
     """`stats` adds the device's facts to the switch's counters."""
     from pktswitch.control.daemon import handlers
     from pktswitch.core.switch import ServiceState, Switch
-    from pktswitch.sched.base import make
     from pktswitch.sched.pool import BackendState
+    from pktswitch.sched.registry import make
 
     svc = ServiceState("web", "203.0.113.10", 80, make("rr"), [BackendState("A", "192.0.2.1", 80)])
     sw = Switch([svc], snat=["203.0.113.1"])

@@ -1,6 +1,6 @@
 """Backend health as data: the policy of a service and the rules that move a backend between
 up, down, ejected, draining and slow start. Pure: results and the clock are passed in; the
-checks themselves (sockets) live in control/health.py, the passive signals in the switch.
+checks themselves (sockets) live in control/health_checks.py, the passive signals in the switch.
 
 - Active checks (HAProxy `check`, keepalived): `fall` consecutive failures take a backend
   down, `rise` consecutive successes bring it back.

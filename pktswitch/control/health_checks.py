@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pktswitch.control.probes import connect_nonblocking
 from pktswitch.core.switch import ServiceState, Switch
 from pktswitch.io.loop import Loop
-from pktswitch.sched import health
+from pktswitch.sched import health_policy as health
 from pktswitch.sched.pool import BackendState
 
 log = logging.getLogger("pktswitch.health")
