@@ -1,4 +1,4 @@
-/* libFuzzer harness for the native core (native/pks.c); built and run by tools/fuzz.sh.
+/* libFuzzer harness for the native core (native/*.c); built and run by tools/fuzz.sh.
  *
  * Every input is tried twice, as a bare IP packet (pks_parse, pks_process(..., vnet = 0)) and
  * as one behind a virtio_net_hdr (pks_parse_vnet, vnet = 1), and is in each case at once:

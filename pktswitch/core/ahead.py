@@ -1,5 +1,5 @@
 """Scheduling ahead: a round robin's answers for one period, written into the C table, so that
-C opens the service's new flows by itself (native/pks.h, "New flows in C"); or what C needs
+C opens the service's new flows by itself (native/pks_service.h, "New flows in C"); or what C needs
 to run the scheduler itself (a hashing scheduler's table, a least-loaded one's backends).
 
 rr and smooth wrr never look at the packet: their next answers depend only on their own state

@@ -1,6 +1,6 @@
 """The flow table: one entry per switched connection, found from either direction.
 
-Every flow lives in the native table (native/pks.c), one slot each, and nowhere else: the two
+Every flow lives in the native table (native/), one slot each, and nowhere else: the two
 keys (client side and backend side as they arrive; each direction is rewritten to the other's
 key reversed), packet and byte counters, the time of the last packet, the TCP state and its
 timeout, the timer, the half-open list, and Python's numbers for the flow's service, backend,
@@ -249,14 +249,14 @@ class FlowTable:
         if tab == ffi.NULL:
             raise MemoryError(f"cannot allocate a flow table for {max_flows} flows")
         self.tab = ffi.gc(tab, lib.pks_table_free)
-        # C moves flows through the same grid on FINs and ACKs (see native/pks.h)
+        # C moves flows through the same grid on FINs and ACKs (see native/pks_table.h)
         grid = bytes(TRANSITIONS[d][e][s] for d in (0, 1) for e in Event for s in State)
         if lib.pks_table_set_transitions(self.tab, grid, len(grid)) != 0:
             raise RuntimeError("the native table refused the TCP state grid")
         if State.SYN_RECV != lib.PKS_S_SYN_RECV or len(State) != lib.PKS_STATES:
-            raise RuntimeError("native/pks.h and tcpstate.State disagree on the states")
+            raise RuntimeError("native/pks_flow.h and tcpstate.State disagree on the states")
         if ACTIVE_WEIGHT != lib.PKS_ACTIVE_WEIGHT:
-            raise RuntimeError("native/pks.h and sched/base.py weigh lc's flows differently")
+            raise RuntimeError("native/pks_service.h and sched/base.py weigh flows differently")
         self.max_flows = max_flows
         if max_half_open is None:
             max_half_open = default_half_open(max_flows)
@@ -296,8 +296,8 @@ class FlowTable:
         self.tab.max_half_open = n
 
     def lend(self) -> None:
-        """Fill C's ring of spare slots (pks.h, PKS_SPARE), the slots flows are opened in
-        by C and by open(): freed ones first, then never used ones."""
+        """Fill C's ring of spare slots (native/pks_service.h, PKS_SPARE), the slots flows are
+        opened in by C and by open(): freed ones first, then never used ones."""
         tab, free = self.tab, self._free
         lent: list[int] = []  # in the order they are to be used
         while len(lent) < SPARE - tab.nspare:

@@ -13,7 +13,7 @@ any freed one, spread round robin over the SNAT addresses, starting at a random 
 pool: a switch that restarts has forgotten which pairs it used, and starting where the last
 one started (1024, 1025, ...) would hit the TIME_WAITs it left on every backend.
 
-The pool lives in C (native/pks.h, pks_snat) because C opens flows too (a scheduled SYN
+The pool lives in C (native/pks_snat.h) because C opens flows too (a scheduled SYN
 takes its pair there without Python); this class numbers the endpoints and speaks for it.
 Each endpoint's freed pairs wait in a ring of pair numbers and times, 12 bytes each, that
 doubles when full (from RING_MIN) up to the pool's size (756 KiB toward a backend that took

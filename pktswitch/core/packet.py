@@ -1,6 +1,6 @@
 """The packet model: typed access to what the native parser found in a packet.
 
-Parsing, validation and rewriting run in C (native/pks.c) in one call per packet; this module
+Parsing, validation and rewriting run in C (native/) in one call per packet; this module
 names what C returns (error reasons, flags, flow keys) and builds the C structs the flow table
 needs. Addresses are kept as 16-byte fields so that IPv6 fits the same key later; IPv4 uses
 the first four bytes.
@@ -75,7 +75,7 @@ def finish_checksum(raw: bytes) -> bytes:
 
 def describe(raw: bytes) -> dict[str, Any]:
     """The header fields a trace shows, decoded in Python from the bytes (the readable
-    reference of what native/pks.c parses). Fields that are not there are left out."""
+    reference of what native/parse.c parses). Fields that are not there are left out."""
     d: dict[str, Any] = {"len": len(raw)}
     if len(raw) < 20 or raw[0] >> 4 != 4:
         return d

@@ -182,7 +182,7 @@ class Switch:
         self._events = ffi.new("pks_event[]", EVENT_BATCH)
         self._event_bytes = ffi.buffer(self._events)
         if EVENT.size != ffi.sizeof("pks_event"):
-            raise RuntimeError("native/pks.h's pks_event and EVENT disagree")
+            raise RuntimeError("native/pks_flow.h's pks_event and EVENT disagree")
         # counters: every packet read ends in exactly one of forwarded / dropped[reason]
         self.rx = 0
         self.fast = 0
@@ -297,7 +297,7 @@ class Switch:
         return self.decide(verdict, now)
 
     def take_events(self) -> None:
-        """Apply what C did by itself (native/pks.h, pks_event): flows opened and ended, state
+        """Apply what C did by itself (native/pks_flow.h, pks_event): flows opened and ended, state
         changes into and out of ESTABLISHED, SYN-ACKs and first responses timed. Called
         before Python decides on any packet, and after each batch, so Python's view of every
         flow is current. The events are read as one buffer of packed records (quicker than a

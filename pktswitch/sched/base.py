@@ -27,7 +27,7 @@ Optional methods and attributes, with which a switch lets C open a service's flo
 - table_for(backends): iphash and maglev, whose table C copies (and hashes the client as
   hash64 does).
 - least_loaded: "count" (lc) or "per weight" (wlc), which C runs itself on the flows it
-  counts per backend (native/pks.h, pks_load): it needs only the backends and their weights.
+  counts per backend (native/pks_service.h, pks_load): it needs only the backends and their weights.
 - reason_for(backends, client, cport, slot, backend): the reason of a flow C opened for
   iphash and maglev (`slot`: where the client hashed) and for lc and wlc, whose backends'
   counts are, when the switch asks, what C's were when it picked.

@@ -1,5 +1,5 @@
 """The least-loaded schedulers: lc and wlc (IPVS), which C runs itself on the flows it counts
-per backend (native/pks.h, pks_load), and lrt (least response time by two random choices).
+per backend (native/pks_service.h, pks_load), and lrt (least response time by two random choices).
 These classes are the specification and the tests' oracle for C's picks."""
 
 from __future__ import annotations

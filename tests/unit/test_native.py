@@ -1,4 +1,4 @@
-"""Tests of the C core (native/pks.c) through its cffi module, with scapy as the oracle.
+"""Tests of the C core (native/) through its cffi module, with scapy as the oracle.
 
 Packets are built with scapy and checked with scapy (and scapy.utils.checksum, an RFC 1071
 implementation independent of ours); the flow index is held against a Python dict model.

@@ -1,0 +1,170 @@
+/* A flow's membership: insert, open, state moves (timeout, half-open list, backend load),
+ * remove. */
+#include "pks_internal.h"
+
+static void ho_unlink(pks_table *t, uint32_t slot)
+{
+    pks_flow *f = &t->flows[slot];
+    if (f->prev == PKS_NONE)
+        t->ho_head = f->next;
+    else
+        t->flows[f->prev].next = f->next;
+    if (f->next == PKS_NONE)
+        t->ho_tail = f->prev;
+    else
+        t->flows[f->next].prev = f->prev;
+    t->half_open--;
+}
+
+static void ho_append(pks_table *t, uint32_t slot)
+{
+    pks_flow *f = &t->flows[slot];
+    f->prev = t->ho_tail;
+    f->next = PKS_NONE;
+    if (t->ho_tail == PKS_NONE)
+        t->ho_head = slot;
+    else
+        t->flows[t->ho_tail].next = slot;
+    t->ho_tail = slot;
+    if (++t->half_open > t->half_open_peak)
+        t->half_open_peak = t->half_open;
+}
+
+/* a flow of backend b leaves state `was` for `to` (PKS_S_NONE: not counted, before its
+ * first state and once removed): its backend's load */
+static void load_move(pks_table *t, uint32_t b, uint8_t was, uint8_t to)
+{
+    if (b >= t->bk_load_cap || was == to)
+        return;
+    pks_load *l = &t->bk_load[b];
+    if (was == PKS_S_ESTABLISHED)
+        l->active--;
+    else if (was != PKS_S_NONE)
+        l->inactive--;
+    if (to == PKS_S_ESTABLISHED)
+        l->active++;
+    else if (to != PKS_S_NONE)
+        l->inactive++;
+}
+
+/* the one way a flow's state changes, from Python (pks_flow_set_state) or from a packet */
+int flow_state(pks_table *t, uint32_t slot, uint8_t state, double now)
+{
+    pks_flow *f = &t->flows[slot];
+    load_move(t, f->backend, f->state, state);
+    if (f->state == PKS_S_SYN_RECV && state != PKS_S_SYN_RECV)
+        ho_unlink(t, slot);
+    else if (state == PKS_S_SYN_RECV && f->state != PKS_S_SYN_RECV)
+        ho_append(t, slot);
+    f->state = state;
+    f->timeout = (float)t->timeouts[state];
+    double due = now + f->timeout;
+    /* a later deadline keeps the live entry: it comes due early and is pushed back */
+    if (!f->timer_seq || due < f->timer_due)
+        return timer_push(t, slot, due);
+    return 0;
+}
+
+int pks_flow_set_state(pks_table *t, uint32_t slot, uint8_t state, double now)
+{
+    if (slot >= t->nslots || !t->flows[slot].used || state >= PKS_STATES)
+        return -1;
+    return flow_state(t, slot, state, now);
+}
+
+int pks_table_insert(pks_table *t, uint32_t slot, const pks_key *k0, const pks_key *k1)
+{
+    if (slot >= t->nslots || t->flows[slot].used)
+        return -2;
+    if (pks_table_lookup(t, k0) >= 0 || pks_table_lookup(t, k1) >= 0
+        || memcmp(k0, k1, sizeof *k0) == 0)
+        return -1;
+    pks_flow *f = &t->flows[slot];
+    uint32_t gen = f->gen;
+    memset(f, 0, sizeof *f);
+    f->gen = gen + 1;
+    f->key[0] = *k0;
+    f->key[1] = *k1;
+    f->synack_at = -1.0;
+    f->prev = f->next = PKS_NONE;
+    f->used = 1;
+    index_put(t, slot << 1);
+    index_put(t, slot << 1 | 1);
+    t->count++;
+    return 0;
+}
+
+/* a key reversed: what a packet that is the answer to one with key k carries */
+void key_reverse(const pks_key *k, pks_nat *n)
+{
+    memcpy(n->saddr, k->daddr, sizeof n->saddr);
+    memcpy(n->daddr, k->saddr, sizeof n->daddr);
+    n->sport = k->dport;
+    n->dport = k->sport;
+}
+
+void pks_flow_nat(const pks_table *t, uint32_t slot, uint8_t dir, pks_nat *out)
+{
+    key_reverse(&t->flows[slot].key[!dir], out);
+}
+
+void put4(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
+}
+
+int pks_flow_open(pks_table *t, uint32_t slot, uint8_t *buf, pks_meta *m, uint32_t src,
+                  uint16_t sport, uint32_t dst, uint16_t dport, double now)
+{
+    pks_key k1;                                 /* the answer to the rewritten packet */
+    memset(&k1, 0, sizeof k1);
+    k1.family = m->key.family;
+    k1.proto = m->key.proto;
+    put4(k1.saddr, dst);
+    put4(k1.daddr, src);
+    k1.sport = dport;
+    k1.dport = sport;
+    int rc = pks_table_insert(t, slot, &m->key, &k1);
+    if (rc != 0)
+        return rc;
+    pks_flow *f = &t->flows[slot];
+    f->pkts[0] = 1;
+    f->bytes[0] = m->ip_len;
+    f->last_seen = now;
+    f->created = now;
+    m->slot = (int32_t)slot;
+    m->dir = 0;
+    pks_nat n0;
+    key_reverse(&k1, &n0);
+    pks_rewrite(buf, m, &n0);
+    return 0;
+}
+
+int pks_table_remove(pks_table *t, uint32_t slot)
+{
+    if (slot >= t->nslots || !t->flows[slot].used)
+        return -1;
+    pks_flow *f = &t->flows[slot];
+    index_del(t, slot << 1);
+    index_del(t, slot << 1 | 1);
+    if (f->state == PKS_S_SYN_RECV)
+        ho_unlink(t, slot);
+    load_move(t, f->backend, f->state, PKS_S_NONE);
+    if (f->timer_seq)
+        t->stale++;
+    uint32_t gen = f->gen;
+    memset(f, 0, sizeof *f);
+    f->gen = gen;
+    t->count--;
+    heap_compact(t);
+    return 0;
+}
+
+uint32_t pks_table_scan(const pks_table *t, uint32_t from, uint32_t *out, uint32_t max)
+{
+    uint32_t n = 0;
+    for (uint32_t i = from; i < t->nslots && n < max; i++)
+        if (t->flows[i].used)
+            out[n++] = i;
+    return n;
+}

@@ -1,0 +1,109 @@
+/* Parsing: validate the IP and TCP (or ICMP) headers of a packet into a pks_meta. */
+#include "pks_internal.h"
+
+static const char *const err_names[PKS_E_COUNT] = {
+    "ok", "short", "ip_version", "ihl", "total_length", "ip_checksum",
+    "fragment", "protocol", "l4_short", "tcp_data_offset", "vnet_header",
+};
+
+const char *pks_err_name(int err)
+{
+    if (err < 0 || err >= PKS_E_COUNT)
+        return "unknown";
+    return err_names[err];
+}
+
+int pks_parse(const uint8_t *buf, uint32_t len, pks_meta *m)
+{
+    memset(&m->key, 0, sizeof m->key);
+    m->slot = -1;
+    m->dir = 0;
+    m->tcp_flags = 0;
+    m->payload = 0;
+    m->hdr = 0;
+    m->partial = 0;
+    m->icmp_type = 0;
+    m->icmp_code = 0;
+    if (len < 20)
+        return m->err = PKS_E_SHORT;
+    if ((buf[0] >> 4) != 4)
+        return m->err = PKS_E_VERSION;
+    uint32_t ihl = (uint32_t)(buf[0] & 0x0f) * 4;
+    if (ihl < 20)
+        return m->err = PKS_E_IHL;
+    if (ihl > len)
+        return m->err = PKS_E_SHORT;
+    uint32_t tot = rd16(buf + 2);
+    if (tot < ihl || tot > len)
+        return m->err = PKS_E_TOTLEN;
+    if (pks_csum(buf, ihl, 0) != 0)
+        return m->err = PKS_E_IPCSUM;
+    if (rd16(buf + 6) & 0x3fff)                 /* MF set or a fragment offset */
+        return m->err = PKS_E_FRAGMENT;
+    uint32_t l4len = tot - ihl;
+    if (buf[9] == PKS_PROTO_ICMP) {
+        if (l4len < 8)                          /* type, code, checksum, 4 bytes of rest */
+            return m->err = PKS_E_L4SHORT;
+        m->ip_len = (uint16_t)tot;
+        m->l4_off = (uint16_t)ihl;
+        m->payload = (uint16_t)(l4len - 8);
+        m->ip_csum = rd16(buf + 10);
+        m->l4_csum = rd16(buf + ihl + 2);
+        m->icmp_type = buf[ihl];
+        m->icmp_code = buf[ihl + 1];
+        m->key.family = 4;
+        m->key.proto = PKS_PROTO_ICMP;
+        m->key.sport = m->sport = 0;
+        m->key.dport = m->dport = 0;
+        memcpy(m->key.saddr, buf + 12, 4);
+        memcpy(m->key.daddr, buf + 16, 4);
+        m->saddr4 = (uint32_t)rd16(buf + 12) << 16 | rd16(buf + 14);
+        m->daddr4 = (uint32_t)rd16(buf + 16) << 16 | rd16(buf + 18);
+        return m->err = PKS_OK;
+    }
+    if (buf[9] != PKS_PROTO_TCP)
+        return m->err = PKS_E_PROTO;
+    if (l4len < 20)
+        return m->err = PKS_E_L4SHORT;
+    const uint8_t *th = buf + ihl;
+    uint32_t doff = (uint32_t)(th[12] >> 4) * 4;
+    if (doff < 20 || doff > l4len)
+        return m->err = PKS_E_TCPOFF;
+
+    m->ip_len = (uint16_t)tot;
+    m->l4_off = (uint16_t)ihl;
+    m->payload = (uint16_t)(l4len - doff);
+    m->ip_csum = rd16(buf + 10);
+    m->l4_csum = rd16(th + 16);
+    m->tcp_flags = th[13];
+    m->key.family = 4;
+    m->key.proto = PKS_PROTO_TCP;
+    m->key.sport = m->sport = rd16(th);
+    m->key.dport = m->dport = rd16(th + 2);
+    memcpy(m->key.saddr, buf + 12, 4);
+    memcpy(m->key.daddr, buf + 16, 4);
+    m->saddr4 = (uint32_t)rd16(buf + 12) << 16 | rd16(buf + 14);
+    m->daddr4 = (uint32_t)rd16(buf + 16) << 16 | rd16(buf + 18);
+    return m->err = PKS_OK;
+}
+
+static inline uint16_t rd16le(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+
+int pks_parse_vnet(const uint8_t *buf, uint32_t len, pks_meta *m)
+{
+    if (len < PKS_VNET_HDR_LEN) {
+        pks_parse(buf, 0, m);
+        return m->err = PKS_E_VNET;
+    }
+    if (pks_parse(buf + PKS_VNET_HDR_LEN, len - PKS_VNET_HDR_LEN, m) != PKS_OK)
+        return m->err;
+    m->hdr = PKS_VNET_HDR_LEN;
+    if (buf[0] & PKS_VNET_F_NEEDS_CSUM) {
+        /* the device finishes the checksum at csum_start + csum_offset: it must be TCP's */
+        if (m->key.proto != PKS_PROTO_TCP || rd16le(buf + 6) != m->l4_off
+            || rd16le(buf + 8) != 16)
+            return m->err = PKS_E_VNET;
+        m->partial = 1;
+    }
+    return PKS_OK;
+}

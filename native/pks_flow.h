@@ -1,0 +1,86 @@
+/* A flow, the timer heap's entry, and the events C reports to Python. */
+#pragma once
+#include <stdint.h>
+#include "pks_packet.h"
+
+typedef struct {
+    pks_key key[2];     /* dir 0 and dir 1 as they arrive; each direction is rewritten to the
+                           other's key reversed (pks_flow_nat), so no rewrite is stored */
+    uint64_t pkts[2];
+    uint64_t bytes[2];
+    double last_seen;   /* `now` of the last packet seen on the flow */
+    double created;     /* `now` when the flow was opened */
+    double synack_at;   /* the backend's first SYN-ACK, -1 before it (set by whichever side
+                           sees it) */
+    double req_at;      /* when the client's first payload was seen, 0: not yet */
+    double timer_due;   /* when the flow's live timer entry comes due */
+    uint32_t ack[2];    /* the highest acknowledgment number sent each way (to reset a flow) */
+    uint32_t seq_end[2];/* the highest sequence number + length sent each way */
+    uint32_t timer_seq; /* the flow's live entry in the timer heap, 0: none */
+    uint32_t gen;       /* flows opened in this slot so far: tells a flow from its successor */
+    uint32_t prev;      /* the half-open list (oldest first), while state is SYN_RECV */
+    uint32_t next;
+    float timeout;      /* idle seconds before expiry, the state's when it was entered */
+    uint32_t backend;   /* Python's numbers for the flow's backend, service, the reason it */
+    uint32_t reason;    /* was chosen; and the SNAT pair (address index, port) with has_snat */
+    uint32_t service;
+    uint16_t snat_addr;
+    uint16_t snat_port;
+    uint8_t has_snat;
+    uint8_t acked[2];   /* an ACK was seen that way: ack[] holds something */
+    uint8_t used;
+    uint8_t fast;       /* set by Python: C may decide on packets without SYN or RST */
+    uint8_t state;      /* the TCP state (Python's tcpstate.State); C moves it on FIN/ACK */
+    uint8_t measured;   /* the first response after the first request was timed */
+    uint8_t synacked;   /* C reported the backend's first SYN-ACK */
+    uint8_t syns;       /* SYNs seen from the client, as Python counts them (255 at most) */
+} pks_flow;
+
+/* the timer heap: one live entry per flow at most, stale ones skipped when they surface */
+typedef struct {
+    double due;
+    uint32_t slot;
+    uint32_t seq;
+} pks_timer;
+
+#define PKS_S_NONE 0        /* tcpstate.State.NONE: a flow before its first state */
+#define PKS_S_ESTABLISHED 1
+#define PKS_S_SYN_RECV 3    /* tcpstate.State.SYN_RECV: the half-open state */
+#define PKS_S_TIME_WAIT 5   /* TIME_WAIT and CLOSE: a client's SYN in them opens a new flow */
+#define PKS_S_CLOSE 6
+#define PKS_NONE 0xffffffff /* no slot (list ends, no oldest half-open flow) */
+#define PKS_COMPACT_MIN 1024 /* stale timer entries tolerated before the heap is rebuilt */
+
+/* What C did on its own that Python must know (pks_events_take): a state change, the first
+ * response timed, a flow opened or ended. Python applies them in order before it decides on
+ * any packet. Each carries the flow's generation, backend and reason as they were, so an
+ * event is applied right even when C has ended its flow since (a reused client port). */
+#define PKS_EV_STATE 1      /* from -> to, at t (see all_events) */
+#define PKS_EV_RESPONSE 2   /* the first response came `value` seconds after the request */
+#define PKS_EV_SYNACK 3     /* the backend's first SYN-ACK, at t: the handshake took `value`
+                               seconds, `to` is the client's SYN count (C set synack_at) */
+#define PKS_EV_OPEN 4       /* C opened the flow for a client's SYN, at t; for a hashed service
+                               (pks_service_hash) `value` is the client's slot; bytes[1] is
+                               the backend of the half-open flow it evicted to make room
+                               (PKS_NONE: none), counted at the pick (pks_service_least) */
+#define PKS_EV_END 5        /* C ended the flow, in state `from`, to open a new one for a SYN
+                               from the same client port: bytes, backend and reason as it was */
+#define PKS_EV_EVICT 6      /* C ended the oldest half-open flow to make room for a new one,
+                               as Python's path does when the table or its half-open share is
+                               full; with END and EVICT, dir 1: the new flow took its slot */
+#define PKS_EVENTS 1024     /* ring size: when it is full, C leaves packets to Python */
+
+typedef struct {
+    uint32_t slot;
+    uint8_t kind;
+    uint8_t from;
+    uint8_t to;
+    uint8_t dir;
+    uint32_t gen;
+    uint32_t backend;
+    uint32_t reason;
+    uint32_t service;
+    double t;
+    double value;
+    uint64_t bytes[2];
+} pks_event;

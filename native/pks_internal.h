@@ -1,0 +1,54 @@
+/* What the native sources share beyond the public interface (pks.h): small helpers and the
+ * functions one concern offers another. Not part of the cffi declaration. */
+#pragma once
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "pks.h"
+
+#define PKS_HIDDEN __attribute__((visibility("hidden")))
+
+#define EMPTY 0xffffffffu
+/* The timer heap's first allocation, and the stale entries it tolerates before compaction;
+ * the fuzz build makes both tiny so that growth and compaction run on its small tables. */
+#ifndef HEAP_FIRST
+#define HEAP_FIRST 1024
+#endif
+#ifndef COMPACT_MIN
+#define COMPACT_MIN PKS_COMPACT_MIN
+#endif
+
+static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static inline void wr16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
+
+static inline uint32_t fold(uint32_t s)
+{
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    return s;
+}
+
+/* offered by one source file to the others */
+/* flows.c */
+PKS_HIDDEN int flow_state(pks_table *t, uint32_t slot, uint8_t state, double now);
+PKS_HIDDEN void key_reverse(const pks_key *k, pks_nat *n);
+PKS_HIDDEN void put4(uint8_t *p, uint32_t v);
+/* hash.c */
+PKS_HIDDEN uint64_t b2_finish(const uint64_t keyed[8], const uint8_t *data, uint32_t len);
+/* open.c */
+PKS_HIDDEN int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t old);
+/* service.c */
+PKS_HIDDEN int acl_permits(const pks_service *s, uint32_t addr);
+/* snat.c */
+PKS_HIDDEN int grow(void **arr, uint32_t *cap, uint32_t i, size_t size, int fill);
+/* table.c */
+PKS_HIDDEN void event_put(pks_table *t, uint32_t slot, uint8_t kind, uint8_t from, uint8_t to,
+                      uint8_t dir, double now, double value);
+PKS_HIDDEN void index_del(pks_table *t, uint32_t e);
+PKS_HIDDEN void index_put(pks_table *t, uint32_t e);
+/* timers.c */
+PKS_HIDDEN void heap_compact(pks_table *t);
+PKS_HIDDEN int timer_push(pks_table *t, uint32_t slot, double due);

@@ -1,0 +1,92 @@
+/* Packets: verdicts, parse errors, the parsed view (pks_meta), checksums and the rewrite. */
+#pragma once
+#include <stdint.h>
+
+/* verdicts of pks_process */
+#define PKS_V_SLOW 0
+#define PKS_V_FAST 1
+#define PKS_V_DROP 2
+
+/* parse errors (meta->err); names in pks_err_name() */
+#define PKS_OK 0
+#define PKS_E_SHORT 1
+#define PKS_E_VERSION 2
+#define PKS_E_IHL 3
+#define PKS_E_TOTLEN 4
+#define PKS_E_IPCSUM 5
+#define PKS_E_FRAGMENT 6
+#define PKS_E_PROTO 7
+#define PKS_E_L4SHORT 8
+#define PKS_E_TCPOFF 9
+#define PKS_E_VNET 10
+#define PKS_E_COUNT 11
+
+/* virtio_net_hdr (include/uapi/linux/virtio_net.h): what a TUN device opened with IFF_VNET_HDR
+ * puts before each packet. NEEDS_CSUM: the TCP checksum field holds only the pseudo-header sum
+ * (not complemented) and the device finishes it from csum_start; the rewrite then adjusts that
+ * sum for address changes only, as ports are not part of it. */
+#define PKS_VNET_HDR_LEN 10
+#define PKS_VNET_F_NEEDS_CSUM 1
+
+/* transport protocols parsed: TCP is switched; ICMP is parsed only as far as its type and code
+ * and always left to Python (echo replies, errors about a flow) */
+#define PKS_PROTO_ICMP 1
+#define PKS_PROTO_TCP 6
+
+#define PKS_STATES 11    /* TCP states in Python's tcpstate.State */
+
+#define PKS_TCP_FIN 1
+#define PKS_TCP_SYN 2
+#define PKS_TCP_RST 4
+#define PKS_TCP_PSH 8
+#define PKS_TCP_ACK 16
+
+typedef struct {
+    uint8_t family;     /* 4 (6 later) */
+    uint8_t proto;      /* 6 = TCP (17 = UDP later) */
+    uint16_t sport;     /* host byte order */
+    uint16_t dport;
+    uint16_t pad;       /* always 0: keys are compared as bytes */
+    uint8_t saddr[16];  /* IPv4 uses the first 4 bytes, the rest stay 0 */
+    uint8_t daddr[16];
+} pks_key;
+
+typedef struct {        /* what the addresses and ports of one direction become */
+    uint8_t saddr[16];
+    uint8_t daddr[16];
+    uint16_t sport;     /* host byte order */
+    uint16_t dport;
+} pks_nat;
+
+typedef struct {
+    int32_t err;        /* PKS_OK or PKS_E_* */
+    int32_t slot;       /* flow slot, or -1 when the key is unknown */
+    uint8_t dir;        /* 0: client side -> backend, 1: backend -> client side */
+    uint8_t tcp_flags;  /* TCP: the flags; ICMP: 0 */
+    uint8_t hdr;        /* bytes before the IP header: 0, or PKS_VNET_HDR_LEN */
+    uint8_t partial;    /* the TCP checksum field holds a partial (pseudo-header) sum */
+    uint16_t ip_len;    /* IP total length: the packet's length in bytes */
+    uint16_t l4_off;    /* offset of the transport header */
+    uint16_t payload;   /* transport payload bytes */
+    uint16_t ip_csum;   /* IP header checksum as read */
+    uint16_t l4_csum;   /* transport checksum as read */
+    uint16_t sport;     /* = key.sport, key.dport, and the IPv4 addresses as host-order */
+    uint16_t dport;     /* integers: cheap for Python to read on the new-flow path */
+    uint32_t saddr4;
+    uint32_t daddr4;
+    uint8_t icmp_type;  /* ICMP (key.proto 1): type and code; the ports are 0 */
+    uint8_t icmp_code;
+    pks_key key;
+} pks_meta;
+
+int pks_parse(const uint8_t *buf, uint32_t len, pks_meta *m);
+/* pks_parse after a virtio_net_hdr: sets m->hdr and m->partial, checks csum_start/offset */
+int pks_parse_vnet(const uint8_t *buf, uint32_t len, pks_meta *m);
+
+/* rewrites a packet parsed into m (err == PKS_OK) to n; incremental checksum update.
+ * buf is where parsing started: the IP header is at buf + m->hdr */
+void pks_rewrite(uint8_t *buf, const pks_meta *m, const pks_nat *n);
+
+/* RFC 1071 Internet checksum of buf, starting from a 32-bit partial sum */
+uint16_t pks_csum(const uint8_t *buf, uint32_t len, uint32_t sum);
+const char *pks_err_name(int err);

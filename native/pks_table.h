@@ -1,0 +1,111 @@
+/* The flow table: every flow, its index, timers, events, and the per-packet calls. */
+#pragma once
+#include <stdint.h>
+#include "pks_flow.h"
+#include "pks_service.h"
+#include "pks_snat.h"
+
+typedef struct {
+    uint32_t nslots;    /* flows the table can hold */
+    uint32_t nkeys;     /* keys in the index (2 per flow) */
+    uint32_t mask;      /* index capacity - 1 (a power of two) */
+    uint64_t seed;
+    uint32_t *index;    /* open addressing, linear probing: slot << 1 | dir, or 0xffffffff */
+    pks_flow *flows;
+    uint8_t trans[2][4][PKS_STATES]; /* next state by [dir][event][state]; event: SYN FIN ACK RST */
+    uint8_t has_trans;  /* trans is loaded: fast flows change state in C */
+    double timeouts[PKS_STATES]; /* idle timeout per state, seconds (pks_table_set_timeouts) */
+    uint32_t half_open; /* flows in SYN_RECV, and the list of them, oldest first */
+    uint32_t half_open_peak;
+    uint32_t ho_head;
+    uint32_t ho_tail;
+    pks_timer *heap;    /* min-heap by due; grows by doubling */
+    uint32_t heap_len;
+    uint32_t heap_cap;
+    uint32_t stale;     /* heap entries that are no flow's live entry any more */
+    uint32_t timer_seq; /* the last entry's number */
+    uint32_t ev_head;   /* the event ring: oldest event, and how many */
+    uint32_t ev_count;
+    pks_event events[PKS_EVENTS];
+    uint32_t count;     /* flows in the table */
+    uint32_t max_half_open; /* C opens no flow beyond this many half-open ones */
+    uint8_t open_on;    /* C may open flows (Python turns it off while it traces packets) */
+    uint8_t all_events; /* report every state change C makes; else only those into or out
+                           of ESTABLISHED, the ones that change a backend's counts (Python
+                           sets it while it traces packets, to show each transition) */
+    uint8_t pad[2];
+    uint32_t nspare;    /* free slots Python lent C to open flows in, used from the top */
+    uint32_t spare[PKS_SPARE];
+    uint32_t nsvc;      /* services C schedules */
+    pks_service svc[PKS_SERVICES];
+    pks_snat *snat;     /* full NAT: the pool, and the SNAT addresses by index; NULL: nat */
+    uint32_t snat_addrs[PKS_SNAT_ADDRS];
+    uint32_t *bk_ep;    /* SNAT pool endpoint by Python's backend number, PKS_NONE: unknown */
+    uint32_t bk_cap;
+    pks_load *bk_load;  /* each backend's flows, by Python's backend number (pks_table_set_
+                           backends): a flow of a backend beyond it is not counted */
+    uint32_t bk_load_cap;
+    uint64_t hash_state[8]; /* BLAKE2b's state after the hashing schedulers' key block */
+    uint32_t hash_key_len;  /* 0: no key set (C opens no hashed flow) */
+    uint64_t opened;    /* flows C opened */
+} pks_table;
+
+pks_table *pks_table_new(uint32_t nslots, uint64_t seed);
+/* Loads the state grid (2 x 4 x PKS_STATES bytes: [dir][SYN FIN ACK RST][state]), from which
+ * pks_process moves fast flows on FIN and ACK; 0, or -1 for a state out of range */
+int pks_table_set_transitions(pks_table *t, const uint8_t *grid, uint32_t len);
+/* The idle timeout of each state (PKS_STATES values, seconds); a flow takes its state's
+ * when it enters it. 0, or -1 for a bad count or a negative timeout. */
+int pks_table_set_timeouts(pks_table *t, const double *timeouts, uint32_t n);
+
+
+/* Backend numbers below n, at least, are counted (t->bk_load grows by doubling, to
+ * bk_load_cap; new ones start at 0 flows): 0; -1 no memory, or n above PKS_NUMBER_MAX. Call
+ * it before any flow names a new number. */
+int pks_table_set_backends(pks_table *t, uint32_t n);
+
+/* Backend number `backend` sends to the SNAT pool's endpoint ep (so C can free the pair of
+ * a flow it ends): 0; -1 no memory, or a number not below PKS_NUMBER_MAX */
+int pks_table_set_endpoint(pks_table *t, uint32_t backend, uint32_t ep);
+
+/* Moves up to max events, oldest first, out of the ring into out; returns how many */
+uint32_t pks_events_take(pks_table *t, pks_event *out, uint32_t max);
+void pks_table_free(pks_table *t);
+/* Indexes a flow at `slot` whose dir-0 packets arrive as k0 and dir-1 packets as k1; each
+ * direction is rewritten to the other's key reversed. State NONE, no timer.
+ * 0 on success; -1 if either key is already indexed or they are equal (nothing is changed);
+ * -2 bad slot/used */
+int pks_table_insert(pks_table *t, uint32_t slot, const pks_key *k0, const pks_key *k1);
+/* Opens a flow at `slot` for the packet parsed into m, which arrived in direction 0: packets
+ * like it become src:sport -> dst:dport, the replies (dst:dport -> src:sport) become the
+ * reverse of m's. Counts the packet on the flow, sets created and rewrites it in place. IPv4
+ * addresses as host-order integers. 0 on success; -1 / -2 as pks_table_insert, nothing
+ * changed. The flow is left in state NONE without a timer: the caller moves it
+ * (pks_flow_set_state), or it never expires. */
+int pks_flow_open(pks_table *t, uint32_t slot, uint8_t *buf, pks_meta *m, uint32_t src,
+                  uint16_t sport, uint32_t dst, uint16_t dport, double now);
+/* What direction dir of a used slot's packets are rewritten to */
+void pks_flow_nat(const pks_table *t, uint32_t slot, uint8_t dir, pks_nat *out);
+/* Moves a used slot's flow to `state` at `now`: the state's timeout, the half-open list, and
+ * a timer entry when the new deadline is earlier than the live one. 0; -1 bad slot/state;
+ * -3 no memory for the timer entry (the state is set, the old timer stays) */
+int pks_flow_set_state(pks_table *t, uint32_t slot, uint8_t state, double now);
+/* removes both keys of a used slot, its timer and its place in the half-open list; 0 on
+ * success, -1 if the slot is not in use. Only gen survives. */
+int pks_table_remove(pks_table *t, uint32_t slot);
+/* slot << 1 | dir, or -1 */
+int64_t pks_table_lookup(const pks_table *t, const pks_key *k);
+/* Idle expiry without a scan: pops timer entries due at `now`; a flow that saw packets since
+ * gets a new entry at last_seen + timeout, one that did not has its slot put in out (its
+ * timer is gone; the caller removes it). Up to max slots; returns how many. */
+uint32_t pks_expire(pks_table *t, double now, uint32_t *out, uint32_t max);
+/* the earliest entry's due time (maybe stale: early, never late), or -1 with none */
+double pks_next_due(const pks_table *t);
+/* The used slots from `from` on, up to max of them into out; returns how many (0: no more) */
+uint32_t pks_table_scan(const pks_table *t, uint32_t from, uint32_t *out, uint32_t max);
+
+/* vnet: 1 if buf starts with a virtio_net_hdr (a TUN device with IFF_VNET_HDR) */
+int pks_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *m, int vnet);
+
+/* pks_rewrite with the nat of m's flow and direction */
+void pks_apply(pks_table *t, uint8_t *buf, const pks_meta *m);

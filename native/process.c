@@ -1,0 +1,91 @@
+/* One packet: parse, look up, decide (fast path) or leave it to Python. */
+#include "pks_internal.h"
+
+void pks_apply(pks_table *t, uint8_t *buf, const pks_meta *m)
+{
+    pks_nat n;
+    pks_flow_nat(t, (uint32_t)m->slot, m->dir, &n);
+    pks_rewrite(buf, m, &n);
+}
+
+int pks_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *m, int vnet)
+{
+    if ((vnet ? pks_parse_vnet(buf, len, m) : pks_parse(buf, len, m)) != PKS_OK)
+        return PKS_V_DROP;
+    if (m->key.proto != PKS_PROTO_TCP)
+        return PKS_V_SLOW;                      /* ICMP: Python's, with m->slot = -1 */
+    int64_t e = pks_table_lookup(t, &m->key);
+    if (e < 0)
+        return native_open(t, buf, m, now, PKS_NONE);
+    m->slot = (int32_t)(e >> 1);
+    m->dir = (uint8_t)(e & 1);
+    pks_flow *f = &t->flows[m->slot];
+    if (m->dir == 0 && (f->state == PKS_S_TIME_WAIT || f->state == PKS_S_CLOSE)
+        && (m->tcp_flags & (PKS_TCP_SYN | PKS_TCP_ACK | PKS_TCP_RST | PKS_TCP_FIN))
+               == PKS_TCP_SYN)
+        /* the client's port, reused: the SYN is the new flow's, not counted on the old one.
+         * C opens the new flow as Python's reuse path does, or leaves it to Python: m->slot
+         * is still the old flow's then, or -1 (as for an unknown key) if C ended it. */
+        return native_open(t, buf, m, now, (uint32_t)m->slot);
+    f->pkts[m->dir]++;
+    f->bytes[m->dir] += m->ip_len;
+    f->last_seen = now;
+    {   /* sequence space seen each way, in serial arithmetic (RFC 1982): for resets */
+        const uint8_t *th = buf + m->hdr + m->l4_off;
+        uint32_t seq = (uint32_t)rd16(th + 4) << 16 | rd16(th + 6);
+        uint32_t end = seq + m->payload + !!(m->tcp_flags & PKS_TCP_SYN)
+                       + !!(m->tcp_flags & PKS_TCP_FIN);
+        if ((int32_t)(end - f->seq_end[m->dir]) > 0 || f->seq_end[m->dir] == 0)
+            f->seq_end[m->dir] = end;
+        if (m->tcp_flags & PKS_TCP_ACK) {
+            uint32_t ack = (uint32_t)rd16(th + 8) << 16 | rd16(th + 10);
+            if (!f->acked[m->dir] || (int32_t)(ack - f->ack[m->dir]) > 0)
+                f->ack[m->dir] = ack;
+            f->acked[m->dir] = 1;
+        }
+    }
+    /* without a grid, FINs are Python's too (a table nobody loaded one into); with one, so
+     * is every other SYN (a client's that opens a flow went to native_open) and RST, but the
+     * backend's SYN-ACK */
+    uint8_t flags = m->tcp_flags;
+    uint8_t stop = PKS_TCP_SYN | PKS_TCP_RST | (t->has_trans ? 0 : PKS_TCP_FIN);
+    int synack = t->has_trans && m->dir == 1
+                 && (flags & (PKS_TCP_SYN | PKS_TCP_ACK | PKS_TCP_RST)) == (PKS_TCP_SYN | PKS_TCP_ACK);
+    if (!f->fast || ((flags & stop) && !synack))
+        return PKS_V_SLOW;
+    if (PKS_EVENTS - t->ev_count < 3)       /* no room to tell Python: it decides itself */
+        return PKS_V_SLOW;
+    if (t->has_trans && f->state < PKS_STATES) {    /* SYN > FIN > ACK, as tcpstate.event_of */
+        int ev = (flags & PKS_TCP_SYN) ? 0 : (flags & PKS_TCP_FIN) ? 1
+                 : (flags & PKS_TCP_ACK) ? 2 : -1;
+        if (ev >= 0) {
+            uint8_t to = t->trans[m->dir][ev][f->state];
+            if (to != f->state) {
+                if (t->all_events || f->state == PKS_S_ESTABLISHED || to == PKS_S_ESTABLISHED)
+                    event_put(t, (uint32_t)m->slot, PKS_EV_STATE, f->state, to, m->dir, now, 0);
+                flow_state(t, (uint32_t)m->slot, to, now);
+            }
+        }
+    }
+    if (synack && !f->synacked) {
+        f->synacked = 1;
+        if (f->synack_at < 0) {     /* the first SYN-ACK anyone saw: its time, the handshake
+                                       time in value and the client's SYN count in `to` */
+            f->synack_at = now;
+            event_put(t, (uint32_t)m->slot, PKS_EV_SYNACK, f->state, f->syns, 1, now,
+                      now - f->created);
+        }
+    }
+    if (m->payload && !f->measured) {           /* first request -> first response */
+        if (m->dir == 0) {
+            if (f->req_at == 0)
+                f->req_at = now;
+        } else if (f->req_at != 0) {
+            event_put(t, (uint32_t)m->slot, PKS_EV_RESPONSE, f->state, f->state, 1, now,
+                      now - f->req_at);
+            f->measured = 1;
+        }
+    }
+    pks_apply(t, buf, m);
+    return PKS_V_FAST;
+}
