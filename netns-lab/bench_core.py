@@ -201,7 +201,7 @@ def main() -> int:
     block = ffi.from_buffer(b"".join(stream))
     t0 = time.perf_counter()
     done = lib.pks_process_many(
-        sw.table.tab, block, 40, len(stream), sw._bufp, len(sw.buf), sw.vnet, sw.meta
+        sw.table.tab, block, 40, len(stream), sw.bufp, len(sw.buf), sw.vnet, sw.meta
     )
     took = time.perf_counter() - t0
     assert done == len(stream), f"packet {done} left the fast path"

@@ -21,10 +21,9 @@ import os
 import selectors
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from pktswitch._native import ffi, lib
-from pktswitch.core.switch import Switch
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +41,31 @@ class Core(Protocol):
     def next_due(self) -> float | None: ...
 
 
+@runtime_checkable
+class NativeCore(Core, Protocol):
+    """A core whose established flows C forwards by itself (pks_drain): the switch. The loop
+    hands C the core's table, buffer and meta, and the core what C left to Python."""
+
+    table: Any  # .tab: the native table pks_drain works on
+    bufp: Any  # the cffi pointer to buf
+    meta: Any  # pks_meta *
+    vnet: int
+    subscriptions: list[Any]  # while any, the Python loop runs (every packet is traced)
+
+    def count_fast(self, n: int) -> None: ...
+    def after_native(self, verdict: int, now: float) -> bool: ...
+    def take_events(self) -> None: ...
+
+
 class Loop:
     def __init__(self, core: Core, tun_fd: int, clock: Callable[[], float] = time.monotonic):
         self.core = core
         # The established-flow loop runs in C (pks_drain) when the core is the switch and the
         # clock is the one C reads (CLOCK_MONOTONIC); tests with a fake clock and tracing use
         # the Python loop below, which does the same one packet at a time.
-        self.native = isinstance(core, Switch) and clock is time.monotonic
+        native = isinstance(core, NativeCore) and clock is time.monotonic
+        self.native_core: NativeCore | None = core if native else None  # type: ignore[assignment]
+        self.native = native
         if self.native:
             self._result = ffi.new("pks_drain_result *")
         self.tun_fd = tun_fd
@@ -79,7 +96,8 @@ class Loop:
         self.stopping = True
 
     def _native_now(self) -> bool:
-        return self.native and not self.core.subscriptions  # type: ignore[attr-defined]
+        nc = self.native_core
+        return nc is not None and not nc.subscriptions
 
     def _drain(self) -> None:
         if self._native_now():
@@ -132,9 +150,10 @@ class Loop:
         the first one Python must see, which is decided here, and so on. When the device is
         empty C waits for it for up to `wait` seconds, in the selector's own epoll set, and
         comes back early when anything else in that set is ready."""
-        sw: Switch = self.core  # type: ignore[assignment]
+        sw = self.native_core
+        assert sw is not None
         r, fd, view = self._result, self.tun_fd, memoryview(sw.buf)
-        args = (sw.table.tab, fd, sw._bufp, len(sw.buf), sw.vnet)
+        args = (sw.table.tab, fd, sw.bufp, len(sw.buf), sw.vnet)
         budget = BATCH
         while budget > 0:
             lib.pks_drain(*args, budget, sw.meta, self._epfd, wait, r)

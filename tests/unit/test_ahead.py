@@ -396,7 +396,7 @@ class Batch:
 
         sw, raw = self.h.sw, bytes(pkt)
         sw.buf[: len(raw)] = raw
-        v = lib.pks_process(sw.table.tab, sw._bufp, len(raw), self.h.now, sw.meta, 0)
+        v = lib.pks_process(sw.table.tab, sw.bufp, len(raw), self.h.now, sw.meta, 0)
         if v == lib.PKS_V_FAST:
             self.sent += 1
         else:

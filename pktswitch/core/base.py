@@ -1,0 +1,77 @@
+"""What every part of the switch shares: the state the parts read and write, declared once.
+
+The switch (core/switch.py) is one object made of parts, one concern a module: the packet
+path (switch.py), the events C reports (events.py), the services registry and reload
+(registry.py), passive health (passive.py), tracing (tracing.py) and the views the control
+API shows (views.py). Switch.__init__ sets every attribute declared here.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from typing import TYPE_CHECKING, Any
+
+from pktswitch.core.flows import Flow, FlowTable
+from pktswitch.core.nat import SnatPool
+from pktswitch.core.service import ServiceState
+from pktswitch.core.tcpstate import State
+from pktswitch.core.trace import Subscription
+from pktswitch.sched.pool import BackendState
+
+RATE_WINDOW = 10  # seconds over which "new flows per second" is averaged
+
+
+class SwitchBase:
+    mode: str
+    vnet: int
+    _hdr: int
+    services: list[ServiceState]
+    retired_services: list[ServiceState]  # removed by a reload, flows left
+    _by_vip: dict[tuple[int, int], ServiceState]
+    _vip_addrs: frozenset[int]
+    snat: list[str]
+    _snat_ints: list[int]
+    pool: SnatPool
+    _unused: set[tuple[bytes, int]]
+    _next_sweep: float
+    table: FlowTable
+    _ahead_ok: bool
+    _endpoints: dict[int, int]
+    buf: bytearray
+    bufp: Any  # the cffi pointer to buf, made once
+    meta: Any  # pks_meta *: what pks_process found in the packet
+    _events: Any
+    _event_bytes: Any
+    rx: int
+    fast: int
+    forwarded: int
+    dropped: Counter[str]
+    flows_created: int
+    flows_expired: Counter[str]
+    flows_reused: int
+    flows_reset: int
+    flows_evicted: int
+    icmp_echo_replies: int
+    icmp_errors: list[int]
+    _quoted: Any
+    _nat: Any
+    _created_per_s: dict[int, int]
+    last_drop: str
+    last_transition: tuple[State, State] | None
+    subscriptions: list[Subscription]
+    _syn_watch: deque[tuple[float, Flow]]
+    _passive: list[tuple[ServiceState, BackendState, str]]
+
+    if TYPE_CHECKING:  # one part's methods that another calls
+
+        def process(self, length: int, now: float) -> bool: ...
+        def take_events(self) -> None: ...
+        def _created(self, now: float) -> None: ...
+        def _expire(self, flow: Flow, now: float, counted: bool = True) -> None: ...
+        def _endpoint(self, backend: BackendState) -> int: ...
+        def _schedule_ahead(self, svc: ServiceState) -> None: ...
+        def _set_services(self, services: list[ServiceState]) -> None: ...
+        def _pick(
+            self, svc: ServiceState, client: bytes, cport: int, peek: bool = False
+        ) -> Any: ...
+        def refresh(self, now: float, schedule: bool = True) -> list[str]: ...

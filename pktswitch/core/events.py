@@ -1,0 +1,179 @@
+"""Applying what C did by itself (native/pks_flow.h, pks_event): flows opened and ended,
+state changes, SYN-ACKs and first responses timed. Python applies them, in order, before it
+decides on any packet."""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from pktswitch._native import ffi, lib
+from pktswitch.core.base import RATE_WINDOW, SwitchBase
+from pktswitch.core.flows import STATES, Flow
+
+EVENT_BATCH = 256  # events moved out of the native ring per call (the switch's buffer)
+_CODES = {"uint8_t": "B", "uint16_t": "H", "uint32_t": "I", "uint64_t": "Q", "double": "d"}
+
+
+def layout(ctype: str) -> tuple[struct.Struct, tuple[str, ...]]:
+    """A cffi struct as the struct module reads it, from cffi's own offsets and field types
+    (the cdef is the one definition of the record), and its field names in that order (an
+    array field is that many values)."""
+    fmt, names, at = ["<"], [], 0
+    for name, f in ffi.typeof(ctype).fields:
+        kind, count = f.type, 1
+        if kind.kind == "array":
+            kind, count = kind.item, kind.length
+        fmt.append(f"{f.offset - at}x" * (f.offset > at) + f"{count}{_CODES[kind.cname]}")
+        names += [name] if count == 1 else [f"{name}[{i}]" for i in range(count)]
+        at = f.offset + ffi.sizeof(f.type)
+    fmt.append(f"{ffi.sizeof(ctype) - at}x" * (ffi.sizeof(ctype) > at))
+    return struct.Struct("".join(fmt)), tuple(names)
+
+
+EVENT, EVENT_FIELDS = layout("pks_event")
+# the order take_events unpacks them in
+_UNPACKED = "slot kind from to dir gen backend reason service t value bytes[0] bytes[1]"
+if tuple(_UNPACKED.split()) != EVENT_FIELDS:
+    raise RuntimeError(f"pks_event's fields are {EVENT_FIELDS}; take_events reads {_UNPACKED}")
+SPARE_LOW = lib.PKS_SPARE // 2  # below this many spare slots in C, Python lends more
+EV_STATE, EV_SYNACK = lib.PKS_EV_STATE, lib.PKS_EV_SYNACK
+EV_OPEN, EV_END, EV_EVICT = lib.PKS_EV_OPEN, lib.PKS_EV_END, lib.PKS_EV_EVICT
+NO_REASON = lib.PKS_NONE  # a flow C opened for iphash, maglev, lc, wlc, before its OPEN event
+
+
+class Events(SwitchBase):
+    def take_events(self) -> None:
+        """Apply what C did by itself (native/pks_flow.h, pks_event): flows opened and ended, state
+        changes into and out of ESTABLISHED, SYN-ACKs and first responses timed. Called
+        before Python decides on any packet, and after each batch, so Python's view of every
+        flow is current. The events are read as one buffer of packed records (quicker than a
+        cffi attribute per field)."""
+        tab, table = self.table.tab, self.table
+        backends = table.backends
+        batch = len(self._events)
+        while True:
+            n = lib.pks_events_take(tab, self._events, batch)
+            # each event carries what Python needs of its flow: C may have ended the flow
+            # since (a SYN reusing its client port), and opened another in its slot
+            for (
+                slot,
+                kind,
+                was,
+                to,
+                way,
+                gen,
+                backend,
+                reason,
+                service,
+                t,
+                value,
+                b0,
+                b1,
+            ) in EVENT.iter_unpack(self._event_bytes[: n * EVENT.size]):
+                if kind == EV_STATE:
+                    # C moved the state, timer and half-open list; the counts are Python's
+                    self.last_transition = (STATES[was], STATES[to])
+                    table.count_state(backend, was, to)
+                elif kind == EV_OPEN:
+                    self._opened(slot, gen, backend, reason, service, t, value, b1)
+                elif kind in (EV_END, EV_EVICT):
+                    # way 1: the new flow is in the slot already (the table was full)
+                    self._ended(slot, was, backend, reason, b0, b1, kind == EV_EVICT, way == 1)
+                elif kind == EV_SYNACK:  # (its flow may have ended since: the event says all)
+                    self._answered(backend, to, value, t)
+                else:
+                    backends[backend].add_sample("data", value, t)
+            if n < batch:
+                break
+        if tab.nspare < SPARE_LOW:
+            table.lend()
+
+    def _opened(
+        self,
+        slot: int,
+        gen: int,
+        backend: int,
+        reason: int,
+        service: int,
+        t: float,
+        value: float,
+        evicted: int,
+    ) -> None:
+        """C opened a flow for a client's SYN (a service scheduled ahead): Python's counts,
+        and for a hashing scheduler the flow's reason (`value` is the client's slot), for
+        lc and wlc too: from the counts now, which are C's at its pick, but for the flow C
+        evicted to make room (`evicted`, its backend, or PKS_NONE): as Python, C picks
+        before it evicts."""
+        table = self.table
+        b, svc = table.backends[backend], table.services[service]
+        if reason != NO_REASON:
+            table.reasons.hold_again(reason)
+        else:
+            c = table.tab.flows[slot]
+            if c.used and c.gen == gen:  # (one C ended already has no reason to write)
+                k = c.key[0]
+                client = bytes(ffi.buffer(k.saddr, 4))
+                gone = None if evicted == lib.PKS_NONE else table.backends[evicted]
+                if gone is not None:
+                    gone.inactive += 1  # the evicted flow, half-open, as it was at the pick
+                text = svc.scheduler.reason_for(svc.backends, client, k.sport, int(value), b)
+                if gone is not None:
+                    gone.inactive -= 1
+                c.reason = table.reasons.hold(text)
+        b.inactive += 1  # SYN_RECV
+        b.total += 1
+        self._created(t)
+        if svc.health.passive:
+            c = table.tab.flows[slot]
+            if c.used and c.gen == gen:
+                self._syn_watch.append((t + svc.health.syn_timeout, Flow(table, slot)))
+
+    def _ended(
+        self,
+        slot: int,
+        was: int,
+        backend: int,
+        reason: int,
+        b0: int,
+        b1: int,
+        evicted: bool,
+        slot_taken: bool,
+    ) -> None:
+        """C ended a flow (and freed its SNAT pair) to open a new one: in TIME_WAIT or CLOSE,
+        for its client's reused port, or the oldest half-open one, to make room. What
+        _expire counts, from the event."""
+        if evicted:
+            self.flows_evicted += 1
+        else:
+            self.flows_reused += 1
+            self.flows_expired[STATES[was].name] += 1
+        b = self.table.backends[backend]
+        b.closed_bytes[0] += b0
+        b.closed_bytes[1] += b1
+        self.table.ended(slot, backend, was, reason, slot_taken)
+
+    def _synack(self, c: Any, now: float) -> None:
+        """The backend's SYN-ACK on the flow whose C record is c, seen by Python (C did not
+        decide on it; C reports the first one it decides on as an event)."""
+        if c.synack_at >= 0:
+            return
+        c.synack_at = now
+        self._answered(c.backend, c.syns, now - c.created, now)
+
+    def _answered(self, backend: int, syns: int, handshake: float, now: float) -> None:
+        """A backend's first SYN-ACK on a flow: it answers, and the handshake time."""
+        b = self.table.backends[backend]
+        if now >= b.ejected_until:
+            b.ejections = 0  # it answers again: the next ejection is short
+        if syns == 1:  # Karn: a retransmitted SYN makes the sample ambiguous
+            b.add_sample("syn", handshake, now)
+
+    def _created(self, now: float) -> None:
+        self.flows_created += 1
+        second = int(now)
+        per_s = self._created_per_s
+        per_s[second] = per_s.get(second, 0) + 1
+        if len(per_s) > RATE_WINDOW + 1:
+            for old in [k for k in per_s if k < second - RATE_WINDOW]:
+                del per_s[old]

@@ -1,0 +1,61 @@
+"""A service as the switch runs it: its VIP and port, scheduler, backends, health policy and
+access list, and its program in C (core/ahead.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pktswitch.core import packet
+from pktswitch.core.acl import CompiledAcl
+from pktswitch.core.ahead import Ahead
+from pktswitch.sched.base import Scheduler
+from pktswitch.sched.health_policy import HealthPolicy
+from pktswitch.sched.pool import BackendState
+from pktswitch.sched.registry import make
+
+NO_HEALTH = HealthPolicy(check="none", passive=False)
+
+
+@dataclass(slots=True, eq=False, weakref_slot=True)  # (weakref: tests see it let go)
+class ServiceState:
+    name: str
+    vip: str
+    port: int
+    scheduler: Scheduler
+    backends: list[BackendState]
+    health: HealthPolicy = NO_HEALTH
+    acl: CompiledAcl | None = None  # None: every client may connect
+    denied: int = 0  # SYNs refused by the acl
+    # the scheduler as configured: its name and options, to tell what a reload changes
+    sched_spec: tuple[str, tuple[tuple[str, Any], ...]] = ("", ())
+    # backends a reload removed: no new flows, kept until their last flow ends
+    retired: list[BackendState] = field(default_factory=list)
+    vip_bytes: bytes = b""
+    # its scheduler written into C (a period or a table), which then opens its flows
+    # (core/ahead.py)
+    ahead: Ahead | None = None
+
+    def __post_init__(self) -> None:
+        self.vip_bytes = packet.ip_bytes(self.vip)
+        if not self.sched_spec[0]:
+            self.sched_spec = (self.scheduler.name, ())
+
+
+def service_state(s: Any) -> ServiceState:
+    """A service of the config (control/config.py's Service) as the switch runs it."""
+    return ServiceState(
+        name=s.name,
+        vip=s.vip,
+        port=s.port,
+        scheduler=make(s.scheduler, **dict(s.options)),
+        backends=[BackendState(b.name, b.ip, b.port, b.weight) for b in s.backends],
+        health=s.health or NO_HEALTH,
+        acl=s.acl.compile() if s.acl is not None else None,
+        sched_spec=(s.scheduler, tuple(s.options)),
+    )
+
+
+def spec_text(sched_spec: tuple[str, tuple[tuple[str, Any], ...]]) -> str:
+    name, options = sched_spec
+    return " ".join([name, *(f"{k}={v}" for k, v in options)])
