@@ -29,7 +29,7 @@ typedef struct {
     pks_event events[PKS_EVENTS];
     uint32_t count;     /* flows in the table */
     uint32_t max_half_open; /* C opens no flow beyond this many half-open ones */
-    uint8_t open_on;    /* C may open flows (Python turns it off while it traces packets) */
+    uint8_t open_on;    /* C may open flows (tests turn it off to drive Python's path) */
     uint8_t all_events; /* report every state change C makes; else only those into or out
                            of ESTABLISHED, the ones that change a backend's counts (Python
                            sets it while it traces packets, to show each transition) */

@@ -10,6 +10,7 @@ from typing import Any
 from pktswitch._native import ffi, lib
 from pktswitch.core.base import RATE_WINDOW, SwitchBase
 from pktswitch.core.flows import STATES, Flow
+from pktswitch.core.tcpstate import State
 
 EVENT_BATCH = 256  # events moved out of the native ring per call (the switch's buffer)
 _CODES = {"uint8_t": "B", "uint16_t": "H", "uint32_t": "I", "uint64_t": "Q", "double": "d"}
@@ -39,6 +40,7 @@ if tuple(_UNPACKED.split()) != EVENT_FIELDS:
 SPARE_LOW = lib.PKS_SPARE // 2  # below this many spare slots in C, Python lends more
 EV_STATE, EV_SYNACK = lib.PKS_EV_STATE, lib.PKS_EV_SYNACK
 EV_OPEN, EV_END, EV_EVICT = lib.PKS_EV_OPEN, lib.PKS_EV_END, lib.PKS_EV_EVICT
+OPENED = (State.NONE, State.SYN_RECV)  # a flow's first transition, on the client's SYN
 NO_REASON = lib.PKS_NONE  # a flow C opened for iphash, maglev, lc, wlc, before its OPEN event
 
 
@@ -122,6 +124,7 @@ class Events(SwitchBase):
                     gone.inactive -= 1
                 c.reason = table.reasons.hold(text)
         b.inactive += 1  # SYN_RECV
+        self.last_transition = OPENED
         b.total += 1
         self._created(t)
         if svc.health.passive:

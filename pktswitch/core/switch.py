@@ -36,7 +36,7 @@ from typing import Any
 
 from pktswitch._native import ffi, lib
 from pktswitch.core import icmp, packet
-from pktswitch.core.events import EVENT_BATCH, Events
+from pktswitch.core.events import EVENT_BATCH, OPENED, Events
 from pktswitch.core.flows import (
     DEFAULT_MAX_FLOWS,
     STATES,
@@ -74,7 +74,6 @@ MODES = ("fullnat", "nat")
 # seconds between looks at the SNAT queues of backends let go: a sixth of a backend's
 # TIME_WAIT (60 s, which the queue waits out), so a queue goes at most 10 s after it may
 SNAT_SWEEP = 10.0
-OPENED = (State.NONE, State.SYN_RECV)  # a flow's first transition, on the client's SYN
 
 
 class Switch(Events, Registry, Passive, Tracing, Views):

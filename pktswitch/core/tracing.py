@@ -12,19 +12,18 @@ from pktswitch.core.trace import Record, Subscription
 class Tracing(SwitchBase):
     # ------------------------------------------------------------------ tracing
     def subscribe(self, sub: Subscription) -> None:
-        """Start recording packets for `sub`; the traced path replaces process()."""
+        """Start recording packets for `sub`; the traced path replaces process(). Every
+        packet takes the path it takes untraced (C opens flows and forwards established ones
+        as before): only C tells every state change it makes while anyone traces."""
         self.subscriptions.append(sub)
         self.process = self._process_traced  # type: ignore[method-assign]
-        tab = self.table.tab
-        tab.open_on = 0  # every SYN through Python, so that its decision is recorded
-        tab.all_events = 1  # and every state change C makes is told
+        self.table.tab.all_events = 1
 
     def unsubscribe(self, sub: Subscription) -> None:
         if sub in self.subscriptions:
             self.subscriptions.remove(sub)
         if not self.subscriptions:
             del self.process  # back to the class's untraced method
-            self.table.tab.open_on = 1
             self.table.tab.all_events = 0
 
     def _process_traced(self, length: int, now: float) -> bool:

@@ -287,7 +287,7 @@ def test_trace_shows_the_syn_rewrite_and_writes_a_pcap(live: Running, tmp_path: 
     sender.join(5)
     assert r.exit_code == 0, r.output
     lines = r.output.splitlines()
-    assert lines[0].endswith("slow NONE -> SYN_RECV  web/B flow 198.51.100.2:40001")
+    assert lines[0].endswith("fast NONE -> SYN_RECV  web/B flow 198.51.100.2:40001")
     ins, outs = lines[1].split(), lines[2].split()
     assert ins[:5] == ["in", "198.51.100.2:40001", ">", "203.0.113.10:80", "[S]"]
     assert outs[:5] == ["out", "203.0.113.1*:1024*", ">", "192.0.2.2*:80", "[S]"]
@@ -319,7 +319,7 @@ def test_trace_follows_one_flow_and_counts_drops_as_drops(live: Running) -> None
     sender.join(5)
     assert r.exit_code == 0, r.output
     evs = [json.loads(line) for line in r.output.splitlines()]
-    assert [e["verdict"] for e in evs] == ["drop:no_flow", "slow"]
+    assert [e["verdict"] for e in evs] == ["drop:no_flow", "fast"]
     assert evs[0]["after"] is None and evs[0]["flow"] is None
     assert evs[1]["changed"] == ["src", "sport", "dst", "ip_csum", "tcp_csum"]
     assert live.sw.subscriptions == []  # the trace unsubscribed when it ended
