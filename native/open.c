@@ -42,84 +42,103 @@ static const pks_pick *least_pick(const pks_table *t, const pks_service *s, uint
 }
 
 /* A client's SYN without a flow (old = PKS_NONE), or reusing the port of flow `old` in
- * TIME_WAIT or CLOSE: open its flow in C when everything it needs is at hand (pks.h, "New
- * flows in C"); else PKS_V_SLOW, with nothing changed. Everything that can refuse is checked
- * before anything changes; only running out of memory for the timer, at the very end, leaves
- * a flow it ended ended (m->slot = -1: Python then decides as for an unknown key). */
+ * TIME_WAIT or CLOSE: open its flow (pks_service.h, "New flows in C"), drop it with the
+ * reason (PKS_V_DROP), or leave it to Python with the reason (PKS_V_SLOW), in the order
+ * Python's own path refuses: not a SYN, no service, the access list, a full table, no
+ * backend, no SNAT pair, a tuple in use. Everything that can refuse is checked before
+ * anything changes. */
 int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t old)
 {
-    if (!t->open_on || !t->has_trans || m->key.family != 4
-        || (m->tcp_flags & (PKS_TCP_SYN | PKS_TCP_ACK | PKS_TCP_RST | PKS_TCP_FIN))
-               != PKS_TCP_SYN)
-        return PKS_V_SLOW;
+    if (!t->open_on)
+        return slow_exit(t, m, PKS_SLOW_OPEN_OFF);
+    if (!t->has_trans)
+        return slow_exit(t, m, PKS_SLOW_NO_GRID);
+    if (m->key.family != 4)
+        return slow_exit(t, m, PKS_SLOW_FAMILY);
+    if ((m->tcp_flags & (PKS_TCP_SYN | PKS_TCP_ACK | PKS_TCP_RST | PKS_TCP_FIN)) != PKS_TCP_SYN)
+        return drop_exit(m, PKS_E_NO_FLOW);     /* a mid-connection packet of no known flow */
     pks_service *s = NULL;
     for (uint32_t i = 0; i < t->nsvc; i++)
         if (t->svc[i].vip == m->daddr4 && t->svc[i].port == m->dport) {
             s = &t->svc[i];
             break;
         }
-    if (!s || !s->len || PKS_EVENTS - t->ev_count < PKS_EV_OPEN_ROOM)
-        return PKS_V_SLOW;
+    if (!s)
+        return drop_exit(m, PKS_E_NO_SERVICE);
     if (s->acl && !acl_permits(s, m->saddr4))
-        return PKS_V_SLOW;                      /* refused: Python drops and counts it */
-    uint32_t evict = PKS_NONE;                  /* the oldest half-open flow, to make room */
-    if (t->count >= t->nslots || t->half_open >= t->max_half_open) {
-        /* as Python's path: once the SYN is sure to be taken; one eviction must do (a
-         * lowered limit, a full table of established flows or a reused port: Python's) */
-        if (old != PKS_NONE || t->ho_head == PKS_NONE || t->count > t->nslots
-            || t->half_open > t->max_half_open)
-            return PKS_V_SLOW;
-        evict = t->ho_head;
-    }
-    /* the slot: a lent one, or with every slot in use the evicted flow's */
-    uint32_t slot;
-    if (t->nspare)
-        slot = t->spare[t->nspare - 1];
-    else if (evict != PKS_NONE && t->count >= t->nslots)
-        slot = evict;
-    else
-        return PKS_V_SLOW;                      /* Python lends slots, or finds none */
-    if (slot >= t->nslots || (t->flows[slot].used && slot != evict))
-        return PKS_V_SLOW;                      /* not a free slot: Python's to sort out */
+        return drop_exit(m, PKS_E_ACL);
+    /* the room: the flow this SYN ends (its port's) first, then as many of the oldest
+     * half-open flows as the table and its half-open share need (a lowered limit may need
+     * several) */
+    uint32_t count = t->count - (old != PKS_NONE);
+    if (count >= t->nslots && !t->half_open)
+        return drop_exit(m, PKS_E_TABLE_FULL);  /* every place is an established flow's */
+    uint32_t evict = 0;
+    if (count >= t->nslots)
+        evict = count - t->nslots + 1;
+    if (t->half_open >= t->max_half_open && t->half_open - t->max_half_open + 1 > evict)
+        evict = t->half_open - t->max_half_open + 1;
+    if (evict > t->half_open)
+        return drop_exit(m, PKS_E_TABLE_FULL);
+    if (PKS_EVENTS - t->ev_count < (uint64_t)evict + PKS_EV_OPEN_ROOM)
+        return slow_exit(t, m, PKS_SLOW_EVENTS);
+    if (s->prog == PKS_PROG_PYTHON)
+        return slow_exit(t, m, PKS_SLOW_PYTHON);
+    if (s->prog == PKS_PROG_EMPTY)
+        return drop_exit(m, PKS_E_NO_BACKEND);
     const pks_pick *pick = &s->picks[s->cursor];
     uint32_t hslot = PKS_NONE;                  /* hashed: the client's slot */
-    if (s->slots) {
+    if (s->prog == PKS_PROG_HASH) {
         if (!t->hash_key_len)
-            return PKS_V_SLOW;                  /* no key: Python's */
+            return slow_exit(t, m, PKS_SLOW_NO_KEY);
         uint8_t hk[6];
         put4(hk, m->saddr4);
         hk[4] = (uint8_t)(m->sport >> 8);
         hk[5] = (uint8_t)m->sport;
         hslot = (uint32_t)(b2_finish(t->hash_state, hk, s->with_port ? 6 : 4) % s->size);
         if (s->slots[hslot] == PKS_NONE)
-            return PKS_V_SLOW;                  /* an empty slot: Python's to refuse */
+            return drop_exit(m, PKS_E_NO_BACKEND);
         pick = &s->picks[s->slots[hslot]];
-    } else if (s->least) {
-        /* the reused port's flow ends before the pick, the evicted one after it, as in
+    } else if (s->prog == PKS_PROG_LEAST) {
+        /* the reused port's flow ends before the pick, the evicted ones after it, as in
          * Python (which evicts once the SYN is sure to be taken) */
         pick = least_pick(t, s, old);
         if (!pick)
-            return PKS_V_SLOW;                  /* no backend takes flows: Python's to refuse */
+            return drop_exit(m, PKS_E_NO_BACKEND);
     }
     uint32_t ep = PKS_NONE;                     /* the pick's queue in the SNAT pool */
     int64_t pair = -1;
     if (t->snat) {
-        if (pick->backend >= t->bk_cap || (ep = t->bk_ep[pick->backend]) == PKS_NONE
-            || (pair = snat_next(t->snat, ep)) < 0)
-            return PKS_V_SLOW;
+        if (pick->backend >= t->bk_cap || (ep = t->bk_ep[pick->backend]) == PKS_NONE)
+            return slow_exit(t, m, PKS_SLOW_NO_ENDPOINT);
+        if ((pair = snat_next(t->snat, ep)) < 0) {
+            t->snat->exhausted++;
+            return drop_exit(m, PKS_E_SNAT);
+        }
     }
-    uint32_t gone = old != PKS_NONE ? old : evict;  /* the flow this SYN ends, if any */
-    uint32_t evicted = old == PKS_NONE && evict != PKS_NONE ? t->flows[evict].backend : PKS_NONE;
-    uint32_t gone_ep = PKS_NONE;
-    if (gone != PKS_NONE && t->flows[gone].has_snat) {
-        uint32_t b = t->flows[gone].backend;
-        if (!t->snat || b >= t->bk_cap || t->bk_ep[b] == PKS_NONE)
-            return PKS_V_SLOW;
-        gone_ep = t->bk_ep[b];
+    /* every flow this SYN ends must give its SNAT pair back to a queue C knows */
+    uint32_t e = old != PKS_NONE ? old : t->ho_head;
+    for (uint32_t i = 0; i < evict + (old != PKS_NONE); i++) {
+        const pks_flow *g = &t->flows[e];
+        if (g->has_snat && (!t->snat || g->backend >= t->bk_cap
+                            || t->bk_ep[g->backend] == PKS_NONE))
+            return slow_exit(t, m, PKS_SLOW_NO_ENDPOINT);
+        e = i == 0 && old != PKS_NONE ? t->ho_head : g->next;
     }
+    /* the slot: a lent one; with none, the ended flow's, or the first evicted one's */
+    uint32_t slot;
+    if (t->nspare)
+        slot = t->spare[t->nspare - 1];
+    else if (old != PKS_NONE)
+        slot = old;
+    else if (evict)
+        slot = t->ho_head;
+    else
+        return slow_exit(t, m, PKS_SLOW_NO_SLOT);   /* Python lends slots, or finds none */
+    if (slot >= t->nslots || (t->flows[slot].used && slot != old && !(evict && slot == t->ho_head)))
+        return slow_exit(t, m, PKS_SLOW_NO_SLOT);
     /* the new flow's keys: dir 0 as the SYN came, dir 1 the answer to the rewritten SYN;
-     * neither may belong to another flow than the one this SYN ends (a tuple collision is
-     * Python's to count) */
+     * neither may belong to another flow than the one this SYN ends */
     pks_key k1;
     memset(&k1, 0, sizeof k1);
     k1.family = 4;
@@ -136,28 +155,44 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
     int64_t e0 = pks_table_lookup(t, &m->key), e1 = pks_table_lookup(t, &k1);
     if ((e0 >= 0 && (uint32_t)(e0 >> 1) != old) || (e1 >= 0 && (uint32_t)(e1 >> 1) != old)
         || memcmp(&m->key, &k1, sizeof k1) == 0)
-        return PKS_V_SLOW;
+        return drop_exit(m, PKS_E_TUPLE);
+    if (timer_room(t) != 0)                     /* the new flow's timer cannot fail below */
+        return slow_exit(t, m, PKS_SLOW_NO_MEMORY);
     /* from here on nothing refuses */
-    if (pair >= 0)          /* taken before the ended flow's pair goes back, as in Python */
+    if (pair >= 0)          /* taken before the ended flows' pairs go back, as in Python */
         pair = pks_snat_alloc(t->snat, ep, now);    /* the pair snat_next named */
-    /* (pks_snat_release below only fails when the ring cannot grow, out of memory: the pair
-     * is then lost to the pool, and counted in use) */
-    if (gone != PKS_NONE) { /* end it, as Python's reuse or eviction does */
-        pks_flow *o = &t->flows[gone];
-        /* dir 1: its slot is the new flow's (Python must not free it) */
-        event_put(t, gone, old != PKS_NONE ? PKS_EV_END : PKS_EV_EVICT, o->state, o->state,
-                  slot == gone, now, 0);
+    /* Events, in the order Python applies them: the reused port's flow's END, the new flow's
+     * OPEN (its reason is written from the counts at the pick, before the evictions), then
+     * each EVICT; dir 1 on an END or EVICT: the new flow took that slot (Python must not
+     * free it). (pks_snat_release only fails when a ring cannot grow, out of memory: the
+     * pair is then lost to the pool, and counted in use.) */
+    if (old != PKS_NONE) {
+        pks_flow *o = &t->flows[old];
+        event_put(t, old, PKS_EV_END, o->state, o->state, slot == old, now, 0);
         if (o->has_snat)
-            pks_snat_release(t->snat, gone_ep,
+            pks_snat_release(t->snat, t->bk_ep[o->backend],
                              (uint32_t)(o->snat_port - t->snat->lo) * t->snat->naddrs
                                  + o->snat_addr, now);
-        pks_table_remove(t, gone);
+        pks_table_remove(t, old);
+    }
+    uint32_t open_at = (t->ev_head + t->ev_count++) % PKS_EVENTS;   /* OPEN's place */
+    for (uint32_t i = 0; i < evict; i++) {
+        uint32_t v = t->ho_head;
+        pks_flow *o = &t->flows[v];
+        event_put(t, v, PKS_EV_EVICT, o->state, o->state, slot == v, now, 0);
+        if (o->has_snat)
+            pks_snat_release(t->snat, t->bk_ep[o->backend],
+                             (uint32_t)(o->snat_port - t->snat->lo) * t->snat->naddrs
+                                 + o->snat_addr, now);
+        pks_table_remove(t, v);
     }
     pks_table_insert(t, slot, &m->key, &k1);    /* checked above: cannot fail */
-    if (slot != gone)
+    if (t->nspare && slot == t->spare[t->nspare - 1])
         t->nspare--;
-    if (!s->slots && !s->least)
+    if (s->prog == PKS_PROG_PERIOD) {
         s->cursor = (s->cursor + 1) % s->len;
+        s->taken++;
+    }
     pks_flow *f = &t->flows[slot];
     f->pkts[0] = 1;
     f->bytes[0] = m->ip_len;
@@ -167,28 +202,15 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
     f->syns = 1;
     f->service = s->id;
     f->backend = pick->backend;
-    f->reason = s->slots || s->least ? PKS_NONE : pick->reason; /* Python writes these */
+    f->reason = s->prog == PKS_PROG_PERIOD ? pick->reason : PKS_NONE; /* Python writes these */
     if (pair >= 0) {
         f->has_snat = 1;
         f->snat_addr = (uint16_t)(pair % t->snat->naddrs);
         f->snat_port = (uint16_t)(t->snat->lo + pair / t->snat->naddrs);
     }
-    if (flow_state(t, slot, PKS_S_SYN_RECV, now) != 0) {    /* no memory for its timer */
-        pks_table_remove(t, slot);
-        if (pair >= 0)
-            pks_snat_release(t->snat, ep, (uint32_t)pair, now);
-        if (slot != gone)
-            t->nspare++;
-        else    /* the evicted flow's slot is free after all: the event just put says so */
-            t->events[(t->ev_head + t->ev_count - 1) % PKS_EVENTS].dir = 0;
-        if (!s->slots && !s->least)
-            s->cursor = (s->cursor + s->len - 1) % s->len;
-        m->slot = -1;
-        return PKS_V_SLOW;
-    }
+    flow_state(t, slot, PKS_S_SYN_RECV, now);   /* its timer has room (timer_room) */
     t->opened++;
-    event_put(t, slot, PKS_EV_OPEN, 0, PKS_S_SYN_RECV, 0, now, (double)hslot);
-    t->events[(t->ev_head + t->ev_count - 1) % PKS_EVENTS].bytes[1] = evicted;
+    event_write(t, open_at, slot, PKS_EV_OPEN, 0, PKS_S_SYN_RECV, 0, now, (double)hslot);
     m->slot = (int32_t)slot;
     m->dir = 0;
     pks_nat n0;

@@ -4,7 +4,21 @@
 static const char *const err_names[PKS_E_COUNT] = {
     "ok", "short", "ip_version", "ihl", "total_length", "ip_checksum",
     "fragment", "protocol", "l4_short", "tcp_data_offset", "vnet_header",
+    "no_flow", "no_service", "acl_denied", "no_backend", "table_full", "snat_exhausted",
+    "tuple_busy",
 };
+
+static const char *const slow_names[PKS_SLOW_COUNT] = {
+    "icmp", "syn_or_rst", "not_fast", "no_state_grid", "event_ring_full", "python_schedules",
+    "opening_off", "no_spare_slot", "no_hash_key", "no_snat_endpoint", "no_memory", "family",
+};
+
+const char *pks_slow_name(int why)
+{
+    if (why < 0 || why >= PKS_SLOW_COUNT)
+        return "unknown";
+    return slow_names[why];
+}
 
 const char *pks_err_name(int err)
 {

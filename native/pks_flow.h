@@ -60,14 +60,15 @@ typedef struct {
 #define PKS_EV_SYNACK 3     /* the backend's first SYN-ACK, at t: the handshake took `value`
                                seconds, `to` is the client's SYN count (C set synack_at) */
 #define PKS_EV_OPEN 4       /* C opened the flow for a client's SYN, at t; for a hashed service
-                               (pks_service_hash) `value` is the client's slot; bytes[1] is
-                               the backend of the half-open flow it evicted to make room
-                               (PKS_NONE: none), counted at the pick (pks_service_least) */
+                               (pks_service_hash) `value` is the client's slot. It comes after
+                               the END of the flow whose port the SYN reuses and before the
+                               EVICTs of the flows ended to make room, so that the counts
+                               applied before it are those C picked on (pks_service_least) */
 #define PKS_EV_END 5        /* C ended the flow, in state `from`, to open a new one for a SYN
                                from the same client port: bytes, backend and reason as it was */
-#define PKS_EV_EVICT 6      /* C ended the oldest half-open flow to make room for a new one,
-                               as Python's path does when the table or its half-open share is
-                               full; with END and EVICT, dir 1: the new flow took its slot */
+#define PKS_EV_EVICT 6      /* C ended the oldest half-open flow to make room for a new one
+                               (as many as the table or its half-open share need); with END
+                               and EVICT, dir 1: the new flow took its slot */
 #define PKS_EVENTS 1024     /* ring size: when it is full, C leaves packets to Python */
 
 typedef struct {

@@ -31,6 +31,20 @@ static inline uint32_t fold(uint32_t s)
     return s;
 }
 
+/* C leaves the packet to Python, saying why (counted), or drops it, saying why */
+static inline int slow_exit(pks_table *t, pks_meta *m, int why)
+{
+    m->slow = (uint8_t)why;
+    t->slow[why]++;
+    return PKS_V_SLOW;
+}
+
+static inline int drop_exit(pks_meta *m, int why)
+{
+    m->err = why;
+    return PKS_V_DROP;
+}
+
 /* offered by one source file to the others */
 /* flows.c */
 PKS_HIDDEN int flow_state(pks_table *t, uint32_t slot, uint8_t state, double now);
@@ -45,6 +59,8 @@ PKS_HIDDEN int acl_permits(const pks_service *s, uint32_t addr);
 /* snat.c */
 PKS_HIDDEN int grow(void **arr, uint32_t *cap, uint32_t i, size_t size, int fill);
 /* table.c */
+PKS_HIDDEN void event_write(pks_table *t, uint32_t at, uint32_t slot, uint8_t kind,
+                            uint8_t from, uint8_t to, uint8_t dir, double now, double value);
 PKS_HIDDEN void event_put(pks_table *t, uint32_t slot, uint8_t kind, uint8_t from, uint8_t to,
                       uint8_t dir, double now, double value);
 PKS_HIDDEN void index_del(pks_table *t, uint32_t e);
@@ -52,3 +68,4 @@ PKS_HIDDEN void index_put(pks_table *t, uint32_t e);
 /* timers.c */
 PKS_HIDDEN void heap_compact(pks_table *t);
 PKS_HIDDEN int timer_push(pks_table *t, uint32_t slot, double due);
+PKS_HIDDEN int timer_room(pks_table *t);

@@ -7,7 +7,8 @@
 #define PKS_V_FAST 1
 #define PKS_V_DROP 2
 
-/* parse errors (meta->err); names in pks_err_name() */
+/* why a packet is dropped (meta->err with PKS_V_DROP; names in pks_err_name()): a parse
+ * error, or what C decided about a packet no flow takes (PKS_E_NO_FLOW on) */
 #define PKS_OK 0
 #define PKS_E_SHORT 1
 #define PKS_E_VERSION 2
@@ -19,7 +20,30 @@
 #define PKS_E_L4SHORT 8
 #define PKS_E_TCPOFF 9
 #define PKS_E_VNET 10
-#define PKS_E_COUNT 11
+#define PKS_E_NO_FLOW 11        /* no flow, and not a SYN that opens one */
+#define PKS_E_NO_SERVICE 12     /* a SYN to no service's VIP and port */
+#define PKS_E_ACL 13            /* a SYN from a client the service's access list refuses */
+#define PKS_E_NO_BACKEND 14     /* no backend of the service takes new flows */
+#define PKS_E_TABLE_FULL 15     /* the table is full and no half-open flow can make room */
+#define PKS_E_SNAT 16           /* every SNAT pair toward the backend is in use */
+#define PKS_E_TUPLE 17          /* the new flow's keys belong to another flow already */
+#define PKS_E_COUNT 18
+
+/* why C left a packet to Python (meta->slow with PKS_V_SLOW; names in pks_slow_name(); each
+ * counted in the table's slow[]) */
+#define PKS_SLOW_ICMP 0         /* ICMP: echo replies and errors about a flow are Python's */
+#define PKS_SLOW_SYN_RST 1      /* a SYN or RST on a known flow (Python's state machine) */
+#define PKS_SLOW_NOT_FAST 2     /* a flow C may not decide on by itself */
+#define PKS_SLOW_NO_GRID 3      /* no state grid loaded */
+#define PKS_SLOW_EVENTS 4       /* the event ring has no room for what C would tell */
+#define PKS_SLOW_PYTHON 5       /* the service is scheduled by Python */
+#define PKS_SLOW_OPEN_OFF 6     /* C's opening of flows is turned off */
+#define PKS_SLOW_NO_SLOT 7      /* no spare slot to open a flow in */
+#define PKS_SLOW_NO_KEY 8       /* a hashed service, and no hash key */
+#define PKS_SLOW_NO_ENDPOINT 9  /* a backend whose SNAT queue C does not know */
+#define PKS_SLOW_NO_MEMORY 10   /* no memory for the flow's timer */
+#define PKS_SLOW_FAMILY 11      /* an address family C does not open flows for */
+#define PKS_SLOW_COUNT 12
 
 /* virtio_net_hdr (include/uapi/linux/virtio_net.h): what a TUN device opened with IFF_VNET_HDR
  * puts before each packet. NEEDS_CSUM: the TCP checksum field holds only the pseudo-header sum
@@ -76,6 +100,7 @@ typedef struct {
     uint32_t daddr4;
     uint8_t icmp_type;  /* ICMP (key.proto 1): type and code; the ports are 0 */
     uint8_t icmp_code;
+    uint8_t slow;       /* with PKS_V_SLOW: PKS_SLOW_*, why */
     pks_key key;
 } pks_meta;
 
@@ -90,3 +115,4 @@ void pks_rewrite(uint8_t *buf, const pks_meta *m, const pks_nat *n);
 /* RFC 1071 Internet checksum of buf, starting from a 32-bit partial sum */
 uint16_t pks_csum(const uint8_t *buf, uint32_t len, uint32_t sum);
 const char *pks_err_name(int err);
+const char *pks_slow_name(int why);

@@ -5,10 +5,15 @@
 #include "pks_table.h"
 
 /* Schedules service `id` (at vip:port, host order) in C with the period of n answers in
- * picks (copied), starting at answer `cursor`; n = 0 leaves the service to Python again.
+ * picks (copied), starting at answer `cursor`; n = 0 forgets the service (removed: a SYN to
+ * its VIP and port is no service's).
  * 0; -1 no memory, too many services, n > PKS_PERIOD_MAX or cursor >= n */
 int pks_service_set(pks_table *t, uint32_t id, uint32_t vip, uint16_t port,
                     const pks_pick *picks, uint32_t n, uint32_t cursor);
+/* Service `id` at vip:port without a program C runs: prog PKS_PROG_PYTHON (Python
+ * schedules its flows) or PKS_PROG_EMPTY (no backend takes them); its access list stays.
+ * 0; -1 another prog, too many services */
+int pks_service_prog(pks_table *t, uint32_t id, uint32_t vip, uint16_t port, int prog);
 /* Schedules service `id` in C by a hash table: n members (picks, reason ignored), `size`
  * slots each a member index or PKS_NONE; with_port: the client port is hashed too. 0; -1 no
  * memory, too many services, n or size 0 or over PKS_PERIOD_MAX / PKS_SLOTS_MAX, a slot out
@@ -33,6 +38,9 @@ uint64_t pks_hash64(const uint8_t *key, uint32_t keylen, const uint8_t *data, ui
 /* The answer index the next flow of service id gets, advanced by one if advance; -1 when
  * the service is not scheduled in C by a period */
 int64_t pks_service_next(pks_table *t, uint32_t id, int advance);
+/* The answers taken from service id's period since it was written; -1 when the service is
+ * not scheduled in C by a period */
+int64_t pks_service_taken(pks_table *t, uint32_t id);
 /* The SNAT pool for C to open full-NAT flows with (NULL: nat mode, no SNAT), and the
  * addresses its pair numbers stand for (host order, pool->naddrs of them, PKS_SNAT_ADDRS
  * at most): 0, -1 for another count */

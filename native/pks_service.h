@@ -25,27 +25,36 @@ typedef struct {
     uint16_t weight;    /* its weight now (a least-loaded service skips 0) */
 } pks_pick;
 
+/* a service's program: how C opens its flows */
+#define PKS_PROG_PYTHON 0   /* Python schedules them (C checks the SYN, the ACL and the room) */
+#define PKS_PROG_PERIOD 1   /* the answer at the cursor (pks_service_set) */
+#define PKS_PROG_HASH 2     /* the client's slot (pks_service_hash) */
+#define PKS_PROG_LEAST 3    /* the least loaded member (pks_service_least) */
+#define PKS_PROG_EMPTY 4    /* no backend takes new flows: C drops the SYN (no_backend) */
+
 #define PKS_SERVICES 1024   /* services C schedules at once */
 #define PKS_SLOTS_MAX 5000011 /* a hashed service's slots (maglev's largest table) */
 #define PKS_PERIOD_MAX 4096 /* answers in one service's period: more is Python's (writing a
                                period runs the scheduler that often, and each answer's reason
                                is a string Python keeps) */
 #define PKS_SPARE 256       /* spare slots C may open flows in */
-#define PKS_EV_OPEN_ROOM 2  /* events one SYN C opens may write: the flow it ends, and OPEN */
+#define PKS_EV_OPEN_ROOM 2  /* events one SYN C opens writes besides its EVICTs: END, OPEN */
 
 typedef struct {
     uint32_t vip;       /* host order */
     uint16_t port;
     uint16_t ppad;
     uint32_t id;        /* Python's service number */
-    uint32_t len;       /* answers in the period (hashed: members); 0: not scheduled in C */
+    uint32_t len;       /* answers in the period (hashed, least-loaded: members) */
     uint32_t cursor;    /* the next answer */
+    uint64_t taken;     /* answers taken since the period was written (C's and Python's) */
     pks_pick *picks;
     uint32_t *slots;    /* hashed (iphash, maglev): slot -> member, PKS_NONE empty; else NULL */
     uint32_t size;      /* slots */
     uint8_t with_port;  /* the client port is hashed too (hash_key = "ip+port") */
     uint8_t least;      /* least-loaded (pks_service_least): PKS_LEAST_COUNT or _PER_WEIGHT */
-    uint8_t spad[2];
+    uint8_t prog;       /* PKS_PROG_*: how C opens the service's flows */
+    uint8_t spad;
     uint32_t *acl;      /* the access list (pks_service_acl): (network, mask) pairs, host
                            order, nallow allow prefixes then ndeny deny ones; NULL: none */
     uint32_t nallow;

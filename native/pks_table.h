@@ -48,6 +48,7 @@ typedef struct {
     uint64_t hash_state[8]; /* BLAKE2b's state after the hashing schedulers' key block */
     uint32_t hash_key_len;  /* 0: no key set (C opens no hashed flow) */
     uint64_t opened;    /* flows C opened */
+    uint64_t slow[PKS_SLOW_COUNT]; /* packets left to Python, by why (PKS_SLOW_*) */
 } pks_table;
 
 pks_table *pks_table_new(uint32_t nslots, uint64_t seed);

@@ -13,7 +13,7 @@ int pks_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *
     if ((vnet ? pks_parse_vnet(buf, len, m) : pks_parse(buf, len, m)) != PKS_OK)
         return PKS_V_DROP;
     if (m->key.proto != PKS_PROTO_TCP)
-        return PKS_V_SLOW;                      /* ICMP: Python's, with m->slot = -1 */
+        return slow_exit(t, m, PKS_SLOW_ICMP);  /* with m->slot = -1 */
     int64_t e = pks_table_lookup(t, &m->key);
     if (e < 0)
         return native_open(t, buf, m, now, PKS_NONE);
@@ -51,10 +51,12 @@ int pks_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *
     uint8_t stop = PKS_TCP_SYN | PKS_TCP_RST | (t->has_trans ? 0 : PKS_TCP_FIN);
     int synack = t->has_trans && m->dir == 1
                  && (flags & (PKS_TCP_SYN | PKS_TCP_ACK | PKS_TCP_RST)) == (PKS_TCP_SYN | PKS_TCP_ACK);
-    if (!f->fast || ((flags & stop) && !synack))
-        return PKS_V_SLOW;
+    if (!f->fast)
+        return slow_exit(t, m, PKS_SLOW_NOT_FAST);
+    if ((flags & stop) && !synack)
+        return slow_exit(t, m, t->has_trans ? PKS_SLOW_SYN_RST : PKS_SLOW_NO_GRID);
     if (PKS_EVENTS - t->ev_count < 3)       /* no room to tell Python: it decides itself */
-        return PKS_V_SLOW;
+        return slow_exit(t, m, PKS_SLOW_EVENTS);
     if (t->has_trans && f->state < PKS_STATES) {    /* SYN > FIN > ACK, as tcpstate.event_of */
         int ev = (flags & PKS_TCP_SYN) ? 0 : (flags & PKS_TCP_FIN) ? 1
                  : (flags & PKS_TCP_ACK) ? 2 : -1;

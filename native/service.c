@@ -20,6 +20,33 @@ static pks_service *service_of(pks_table *t, uint32_t id)
     return NULL;
 }
 
+/* The entry of service id, found or appended (zeroed), with its old program freed and the
+ * new one's head written; NULL when the table is full. The access list stays. */
+static pks_service *service_program(pks_table *t, uint32_t id, uint32_t vip, uint16_t port,
+                                    pks_pick *picks, uint32_t n, int prog)
+{
+    pks_service *s = service_of(t, id);
+    if (!s) {
+        if (t->nsvc == PKS_SERVICES)
+            return NULL;
+        s = &t->svc[t->nsvc++];
+        memset(s, 0, sizeof *s);
+    }
+    free(s->picks);
+    free(s->slots);
+    s->vip = vip;
+    s->port = port;
+    s->id = id;
+    s->picks = picks;
+    s->len = n;
+    s->cursor = s->size = 0;
+    s->slots = NULL;
+    s->taken = 0;
+    s->least = 0;
+    s->prog = (uint8_t)prog;
+    return s;
+}
+
 int pks_service_set(pks_table *t, uint32_t id, uint32_t vip, uint16_t port,
                     const pks_pick *picks, uint32_t n, uint32_t cursor)
 {
@@ -39,29 +66,19 @@ int pks_service_set(pks_table *t, uint32_t id, uint32_t vip, uint16_t port,
     if (!copy)
         return -1;
     memcpy(copy, picks, n * sizeof *copy);
-    if (!s) {
-        if (t->nsvc == PKS_SERVICES) {
-            free(copy);
-            return -1;
-        }
-        s = &t->svc[t->nsvc++];
-        s->picks = NULL;
-        s->slots = NULL;
-        s->acl = NULL;
-        s->nallow = s->ndeny = 0;
+    if (!(s = service_program(t, id, vip, port, copy, n, PKS_PROG_PERIOD))) {
+        free(copy);
+        return -1;
     }
-    free(s->picks);
-    free(s->slots);
-    s->vip = vip;
-    s->port = port;
-    s->id = id;
-    s->len = n;
     s->cursor = cursor;
-    s->picks = copy;
-    s->slots = NULL;
-    s->size = 0;
-    s->least = 0;
     return 0;
+}
+
+int pks_service_prog(pks_table *t, uint32_t id, uint32_t vip, uint16_t port, int prog)
+{
+    if (prog != PKS_PROG_PYTHON && prog != PKS_PROG_EMPTY)
+        return -1;
+    return service_program(t, id, vip, port, NULL, 0, prog) ? 0 : -1;
 }
 
 int pks_service_hash(pks_table *t, uint32_t id, uint32_t vip, uint16_t port,
@@ -85,6 +102,7 @@ int pks_service_hash(pks_table *t, uint32_t id, uint32_t vip, uint16_t port,
     s->slots = copy;
     s->size = size;
     s->with_port = !!with_port;
+    s->prog = PKS_PROG_HASH;
     return 0;
 }
 
@@ -98,7 +116,9 @@ int pks_service_least(pks_table *t, uint32_t id, uint32_t vip, uint16_t port,
             return -1;
     if (pks_service_set(t, id, vip, port, members, n, 0) != 0)
         return -1;
-    service_of(t, id)->least = (uint8_t)how;
+    pks_service *s = service_of(t, id);
+    s->least = (uint8_t)how;
+    s->prog = PKS_PROG_LEAST;
     return 0;
 }
 
@@ -136,17 +156,23 @@ int acl_permits(const pks_service *s, uint32_t addr)
     return 0;
 }
 
-/* BLAKE2b, RFC 7693: only what a keyed hash of one short message needs */
-
 int64_t pks_service_next(pks_table *t, uint32_t id, int advance)
 {
     pks_service *s = service_of(t, id);
-    if (!s || s->slots || s->least)
+    if (!s || s->prog != PKS_PROG_PERIOD)
         return -1;
     uint32_t at = s->cursor;
-    if (advance)
+    if (advance) {
         s->cursor = (at + 1) % s->len;
+        s->taken++;
+    }
     return at;
+}
+
+int64_t pks_service_taken(pks_table *t, uint32_t id)
+{
+    pks_service *s = service_of(t, id);
+    return s && s->prog == PKS_PROG_PERIOD ? (int64_t)s->taken : -1;
 }
 
 /* The pair pks_snat_alloc would hand out toward ep now, or -1 (no queue, or none free) */

@@ -122,11 +122,12 @@ uint32_t pks_events_take(pks_table *t, pks_event *out, uint32_t max)
     return n;
 }
 
-void event_put(pks_table *t, uint32_t slot, uint8_t kind, uint8_t from, uint8_t to,
-                      uint8_t dir, double now, double value)
+/* the event at ring position `at` (taken already) about the flow in `slot` as it is now */
+void event_write(pks_table *t, uint32_t at, uint32_t slot, uint8_t kind, uint8_t from,
+                 uint8_t to, uint8_t dir, double now, double value)
 {
     const pks_flow *f = &t->flows[slot];
-    pks_event *e = &t->events[(t->ev_head + t->ev_count) % PKS_EVENTS];
+    pks_event *e = &t->events[at];
     e->slot = slot;
     e->kind = kind;
     e->from = from;
@@ -140,7 +141,13 @@ void event_put(pks_table *t, uint32_t slot, uint8_t kind, uint8_t from, uint8_t 
     e->value = value;
     e->bytes[0] = f->bytes[0];
     e->bytes[1] = f->bytes[1];
-    t->ev_count++;
+}
+
+void event_put(pks_table *t, uint32_t slot, uint8_t kind, uint8_t from, uint8_t to,
+               uint8_t dir, double now, double value)
+{
+    event_write(t, (t->ev_head + t->ev_count++) % PKS_EVENTS, slot, kind, from, to, dir, now,
+                value);
 }
 
 void pks_table_free(pks_table *t)

@@ -58,8 +58,8 @@ void heap_compact(pks_table *t)
     t->stale = 0;
 }
 
-/* a new live entry for the flow at slot; its earlier one, if any, turns stale */
-int timer_push(pks_table *t, uint32_t slot, double due)
+/* Room for one more entry in the heap (compacting or growing it): 0, or -3 no memory */
+int timer_room(pks_table *t)
 {
     if (t->heap_len == t->heap_cap) {
         heap_compact(t);
@@ -74,6 +74,14 @@ int timer_push(pks_table *t, uint32_t slot, double due)
             t->heap_cap = cap;
         }
     }
+    return 0;
+}
+
+/* a new live entry for the flow at slot; its earlier one, if any, turns stale */
+int timer_push(pks_table *t, uint32_t slot, double due)
+{
+    if (timer_room(t) != 0)
+        return -3;
     pks_flow *f = &t->flows[slot];
     if (f->timer_seq)
         t->stale++;

@@ -1,4 +1,4 @@
-/* libFuzzer harness for the native core (native/*.c); built and run by tools/fuzz.sh.
+/* libFuzzer harness for the native core (native/); built and run by tools/fuzz.sh.
  *
  * Every input is tried twice, as a bare IP packet (pks_parse, pks_process(..., vnet = 0)) and
  * as one behind a virtio_net_hdr (pks_parse_vnet, vnet = 1), and is in each case at once:
@@ -904,12 +904,30 @@ static void program(opens *o, const uint8_t *op, const pks_meta *m)
     CHECK(pks_service_acl(o->t, SVC_NONE, NULL, 0, 0) == -1);  /* no such service */
 }
 
+/* The events one SYN C opened a flow for wrote, from ring position `from` on: the END of
+ * the flow whose port it reused (if any), its OPEN, then the EVICT of each flow it ended to
+ * make room; the OPEN's position is returned. */
+static uint32_t check_open_events(const opens *o, uint32_t from, uint32_t slot)
+{
+    const pks_table *t = o->t;
+    uint32_t n = t->ev_count - from, at = 0;
+    CHECK(n >= 1);
+    const pks_event *first = &t->events[(t->ev_head + from) % PKS_EVENTS];
+    if (first->kind == PKS_EV_END)
+        at = 1;
+    CHECK(at < n);
+    const pks_event *open = &t->events[(t->ev_head + from + at) % PKS_EVENTS];
+    CHECK(open->kind == PKS_EV_OPEN && open->slot == slot);
+    for (uint32_t i = at + 1; i < n; i++)
+        CHECK(t->events[(t->ev_head + from + i) % PKS_EVENTS].kind == PKS_EV_EVICT);
+    return from + at;
+}
+
 /* a least-loaded service: no member with a weight had less load than the one C gave the
- * new flow in `slot` (its load counted without that flow, and with the half-open flow it
- * evicted, if it did, which its OPEN event names: C picks before it evicts; the
- * flow whose port it reused is gone already, as C picks after it), nor as little and listed
- * before it */
-static void check_least(const opens *o, uint32_t slot)
+ * new flow in `slot` (its load counted without that flow, and with the half-open flows it
+ * evicted, whose EVICTs follow its OPEN: C picks before it evicts; the flow whose port it
+ * reused is gone already, as C picks after it), nor as little and listed before it */
+static void check_least(const opens *o, uint32_t slot, uint32_t from)
 {
     const pks_table *t = o->t;
     const pks_flow *f = &t->flows[slot];
@@ -919,13 +937,8 @@ static void check_least(const opens *o, uint32_t slot)
         if (i != slot && g->used && g->state != PKS_S_NONE)
             load[g->backend] += g->state == PKS_S_ESTABLISHED ? PKS_ACTIVE_WEIGHT : 1;
     }
-    const pks_event *open = &t->events[(t->ev_head + t->ev_count - 1) % PKS_EVENTS];
-    CHECK(open->kind == PKS_EV_OPEN && open->slot == slot);
-    if (open->bytes[1] != PKS_NONE) {   /* it names the flow it evicted, its EVICT just before */
-        const pks_event *e = &t->events[(t->ev_head + t->ev_count - 2) % PKS_EVENTS];
-        CHECK(t->ev_count >= 2 && e->kind == PKS_EV_EVICT && e->backend == open->bytes[1]);
-        load[open->bytes[1]] += 1;
-    }
+    for (uint32_t i = check_open_events(o, from, slot) + 1; i < t->ev_count; i++)
+        load[t->events[(t->ev_head + i) % PKS_EVENTS].backend] += 1;   /* evicted, half-open */
     uint32_t chosen = o->n;
     for (uint32_t k = 0; k < o->n && chosen == o->n; k++)
         if (o->picks[k].weight && o->picks[k].backend == f->backend)
@@ -945,7 +958,7 @@ static void check_least(const opens *o, uint32_t slot)
 }
 
 /* a hashed service: the member the client's slot names, and the slot (C's, from scratch) */
-static void check_hashed(const opens *o, const pks_flow *f)
+static void check_hashed(const opens *o, const pks_flow *f, uint32_t slot_, uint32_t from)
 {
     uint8_t hk[6];
     const pks_key *k = &f->key[0];
@@ -956,7 +969,8 @@ static void check_hashed(const opens *o, const pks_flow *f)
     uint32_t slot = (uint32_t)(h % o->size);
     CHECK(o->slots[slot] != PKS_NONE);
     CHECK(f->backend == o->picks[o->slots[slot]].backend && f->reason == PKS_NONE);
-    const pks_event *e = &o->t->events[(o->t->ev_head + o->t->ev_count - 1) % PKS_EVENTS];
+    uint32_t at = check_open_events(o, from, slot_);
+    const pks_event *e = &o->t->events[(o->t->ev_head + at) % PKS_EVENTS];
     CHECK(e->kind == PKS_EV_OPEN && e->value == (double)slot);
 }
 
@@ -1007,23 +1021,32 @@ static void drive_opens(const uint8_t *data, size_t size, const pks_meta *m, int
             th[1] = (uint8_t)(1 + op[1] % 4);
             th[13] = (op[0] & 7) == 2 ? (uint8_t)(op[1] >> 2) : PKS_TCP_SYN;
             pks_meta pm;
-            uint32_t opened = o.t->opened, count = o.t->count;
+            uint32_t opened = o.t->opened, count = o.t->count, from = o.t->ev_count;
             int v = pks_process(o.t, buf, (uint32_t)size, now, &pm, vnet);
             CHECK(v == PKS_V_FAST || v == PKS_V_SLOW || v == PKS_V_DROP);
             if (o.refused && th[13] == PKS_TCP_SYN)
                 CHECK(o.t->opened == opened);   /* a refused client's SYN is Python's */
             if (o.t->opened != opened) {    /* C opened a flow for it, in a lent slot or,
-                                               with every slot in use, the evicted one's */
+                                               with none, the slot of a flow it ended */
                 CHECK(o.t->opened == opened + 1 && v == PKS_V_FAST && pm.slot >= 0);
                 CHECK(o.t->flows[pm.slot].state == PKS_S_SYN_RECV);
                 CHECK(o.t->flows[pm.slot].service == SVC);
-                CHECK(o.lent[pm.slot] || count == NSLOTS);
-                CHECK(o.t->count == count || o.t->count == count + 1);
+                uint32_t at = check_open_events(&o, from, (uint32_t)pm.slot), taken = 0;
+                uint32_t ended = o.t->ev_count - from - 1;  /* END and EVICTs */
+                for (uint32_t k = from; k < o.t->ev_count; k++) {
+                    const pks_event *e = &o.t->events[(o.t->ev_head + k) % PKS_EVENTS];
+                    if (k != at && e->dir == 1)
+                        taken += e->slot == (uint32_t)pm.slot;
+                }
+                CHECK(o.lent[pm.slot] ? taken == 0 : taken == 1);
+                CHECK(o.t->count + ended == count + 1);
                 o.lent[pm.slot] = 0;
                 if (o.size)
-                    check_hashed(&o, &o.t->flows[pm.slot]);
+                    check_hashed(&o, &o.t->flows[pm.slot], (uint32_t)pm.slot, from);
                 if (o.least)
-                    check_least(&o, (uint32_t)pm.slot);
+                    check_least(&o, (uint32_t)pm.slot, from);
+            } else if (v == PKS_V_DROP && pm.err >= PKS_E_NO_FLOW) {
+                CHECK(o.t->count == count && o.t->ev_count == from);  /* nothing changed */
             }
             break;
         }

@@ -55,43 +55,46 @@ class Ahead:
     period of answers (rr, wrr), a hashing scheduler's members and slots (iphash, maglev),
     or a least-loaded one's backends and weights (lc, wlc)."""
 
-    __slots__ = ("_base", "_reasons", "_table", "answers", "sid")
+    __slots__ = ("_base", "_port", "_reasons", "_table", "_vip", "answers", "sid")
 
-    def __init__(self, table: Any, sid: int) -> None:
+    def __init__(self, table: Any, sid: int, vip: int, port: int) -> None:
         self._table = table  # core/flows.py's FlowTable
         self.sid = sid
         self.answers: list[Picked] = []
         self._reasons: list[int] = []  # the reason numbers the period holds, one each
-        self._base = 0  # the cursor the Python scheduler stands at (see catch_up)
+        self._base = 0  # the answers taken when the Python scheduler was last moved on
+        self._vip, self._port = vip, port  # where the service is (host order)
 
     def write(
         self,
         scheduler: Scheduler,
         backends: Sequence[BackendState],
-        vip: int,
-        port: int,
         known: Callable[[BackendState], object] | None,
     ) -> bool:
         """Hand the scheduler to C: a hashing one's table, a least-loaded one's backends, or
-        the answers of a copy run for one period. False (and the service is Python's) when
-        it has none of these, no backend takes flows, more than PERIOD_MAX answers or
-        members, or C refuses it. `known` is called for each backend C may send to (full
-        NAT: C must know its SNAT queue)."""
+        the answers of a copy run for one period; with no backend taking flows, a program
+        that refuses every SYN (no_backend). False (and the service's flows are Python's to
+        schedule, C still checking each SYN, the access list and the room) when it has none
+        of these, more than PERIOD_MAX answers or members, or C refuses it. `known` is
+        called for each backend C may send to (full NAT: C must know its SNAT queue)."""
+        vip, port = self._vip, self._port
         table_for = getattr(scheduler, "table_for", None)
         if table_for is not None:
             return self._write_table(table_for(backends), scheduler, vip, port, known)
         least: str | None = getattr(scheduler, "least_loaded", None)
         if least is not None:
             return self._write_least(backends, LEAST[least], vip, port, known)
+        if getattr(scheduler, "period", None) is None:
+            return self.to_python()
         n = period(scheduler, backends)
-        if not 0 < n <= PERIOD_MAX:
-            self.clear()
-            return False
+        if n == 0:
+            return self.empty()
+        if n > PERIOD_MAX:
+            return self.to_python()
         twin = copy.copy(scheduler)  # rr and wrr replace their state, never change it in place
         answers = [twin.pick(backends, ANY_CLIENT, 0) for _ in range(n)]
         if None in answers:
-            self.clear()
-            return False
+            return self.empty()
         table = self._table
         reasons = table.reasons
         held = {text: reasons.hold(text) for text in dict.fromkeys(r for _, r in answers)}
@@ -103,8 +106,7 @@ class Ahead:
         if lib.pks_service_set(table.tab, self.sid, vip, port, picks, n, 0) != 0:
             for r in held.values():
                 reasons.release(r)
-            self.clear()
-            return False
+            return self.to_python()
         self._release()
         self.answers = answers  # type: ignore[assignment]
         self._reasons = list(held.values())
@@ -123,9 +125,10 @@ class Ahead:
         the client to the slot itself; the reason, which names the client, is written by
         the switch when it applies the flow's OPEN event."""
         members, slots = table
-        if not members or len(members) > PERIOD_MAX:
-            self.clear()
-            return False
+        if not members:
+            return self.empty()
+        if len(members) > PERIOD_MAX:
+            return self.to_python()
         picks = self._picks(members, [lib.PKS_NONE] * len(members), known)
         cslots = ffi.new("uint32_t[]", [lib.PKS_NONE if i < 0 else i for i in slots])
         with_port = int(getattr(scheduler, "with_port", False))
@@ -145,9 +148,10 @@ class Ahead:
         """A least-loaded scheduler's backends and weights into C, which picks by the flows
         it counts (`how`: by count, lc; per weight, wlc); the reason is written by the
         switch when it applies the flow's OPEN event."""
-        if not any(b.weight > 0 for b in backends) or len(backends) > PERIOD_MAX:
-            self.clear()
-            return False
+        if not any(b.weight > 0 for b in backends):
+            return self.empty()
+        if len(backends) > PERIOD_MAX:
+            return self.to_python()
         picks = self._picks(list(backends), [lib.PKS_NONE] * len(backends), known)
         rc = lib.pks_service_least(self._table.tab, self.sid, vip, port, picks, len(backends), how)
         return self._runs_in_c(rc)
@@ -158,8 +162,8 @@ class Ahead:
         self._release()
         self.answers = []
         if rc != 0:
-            self.clear()
-        return rc == 0
+            return self.to_python()
+        return True
 
     def _picks(
         self,
@@ -181,16 +185,35 @@ class Ahead:
 
     def write_acl(self, acl: CompiledAcl | None) -> bool:
         """The service's access list into C, after write() (None: every client may connect).
-        False, and the service is Python's, when C refuses it (too long)."""
+        False, and the service is Python's (which then checks the list), when C refuses it
+        (too long)."""
         allow, deny = (acl.allow, acl.deny) if acl is not None else ((), ())
         flat = ffi.new("uint32_t[]", [x for prefix in (*allow, *deny) for x in prefix] or 1)
         if lib.pks_service_acl(self._table.tab, self.sid, flat, len(allow), len(deny)) != 0:
-            self.clear()
+            self.to_python()
             return False
         return True
 
-    def clear(self) -> None:
-        """The service is Python's again: C opens no more of its flows."""
+    def _program(self, prog: int) -> None:
+        if lib.pks_service_prog(self._table.tab, self.sid, self._vip, self._port, prog) != 0:
+            raise RuntimeError(f"C has no room for service number {self.sid}")
+        self._release()
+        self.answers = []
+
+    def to_python(self) -> bool:
+        """The service's flows are Python's to schedule (C checks each SYN, the access list
+        and the room first, and leaves the rest to Python, counted as python_schedules)."""
+        self._program(lib.PKS_PROG_PYTHON)
+        return False
+
+    def empty(self) -> bool:
+        """No backend takes the service's new flows: C drops their SYNs (no_backend)."""
+        self._program(lib.PKS_PROG_EMPTY)
+        return True
+
+    def forget(self) -> None:
+        """The service is gone (a reload removed it): a SYN to its VIP and port is no
+        service's."""
         lib.pks_service_set(self._table.tab, self.sid, 0, 0, ffi.NULL, 0, 0)
         self._release()
         self.answers = []
@@ -214,9 +237,12 @@ class Ahead:
     def catch_up(self, scheduler: Scheduler, backends: Sequence[BackendState]) -> None:
         """Move the Python scheduler on by the answers taken since the last call (or the
         period's writing), before anything it depends on changes: after that it could not
-        replay them."""
+        replay them. Its state after k answers depends only on the last of them (rr) or on
+        k modulo the period (wrr), so d answers are replayed as d when d is below the
+        period n, else as n + d % n."""
         if self.answers:
-            at = self.cursor()
-            for _ in range((at - self._base) % len(self.answers)):
+            taken = int(lib.pks_service_taken(self._table.tab, self.sid))
+            n, d = len(self.answers), taken - self._base
+            for _ in range(d if d < n else n + d % n):
                 scheduler.pick(backends, ANY_CLIENT, 0)
-            self._base = at
+            self._base = taken

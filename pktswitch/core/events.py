@@ -78,7 +78,7 @@ class Events(SwitchBase):
                     self.last_transition = (STATES[was], STATES[to])
                     table.count_state(backend, was, to)
                 elif kind == EV_OPEN:
-                    self._opened(slot, gen, backend, reason, service, t, value, b1)
+                    self._opened(slot, gen, backend, reason, service, t, value)
                 elif kind in (EV_END, EV_EVICT):
                     # way 1: the new flow is in the slot already (the table was full)
                     self._ended(slot, was, backend, reason, b0, b1, kind == EV_EVICT, way == 1)
@@ -100,13 +100,11 @@ class Events(SwitchBase):
         service: int,
         t: float,
         value: float,
-        evicted: int,
     ) -> None:
-        """C opened a flow for a client's SYN (a service scheduled ahead): Python's counts,
-        and for a hashing scheduler the flow's reason (`value` is the client's slot), for
-        lc and wlc too: from the counts now, which are C's at its pick, but for the flow C
-        evicted to make room (`evicted`, its backend, or PKS_NONE): as Python, C picks
-        before it evicts."""
+        """C opened a flow for a client's SYN: Python's counts, and for a hashing scheduler
+        the flow's reason (`value` is the client's slot), for lc and wlc too: from the counts
+        now, which are C's at its pick (C puts the OPEN event before those of the flows it
+        evicted for it, after that of the flow whose port it reuses)."""
         table = self.table
         b, svc = table.backends[backend], table.services[service]
         if reason != NO_REASON:
@@ -116,12 +114,7 @@ class Events(SwitchBase):
             if c.used and c.gen == gen:  # (one C ended already has no reason to write)
                 k = c.key[0]
                 client = bytes(ffi.buffer(k.saddr, 4))
-                gone = None if evicted == lib.PKS_NONE else table.backends[evicted]
-                if gone is not None:
-                    gone.inactive += 1  # the evicted flow, half-open, as it was at the pick
                 text = svc.scheduler.reason_for(svc.backends, client, k.sport, int(value), b)
-                if gone is not None:
-                    gone.inactive -= 1
                 c.reason = table.reasons.hold(text)
         b.inactive += 1  # SYN_RECV
         self.last_transition = OPENED

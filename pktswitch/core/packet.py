@@ -17,9 +17,16 @@ VERDICT_SLOW = lib.PKS_V_SLOW
 VERDICT_FAST = lib.PKS_V_FAST
 VERDICT_DROP = lib.PKS_V_DROP
 
-# Drop reasons of malformed packets, indexed by the C error code.
+# Drop reasons, indexed by the C code: malformed packets, then what C decided about a packet
+# no flow takes (no_flow, no_service, acl_denied, ...).
 PARSE_ERRORS: tuple[str, ...] = tuple(
     ffi.string(lib.pks_err_name(i)).decode() for i in range(lib.PKS_E_COUNT)
+)
+ACL_DENIED = lib.PKS_E_ACL
+PARSED = lib.PKS_E_NO_FLOW  # codes from here on are of packets that parsed
+# Why C left a packet to Python, indexed by the C code (meta.slow; counted in the table).
+SLOW_REASONS: tuple[str, ...] = tuple(
+    ffi.string(lib.pks_slow_name(i)).decode() for i in range(lib.PKS_SLOW_COUNT)
 )
 
 PROTO_ICMP = 1

@@ -36,19 +36,19 @@ class Registry(SwitchBase):
         return ep
 
     def _schedule_ahead(self, svc: ServiceState) -> None:
-        """Write the service's scheduler into C (its next period of answers, its hash table,
-        or its backends for C to pick by load) and its access list, or leave the service to
-        Python: a scheduler with none of these (lrt), one too large for C, or too many SNAT
-        addresses."""
-        if svc.ahead is None:
-            svc.ahead = Ahead(self.table, self.table.services.number(svc))
-        if not self._ahead_ok:
-            svc.ahead.clear()
-            return
+        """Write the service into C: its scheduler (its next period of answers, its hash
+        table, or its backends for C to pick by load; or that Python schedules it: a
+        scheduler with none of these (lrt), one too large for C, or too many SNAT
+        addresses) and its access list."""
         vip = int.from_bytes(svc.vip_bytes, "big")
-        known = self._endpoint if self.mode == "fullnat" else None  # nat mode takes no pairs
-        if svc.ahead.write(svc.scheduler, svc.backends, vip, svc.port, known):
-            svc.ahead.write_acl(svc.acl)
+        if svc.ahead is None:
+            svc.ahead = Ahead(self.table, self.table.services.number(svc), vip, svc.port)
+        if not self._ahead_ok:
+            svc.ahead.to_python()
+        else:
+            known = self._endpoint if self.mode == "fullnat" else None  # nat: no pairs
+            svc.ahead.write(svc.scheduler, svc.backends, known)
+        svc.ahead.write_acl(svc.acl)
 
     def _pick(self, svc: ServiceState, client: bytes, cport: int, peek: bool = False) -> Any:
         """The scheduler's answer for a new flow: from the period in C when the service is
@@ -136,7 +136,7 @@ class Registry(SwitchBase):
             changes += self._reconfigure_service(svc, spec)
         for svc in old.values():
             if svc.ahead is not None:
-                svc.ahead.clear()
+                svc.ahead.forget()
             svc.retired += svc.backends
             svc.backends = []
             self.retired_services.append(svc)

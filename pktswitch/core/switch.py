@@ -202,6 +202,8 @@ class Switch(Events, Registry, Passive, Tracing, Views):
         if verdict == packet.VERDICT_DROP:
             self.last_drop = reason = packet.PARSE_ERRORS[meta.err]
             self.dropped[reason] += 1
+            if meta.err == packet.ACL_DENIED:
+                self._by_vip[meta.daddr4, meta.dport].denied += 1
             return False
         if meta.slot < 0:
             if meta.key.proto == packet.PROTO_ICMP:

@@ -39,7 +39,7 @@ class Tracing(SwitchBase):
             f, k = self.table.flow(meta.slot), tab.flows[meta.slot].key[0]
             client: tuple[bytes, int] | None = f.client
             flow = (f"{packet.ip_str(k.saddr)}:{k.sport}", f.service.name, f.backend.name)
-        elif meta.err == 0:
+        elif meta.err == 0 or meta.err >= packet.PARSED:  # it parsed: its client is known
             client = (bytes(ffi.buffer(meta.key.saddr, 4)), meta.key.sport)
         else:
             client = None

@@ -121,6 +121,11 @@ class Views(SwitchBase):
             "new_flows_per_second": self.new_flows_per_second(now),
             "flows_created": self.flows_created,
             "flows_opened_in_c": int(self.table.tab.opened),
+            "to_python": {
+                name: int(n)
+                for name, n in zip(packet.SLOW_REASONS, self.table.tab.slow, strict=True)
+                if n
+            },
             "flows_expired": dict(self.flows_expired),
             "flows_reused": self.flows_reused,
             "flows_reset": self.flows_reset,

@@ -25,7 +25,6 @@ import heapq
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 from differential_helpers import (
@@ -57,7 +56,7 @@ REUSABLE = (State.TIME_WAIT, State.CLOSE)  # a client's SYN in them opens a new 
 # (label, scheduler, options); iphash's and maglev's table_size is drawn per batch
 SCHEDULERS = [
     ("rr", "rr", {}),  # every backend taking flows (LIVE_ONLY)
-    ("rr-weight-0", "rr", {}),  # xfail: see test_rr_s_turn_after_a_whole_period_in_c
+    ("rr-weight-0", "rr", {}),  # with weights 0, drains and removals
     ("wrr", "wrr", {}),
     ("iphash-ip", "iphash", {"hash_key": "ip"}),
     ("iphash-ip+port", "iphash", {"hash_key": "ip+port"}),
@@ -68,14 +67,8 @@ SCHEDULERS = [
 ]
 TABLE_SIZES = {"iphash": (256, 256, 61, 1024), "maglev": (251, 1021)}  # maglev's: small primes
 # walks in which every backend takes new flows: no weight 0, drain, check failed or backend
-# removed by a reload (rr with those disagrees: test_rr_s_turn_after_a_whole_period_in_c)
+# removed by a reload
 LIVE_ONLY = {"rr"}
-RR_DISAGREES = (
-    "after C has handed out a whole period of rr's answers, the switch moves its rr on by "
-    "the answers taken modulo the period (Ahead.catch_up), as if rr were back where it "
-    "started; its turn is not when the backend before it takes no flows or the list shrank, "
-    "so after the next weight or backend change C gives another backend than rr's turn"
-)
 
 # how often each step is taken (out of the sum)
 STEPS = {
@@ -493,15 +486,7 @@ def walk(label: str, cases: int = CASES) -> Tally:
     return tally
 
 
-def _label_param(label: str) -> Any:
-    if label == "rr-weight-0":
-        return pytest.param(
-            label, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=RR_DISAGREES)
-        )
-    return label
-
-
-@pytest.mark.parametrize("label", [_label_param(s[0]) for s in SCHEDULERS])
+@pytest.mark.parametrize("label", [s[0] for s in SCHEDULERS])
 def test_c_picks_the_backend_the_python_scheduler_picks(label: str) -> None:
     started = time.perf_counter()
     t = walk(label)
@@ -521,7 +506,7 @@ def test_c_picks_the_backend_the_python_scheduler_picks(label: str) -> None:
         assert {(a, i) for a in (1, 2, 3) for i in (1, 2, 3)} <= t.states
 
 
-# ------------------------------------------------------- rr: where C and Python disagree
+# ------------------------------- rr: its turn after C handed out a whole period
 NOW = 1000.0
 CLIENT = bytes([198, 51, 100, 2])
 
@@ -561,11 +546,10 @@ def rr_turns(rr: Scheduler, pool: list[BackendState], n: int) -> list[str]:
     return [t[0].name for t in turns if t is not None]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=RR_DISAGREES)
 def test_rr_s_turn_after_a_whole_period_in_c_past_a_backend_of_weight_0() -> None:
     """A=1, B=0, C=0: C's period is [A]. One flow goes to A, and rr's turn to B (the next
-    one it looks at). B's weight set to 1: rr gives B, then A; C gives A, then B (the
-    switch moved its rr on by 1 answer modulo a period of 1: not at all)."""
+    one it looks at). B's weight set to 1: rr gives B, then A, and so must C (C counts the
+    answers it took, and the switch replays them on rr, not their count modulo a period)."""
     weights = {"A": 1, "B": 0, "C": 0}
     sw = Switch.from_config(parse(rr_config(weights)), seed=1)
     rr, pool = make("rr"), rr_pool(weights)
@@ -574,15 +558,13 @@ def test_rr_s_turn_after_a_whole_period_in_c_past_a_backend_of_weight_0() -> Non
     pool[1].weight = pool[1].config_weight = 1
     rr.update(pool)
     assert rr_turns(rr, pool, 2) == ["B", "A"]
-    assert [syn_to(sw, 2), syn_to(sw, 3)] == ["B", "A"]  # C: ["A", "B"]
+    assert [syn_to(sw, 2), syn_to(sw, 3)] == ["B", "A"]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=RR_DISAGREES)
 def test_rr_s_turn_after_a_whole_period_in_c_of_a_list_that_shrank() -> None:
     """A, B, C: two flows (A, B), and rr's turn is at the third place. A reload removes C:
     rr gives A, B (its turn wraps), which leaves its turn at the first place. C is back by
-    another reload: rr gives A; C gives C (the switch moved its rr on by 2 answers modulo a
-    period of 2, not at all: it still looks at the third place)."""
+    another reload: rr gives A, and so must C."""
     three = {"A": 1, "B": 1, "C": 1}
     two = {"A": 1, "B": 1}
     sw = Switch.from_config(parse(rr_config(three)), seed=1)
@@ -595,7 +577,7 @@ def test_rr_s_turn_after_a_whole_period_in_c_of_a_list_that_shrank() -> None:
     pool[2] = rr_pool(three)[2]  # a backend a reload adds is new, as the switch's
     rr.update(pool)
     assert rr_turns(rr, pool, 1) == ["A"]
-    assert [syn_to(sw, 5)] == ["A"]  # C: ["C"]
+    assert [syn_to(sw, 5)] == ["A"]
 
 
 def test_the_walk_fails_when_c_leaves_the_syn_to_python() -> None:

@@ -356,6 +356,8 @@ def test_err_names() -> None:
     names = [
         "ok", "short", "ip_version", "ihl", "total_length", "ip_checksum",
         "fragment", "protocol", "l4_short", "tcp_data_offset", "vnet_header",
+        "no_flow", "no_service", "acl_denied", "no_backend", "table_full", "snat_exhausted",
+        "tuple_busy",
     ]  # fmt: skip
     assert len(names) == lib.PKS_E_COUNT
     assert [err_name(i) for i in range(lib.PKS_E_COUNT)] == names

@@ -152,11 +152,7 @@ def test_states_follow_the_conversation_and_c_moves_them_from_the_syn_on() -> No
 @pytest.mark.parametrize(
     ("pkt", "reason"),
     [
-        (IP(src=CLIENT, dst=VIP) / TCP(sport=1, dport=80, flags="A"), "no_flow"),
-        (IP(src=CLIENT, dst=VIP) / TCP(sport=1, dport=80, flags="SA"), "no_flow"),
-        (IP(src=CLIENT, dst=VIP) / TCP(sport=1, dport=80, flags="R"), "no_flow"),
-        (IP(src=CLIENT, dst=VIP) / TCP(sport=1, dport=81, flags="S"), "no_service"),
-        (IP(src=CLIENT, dst="203.0.113.11") / TCP(sport=1, dport=80, flags="S"), "no_service"),
+        # what parses but opens no flow: test_decisions.py
         (IP(src=CLIENT, dst=VIP) / UDP(sport=1, dport=80), "protocol"),
         (bytes(IP(src=CLIENT, dst=VIP) / TCP(sport=1, dport=80, flags="S"))[:30], "total_length"),
         (b"\x60" + bytes(39), "ip_version"),
