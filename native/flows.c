@@ -91,6 +91,9 @@ int pks_table_insert(pks_table *t, uint32_t slot, const pks_key *k0, const pks_k
     index_put(t, slot << 1);
     index_put(t, slot << 1 | 1);
     t->count++;
+    uint32_t at = t->free_at[slot], last = t->free_slots[--t->nfree];   /* off the stack */
+    t->free_slots[at] = last;
+    t->free_at[last] = at;
     return 0;
 }
 
@@ -113,33 +116,6 @@ void put4(uint8_t *p, uint32_t v)
     p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
 }
 
-int pks_flow_open(pks_table *t, uint32_t slot, uint8_t *buf, pks_meta *m, uint32_t src,
-                  uint16_t sport, uint32_t dst, uint16_t dport, double now)
-{
-    pks_key k1;                                 /* the answer to the rewritten packet */
-    memset(&k1, 0, sizeof k1);
-    k1.family = m->key.family;
-    k1.proto = m->key.proto;
-    put4(k1.saddr, dst);
-    put4(k1.daddr, src);
-    k1.sport = dport;
-    k1.dport = sport;
-    int rc = pks_table_insert(t, slot, &m->key, &k1);
-    if (rc != 0)
-        return rc;
-    pks_flow *f = &t->flows[slot];
-    f->pkts[0] = 1;
-    f->bytes[0] = m->ip_len;
-    f->last_seen = now;
-    f->created = now;
-    m->slot = (int32_t)slot;
-    m->dir = 0;
-    pks_nat n0;
-    key_reverse(&k1, &n0);
-    pks_rewrite(buf, m, &n0);
-    return 0;
-}
-
 int pks_table_remove(pks_table *t, uint32_t slot)
 {
     if (slot >= t->nslots || !t->flows[slot].used)
@@ -156,6 +132,8 @@ int pks_table_remove(pks_table *t, uint32_t slot)
     memset(f, 0, sizeof *f);
     f->gen = gen;
     t->count--;
+    t->free_at[slot] = t->nfree;
+    t->free_slots[t->nfree++] = slot;
     heap_compact(t);
     return 0;
 }

@@ -11,9 +11,8 @@ static int64_t snat_next(const pks_snat *p, uint32_t ep)
     return q->count ? (int64_t)q->pairs[q->head] : -1;
 }
 
-/* A least-loaded service's member for a new flow (pks.h, pks_load), the flow `gone` (or
- * PKS_NONE), whose port the SYN reuses, ended first as Python ends it before it picks; NULL
- * when no member has a weight above 0 */
+/* lc's or wlc's member for a new flow (pks_service.h, pks_load), the flow `gone` (or
+ * PKS_NONE), whose port the SYN reuses, counted as ended; NULL when no member has a weight */
 static const pks_pick *least_pick(const pks_table *t, const pks_service *s, uint32_t gone)
 {
     const pks_flow *g = gone != PKS_NONE ? &t->flows[gone] : NULL;
@@ -23,7 +22,7 @@ static const pks_pick *least_pick(const pks_table *t, const pks_service *s, uint
         const pks_pick *p = &s->picks[i];
         if (!p->weight)
             continue;
-        const pks_load *l = &t->bk_load[p->backend];   /* checked by pks_service_least */
+        const pks_load *l = &t->bk_load[p->backend];   /* checked by pks_service_run */
         uint64_t active = l->active, inactive = l->inactive;
         if (g && g->backend == p->backend) {
             if (g->state == PKS_S_ESTABLISHED)
@@ -32,7 +31,7 @@ static const pks_pick *least_pick(const pks_table *t, const pks_service *s, uint
                 inactive--;
         }
         uint64_t load = active * PKS_ACTIVE_WEIGHT + inactive;
-        if (!best || (s->least == PKS_LEAST_COUNT ? load < least
+        if (!best || (s->prog == PKS_PROG_LC ? load < least
                                                    : load * best->weight < least * p->weight)) {
             best = p;
             least = load;
@@ -41,16 +40,123 @@ static const pks_pick *least_pick(const pks_table *t, const pks_service *s, uint
     return best;
 }
 
+/* splitmix64 (Steele, Lea, Flood 2014): lrt's random source, as sched/least.py's */
+static uint64_t splitmix64(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static double lrt_score(const pks_table *t, const pks_pick *p)
+{
+    double rt = t->bk_load[p->backend].rt;
+    return rt < 0 ? 0.0 : rt * (double)(t->bk_load[p->backend].active + 1) / (double)p->weight;
+}
+
+/* the index of the k-th member with a weight */
+static uint32_t nth_up(const pks_service *s, uint32_t k)
+{
+    uint32_t i = 0;
+    for (;; i++)
+        if (s->picks[i].weight && k-- == 0)
+            return i;
+}
+
+/* A pick not taken yet: the member, what the OPEN event says of it, and the program's
+ * state once the flow is open (rr's index, lrt's random source) */
+typedef struct {
+    uint32_t member;
+    double value;
+    pks_event_data data;
+    uint64_t next;
+} choice;
+
+/* rr, wrr, lrt: the member for a new flow (the program's state is moved on by take());
+ * -1 when no member has a weight */
+static int choose(const pks_table *t, const pks_service *s, choice *c)
+{
+    memset(&c->data, 0, sizeof c->data);
+    if (s->prog == PKS_PROG_RR) {
+        for (uint32_t i = 0; i < s->len; i++) {
+            uint32_t j = (uint32_t)(((uint64_t)s->state[0] + i) % s->len);
+            if (s->picks[j].weight) {
+                c->member = j;
+                c->value = j;
+                c->next = (j + 1) % s->len;
+                return 0;
+            }
+        }
+        return -1;
+    }
+    if (s->prog == PKS_PROG_WRR) {
+        int64_t total = 0, best_current = 0;
+        int64_t best = -1;
+        for (uint32_t i = 0; i < s->len; i++) {
+            int64_t w = s->picks[i].weight;
+            if (!w)
+                continue;
+            total += w;
+            if (best < 0 || s->state[i] + w > best_current) {
+                best = i;
+                best_current = s->state[i] + w;
+            }
+        }
+        if (best < 0)
+            return -1;
+        c->member = (uint32_t)best;
+        c->value = (double)best_current;
+        c->data.total = total;
+        return 0;
+    }
+    /* lrt */
+    uint32_t up = 0;
+    for (uint32_t i = 0; i < s->len; i++)
+        up += s->picks[i].weight != 0;
+    if (!up)
+        return -1;
+    uint64_t r = (uint64_t)s->state[0];
+    uint32_t a = nth_up(s, 0), b = a;
+    if (up > 1) {
+        uint32_t x = (uint32_t)(splitmix64(&r) % up), y = (uint32_t)(splitmix64(&r) % (up - 1));
+        a = nth_up(s, x);
+        b = nth_up(s, y >= x ? y + 1 : y);
+        if (lrt_score(t, &s->picks[b]) < lrt_score(t, &s->picks[a])) {
+            uint32_t k = a;
+            a = b;
+            b = k;
+        }
+    }
+    c->member = a;
+    c->value = (double)a * PKS_MEMBERS_MAX + b;
+    c->data.rt[0] = t->bk_load[s->picks[a].backend].rt;
+    c->data.rt[1] = t->bk_load[s->picks[b].backend].rt;
+    c->next = r;
+    return 0;
+}
+
+/* the flow is open: the program's state moves on past the pick */
+static void take(pks_service *s, const choice *c)
+{
+    if (s->prog == PKS_PROG_RR || s->prog == PKS_PROG_LRT) {
+        s->state[0] = (int64_t)c->next;
+    } else if (s->prog == PKS_PROG_WRR) {
+        for (uint32_t i = 0; i < s->len; i++)
+            s->state[i] += s->picks[i].weight;
+        s->state[c->member] -= c->data.total;
+    }
+}
+
 /* A client's SYN without a flow (old = PKS_NONE), or reusing the port of flow `old` in
- * TIME_WAIT or CLOSE: open its flow (pks_service.h, "New flows in C"), drop it with the
- * reason (PKS_V_DROP), or leave it to Python with the reason (PKS_V_SLOW), in the order
- * Python's own path refuses: not a SYN, no service, the access list, a full table, no
- * backend, no SNAT pair, a tuple in use. Everything that can refuse is checked before
- * anything changes. */
+ * TIME_WAIT or CLOSE: open its flow (pks_service.h, "New flows in C"), or drop it with the
+ * reason (PKS_V_DROP), checked in this order: not a SYN, no service, the access list, a full
+ * table, no backend, no SNAT pair, a tuple in use; or leave it to Python with the reason
+ * (PKS_V_SLOW) when the switch is not set up for it (no state grid, no hash key, a
+ * backend's SNAT queue not written, no room for events or timers). Everything that can
+ * refuse is checked before anything changes. */
 int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t old)
 {
-    if (!t->open_on)
-        return slow_exit(t, m, PKS_SLOW_OPEN_OFF);
     if (!t->has_trans)
         return slow_exit(t, m, PKS_SLOW_NO_GRID);
     if (m->key.family != 4)
@@ -82,12 +188,10 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
         return drop_exit(m, PKS_E_TABLE_FULL);
     if (PKS_EVENTS - t->ev_count < (uint64_t)evict + PKS_EV_OPEN_ROOM)
         return slow_exit(t, m, PKS_SLOW_EVENTS);
-    if (s->prog == PKS_PROG_PYTHON)
-        return slow_exit(t, m, PKS_SLOW_PYTHON);
     if (s->prog == PKS_PROG_EMPTY)
         return drop_exit(m, PKS_E_NO_BACKEND);
-    const pks_pick *pick = &s->picks[s->cursor];
-    uint32_t hslot = PKS_NONE;                  /* hashed: the client's slot */
+    choice c = {.member = 0, .value = 0};
+    const pks_pick *pick;
     if (s->prog == PKS_PROG_HASH) {
         if (!t->hash_key_len)
             return slow_exit(t, m, PKS_SLOW_NO_KEY);
@@ -95,16 +199,19 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
         put4(hk, m->saddr4);
         hk[4] = (uint8_t)(m->sport >> 8);
         hk[5] = (uint8_t)m->sport;
-        hslot = (uint32_t)(b2_finish(t->hash_state, hk, s->with_port ? 6 : 4) % s->size);
+        uint32_t hslot = (uint32_t)(b2_finish(t->hash_state, hk, s->with_port ? 6 : 4) % s->size);
         if (s->slots[hslot] == PKS_NONE)
             return drop_exit(m, PKS_E_NO_BACKEND);
         pick = &s->picks[s->slots[hslot]];
-    } else if (s->prog == PKS_PROG_LEAST) {
-        /* the reused port's flow ends before the pick, the evicted ones after it, as in
-         * Python (which evicts once the SYN is sure to be taken) */
-        pick = least_pick(t, s, old);
-        if (!pick)
+        c.value = hslot;
+    } else if (s->prog == PKS_PROG_LC || s->prog == PKS_PROG_WLC) {
+        /* the reused port's flow ends before the pick, the evicted ones after it */
+        if (!(pick = least_pick(t, s, old)))
             return drop_exit(m, PKS_E_NO_BACKEND);
+    } else {
+        if (choose(t, s, &c) != 0)
+            return drop_exit(m, PKS_E_NO_BACKEND);
+        pick = &s->picks[c.member];
     }
     uint32_t ep = PKS_NONE;                     /* the pick's queue in the SNAT pool */
     int64_t pair = -1;
@@ -125,18 +232,6 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
             return slow_exit(t, m, PKS_SLOW_NO_ENDPOINT);
         e = i == 0 && old != PKS_NONE ? t->ho_head : g->next;
     }
-    /* the slot: a lent one; with none, the ended flow's, or the first evicted one's */
-    uint32_t slot;
-    if (t->nspare)
-        slot = t->spare[t->nspare - 1];
-    else if (old != PKS_NONE)
-        slot = old;
-    else if (evict)
-        slot = t->ho_head;
-    else
-        return slow_exit(t, m, PKS_SLOW_NO_SLOT);   /* Python lends slots, or finds none */
-    if (slot >= t->nslots || (t->flows[slot].used && slot != old && !(evict && slot == t->ho_head)))
-        return slow_exit(t, m, PKS_SLOW_NO_SLOT);
     /* the new flow's keys: dir 0 as the SYN came, dir 1 the answer to the rewritten SYN;
      * neither may belong to another flow than the one this SYN ends */
     pks_key k1;
@@ -163,12 +258,11 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
         pair = pks_snat_alloc(t->snat, ep, now);    /* the pair snat_next named */
     /* Events, in the order Python applies them: the reused port's flow's END, the new flow's
      * OPEN (its reason is written from the counts at the pick, before the evictions), then
-     * each EVICT; dir 1 on an END or EVICT: the new flow took that slot (Python must not
-     * free it). (pks_snat_release only fails when a ring cannot grow, out of memory: the
+     * each EVICT. (pks_snat_release only fails when a ring cannot grow, out of memory: the
      * pair is then lost to the pool, and counted in use.) */
     if (old != PKS_NONE) {
         pks_flow *o = &t->flows[old];
-        event_put(t, old, PKS_EV_END, o->state, o->state, slot == old, now, 0);
+        event_put(t, old, PKS_EV_END, o->state, o->state, 0, now, 0);
         if (o->has_snat)
             pks_snat_release(t->snat, t->bk_ep[o->backend],
                              (uint32_t)(o->snat_port - t->snat->lo) * t->snat->naddrs
@@ -179,20 +273,17 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
     for (uint32_t i = 0; i < evict; i++) {
         uint32_t v = t->ho_head;
         pks_flow *o = &t->flows[v];
-        event_put(t, v, PKS_EV_EVICT, o->state, o->state, slot == v, now, 0);
+        event_put(t, v, PKS_EV_EVICT, o->state, o->state, 0, now, 0);
         if (o->has_snat)
             pks_snat_release(t->snat, t->bk_ep[o->backend],
                              (uint32_t)(o->snat_port - t->snat->lo) * t->snat->naddrs
                                  + o->snat_addr, now);
         pks_table_remove(t, v);
     }
+    uint32_t slot = t->free_slots[t->nfree - 1];    /* there is room: the count is below
+                                                       nslots after the evictions */
     pks_table_insert(t, slot, &m->key, &k1);    /* checked above: cannot fail */
-    if (t->nspare && slot == t->spare[t->nspare - 1])
-        t->nspare--;
-    if (s->prog == PKS_PROG_PERIOD) {
-        s->cursor = (s->cursor + 1) % s->len;
-        s->taken++;
-    }
+    take(s, &c);
     pks_flow *f = &t->flows[slot];
     f->pkts[0] = 1;
     f->bytes[0] = m->ip_len;
@@ -202,7 +293,7 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
     f->syns = 1;
     f->service = s->id;
     f->backend = pick->backend;
-    f->reason = s->prog == PKS_PROG_PERIOD ? pick->reason : PKS_NONE; /* Python writes these */
+    f->reason = PKS_NONE;   /* Python writes it, applying the OPEN event */
     if (pair >= 0) {
         f->has_snat = 1;
         f->snat_addr = (uint16_t)(pair % t->snat->naddrs);
@@ -210,7 +301,8 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
     }
     flow_state(t, slot, PKS_S_SYN_RECV, now);   /* its timer has room (timer_room) */
     t->opened++;
-    event_write(t, open_at, slot, PKS_EV_OPEN, 0, PKS_S_SYN_RECV, 0, now, (double)hslot);
+    event_write(t, open_at, slot, PKS_EV_OPEN, 0, PKS_S_SYN_RECV, 0, now, c.value);
+    t->events[open_at].data = c.data;
     m->slot = (int32_t)slot;
     m->dir = 0;
     pks_nat n0;

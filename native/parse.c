@@ -9,8 +9,8 @@ static const char *const err_names[PKS_E_COUNT] = {
 };
 
 static const char *const slow_names[PKS_SLOW_COUNT] = {
-    "icmp", "syn_or_rst", "not_fast", "no_state_grid", "event_ring_full", "python_schedules",
-    "opening_off", "no_spare_slot", "no_hash_key", "no_snat_endpoint", "no_memory", "family",
+    "icmp", "syn_or_rst", "not_fast", "no_state_grid", "event_ring_full", "no_hash_key",
+    "no_snat_endpoint", "no_memory", "family",
 };
 
 const char *pks_slow_name(int why)

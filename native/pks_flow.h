@@ -59,17 +59,24 @@ typedef struct {
 #define PKS_EV_RESPONSE 2   /* the first response came `value` seconds after the request */
 #define PKS_EV_SYNACK 3     /* the backend's first SYN-ACK, at t: the handshake took `value`
                                seconds, `to` is the client's SYN count (C set synack_at) */
-#define PKS_EV_OPEN 4       /* C opened the flow for a client's SYN, at t; for a hashed service
-                               (pks_service_hash) `value` is the client's slot. It comes after
-                               the END of the flow whose port the SYN reuses and before the
-                               EVICTs of the flows ended to make room, so that the counts
-                               applied before it are those C picked on (pks_service_least) */
+#define PKS_EV_OPEN 4       /* C opened the flow for a client's SYN, at t; `value` and `data`
+                               are what the flow's reason needs (pks_event_data). It comes
+                               after the END of the flow whose port the SYN reuses and before
+                               the EVICTs of the flows ended to make room, so that the counts
+                               applied before it are those C picked on (lc, wlc, lrt) */
 #define PKS_EV_END 5        /* C ended the flow, in state `from`, to open a new one for a SYN
                                from the same client port: bytes, backend and reason as it was */
 #define PKS_EV_EVICT 6      /* C ended the oldest half-open flow to make room for a new one
-                               (as many as the table or its half-open share need); with END
-                               and EVICT, dir 1: the new flow took its slot */
+                               (as many as the table or its half-open share need) */
 #define PKS_EVENTS 1024     /* ring size: when it is full, C leaves packets to Python */
+
+/* what an event carries besides its head, by kind */
+typedef union {
+    uint64_t bytes[2];  /* END, EVICT (and STATE, SYNACK, RESPONSE): the flow's bytes in, out */
+    double rt[2];       /* OPEN of lrt: the chosen and the other member's rt at the pick (-1:
+                           not measured) */
+    int64_t total;      /* OPEN of wrr: the total weight */
+} pks_event_data;
 
 typedef struct {
     uint32_t slot;
@@ -82,6 +89,8 @@ typedef struct {
     uint32_t reason;
     uint32_t service;
     double t;
-    double value;
-    uint64_t bytes[2];
+    double value;       /* SYNACK, RESPONSE: seconds; OPEN: rr the member's index, wrr its
+                           current, hashed the client's slot, lrt chosen * PKS_MEMBERS_MAX +
+                           other (member indices) */
+    pks_event_data data;
 } pks_event;

@@ -31,19 +31,16 @@
 
 /* why C left a packet to Python (meta->slow with PKS_V_SLOW; names in pks_slow_name(); each
  * counted in the table's slow[]) */
-#define PKS_SLOW_ICMP 0         /* ICMP: echo replies and errors about a flow are Python's */
+#define PKS_SLOW_ICMP 0         /* ICMP: echo requests and errors about a flow are Python's */
 #define PKS_SLOW_SYN_RST 1      /* a SYN or RST on a known flow (Python's state machine) */
 #define PKS_SLOW_NOT_FAST 2     /* a flow C may not decide on by itself */
 #define PKS_SLOW_NO_GRID 3      /* no state grid loaded */
 #define PKS_SLOW_EVENTS 4       /* the event ring has no room for what C would tell */
-#define PKS_SLOW_PYTHON 5       /* the service is scheduled by Python */
-#define PKS_SLOW_OPEN_OFF 6     /* C's opening of flows is turned off */
-#define PKS_SLOW_NO_SLOT 7      /* no spare slot to open a flow in */
-#define PKS_SLOW_NO_KEY 8       /* a hashed service, and no hash key */
-#define PKS_SLOW_NO_ENDPOINT 9  /* a backend whose SNAT queue C does not know */
-#define PKS_SLOW_NO_MEMORY 10   /* no memory for the flow's timer */
-#define PKS_SLOW_FAMILY 11      /* an address family C does not open flows for */
-#define PKS_SLOW_COUNT 12
+#define PKS_SLOW_NO_KEY 5       /* a hashed service, and no hash key */
+#define PKS_SLOW_NO_ENDPOINT 6  /* a backend whose SNAT queue C does not know */
+#define PKS_SLOW_NO_MEMORY 7    /* no memory for the flow's timer */
+#define PKS_SLOW_FAMILY 8       /* an address family C does not open flows for */
+#define PKS_SLOW_COUNT 9
 
 /* virtio_net_hdr (include/uapi/linux/virtio_net.h): what a TUN device opened with IFF_VNET_HDR
  * puts before each packet. NEEDS_CSUM: the TCP checksum field holds only the pseudo-header sum

@@ -29,13 +29,14 @@ typedef struct {
     pks_event events[PKS_EVENTS];
     uint32_t count;     /* flows in the table */
     uint32_t max_half_open; /* C opens no flow beyond this many half-open ones */
-    uint8_t open_on;    /* C may open flows (tests turn it off to drive Python's path) */
     uint8_t all_events; /* report every state change C makes; else only those into or out
                            of ESTABLISHED, the ones that change a backend's counts (Python
                            sets it while it traces packets, to show each transition) */
-    uint8_t pad[2];
-    uint32_t nspare;    /* free slots Python lent C to open flows in, used from the top */
-    uint32_t spare[PKS_SPARE];
+    uint8_t pad[3];
+    uint32_t *free_slots; /* the free slots, a stack: new flows take the top one (the one
+                           freed last); free_at[slot] is a free slot's place in it */
+    uint32_t *free_at;
+    uint32_t nfree;
     uint32_t nsvc;      /* services C schedules */
     pks_service svc[PKS_SERVICES];
     pks_snat *snat;     /* full NAT: the pool, and the SNAT addresses by index; NULL: nat */
@@ -75,24 +76,17 @@ void pks_table_free(pks_table *t);
 /* Indexes a flow at `slot` whose dir-0 packets arrive as k0 and dir-1 packets as k1; each
  * direction is rewritten to the other's key reversed. State NONE, no timer.
  * 0 on success; -1 if either key is already indexed or they are equal (nothing is changed);
- * -2 bad slot/used */
+ * -2 bad slot/used. The slot leaves the free stack. */
 int pks_table_insert(pks_table *t, uint32_t slot, const pks_key *k0, const pks_key *k1);
-/* Opens a flow at `slot` for the packet parsed into m, which arrived in direction 0: packets
- * like it become src:sport -> dst:dport, the replies (dst:dport -> src:sport) become the
- * reverse of m's. Counts the packet on the flow, sets created and rewrites it in place. IPv4
- * addresses as host-order integers. 0 on success; -1 / -2 as pks_table_insert, nothing
- * changed. The flow is left in state NONE without a timer: the caller moves it
- * (pks_flow_set_state), or it never expires. */
-int pks_flow_open(pks_table *t, uint32_t slot, uint8_t *buf, pks_meta *m, uint32_t src,
-                  uint16_t sport, uint32_t dst, uint16_t dport, double now);
 /* What direction dir of a used slot's packets are rewritten to */
 void pks_flow_nat(const pks_table *t, uint32_t slot, uint8_t dir, pks_nat *out);
 /* Moves a used slot's flow to `state` at `now`: the state's timeout, the half-open list, and
  * a timer entry when the new deadline is earlier than the live one. 0; -1 bad slot/state;
  * -3 no memory for the timer entry (the state is set, the old timer stays) */
 int pks_flow_set_state(pks_table *t, uint32_t slot, uint8_t state, double now);
-/* removes both keys of a used slot, its timer and its place in the half-open list; 0 on
- * success, -1 if the slot is not in use. Only gen survives. */
+/* removes both keys of a used slot, its timer and its place in the half-open list, and puts
+ * the slot on top of the free stack; 0 on success, -1 if the slot is not in use. Only gen
+ * survives. */
 int pks_table_remove(pks_table *t, uint32_t slot);
 /* slot << 1 | dir, or -1 */
 int64_t pks_table_lookup(const pks_table *t, const pks_key *k);

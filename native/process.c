@@ -23,9 +23,9 @@ int pks_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *
     if (m->dir == 0 && (f->state == PKS_S_TIME_WAIT || f->state == PKS_S_CLOSE)
         && (m->tcp_flags & (PKS_TCP_SYN | PKS_TCP_ACK | PKS_TCP_RST | PKS_TCP_FIN))
                == PKS_TCP_SYN)
-        /* the client's port, reused: the SYN is the new flow's, not counted on the old one.
-         * C opens the new flow as Python's reuse path does, or leaves it to Python: m->slot
-         * is still the old flow's then, or -1 (as for an unknown key) if C ended it. */
+        /* the client's port, reused: the SYN is the new flow's, not counted on the old one,
+         * which C ends as it opens the new flow (or leaves both to Python: m->slot is still
+         * the old flow's then) */
         return native_open(t, buf, m, now, (uint32_t)m->slot);
     f->pkts[m->dir]++;
     f->bytes[m->dir] += m->ip_len;

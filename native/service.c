@@ -1,5 +1,5 @@
-/* Service programs written by Python: periods, hash tables, least-loaded member lists,
- * access lists. */
+/* Service programs written by Python (a scheduler's members and state, hash tables), access
+ * lists, backends' response times. */
 #include "pks_internal.h"
 
 int pks_table_set_snat(pks_table *t, pks_snat *pool, const uint32_t *addrs, uint32_t n)
@@ -21,9 +21,10 @@ static pks_service *service_of(pks_table *t, uint32_t id)
 }
 
 /* The entry of service id, found or appended (zeroed), with its old program freed and the
- * new one's head written; NULL when the table is full. The access list stays. */
+ * new one's written; NULL when the table is full. The access list stays. */
 static pks_service *service_program(pks_table *t, uint32_t id, uint32_t vip, uint16_t port,
-                                    pks_pick *picks, uint32_t n, int prog)
+                                    int prog, pks_pick *picks, uint32_t n, int64_t *state,
+                                    uint32_t nstate)
 {
     pks_service *s = service_of(t, id);
     if (!s) {
@@ -33,92 +34,111 @@ static pks_service *service_program(pks_table *t, uint32_t id, uint32_t vip, uin
         memset(s, 0, sizeof *s);
     }
     free(s->picks);
+    free(s->state);
     free(s->slots);
     s->vip = vip;
     s->port = port;
     s->id = id;
+    s->prog = (uint8_t)prog;
     s->picks = picks;
     s->len = n;
-    s->cursor = s->size = 0;
+    s->state = state;
+    s->nstate = nstate;
     s->slots = NULL;
-    s->taken = 0;
-    s->least = 0;
-    s->prog = (uint8_t)prog;
+    s->size = 0;
+    s->with_port = 0;
     return s;
 }
 
-int pks_service_set(pks_table *t, uint32_t id, uint32_t vip, uint16_t port,
-                    const pks_pick *picks, uint32_t n, uint32_t cursor)
+/* the state values program `prog` keeps for n members, or -1 for no such program */
+static int64_t state_len(int prog, uint32_t n)
 {
-    if (n > PKS_PERIOD_MAX || (n && cursor >= n))
-        return -1;
-    pks_service *s = service_of(t, id);
-    if (!n) {                                   /* back to Python: drop the entry */
-        if (s) {
-            free(s->picks);
-            free(s->slots);
-            free(s->acl);
-            *s = t->svc[--t->nsvc];
-        }
-        return 0;
+    switch (prog) {
+    case PKS_PROG_RR: return PKS_STATE_RR;
+    case PKS_PROG_WRR: return n;
+    case PKS_PROG_LRT: return PKS_STATE_LRT;
+    case PKS_PROG_LC: case PKS_PROG_WLC: case PKS_PROG_HASH: case PKS_PROG_EMPTY: return 0;
+    default: return -1;
     }
-    pks_pick *copy = malloc(n * sizeof *copy);
-    if (!copy)
-        return -1;
-    memcpy(copy, picks, n * sizeof *copy);
-    if (!(s = service_program(t, id, vip, port, copy, n, PKS_PROG_PERIOD))) {
-        free(copy);
-        return -1;
-    }
-    s->cursor = cursor;
-    return 0;
 }
 
-int pks_service_prog(pks_table *t, uint32_t id, uint32_t vip, uint16_t port, int prog)
+int pks_service_run(pks_table *t, uint32_t id, uint32_t vip, uint16_t port, int prog,
+                    const pks_pick *members, uint32_t n, const int64_t *state, uint32_t nstate)
 {
-    if (prog != PKS_PROG_PYTHON && prog != PKS_PROG_EMPTY)
+    if (state_len(prog, n) != (int64_t)nstate || n > PKS_MEMBERS_MAX
+        || (prog == PKS_PROG_EMPTY) != (n == 0) || (n && !members) || (nstate && !state))
         return -1;
-    return service_program(t, id, vip, port, NULL, 0, prog) ? 0 : -1;
+    for (uint32_t i = 0; i < n; i++)
+        if (members[i].backend >= t->bk_load_cap)
+            return -1;
+    if (prog == PKS_PROG_RR && state[0] < 0)
+        return -1;
+    pks_pick *picks = n ? malloc(n * sizeof *picks) : NULL;
+    int64_t *copy = nstate ? malloc(nstate * sizeof *copy) : NULL;
+    if ((n && !picks) || (nstate && !copy))
+        goto fail;
+    if (n)
+        memcpy(picks, members, n * sizeof *picks);
+    if (nstate)
+        memcpy(copy, state, nstate * sizeof *copy);
+    if (service_program(t, id, vip, port, prog, picks, n, copy, nstate))
+        return 0;
+fail:
+    free(picks);
+    free(copy);
+    return -1;
 }
 
 int pks_service_hash(pks_table *t, uint32_t id, uint32_t vip, uint16_t port,
                      const pks_pick *members, uint32_t n, const uint32_t *slots, uint32_t size,
                      int with_port)
 {
-    if (!n || n > PKS_PERIOD_MAX || !size || size > PKS_SLOTS_MAX)
+    if (!n || !size || size > PKS_SLOTS_MAX)
         return -1;
     for (uint32_t i = 0; i < size; i++)
         if (slots[i] >= n && slots[i] != PKS_NONE)
             return -1;
-    if (pks_service_set(t, id, vip, port, members, n, 0) != 0)
-        return -1;
-    pks_service *s = service_of(t, id);
     uint32_t *copy = malloc((size_t)size * sizeof *copy);
-    if (!copy) {
-        pks_service_set(t, id, 0, 0, NULL, 0, 0);
+    if (!copy || pks_service_run(t, id, vip, port, PKS_PROG_HASH, members, n, NULL, 0) != 0) {
+        free(copy);
         return -1;
     }
+    pks_service *s = service_of(t, id);
     memcpy(copy, slots, (size_t)size * sizeof *copy);
     s->slots = copy;
     s->size = size;
     s->with_port = !!with_port;
-    s->prog = PKS_PROG_HASH;
     return 0;
 }
 
-int pks_service_least(pks_table *t, uint32_t id, uint32_t vip, uint16_t port,
-                      const pks_pick *members, uint32_t n, int how)
+int pks_service_forget(pks_table *t, uint32_t id)
 {
-    if (!n || n > PKS_PERIOD_MAX || (how != PKS_LEAST_COUNT && how != PKS_LEAST_PER_WEIGHT))
-        return -1;
-    for (uint32_t i = 0; i < n; i++)
-        if (members[i].backend >= t->bk_load_cap)
-            return -1;
-    if (pks_service_set(t, id, vip, port, members, n, 0) != 0)
-        return -1;
     pks_service *s = service_of(t, id);
-    s->least = (uint8_t)how;
-    s->prog = PKS_PROG_LEAST;
+    if (!s)
+        return -1;
+    free(s->picks);
+    free(s->state);
+    free(s->slots);
+    free(s->acl);
+    *s = t->svc[--t->nsvc];
+    return 0;
+}
+
+int64_t pks_service_state(const pks_table *t, uint32_t id, int64_t *out, uint32_t max)
+{
+    const pks_service *s = service_of((pks_table *)t, id);
+    if (!s || s->nstate > max)
+        return -1;
+    if (s->nstate)
+        memcpy(out, s->state, s->nstate * sizeof *out);
+    return s->nstate;
+}
+
+int pks_backend_rt(pks_table *t, uint32_t backend, double rt)
+{
+    if (backend >= t->bk_load_cap || !(rt >= 0 || rt == -1))
+        return -1;
+    t->bk_load[backend].rt = rt;
     return 0;
 }
 
@@ -155,24 +175,3 @@ int acl_permits(const pks_service *s, uint32_t addr)
             return 1;
     return 0;
 }
-
-int64_t pks_service_next(pks_table *t, uint32_t id, int advance)
-{
-    pks_service *s = service_of(t, id);
-    if (!s || s->prog != PKS_PROG_PERIOD)
-        return -1;
-    uint32_t at = s->cursor;
-    if (advance) {
-        s->cursor = (at + 1) % s->len;
-        s->taken++;
-    }
-    return at;
-}
-
-int64_t pks_service_taken(pks_table *t, uint32_t id)
-{
-    pks_service *s = service_of(t, id);
-    return s && s->prog == PKS_PROG_PERIOD ? (int64_t)s->taken : -1;
-}
-
-/* The pair pks_snat_alloc would hand out toward ep now, or -1 (no queue, or none free) */

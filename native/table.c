@@ -79,10 +79,17 @@ pks_table *pks_table_new(uint32_t nslots, uint64_t seed)
     t->seed = seed | 1;
     t->index = malloc(cap * sizeof *t->index);
     t->flows = calloc(nslots, sizeof *t->flows);
-    if (!t->index || !t->flows) {
+    t->free_slots = malloc((size_t)nslots * sizeof *t->free_slots);
+    t->free_at = malloc((size_t)nslots * sizeof *t->free_at);
+    if (!t->index || !t->flows || !t->free_slots || !t->free_at) {
         pks_table_free(t);
         return NULL;
     }
+    for (uint32_t i = 0; i < nslots; i++) {     /* slot 0 on top, then 1, ... */
+        t->free_slots[i] = nslots - 1 - i;
+        t->free_at[nslots - 1 - i] = i;
+    }
+    t->nfree = nslots;
     memset(t->index, 0xff, cap * sizeof *t->index);
     t->ho_head = t->ho_tail = PKS_NONE;
     t->max_half_open = nslots;
@@ -139,8 +146,8 @@ void event_write(pks_table *t, uint32_t at, uint32_t slot, uint8_t kind, uint8_t
     e->service = f->service;
     e->t = now;
     e->value = value;
-    e->bytes[0] = f->bytes[0];
-    e->bytes[1] = f->bytes[1];
+    e->data.bytes[0] = f->bytes[0];
+    e->data.bytes[1] = f->bytes[1];
 }
 
 void event_put(pks_table *t, uint32_t slot, uint8_t kind, uint8_t from, uint8_t to,
@@ -156,6 +163,7 @@ void pks_table_free(pks_table *t)
         return;
     for (uint32_t i = 0; i < t->nsvc; i++) {
         free(t->svc[i].picks);
+        free(t->svc[i].state);
         free(t->svc[i].slots);
         free(t->svc[i].acl);
     }
@@ -164,6 +172,8 @@ void pks_table_free(pks_table *t)
     free(t->index);
     free(t->flows);
     free(t->heap);
+    free(t->free_slots);
+    free(t->free_at);
     free(t);
 }
 
@@ -173,7 +183,12 @@ int pks_table_set_backends(pks_table *t, uint32_t n)
         return -1;
     if (!n)
         return 0;
-    return grow((void **)&t->bk_load, &t->bk_load_cap, n - 1, sizeof *t->bk_load, 0);
+    uint32_t had = t->bk_load_cap;
+    if (grow((void **)&t->bk_load, &t->bk_load_cap, n - 1, sizeof *t->bk_load, 0) != 0)
+        return -1;
+    for (uint32_t b = had; b < t->bk_load_cap; b++)
+        t->bk_load[b].rt = -1;                  /* not measured */
+    return 0;
 }
 
 int pks_table_set_endpoint(pks_table *t, uint32_t backend, uint32_t ep)

@@ -8,9 +8,8 @@
  *     XOR its last 12 (so bytes past the IP total length, which no checksum covers, steer it),
  *     then the reverse rewrite, both checked against the invariants below;
  *   - a program for an 8-slot flow table: 3-byte operations read from the end of the input
- *     backwards (insert / remove / lookup / a flow for the packet, inserted or opened by
- *     pks_flow_open), checked against a model after every step, then pks_process (and
- *     pks_apply) on the packet.
+ *     backwards (insert / remove / lookup / a flow for the packet), checked against a model
+ *     after every step, then pks_process (and pks_apply) on the packet.
  *
  * Invariants (abort() on violation, which libFuzzer reports as a crash):
  *   parse   - the error is a named PKS_E_*; on success every meta field matches the bytes;
@@ -27,16 +26,16 @@
  *   table   - every key of a used slot is found at slot << 1 | dir, a removed one is not;
  *             nkeys == 2 * used slots; the index holds exactly nkeys entries, each of a used
  *             slot and found by lookup (so no other key can be); return codes match the model;
- *             pks_flow_open builds the documented flow, counts and rewrites the packet, or
- *             changes nothing; pks_process counts and rewrites the packet exactly when the model
+ *             the free stack holds exactly the unused slots; pks_process counts and rewrites the packet exactly when the model
  *             says it must, and leaves the buffer alone otherwise; with a state grid loaded
  *             (half the inputs) it moves a fast flow's state by the grid on FIN and ACK and
  *             times the first response, each reported as exactly the event the model expects.
- *   opens   - with the packet's service scheduled ahead (a period, or a hash table with empty
- *             slots), a small SNAT pool and half-open limit (drive_opens): SYNs from other client ports, state changes, expiry, removals,
- *             events, lending and reprogramming in any order keep every used flow indexed,
- *             the count, half-open list and timer heap right, each SNAT pair in use held by
- *             one flow of its endpoint and counted so, and the lent slots free and distinct.
+ *   opens   - with the packet's service running a program (rr, wrr, lrt with their state, a
+ *             hash table with empty slots, lc, wlc), a small SNAT pool and half-open limit
+ *             (drive_opens): SYNs from other client ports, state changes, expiry, removals,
+ *             events and reprogramming in any order keep every used flow indexed, the count,
+ *             half-open list, free stack and timer heap right, each SNAT pair in use held by
+ *             one flow of its endpoint and counted so, and each pick the program's.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -288,6 +287,19 @@ static void check_lists(const model *md)
     CHECK(live == timers && t->stale == t->heap_len - live);
 }
 
+/* the free stack holds each unused slot once, and free_at says where */
+static void check_free(const pks_table *t)
+{
+    CHECK(t->nfree + t->count == t->nslots);
+    uint8_t seen[NSLOTS] = {0};
+    for (uint32_t k = 0; k < t->nfree; k++) {
+        uint32_t slot = t->free_slots[k];
+        CHECK(slot < t->nslots && !t->flows[slot].used && !seen[slot]);
+        CHECK(t->free_at[slot] == k);
+        seen[slot] = 1;
+    }
+}
+
 static void check_table(const model *md, int full)
 {
     uint32_t used = 0;
@@ -309,6 +321,7 @@ static void check_table(const model *md, int full)
         }
     }
     CHECK(md->t->nkeys == 2 * used);
+    check_free(md->t);
     check_lists(md);
     if (!full)
         return;
@@ -392,58 +405,20 @@ static void do_insert(model *md, uint32_t slot, const pks_key *k0, const pks_key
     check_key(md, k1);
 }
 
-/* pks_flow_open for the packet (parsed into m) to `to`, on a copy of it */
-static void do_flow_open(model *md, uint32_t slot, const uint8_t *data, size_t size,
-                         const pks_meta *m, const pks_nat *to, uint8_t fast, int vnet)
+/* a flow for the packet (parsed into m) to `to`: packets like m's become `to`, the replies
+ * to it the reverse of m's (the keys native_open inserts) */
+static void do_flow_for(model *md, uint32_t slot, const pks_meta *m, const pks_nat *to,
+                        uint8_t fast)
 {
-    /* the flow pks.h documents: packets like m's become `to` (IPv4: 4 address bytes), the
-     * replies to it become the reverse of m's */
-    pks_nat n0, n1;
     pks_key k1;
-    memset(&n0, 0, sizeof n0);
-    memset(&n1, 0, sizeof n1);
     memset(&k1, 0, sizeof k1);
-    memcpy(n0.saddr, to->saddr, 4);
-    memcpy(n0.daddr, to->daddr, 4);
-    n0.sport = to->sport;
-    n0.dport = to->dport;
     k1.family = 4;
     k1.proto = 6;
     memcpy(k1.saddr, to->daddr, 4);
     memcpy(k1.daddr, to->saddr, 4);
     k1.sport = to->dport;
     k1.dport = to->sport;
-    memcpy(n1.saddr, m->key.daddr, 4);
-    memcpy(n1.daddr, m->key.saddr, 4);
-    n1.sport = m->key.dport;
-    n1.dport = m->key.sport;
-
-    int want = insert_rc(md, slot, &m->key, &k1);
-    uint8_t *buf = malloc(size);
-    CHECK(buf != NULL);
-    memcpy(buf, data, size);
-    pks_meta mc = *m;
-    int rc = pks_flow_open(md->t, slot, buf, &mc, get32(to->saddr), to->sport,
-                           get32(to->daddr), to->dport, 1.5);
-    CHECK(rc == want);
-    if (rc == 0) {
-        CHECK(mc.slot == (int32_t)slot && mc.dir == 0);
-        check_rewrite(data, buf, (uint32_t)size, m, &n0, vnet);
-        model_insert(md, slot, &m->key, &k1, fast);
-        CHECK(memcmp(&md->s[slot].nat[0], &n0, sizeof n0) == 0);
-        CHECK(memcmp(&md->s[slot].nat[1], &n1, sizeof n1) == 0);
-        const pks_flow *f = &md->t->flows[slot];
-        CHECK(f->pkts[0] == 1 && f->bytes[0] == m->ip_len && f->pkts[1] == 0);
-        CHECK(f->bytes[1] == 0 && f->last_seen == 1.5);
-        md->s[slot].pkts[0] = 1;
-        md->s[slot].bytes[0] = m->ip_len;
-    } else {
-        CHECK(memcmp(buf, data, size) == 0);
-        CHECK(memcmp(&mc, m, sizeof mc) == 0);
-    }
-    free(buf);
-    check_key(md, &m->key);
-    check_key(md, &k1);
+    do_insert(md, slot, &m->key, &k1, fast);
 }
 
 /* --------------------------------------------------------------- packet path */
@@ -464,28 +439,37 @@ static void run_process(model *md, const uint8_t *data, size_t size, const pks_m
         free(buf);
         return;
     }
-    CHECK(pm.err == PKS_OK && pm.hdr == m->hdr && pm.partial == m->partial);
     int64_t e = model_find(md, &m->key);
-    if (e < 0 || m->key.proto != PKS_PROTO_TCP) { /* unknown, or ICMP: Python's, untouched */
-        CHECK(v == PKS_V_SLOW && pm.slot == -1);
+    if (m->key.proto != PKS_PROTO_TCP) {        /* ICMP: Python's, untouched */
+        CHECK(v == PKS_V_SLOW && pm.err == PKS_OK && pm.slot == -1);
         CHECK(memcmp(buf, data, size) == 0);
         free(buf);
         return;
     }
     uint32_t slot = (uint32_t)(e >> 1), dir = (uint32_t)(e & 1);
-    CHECK(pm.slot == (int32_t)slot && pm.dir == dir);
-    const pks_flow *f = &md->t->flows[slot];
-    const model_slot *ms = &md->s[slot];
     uint8_t four = m->tcp_flags & (PKS_TCP_SYN | PKS_TCP_ACK | PKS_TCP_RST | PKS_TCP_FIN);
-    if (dir == 0 && (ms->state == PKS_S_TIME_WAIT || ms->state == PKS_S_CLOSE)
-        && four == PKS_TCP_SYN) {   /* a reused client port: the new flow's SYN, Python's */
-        CHECK(v == PKS_V_SLOW && md->t->ev_count == 0);
-        CHECK(f->pkts[0] == ms->pkts[0] && f->pkts[1] == ms->pkts[1]);
-        CHECK(f->bytes[0] == ms->bytes[0] && f->bytes[1] == ms->bytes[1]);
+    int reused = e >= 0 && dir == 0 && four == PKS_TCP_SYN
+                 && (md->s[slot].state == PKS_S_TIME_WAIT || md->s[slot].state == PKS_S_CLOSE);
+    if (e < 0 || reused) {  /* a new flow's packet: this table has no service, so C drops
+                               it (no_flow, no_service), or leaves it without a grid */
+        if (!md->t->has_trans)
+            CHECK(v == PKS_V_SLOW && pm.slow == PKS_SLOW_NO_GRID);
+        else
+            CHECK(v == PKS_V_DROP && pm.err == (four == PKS_TCP_SYN ? PKS_E_NO_SERVICE
+                                                                     : PKS_E_NO_FLOW));
+        CHECK(md->t->ev_count == 0);
         CHECK(memcmp(buf, data, size) == 0);
+        if (reused) {
+            const pks_flow *f = &md->t->flows[slot];
+            CHECK(f->pkts[0] == md->s[slot].pkts[0] && f->pkts[1] == md->s[slot].pkts[1]);
+        }
         free(buf);
         return;
     }
+    CHECK(pm.err == PKS_OK && pm.hdr == m->hdr && pm.partial == m->partial);
+    CHECK(pm.slot == (int32_t)slot && pm.dir == dir);
+    const pks_flow *f = &md->t->flows[slot];
+    const model_slot *ms = &md->s[slot];
     CHECK(f->pkts[dir] == ms->pkts[dir] + 1 && f->bytes[dir] == ms->bytes[dir] + m->ip_len);
     CHECK(f->pkts[dir ^ 1] == ms->pkts[dir ^ 1] && f->bytes[dir ^ 1] == ms->bytes[dir ^ 1]);
     CHECK(f->last_seen == 2.5);
@@ -676,7 +660,7 @@ static void drive_table(const uint8_t *data, size_t size, const pks_meta *m, int
             make_nat(data, size, (uint32_t)(2 * i + 1), &to);
             small_key(b, &k1);
             if (a & 4)
-                do_flow_open(&md, arg & 7, data, size, m, &to, (uint8_t)(a >> 1 & 1), vnet);
+                do_flow_for(&md, arg & 7, m, &to, (uint8_t)(a >> 1 & 1));
             else if (a & 1)
                 do_insert(&md, arg & 7, &k1, &m->key, (uint8_t)(a >> 1 & 1));
             else
@@ -715,24 +699,25 @@ static void drive_table(const uint8_t *data, size_t size, const pks_meta *m, int
 }
 
 /* ------------------------------------------------------------ new flows in C
- * The packet's service is scheduled ahead (a period of 1..4 answers from the input), with a
- * small SNAT pool (or none: nat mode), a small half-open limit and some slots lent; then
- * 2-byte operations from the input play the client and Python: SYNs from other client ports
- * (new, retransmitted, or reusing a port in TIME_WAIT/CLOSE), state changes, expiry and
- * removal (each freeing its SNAT pair, as Python's _expire), events taken, slots lent again,
- * the period rewritten or withdrawn. After each: every used flow is indexed both ways, the
- * count, the half-open list and the timer heap agree, every SNAT pair in use belongs to
- * exactly one flow of its endpoint and the pool's counts say so, the lent slots are free and
- * distinct, and every event says what happened to its slot. */
+ * The packet's service runs a program (1..4 members from the input: rr, wrr, lrt with their
+ * state, a hash table, lc or wlc), with a small SNAT pool (or none: nat mode) and a small
+ * half-open limit; then 2-byte operations from the input play the client and Python: SYNs
+ * from other client ports (new, retransmitted, or reusing a port in TIME_WAIT/CLOSE), state
+ * changes, expiry and removal (each freeing its SNAT pair, as Python's _expire), events
+ * taken, the program rewritten or forgotten. After each: every used flow is indexed both
+ * ways, the count, the half-open list, the free stack and the timer heap agree, every SNAT
+ * pair in use belongs to exactly one flow of its endpoint and the pool's counts say so, and
+ * every event says what happened to its slot; each new flow is on the member the program
+ * names (the program's own state replayed here). */
 typedef struct {
     pks_table *t;
     pks_snat *pool;
-    uint8_t lent[NSLOTS];   /* in the spare ring */
     uint32_t opened, ended;
     pks_pick picks[4];      /* the service as programmed: members, and a hash table or none */
     uint32_t n, slots[8], size, with_port;
-    int least;              /* or least-loaded: PKS_LEAST_COUNT or _PER_WEIGHT, 0: neither */
-    int refused;            /* its access list refuses the client (C must leave its SYNs) */
+    int prog;               /* PKS_PROG_*, or -1: no program (forgotten) */
+    int64_t state[4];       /* what the program's state must be */
+    int refused;            /* its access list refuses the client (C must drop its SYNs) */
 } opens;
 
 static const uint8_t HKEY[] = "pktswitch-sched";
@@ -743,7 +728,6 @@ static void check_opens(opens *o)
     uint32_t used = 0, half = 0;
     for (uint32_t i = 0; i < NSLOTS; i++) {
         const pks_flow *f = &t->flows[i];
-        CHECK(!(f->used && o->lent[i]));
         if (!f->used)
             continue;
         used++;
@@ -762,6 +746,7 @@ static void check_opens(opens *o)
         }
     }
     CHECK(t->count == used && t->nkeys == 2 * used && t->half_open == half);
+    check_free(t);
     for (uint32_t b = 0; b < 4; b++) {  /* each backend's load is its flows, recounted */
         uint32_t active = 0, inactive = 0;
         for (uint32_t i = 0; i < NSLOTS; i++) {
@@ -777,13 +762,6 @@ static void check_opens(opens *o)
     for (uint32_t s = t->ho_head; s != PKS_NONE; s = t->flows[s].next, n++)
         CHECK(s < NSLOTS && n < NSLOTS && t->flows[s].state == PKS_S_SYN_RECV);
     CHECK(n == half);
-    CHECK(t->nspare <= NSLOTS);
-    uint32_t lent = 0;
-    for (uint32_t i = 0; i < NSLOTS; i++)
-        lent += o->lent[i];
-    CHECK(lent == t->nspare);
-    for (uint32_t k = 0; k < t->nspare; k++)
-        CHECK(t->spare[k] < NSLOTS && o->lent[t->spare[k]]);
     if (o->pool) {
         uint32_t total = 0;
         for (uint32_t ep = 0; ep < o->pool->nq; ep++) {
@@ -795,6 +773,11 @@ static void check_opens(opens *o)
             total += mine;
         }
         CHECK(o->pool->in_use_total == total);
+    }
+    if (o->prog >= 0) {                 /* the program's state is what the picks made it */
+        int64_t got[4];
+        int64_t k = pks_service_state(t, 0x10007u, got, 4);
+        CHECK(k >= 0 && memcmp(got, o->state, (size_t)k * sizeof got[0]) == 0);
     }
 }
 
@@ -809,19 +792,10 @@ static void python_remove(opens *o, uint32_t slot, double now)
     CHECK(pks_table_remove(o->t, slot) == 0);
 }
 
-static void lend(opens *o)
-{
-    for (uint32_t i = 0; i < NSLOTS && o->t->nspare < NSLOTS; i++)
-        if (!o->t->flows[i].used && !o->lent[i]) {
-            o->t->spare[o->t->nspare++] = i;
-            o->lent[i] = 1;
-        }
-}
-
 /* service numbers above 16 bits, as a switch that has had many services gives */
-#define SVC 0x10007u        /* the one scheduled in C */
-#define SVC_OTHER 0x10008u  /* one whose period is refused */
-#define SVC_NONE 0x10009u   /* one never scheduled */
+#define SVC 0x10007u        /* the one programmed */
+#define SVC_OTHER 0x10008u  /* one whose program is refused */
+#define SVC_NONE 0x10009u   /* one never programmed */
 
 static void take_events(opens *o)
 {
@@ -845,61 +819,83 @@ static void take_events(opens *o)
         }
 }
 
+static const int PROGS[8] = {PKS_PROG_RR, PKS_PROG_WRR, PKS_PROG_LRT, PKS_PROG_HASH,
+                             PKS_PROG_LC, PKS_PROG_WLC, PKS_PROG_RR, PKS_PROG_HASH};
+
 static void program(opens *o, const uint8_t *op, const pks_meta *m)
 {
     pks_pick picks[4];
-    uint32_t n = op[0] % 5;             /* 0: the service is Python's again */
-    int least = n && !(op[0] & 0x80) && op[1] & 0x80;  /* least-loaded, else period or hash */
+    uint32_t n = op[0] % 5;             /* 0: the program is forgotten (a service removed) */
+    int prog = PROGS[op[0] >> 5 & 7];
     for (uint32_t k = 0; k < n; k++) {
-        /* backend 3 has no SNAT endpoint: C leaves it; a least-loaded service's backends
-         * are distinct, as a switch's are (a period may name one many times) */
-        uint8_t b = least ? (op[1] + k) & 3 : op[1] >> (2 * k) & 3;
-        picks[k] = (pks_pick){.backend = b, .reason = b, .addr = 0xc0000201u + b,
+        /* backend 3 has no SNAT endpoint: C leaves it to Python; members are distinct
+         * backends, as a switch's are */
+        uint8_t b = (op[1] + k) & 3;
+        picks[k] = (pks_pick){.backend = b, .addr = 0xc0000201u + b,
                               .port = (uint16_t)(8080 + b),
                               .weight = (uint16_t)((op[0] + op[1] + k) & 3)};
     }
-    CHECK(pks_service_set(o->t, SVC_OTHER, m->daddr4, m->dport, picks, n, n) == (n ? -1 : 0));
+    CHECK(pks_service_run(o->t, SVC_OTHER, m->daddr4, m->dport, PKS_PROG_RR, picks, n, NULL, 1)
+          == -1);                       /* rr without its state */
+    CHECK(pks_service_run(o->t, SVC_NONE, m->daddr4, m->dport, PKS_PROG_LC, picks, n, NULL, 0)
+          == (n ? 0 : -1));
+    CHECK(n == 0 || pks_service_forget(o->t, SVC_NONE) == 0);
     memcpy(o->picks, picks, sizeof picks);
     o->n = n;
     o->size = 0;
-    o->least = 0;
-    if (least) {                        /* by count or per weight */
-        o->least = op[1] & 0x04 ? PKS_LEAST_PER_WEIGHT : PKS_LEAST_COUNT;
-        CHECK(pks_service_least(o->t, SVC, m->daddr4, m->dport, picks, n, o->least) == 0);
-        CHECK(pks_service_next(o->t, SVC, 0) == -1);
-        CHECK(pks_service_least(o->t, SVC_NONE, m->daddr4, m->dport, picks, n, 3) == -1);
-    } else if (n && op[0] & 0x80) {            /* hashed: 1..8 slots, some empty */
-        uint32_t *slots = o->slots, size = 1 + (op[0] >> 4 & 7);
+    if (!n) {
+        int had = o->prog >= 0;
+        CHECK(pks_service_forget(o->t, SVC) == (had ? 0 : -1));
+        o->prog = -1;
+        return;
+    }
+    o->prog = prog;
+    memset(o->state, 0, sizeof o->state);
+    uint32_t nstate = 0;
+    if (prog == PKS_PROG_RR) {
+        o->state[0] = op[1] >> 4;       /* a turn past the members too */
+        nstate = 1;
+    } else if (prog == PKS_PROG_WRR) {
+        for (uint32_t k = 0; k < n; k++)
+            o->state[k] = (int8_t)(op[1] << k);
+        nstate = n;
+    } else if (prog == PKS_PROG_LRT) {
+        o->state[0] = (int64_t)((uint64_t)op[1] * 0x9e3779b97f4a7c15ull);
+        nstate = 1;
+        for (uint32_t b = 0; b < 4; b++)
+            CHECK(pks_backend_rt(o->t, b, b == (op[1] & 3) ? -1 : 0.001 * (b + op[0] % 3)) == 0);
+    }
+    if (prog == PKS_PROG_HASH) {        /* 1..8 slots, some empty */
+        uint32_t *slots = o->slots, size = 1 + (op[0] >> 2 & 7);
         for (uint32_t k = 0; k < size; k++)
             slots[k] = (op[1] >> k & 1) ? PKS_NONE : (k + op[0]) % n;
         o->size = size;
         o->with_port = op[1] & 1;
         CHECK(pks_service_hash(o->t, SVC, m->daddr4, m->dport, picks, n, slots, size,
                                (int)o->with_port) == 0);
-        CHECK(pks_service_next(o->t, SVC, 0) == -1);
         uint32_t bad[8];
         memcpy(bad, slots, sizeof bad);
         bad[0] = n;                     /* a slot past the members is refused */
-        CHECK(pks_service_hash(o->t, SVC_NONE, m->daddr4, m->dport, picks, n, bad, size, 0) == -1);
+        CHECK(pks_service_hash(o->t, SVC_OTHER, m->daddr4, m->dport, picks, n, bad, size, 0)
+              == -1);
     } else {
-        CHECK(pks_service_set(o->t, SVC, m->daddr4, m->dport, picks, n, 0) == 0);
+        CHECK(pks_service_run(o->t, SVC, m->daddr4, m->dport, prog, picks, n, o->state, nstate)
+              == 0);
     }
-    /* an access list (as the switch writes it after each period or table): none, or a
-     * prefix of 0..32 bits around the client or beside it (its top bit flipped), to allow
-     * or to deny; or that prefix allowed and the client's own address denied */
+    /* an access list (as the switch writes it after each program): none, or a prefix of
+     * 0..32 bits around the client or beside it (its top bit flipped), to allow or to deny;
+     * or that prefix allowed and the client's own address denied */
     o->refused = 0;
-    if (n) {
-        uint32_t bits = (op[0] >> 2) % 33, mask = bits ? ~0u << (32 - bits) : 0;
-        int beside = (op[1] & 0x20) && bits, inside = !beside;
-        uint32_t acl[4] = {(m->saddr4 ^ (beside ? 0x80000000u : 0)) & mask, mask, m->saddr4, ~0u};
-        int has = op[1] & 0x40, deny = op[1] & 0x10, both = op[1] & 0x08;
-        if (has && both) {
-            CHECK(pks_service_acl(o->t, SVC, acl, 1, 1) == 0);
-            o->refused = 1;                     /* deny wins */
-        } else {
-            CHECK(pks_service_acl(o->t, SVC, acl, has && !deny, has && deny) == 0);
-            o->refused = has && (deny ? inside : !inside);
-        }
+    uint32_t bits = (op[0] >> 2) % 33, mask = bits ? ~0u << (32 - bits) : 0;
+    int beside = (op[1] & 0x20) && bits, inside = !beside;
+    uint32_t acl[4] = {(m->saddr4 ^ (beside ? 0x80000000u : 0)) & mask, mask, m->saddr4, ~0u};
+    int has = op[1] & 0x40, deny = op[1] & 0x10, both = op[1] & 0x08;
+    if (has && both) {
+        CHECK(pks_service_acl(o->t, SVC, acl, 1, 1) == 0);
+        o->refused = 1;                 /* deny wins */
+    } else {
+        CHECK(pks_service_acl(o->t, SVC, acl, has && !deny, has && deny) == 0);
+        o->refused = has && (deny ? inside : !inside);
     }
     CHECK(pks_service_acl(o->t, SVC_NONE, NULL, 0, 0) == -1);  /* no such service */
 }
@@ -923,10 +919,10 @@ static uint32_t check_open_events(const opens *o, uint32_t from, uint32_t slot)
     return from + at;
 }
 
-/* a least-loaded service: no member with a weight had less load than the one C gave the
- * new flow in `slot` (its load counted without that flow, and with the half-open flows it
- * evicted, whose EVICTs follow its OPEN: C picks before it evicts; the flow whose port it
- * reused is gone already, as C picks after it), nor as little and listed before it */
+/* lc, wlc: no member with a weight had less load than the one C gave the new flow in
+ * `slot` (its load counted without that flow, and with the half-open flows it evicted,
+ * whose EVICTs follow its OPEN: C picks before it evicts; the flow whose port it reused is
+ * gone already, as C picks after it), nor as little and listed before it */
 static void check_least(const opens *o, uint32_t slot, uint32_t from)
 {
     const pks_table *t = o->t;
@@ -945,14 +941,15 @@ static void check_least(const opens *o, uint32_t slot, uint32_t from)
             chosen = k;
     CHECK(chosen < o->n && f->reason == PKS_NONE);
     const pks_pick *c = &o->picks[chosen];
+    int lc = o->prog == PKS_PROG_LC;
     for (uint32_t k = 0; k < o->n; k++) {
         const pks_pick *p = &o->picks[k];
         if (!p->weight || p->backend == c->backend)
             continue;
         /* p's load against the chosen one's, per weight for wlc: never less, nor equal
          * before it in the list */
-        uint64_t mine = load[p->backend] * (o->least == PKS_LEAST_COUNT ? 1 : c->weight);
-        uint64_t theirs = load[c->backend] * (o->least == PKS_LEAST_COUNT ? 1 : p->weight);
+        uint64_t mine = load[p->backend] * (lc ? 1 : c->weight);
+        uint64_t theirs = load[c->backend] * (lc ? 1 : p->weight);
         CHECK(mine > theirs || (mine == theirs && k > chosen));
     }
 }
@@ -974,12 +971,85 @@ static void check_hashed(const opens *o, const pks_flow *f, uint32_t slot_, uint
     CHECK(e->kind == PKS_EV_OPEN && e->value == (double)slot);
 }
 
+/* the model's splitmix64, written out apart from C's */
+static uint64_t model_splitmix(uint64_t *s)
+{
+    *s += 0x9e3779b97f4a7c15ull;
+    uint64_t z = *s;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static double model_score(const opens *o, uint32_t k)
+{
+    const pks_load *l = &o->t->bk_load[o->picks[k].backend];
+    return l->rt < 0 ? 0.0 : l->rt * (double)(l->active + 1) / (double)o->picks[k].weight;
+}
+
+/* rr, wrr, lrt: the member the program's state (the model's) names for the next flow, its
+ * OPEN event's value, and the state after it; -1: no member has a weight. For lrt the
+ * scores are read before the flow is counted (the caller passes them). */
+static int64_t model_pick(const opens *o, int64_t *state, double *value, const double *score)
+{
+    uint32_t n = o->n, up = 0;
+    for (uint32_t k = 0; k < n; k++)
+        up += o->picks[k].weight != 0;
+    if (!up)
+        return -1;
+    if (o->prog == PKS_PROG_RR) {
+        for (uint32_t i = 0;; i++) {
+            uint32_t j = (uint32_t)(((uint64_t)state[0] + i) % n);
+            if (o->picks[j].weight) {
+                state[0] = (j + 1) % n;
+                *value = j;
+                return j;
+            }
+        }
+    }
+    if (o->prog == PKS_PROG_WRR) {
+        int64_t total = 0;
+        uint32_t best = n;
+        for (uint32_t k = 0; k < n; k++) {
+            if (!o->picks[k].weight)
+                continue;
+            state[k] += o->picks[k].weight;
+            total += o->picks[k].weight;
+            if (best == n || state[k] > state[best])
+                best = k;
+        }
+        *value = (double)state[best];
+        state[best] -= total;
+        return best;
+    }
+    uint32_t ups[4], u = 0;
+    for (uint32_t k = 0; k < n; k++)
+        if (o->picks[k].weight)
+            ups[u++] = k;
+    uint32_t a = ups[0], b = a;
+    if (up > 1) {
+        uint64_t r = (uint64_t)state[0];
+        uint32_t x = (uint32_t)(model_splitmix(&r) % up), y = (uint32_t)(model_splitmix(&r) % (up - 1));
+        state[0] = (int64_t)r;
+        a = ups[x];
+        b = ups[y >= x ? y + 1 : y];
+        if (score[b] < score[a]) {
+            uint32_t t = a;
+            a = b;
+            b = t;
+        }
+    }
+    *value = (double)a * PKS_MEMBERS_MAX + b;
+    return a;
+}
+
 static void drive_opens(const uint8_t *data, size_t size, const pks_meta *m, int vnet)
 {
     if (m->err != PKS_OK || m->key.proto != PKS_PROTO_TCP || m->key.family != 4 || size < 8)
         return;
     opens o;
     memset(&o, 0, sizeof o);
+    o.prog = -1;
     o.t = pks_table_new(NSLOTS, data[1]);
     CHECK(o.t != NULL);
     load_grid(o.t);
@@ -987,7 +1057,6 @@ static void drive_opens(const uint8_t *data, size_t size, const pks_meta *m, int
     for (uint32_t st = 0; st < PKS_STATES; st++)
         timeouts[st] = (double)(data[st % size] % 4);
     CHECK(pks_table_set_timeouts(o.t, timeouts, PKS_STATES) == 0);
-    o.t->open_on = 1;
     CHECK(pks_table_set_hash_key(o.t, HKEY, sizeof HKEY - 1) == 0);
     CHECK(pks_table_set_backends(o.t, 4) == 0);     /* backends 0..3, their loads counted */
     /* the set-up from the input's last bytes (the packet's first ones must parse) */
@@ -1003,9 +1072,8 @@ static void drive_opens(const uint8_t *data, size_t size, const pks_meta *m, int
         for (uint32_t b = 0; b < 3; b++)
             CHECK(pks_table_set_endpoint(o.t, b, b) == 0);
     }
-    const uint8_t first[2] = {(uint8_t)(1 + (cfg >> 4) % 4), (uint8_t)(cfg2 ^ cfg)};
+    const uint8_t first[2] = {(uint8_t)(1 + (cfg >> 4) % 4 + (cfg & 0xe0)), (uint8_t)(cfg2 ^ cfg)};
     program(&o, first, m);
-    lend(&o);
     uint8_t *buf = malloc(size);
     CHECK(buf != NULL);
     double now = 1.0;
@@ -1022,29 +1090,36 @@ static void drive_opens(const uint8_t *data, size_t size, const pks_meta *m, int
             th[13] = (op[0] & 7) == 2 ? (uint8_t)(op[1] >> 2) : PKS_TCP_SYN;
             pks_meta pm;
             uint32_t opened = o.t->opened, count = o.t->count, from = o.t->ev_count;
+            double score[4] = {0};
+            for (uint32_t k = 0; k < o.n; k++)
+                score[k] = o.picks[k].weight ? model_score(&o, k) : 0;
             int v = pks_process(o.t, buf, (uint32_t)size, now, &pm, vnet);
             CHECK(v == PKS_V_FAST || v == PKS_V_SLOW || v == PKS_V_DROP);
             if (o.refused && th[13] == PKS_TCP_SYN)
-                CHECK(o.t->opened == opened);   /* a refused client's SYN is Python's */
-            if (o.t->opened != opened) {    /* C opened a flow for it, in a lent slot or,
-                                               with none, the slot of a flow it ended */
+                CHECK(o.t->opened == opened);   /* a refused client's SYN opens nothing */
+            if (o.t->opened != opened) {    /* C opened a flow for it */
                 CHECK(o.t->opened == opened + 1 && v == PKS_V_FAST && pm.slot >= 0);
                 CHECK(o.t->flows[pm.slot].state == PKS_S_SYN_RECV);
                 CHECK(o.t->flows[pm.slot].service == SVC);
-                uint32_t at = check_open_events(&o, from, (uint32_t)pm.slot), taken = 0;
+                uint32_t at = check_open_events(&o, from, (uint32_t)pm.slot);
                 uint32_t ended = o.t->ev_count - from - 1;  /* END and EVICTs */
-                for (uint32_t k = from; k < o.t->ev_count; k++) {
-                    const pks_event *e = &o.t->events[(o.t->ev_head + k) % PKS_EVENTS];
-                    if (k != at && e->dir == 1)
-                        taken += e->slot == (uint32_t)pm.slot;
-                }
-                CHECK(o.lent[pm.slot] ? taken == 0 : taken == 1);
                 CHECK(o.t->count + ended == count + 1);
-                o.lent[pm.slot] = 0;
-                if (o.size)
-                    check_hashed(&o, &o.t->flows[pm.slot], (uint32_t)pm.slot, from);
-                if (o.least)
+                const pks_flow *f = &o.t->flows[pm.slot];
+                const pks_event *e = &o.t->events[(o.t->ev_head + at) % PKS_EVENTS];
+                if (o.prog == PKS_PROG_HASH)
+                    check_hashed(&o, f, (uint32_t)pm.slot, from);
+                else if (o.prog == PKS_PROG_LC || o.prog == PKS_PROG_WLC)
                     check_least(&o, (uint32_t)pm.slot, from);
+                else {                      /* rr, wrr, lrt: the model's pick */
+                    double value = -1;
+                    int64_t k = model_pick(&o, o.state, &value, score);
+                    CHECK(k >= 0 && f->backend == o.picks[k].backend && e->value == value);
+                    if (o.prog == PKS_PROG_LRT) {
+                        uint32_t other = (uint32_t)value % PKS_MEMBERS_MAX;
+                        CHECK(e->data.rt[0] == o.t->bk_load[o.picks[k].backend].rt);
+                        CHECK(e->data.rt[1] == o.t->bk_load[o.picks[other].backend].rt);
+                    }
+                }
             } else if (v == PKS_V_DROP && pm.err >= PKS_E_NO_FLOW) {
                 CHECK(o.t->count == count && o.t->ev_count == from);  /* nothing changed */
             }
@@ -1086,7 +1161,6 @@ static void drive_opens(const uint8_t *data, size_t size, const pks_meta *m, int
             break;
         case 6:
             take_events(&o);
-            lend(&o);
             break;
         case 7:
             program(&o, op, m);

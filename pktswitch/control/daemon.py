@@ -185,7 +185,7 @@ def run(cfg: Config) -> None:
             )
         loop = Loop(switch, tun.fd)
         # always: the services of a reload may need probes, that of a start none yet
-        prober = Prober(loop, lrt_backends(switch), loop.clock)
+        prober = Prober(loop, lrt_backends(switch), loop.clock, switch.sample)
         # always: besides checks, it applies drains, ejections ending and slow start
         monitor = HealthMonitor(loop, switch, loop.clock, tun.write)
         reloader = Reloader(cfg, switch, tun, loop.clock, prober)

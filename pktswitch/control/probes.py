@@ -42,9 +42,14 @@ def connect_nonblocking(ip: str, port: int) -> socket.socket:
 
 class Prober:
     def __init__(
-        self, loop: Loop, backends: Sequence[BackendState], clock: Callable[[], float]
+        self,
+        loop: Loop,
+        backends: Sequence[BackendState],
+        clock: Callable[[], float],
+        sample: Callable[[BackendState, str, float, float], None],
     ) -> None:
         self.loop = loop
+        self.sample = sample  # the switch's: the backend's smoothed time, also into C
         self.set_backends(backends)
         self.clock = clock
         self.next_look = 0.0
@@ -87,7 +92,7 @@ class Prober:
         s, b, started = self.inflight[fd]
         if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
             now = self.clock()
-            b.add_sample("probe", now - started, now)
+            self.sample(b, "probe", now - started, now)
         else:
             self.failed += 1
         self._close(fd)

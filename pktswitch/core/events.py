@@ -11,6 +11,7 @@ from pktswitch._native import ffi, lib
 from pktswitch.core.base import RATE_WINDOW, SwitchBase
 from pktswitch.core.flows import STATES, Flow
 from pktswitch.core.tcpstate import State
+from pktswitch.sched.pool import BackendState
 
 EVENT_BATCH = 256  # events moved out of the native ring per call (the switch's buffer)
 _CODES = {"uint8_t": "B", "uint16_t": "H", "uint32_t": "I", "uint64_t": "Q", "double": "d"}
@@ -19,13 +20,16 @@ _CODES = {"uint8_t": "B", "uint16_t": "H", "uint32_t": "I", "uint64_t": "Q", "do
 def layout(ctype: str) -> tuple[struct.Struct, tuple[str, ...]]:
     """A cffi struct as the struct module reads it, from cffi's own offsets and field types
     (the cdef is the one definition of the record), and its field names in that order (an
-    array field is that many values)."""
+    array field is that many values, a union its bytes, to be read by kind)."""
     fmt, names, at = ["<"], [], 0
     for name, f in ffi.typeof(ctype).fields:
         kind, count = f.type, 1
         if kind.kind == "array":
             kind, count = kind.item, kind.length
-        fmt.append(f"{f.offset - at}x" * (f.offset > at) + f"{count}{_CODES[kind.cname]}")
+        code = f"{ffi.sizeof(kind)}s" if kind.kind == "union" else f"{count}{_CODES[kind.cname]}"
+        if kind.kind == "union":
+            count = 1
+        fmt.append(f"{f.offset - at}x" * (f.offset > at) + code)
         names += [name] if count == 1 else [f"{name}[{i}]" for i in range(count)]
         at = f.offset + ffi.sizeof(f.type)
     fmt.append(f"{ffi.sizeof(ctype) - at}x" * (ffi.sizeof(ctype) > at))
@@ -34,14 +38,14 @@ def layout(ctype: str) -> tuple[struct.Struct, tuple[str, ...]]:
 
 EVENT, EVENT_FIELDS = layout("pks_event")
 # the order take_events unpacks them in
-_UNPACKED = "slot kind from to dir gen backend reason service t value bytes[0] bytes[1]"
+_UNPACKED = "slot kind from to dir gen backend reason service t value data"
 if tuple(_UNPACKED.split()) != EVENT_FIELDS:
     raise RuntimeError(f"pks_event's fields are {EVENT_FIELDS}; take_events reads {_UNPACKED}")
-SPARE_LOW = lib.PKS_SPARE // 2  # below this many spare slots in C, Python lends more
+BYTES = struct.Struct("<QQ")  # pks_event_data.bytes: the flow's bytes in, out
 EV_STATE, EV_SYNACK = lib.PKS_EV_STATE, lib.PKS_EV_SYNACK
 EV_OPEN, EV_END, EV_EVICT = lib.PKS_EV_OPEN, lib.PKS_EV_END, lib.PKS_EV_EVICT
 OPENED = (State.NONE, State.SYN_RECV)  # a flow's first transition, on the client's SYN
-NO_REASON = lib.PKS_NONE  # a flow C opened for iphash, maglev, lc, wlc, before its OPEN event
+NO_REASON = lib.PKS_NONE  # a flow C opened, before its OPEN event
 
 
 class Events(SwitchBase):
@@ -63,79 +67,70 @@ class Events(SwitchBase):
                 kind,
                 was,
                 to,
-                way,
+                _dir,
                 gen,
                 backend,
                 reason,
                 service,
                 t,
                 value,
-                b0,
-                b1,
+                data,
             ) in EVENT.iter_unpack(self._event_bytes[: n * EVENT.size]):
                 if kind == EV_STATE:
                     # C moved the state, timer and half-open list; the counts are Python's
                     self.last_transition = (STATES[was], STATES[to])
                     table.count_state(backend, was, to)
                 elif kind == EV_OPEN:
-                    self._opened(slot, gen, backend, reason, service, t, value)
+                    self._opened(slot, gen, backend, service, t, value, data)
                 elif kind in (EV_END, EV_EVICT):
-                    # way 1: the new flow is in the slot already (the table was full)
-                    self._ended(slot, was, backend, reason, b0, b1, kind == EV_EVICT, way == 1)
+                    self._ended(was, backend, reason, *BYTES.unpack(data), kind == EV_EVICT)
                 elif kind == EV_SYNACK:  # (its flow may have ended since: the event says all)
                     self._answered(backend, to, value, t)
                 else:
-                    backends[backend].add_sample("data", value, t)
+                    self.sample(backends[backend], "data", value, t)
             if n < batch:
                 break
-        if tab.nspare < SPARE_LOW:
-            table.lend()
 
     def _opened(
         self,
         slot: int,
         gen: int,
         backend: int,
-        reason: int,
         service: int,
         t: float,
         value: float,
+        data: bytes,
     ) -> None:
-        """C opened a flow for a client's SYN: Python's counts, and for a hashing scheduler
-        the flow's reason (`value` is the client's slot), for lc and wlc too: from the counts
-        now, which are C's at its pick (C puts the OPEN event before those of the flows it
-        evicted for it, after that of the flow whose port it reuses)."""
+        """C opened a flow for a client's SYN: Python's counts, and the flow's reason, from
+        what the event tells of the pick (core/ahead.py, told) and, for lc, wlc and lrt,
+        from the counts now, which are C's at its pick (C puts the OPEN event before those
+        of the flows it evicted for it, after that of the flow whose port it reuses)."""
         table = self.table
         b, svc = table.backends[backend], table.services[service]
-        if reason != NO_REASON:
-            table.reasons.hold_again(reason)
-        else:
-            c = table.tab.flows[slot]
-            if c.used and c.gen == gen:  # (one C ended already has no reason to write)
-                k = c.key[0]
-                client = bytes(ffi.buffer(k.saddr, 4))
-                text = svc.scheduler.reason_for(svc.backends, client, k.sport, int(value), b)
-                c.reason = table.reasons.hold(text)
+        c = table.tab.flows[slot]
+        alive = c.used and c.gen == gen  # (one C ended already has no reason to write)
+        if alive and svc.ahead is not None:
+            k = c.key[0]
+            client = bytes(ffi.buffer(k.saddr, 4))
+            told = svc.ahead.told(value, data)
+            text = svc.scheduler.reason_for(svc.backends, client, k.sport, told, b)
+            c.reason = table.reasons.hold(text)
         b.inactive += 1  # SYN_RECV
         self.last_transition = OPENED
         b.total += 1
         self._created(t)
-        if svc.health.passive:
-            c = table.tab.flows[slot]
-            if c.used and c.gen == gen:
-                self._syn_watch.append((t + svc.health.syn_timeout, Flow(table, slot)))
+        if svc.health.passive and alive:
+            self._syn_watch.append((t + svc.health.syn_timeout, Flow(table, slot)))
 
-    def _ended(
-        self,
-        slot: int,
-        was: int,
-        backend: int,
-        reason: int,
-        b0: int,
-        b1: int,
-        evicted: bool,
-        slot_taken: bool,
-    ) -> None:
+    def sample(self, b: BackendState, kind: str, seconds: float, now: float) -> None:
+        """A response-time sample of backend b (sched/pool.py), and its smoothed time into
+        C, for lrt (probes: control/probes.py)."""
+        b.add_sample(kind, seconds, now)
+        number = self.table.backends.get(b)
+        if number is not None and b.rt is not None:
+            lib.pks_backend_rt(self.table.tab, number, b.rt)
+
+    def _ended(self, was: int, backend: int, reason: int, b0: int, b1: int, evicted: bool) -> None:
         """C ended a flow (and freed its SNAT pair) to open a new one: in TIME_WAIT or CLOSE,
         for its client's reused port, or the oldest half-open one, to make room. What
         _expire counts, from the event."""
@@ -147,7 +142,7 @@ class Events(SwitchBase):
         b = self.table.backends[backend]
         b.closed_bytes[0] += b0
         b.closed_bytes[1] += b1
-        self.table.ended(slot, backend, was, reason, slot_taken)
+        self.table.ended(backend, was, reason)
 
     def _synack(self, c: Any, now: float) -> None:
         """The backend's SYN-ACK on the flow whose C record is c, seen by Python (C did not
@@ -163,7 +158,7 @@ class Events(SwitchBase):
         if now >= b.ejected_until:
             b.ejections = 0  # it answers again: the next ejection is short
         if syns == 1:  # Karn: a retransmitted SYN makes the sample ambiguous
-            b.add_sample("syn", handshake, now)
+            self.sample(b, "syn", handshake, now)
 
     def _created(self, now: float) -> None:
         self.flows_created += 1

@@ -9,9 +9,8 @@ on FINs and ACKs through the grid of core/tcpstate.py, and reports each move as 
 that the switch applies (the backends' active/inactive counts) before it decides on any other
 packet. C counts each backend's flows too, wherever a flow's state changes (pks_load, which
 lc and wlc pick by in C): the same counts, kept on both sides. A Flow object is a view of a
-slot made on demand, so a million flows cost no Python objects, and this module owns which
-slots are free (it lends C a few at a time, in which C opens flows itself: core/ahead.py)
-and the numbering of what flows refer to.
+slot made on demand, so a million flows cost no Python objects; C keeps the free slots (the
+flows it opens take them), and this module the numbering of what flows refer to.
 
 Idle expiry without scanning: every flow has at most one live entry in a heap of deadlines
 (in C). When an entry comes due, the deadline is recomputed from the flow's real last-packet
@@ -25,7 +24,6 @@ O((expired + pushed back) x log n), never a walk over the table.
 from __future__ import annotations
 
 import os
-from array import array
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -40,7 +38,6 @@ DEFAULT_MAX_FLOWS = 262144
 # SYN_RECV entries first for the same reason; Linux's tcp_max_syn_backlog bounds the same thing).
 HALF_OPEN_SHARE = 4
 EXPIRE_BATCH = 1024  # expired slots taken from C per call
-SPARE = lib.PKS_SPARE  # free slots lent to C at a time
 
 
 class Flow:
@@ -223,16 +220,8 @@ class Reasons:
             self._free.append(n)
 
 
-class TableFull(Exception):
-    pass
-
-
 def default_half_open(max_flows: int) -> int:
     return max(1, max_flows // HALF_OPEN_SHARE)
-
-
-class KeyBusy(Exception):
-    """One of the flow's two keys is already in the table (a tuple collision)."""
 
 
 class FlowTable:
@@ -266,10 +255,7 @@ class FlowTable:
         self.services = Registry()
         self.backends = Registry(self._backends_grown)  # C counts each one's flows
         self.reasons = Reasons()
-        self._high = 0  # slots below this have been used
-        self._free = array("I")  # slots freed below the high-water mark, not lent to C
         self._expired = ffi.new("uint32_t[]", EXPIRE_BATCH)
-        self.lend()
 
     def __len__(self) -> int:
         return int(self.tab.count)
@@ -288,30 +274,12 @@ class FlowTable:
     @property
     def max_half_open(self) -> int:
         """Half-open flows the table takes: a SYN that finds it reached makes room by
-        evicting the oldest (C does for a service scheduled ahead, the switch otherwise)."""
+        evicting the oldest (C does, as it opens the new flow)."""
         return int(self.tab.max_half_open)
 
     @max_half_open.setter
     def max_half_open(self, n: int) -> None:
         self.tab.max_half_open = n
-
-    def lend(self) -> None:
-        """Fill C's ring of spare slots (native/pks_service.h, PKS_SPARE), the slots flows are
-        opened in by C and by open(): freed ones first, then never used ones."""
-        tab, free = self.tab, self._free
-        lent: list[int] = []  # in the order they are to be used
-        while len(lent) < SPARE - tab.nspare:
-            if free:
-                lent.append(free.pop())
-            elif self._high < self.max_flows:
-                lent.append(self._high)
-                self._high += 1
-            else:
-                break
-        if lent:  # C uses the ring from the top: the ones lent before stay on top
-            ring = [*reversed(lent), *tab.spare[0 : tab.nspare]]
-            tab.spare[0 : len(ring)] = ring
-            tab.nspare = len(ring)
 
     def __iter__(self) -> Iterator[Flow]:
         """The flows, by slot (a snapshot taken in batches: flows may end meanwhile)."""
@@ -355,62 +323,17 @@ class FlowTable:
         return None if slot == lib.PKS_NONE else Flow(self, slot)
 
     # ---------------------------------------------------------------- membership
-    def open(
-        self,
-        buf: Any,
-        meta: Any,
-        to: tuple[int, int, int, int],
-        now: float,
-        service: Any,
-        backend: Any,
-        reason: str,
-        snat: tuple[int, int] | None,
-    ) -> Flow:
-        """Index a new flow for the client's SYN parsed into `meta` (rewritten in `buf` to
-        to = (src, sport, dst, dport), IPv4 addresses as integers), in state SYN_RECV;
-        raises TableFull or KeyBusy, changing nothing."""
-        tab = self.tab
-        if not tab.nspare:
-            self.lend()
-            if not tab.nspare:
-                raise TableFull
-        slot = tab.spare[tab.nspare - 1]
-        # numbered first: a new backend number grows C's counts, which may fail
-        sid, bid = self.services.number(service), self.backends.number(backend)
-        rc = lib.pks_flow_open(tab, slot, buf, meta, *to, now)
-        if rc == -1:
-            raise KeyBusy
-        if rc != 0:
-            raise RuntimeError(f"pks_flow_open: slot {slot} rc {rc}")
-        tab.nspare -= 1
-        c = tab.flows[slot]
-        c.fast = 1  # C may decide on its FINs and ACKs from now on
-        c.syns = 1  # the one that opens it
-        c.service, c.backend = sid, bid
-        c.reason = self.reasons.hold(reason)
-        if snat is not None:
-            c.has_snat = 1
-            c.snat_addr, c.snat_port = snat
-        backend.inactive += 1  # SYN_RECV: not established
-        if lib.pks_flow_set_state(self.tab, slot, SYN_RECV, now) != 0:
-            self.remove(Flow(self, slot))
-            raise MemoryError("no memory for a flow timer")
-        return Flow(self, slot)
-
     def remove(self, flow: Flow) -> None:
         if not flow.alive:
             return  # ended already: its slot is free or another flow's
         c = self.tab.flows[flow.slot]
         backend, state, reason = c.backend, c.state, c.reason
         lib.pks_table_remove(self.tab, flow.slot)
-        self.ended(flow.slot, backend, state, reason)
+        self.ended(backend, state, reason)
 
-    def ended(
-        self, slot: int, backend: int, state: int, reason: int, slot_taken: bool = False
-    ) -> None:
-        """The flow in `slot` is out of the C table (removed here, or ended by C to open
-        another): its backend's count, its reason, and its slot unless C put the new flow
-        in it (`slot_taken`: the table was full)."""
+    def ended(self, backend: int, state: int, reason: int) -> None:
+        """A flow is out of the C table (removed here, or ended by C to open another): its
+        backend's count and its reason."""
         b = self.backends[backend]
         if state == State.ESTABLISHED:
             b.active -= 1
@@ -418,8 +341,6 @@ class FlowTable:
             b.inactive -= 1
         if reason != lib.PKS_NONE:  # (a flow C ended before its OPEN was applied: no reason)
             self.reasons.release(reason)
-        if not slot_taken:
-            self._free.append(slot)
 
     # ----------------------------------------------------------------- state
     def set_state(self, flow: Flow, state: State, now: float) -> None:

@@ -36,29 +36,21 @@ class Registry(SwitchBase):
         return ep
 
     def _schedule_ahead(self, svc: ServiceState) -> None:
-        """Write the service into C: its scheduler (its next period of answers, its hash
-        table, or its backends for C to pick by load; or that Python schedules it: a
-        scheduler with none of these (lrt), one too large for C, or too many SNAT
-        addresses) and its access list."""
+        """Write the service into C: its scheduler compiled into a program (core/ahead.py)
+        and its access list."""
         vip = int.from_bytes(svc.vip_bytes, "big")
         if svc.ahead is None:
             svc.ahead = Ahead(self.table, self.table.services.number(svc), vip, svc.port)
-        if not self._ahead_ok:
-            svc.ahead.to_python()
-        else:
-            known = self._endpoint if self.mode == "fullnat" else None  # nat: no pairs
-            svc.ahead.write(svc.scheduler, svc.backends, known)
+        known = self._endpoint if self.mode == "fullnat" else None  # nat: no pairs
+        svc.ahead.write(svc.scheduler, svc.backends, known)
         svc.ahead.write_acl(svc.acl)
 
-    def _pick(self, svc: ServiceState, client: bytes, cport: int, peek: bool = False) -> Any:
-        """The scheduler's answer for a new flow: from the period in C when the service is
-        scheduled ahead (one sequence, whoever opens the flow)."""
-        ahead = svc.ahead
-        if ahead is not None and ahead.answers:
-            return ahead.peek() if peek else ahead.pick()
-        if peek:
-            return svc.scheduler.peek(svc.backends, client, cport)
-        return svc.scheduler.pick(svc.backends, client, cport)
+    def _peek(self, svc: ServiceState, client: bytes, cport: int) -> Any:
+        """The backend C would give a new flow of the client now, and why: the scheduler,
+        moved to where C's program is."""
+        if svc.ahead is not None:
+            svc.ahead.sync(svc.scheduler, svc.backends)
+        return svc.scheduler.peek(svc.backends, client, cport)
 
     def _sweep(self, now: float) -> None:
         """Drop the SNAT queues of endpoints (address and port) no backend uses any more,
@@ -120,10 +112,10 @@ class Registry(SwitchBase):
         needs a restart (control/config.py: restart_keys) must be refused before this.
         Returns what changed, one line each."""
         changes: list[str] = []
-        self.take_events()  # flows C opened hold reasons of the periods about to be replaced
+        self.take_events()  # the reasons of flows C opened are written from the old programs
         for svc in self.services:  # before any scheduler, weight or backend changes
             if svc.ahead is not None:
-                svc.ahead.catch_up(svc.scheduler, svc.backends)
+                svc.ahead.sync(svc.scheduler, svc.backends)
         old = {s.name: s for s in self.services}
         services = []
         for spec in cfg.services:
@@ -202,18 +194,18 @@ class Registry(SwitchBase):
 
     def refresh(self, now: float, schedule: bool = True) -> list[str]:
         """Recompute every backend's effective weight from its health; tell the schedulers
-        whose backends changed, and write their periods into C again; then let go of removed
+        whose backends changed, and write their programs into C again; then let go of removed
         backends and services whose last flow has ended (_let_go). With `schedule` False
-        the caller writes every period after, and lets go after that. Returns what changed,
+        the caller writes every program after, and lets go after that. Returns what changed,
         for the log."""
-        self.take_events()  # flows C opened hold reasons of the periods about to be replaced
+        self.take_events()  # the reasons of flows C opened are written from the old programs
         changes = []
         for svc in self.services:
             weights = [effective_weight(b, svc.health, now) for b in svc.backends]
             if all(w == b.weight for w, b in zip(weights, svc.backends, strict=True)):
                 continue
-            if svc.ahead is not None:  # the answers C took, while the weights are the old ones
-                svc.ahead.catch_up(svc.scheduler, svc.backends)
+            if svc.ahead is not None:  # where C's program is, while the weights are the old ones
+                svc.ahead.sync(svc.scheduler, svc.backends)
             for w, b in zip(weights, svc.backends, strict=True):
                 if w != b.weight:
                     state = state_name(b, svc.health, now)
@@ -229,8 +221,8 @@ class Registry(SwitchBase):
     def _let_go(self) -> list[str]:
         """Removed backends and services whose last flow has ended leave the listing, and
         their numbers go to the next new ones. Only once the events are applied (no flow
-        refers to them) and every live service's period or table is written into C (none
-        names them: a period written before the reload that removed a backend still does).
+        refers to them) and every live service's program is written into C (none names
+        them: a program written before the reload that removed a backend still does).
         Returns what went, for the log."""
         changes = []
         for svc in (*self.services, *self.retired_services):

@@ -32,7 +32,7 @@ class ServiceState:
     # backends a reload removed: no new flows, kept until their last flow ends
     retired: list[BackendState] = field(default_factory=list)
     vip_bytes: bytes = b""
-    # its scheduler written into C (a period or a table), which then opens its flows
+    # its scheduler compiled into C's program, which opens its flows
     # (core/ahead.py)
     ahead: Ahead | None = None
 

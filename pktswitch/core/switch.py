@@ -8,16 +8,13 @@ Per packet, in Katran's order: the native call parses the packet, finds its flow
 packet carrying no SYN or RST, moves the flow's state on a FIN or ACK (through the grid of
 core/tcpstate.py, loaded into C), times the first response, rewrites and counts it (the fast
 path: no Python work beyond this call; what C changed comes back as events, applied by
-take_events before Python decides on the next packet). A client's SYN to a service whose
-scheduler Python wrote into C (rr and wrr as a period of answers, iphash and maglev as their
-table, lc and wlc as their backends, picked by the flows C counts: core/ahead.py) is opened
-by C as well, and reported as an event. Otherwise Python decides: a known flow goes through
-the TCP state table, then is rewritten; an unknown one may only be a SYN (without ACK) to a
-service, which schedules a backend, takes an SNAT port and inserts the flow; both sides
-open a flow the same way (tests/unit/test_ahead.py holds them to it, byte for byte).
-Anything else is counted by reason and dropped: pktswitch does not answer strays with
-RST, so a scan or a late packet gets the silence a firewall gives, and the counters say what
-happened.
+take_events before Python decides on the next packet). C opens every new flow too, from the
+program each service's scheduler is compiled into (core/ahead.py), and drops with a named
+reason what opens none (not a SYN, no service, the access list, no backend, a full table,
+no SNAT pair, a tuple in use): pktswitch does not answer strays with RST, so a scan or a
+late packet gets the silence a firewall gives, and the counters say what happened. Python
+decides only what C hands it, each counted by a named reason (stats: to_python): ICMP, and
+a SYN or RST on a known flow, which go through the TCP state table, then are rewritten.
 
 This module is the packet path; the rest of the switch is in parts, one concern a module
 (core/base.py names them): the events C reports, the services registry and reload, passive
@@ -36,24 +33,15 @@ from typing import Any
 
 from pktswitch._native import ffi, lib
 from pktswitch.core import icmp, packet
-from pktswitch.core.events import EVENT_BATCH, OPENED, Events
-from pktswitch.core.flows import (
-    DEFAULT_MAX_FLOWS,
-    STATES,
-    Flow,
-    FlowTable,
-    KeyBusy,
-    TableFull,
-)
+from pktswitch.core.events import EVENT_BATCH, Events
+from pktswitch.core.flows import DEFAULT_MAX_FLOWS, STATES, Flow, FlowTable
 from pktswitch.core.nat import DEFAULT_PORTS, SnatPool
 from pktswitch.core.passive import Passive
 from pktswitch.core.registry import MAX_WEIGHT, Registry
 from pktswitch.core.service import ServiceState, service_state
 from pktswitch.core.tcpstate import (
     ACK,
-    FIN,
     INPUT,
-    REUSABLE,
     RST,
     SYN,
     State,
@@ -106,17 +94,16 @@ class Switch(Events, Registry, Passive, Tracing, Views):
         self._next_sweep = 0.0
         self.table = FlowTable(max_flows, timeouts, seed, max_half_open)
         tab = self.table.tab
-        # C opens flows itself for the services it can schedule (core/ahead.py), taking SNAT
-        # pairs from the same pool; it knows at most PKS_SNAT_ADDRS SNAT addresses
+        # C opens every flow (core/ahead.py), taking SNAT pairs from the pool
         if mode == "fullnat":
             rc = lib.pks_table_set_snat(tab, self.pool.ptr, self._snat_ints, len(self.snat))
-            self._ahead_ok = rc == 0
         else:
-            self._ahead_ok = lib.pks_table_set_snat(tab, ffi.NULL, ffi.NULL, 0) == 0
+            rc = lib.pks_table_set_snat(tab, ffi.NULL, ffi.NULL, 0)
+        if rc != 0:
+            raise ValueError(f"at most {lib.PKS_SNAT_ADDRS} SNAT addresses, got {len(self.snat)}")
         self._endpoints: dict[int, int] = {}  # id(backend) -> its SNAT pool endpoint
         if lib.pks_table_set_hash_key(tab, HASH_KEY, len(HASH_KEY)) != 0:
             raise RuntimeError("the native table refused the schedulers' hash key")
-        tab.open_on = 1
         for svc in self.services:
             self._schedule_ahead(svc)
         self.buf = bytearray(MAX_PACKET)
@@ -171,16 +158,7 @@ class Switch(Events, Registry, Passive, Tracing, Views):
     def process(self, length: int, now: float) -> bool:
         """Decide on the packet in buf[:length]; True: write it back (rewritten)."""
         self.rx += 1
-        meta = self.meta
-        tab = self.table.tab
-        verdict = lib.pks_process(tab, self.bufp, length, now, meta, self.vnet)
-        if tab.ev_count:
-            self.take_events()
-        if verdict == packet.VERDICT_FAST:
-            self.fast += 1
-            self.forwarded += 1
-            return True
-        return self.decide(verdict, now)
+        return self._through_c(length, now)
 
     def count_fast(self, n: int) -> None:
         """Count n packets the native drain loop read and forwarded by itself."""
@@ -205,17 +183,17 @@ class Switch(Events, Registry, Passive, Tracing, Views):
             if meta.err == packet.ACL_DENIED:
                 self._by_vip[meta.daddr4, meta.dport].denied += 1
             return False
+        if meta.slow == packet.SLOW_EVENTS:
+            # C had no room in the event ring to say what it would do: with it emptied, it has
+            self.take_events()
+            return self._through_c(meta.hdr + meta.ip_len, now)
         if meta.slot < 0:
             if meta.key.proto == packet.PROTO_ICMP:
                 return self._icmp()
-            return self._new_flow(now)
+            # C leaves a new flow only when the switch is not set up for it: a bug
+            raise RuntimeError(f"C left a new flow to Python ({packet.SLOW_REASONS[meta.slow]})")
         flow = self.table.flow(meta.slot)
         flags = meta.tcp_flags
-        if meta.dir == INPUT and flags & (SYN | ACK | RST | FIN) == SYN and flow.state in REUSABLE:
-            # the client reused its port for a new connection: finish the old flow first
-            self.flows_reused += 1
-            self._expire(flow, now)
-            return self._new_flow(now)
         if flags & RST and meta.dir != INPUT and flow.synack_at < 0 and flow.service.health.passive:
             self._passive.append((flow.service, flow.backend, "RST in answer to a SYN"))
         if flags & SYN:
@@ -231,6 +209,18 @@ class Switch(Events, Registry, Passive, Tracing, Views):
         self.forwarded += 1
         return True
 
+    def _through_c(self, length: int, now: float) -> bool:
+        """The packet through C, then what C left of it through Python."""
+        tab = self.table.tab
+        verdict = lib.pks_process(tab, self.bufp, length, now, self.meta, self.vnet)
+        if tab.ev_count:
+            self.take_events()
+        if verdict == packet.VERDICT_FAST:
+            self.fast += 1
+            self.forwarded += 1
+            return True
+        return self.decide(verdict, now)
+
     def count_drop(self, reason: str) -> None:
         """Count a packet the I/O layer had to drop (e.g. the core raised on it)."""
         self.dropped[reason] += 1
@@ -239,57 +229,6 @@ class Switch(Events, Registry, Passive, Tracing, Views):
         self.last_drop = reason
         self.dropped[reason] += 1
         return False
-
-    def _new_flow(self, now: float) -> bool:
-        meta = self.meta
-        flags = meta.tcp_flags
-        if flags & (SYN | ACK | RST | FIN) != SYN:
-            return self._drop("no_flow")  # a mid-connection packet of a flow we do not know
-        dst, dport = meta.daddr4, meta.dport
-        svc = self._by_vip.get((dst, dport))
-        if svc is None:
-            return self._drop("no_service")
-        client, cport = meta.saddr4, meta.sport
-        if svc.acl is not None and not svc.acl.permits(client):
-            svc.denied += 1
-            return self._drop("acl_denied")
-        table = self.table
-        if table.full() and not table.half_open:
-            return self._drop("table_full")  # every place is an established (or closing) flow
-        picked = self._pick(svc, client.to_bytes(4, "big"), cport)
-        if picked is None:
-            return self._drop("no_backend")
-        backend, reason = picked
-        snat: tuple[int, int] | None = None
-        if self.mode == "fullnat":
-            self._endpoint(backend)
-            snat = self.pool.alloc(backend.endpoint, now)
-            if snat is None:
-                return self._drop("snat_exhausted")
-            to = (self._snat_ints[snat[0]], snat[1], backend.ip_int, backend.port)
-        else:
-            to = (client, cport, backend.ip_int, backend.port)
-        while table.half_open_full() or table.full():
-            # room, from the oldest half-open flows, once the SYN is sure to be taken: under
-            # a SYN flood the table turns over its half-open share and established flows keep
-            # their places (a loop: a reload may have lowered the limit)
-            oldest = table.oldest_half_open()
-            assert oldest is not None  # full() with none half-open was refused above
-            self.flows_evicted += 1
-            self._expire(oldest, now, counted=False)
-        try:
-            flow = table.open(self.bufp, meta, to, now, svc, backend, reason, snat)
-        except (TableFull, KeyBusy) as e:
-            if snat is not None:
-                self.pool.free(backend.endpoint, snat, now)
-            return self._drop("table_full" if isinstance(e, TableFull) else "tuple_busy")
-        backend.total += 1
-        self._created(now)
-        self.last_transition = OPENED  # the SYN: sNO -> sSR, set by open()
-        if svc.health.passive:
-            self._syn_watch.append((now + svc.health.syn_timeout, flow))
-        self.forwarded += 1
-        return True
 
     def _icmp(self) -> bool:
         """An ICMP packet (see core/icmp.py): an echo request to a VIP is answered, an error

@@ -19,7 +19,7 @@ class Views(SwitchBase):
         """The backend a new flow from client:cport would get now, and why: nothing is sent
         and nothing changes (Katran's simulator)."""
         svc = self.service(service)
-        picked = self._pick(svc, packet.ip_bytes(client), cport, peek=True)
+        picked = self._peek(svc, packet.ip_bytes(client), cport)
         if picked is None:
             return {"service": service, "backend": None, "reason": "no backend takes new flows"}
         b, reason = picked

@@ -18,19 +18,18 @@ The interface (all three take the service's current list of BackendState):
   so a spurious call is cheap); wrr restarts its smoothing; rr, lc and wlc keep nothing derived
   from the set and ignore it.
 
-Optional methods and attributes, with which a switch lets C open a service's flows
-(core/ahead.py):
+What a switch needs to compile a scheduler into the program C runs (core/ahead.py):
 
-- period(backends) -> int: rr and wrr only, whose answers never depend on the client: the
-  number of picks after which they repeat. The switch runs a copy (copy.copy) of the
-  scheduler for one period: so their pick must replace its state, never change it in place.
+- program: which one C runs, "rr", "wrr", "hash" (iphash, maglev), "lc", "wlc" or "lrt".
+- state(backends) -> list[int] and resume(backends, state): rr, wrr and lrt keep state
+  between picks (rr's turn, wrr's currents, lrt's random source). The switch writes it into
+  C with the program; C moves it on with every flow it opens, and the switch reads it back
+  into the scheduler (resume) before it changes the program or peeks.
 - table_for(backends): iphash and maglev, whose table C copies (and hashes the client as
   hash64 does).
-- least_loaded: "count" (lc) or "per weight" (wlc), which C runs itself on the flows it
-  counts per backend (native/pks_service.h, pks_load): it needs only the backends and their weights.
-- reason_for(backends, client, cport, slot, backend): the reason of a flow C opened for
-  iphash and maglev (`slot`: where the client hashed) and for lc and wlc, whose backends'
-  counts are, when the switch asks, what C's were when it picked.
+- reason_for(backends, client, cport, told, backend): the reason of a flow C opened, from
+  what C told of its pick (Told); lc's, wlc's and lrt's read the backends' counts, which
+  are, when the switch asks, what C's were when it picked.
 
 In a switch every weight or backend change goes through Switch.refresh or reconfigure, which
 tell the scheduler (update) and write C's copy again: C does not see a weight changed in
@@ -55,13 +54,22 @@ one; options come from the config.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from pktswitch.sched.pool import BackendState
 
 Picked = tuple[BackendState, str]
 
 ACTIVE_WEIGHT = 256  # lc/wlc: an ESTABLISHED flow weighs this many others (IPVS: active << 8)
+
+
+class Told(NamedTuple):
+    """What C tells of a pick it made (native/pks_flow.h, PKS_EV_OPEN), for the reason."""
+
+    value: int = 0  # rr: the member's index; wrr: its current; hashed: the client's slot;
+    # lrt: the other member's index
+    total: int = 0  # wrr: the total weight
+    rt: tuple[float | None, float | None] = (None, None)  # lrt: the chosen's and the other's
 
 
 class Scheduler(Protocol):

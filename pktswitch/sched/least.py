@@ -1,13 +1,13 @@
-"""The least-loaded schedulers: lc and wlc (IPVS), which C runs itself on the flows it counts
-per backend (native/pks_service.h, pks_load), and lrt (least response time by two random choices).
-These classes are the specification and the tests' oracle for C's picks."""
+"""The least-loaded schedulers: lc and wlc (IPVS), which C runs on the flows it counts per
+backend (native/pks_service.h, pks_load), and lrt (least response time by two random
+choices), which C runs on those counts and the response times the switch writes. These
+classes are the specification and the tests' oracle for C's picks."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 
-from pktswitch.sched.base import ACTIVE_WEIGHT, Picked
+from pktswitch.sched.base import ACTIVE_WEIGHT, Picked, Told
 from pktswitch.sched.pool import BackendState
 
 REASON_RIVALS = 3  # lc/wlc reasons name at most this many other backends, then "+N more"
@@ -37,8 +37,8 @@ class _Least:
     """What lc and wlc share: they keep nothing, so pick is peek; C runs them too."""
 
     name = ""
+    program = ""
     OPTIONS: tuple[str, ...] = ()
-    least_loaded = "count"  # C runs it too, comparing loads by count (lc) or "per weight" (wlc)
 
     def peek(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
         raise NotImplementedError
@@ -51,7 +51,7 @@ class _Least:
         backends: Sequence[BackendState],
         client: bytes,
         cport: int,
-        slot: int,
+        told: Told,
         b: BackendState,
     ) -> str:
         """The reason of a flow C gave `b`, from the counts C had when it picked (the
@@ -76,6 +76,7 @@ class LeastConnections(_Least):
     """
 
     name = "lc"
+    program = "lc"
 
     def peek(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
         # (overhead, place in the list): the least first, equals in list order
@@ -104,7 +105,7 @@ class WeightedLeastConnections(_Least):
     """
 
     name = "wlc"
-    least_loaded = "per weight"
+    program = "wlc"
 
     def peek(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
         loads = [overhead(b) for b in backends]
@@ -143,50 +144,99 @@ class WeightedLeastConnections(_Least):
         return picked, reason + (" (tie: first listed)" if tie else "")
 
 
+MASK64 = (1 << 64) - 1
+
+
+def splitmix64(state: int) -> tuple[int, int]:
+    """splitmix64 (Steele, Lea, Flood 2014): the next state and output, as C's (open.c)."""
+    state = (state + 0x9E3779B97F4A7C15) & MASK64
+    z = state
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return state, z ^ (z >> 31)
+
+
 class LeastResponseTime:
     """Least response time by the power of two choices (Mitzenmacher; Envoy, HAProxy random(2)).
 
-    Two backends are drawn at random and the one with the lower score takes the flow, score =
-    rt x (active + 1) / weight: the smoothed response time the switch measured (handshakes,
-    first responses, probes: see pool.py) scaled by the load it would carry. Drawing two keeps
-    a fast backend from taking every new flow at once, and a backend that has not been measured
-    yet scores 0, so it is tried. The random source is seeded: the same seed, the same choices.
+    Two backends with a weight are drawn at random and the second drawn takes the flow only if
+    its score is lower, score = rt x (active + 1) / weight: the smoothed response time the
+    switch measured (handshakes, first responses, probes: see pool.py) scaled by the load it
+    would carry. Drawing two keeps a fast backend from taking every new flow at once, and a
+    backend that has not been measured yet scores 0, so it is tried. The draw: with n
+    backends up, i = r1 % n and j = r2 % (n - 1), j moved past i, r1 and r2 the next outputs
+    of splitmix64 from the seed; C runs exactly this (native/open.c). Reason: "lrt: B 2.0ms*(1+1)/1
+    < A 9.0ms*(0+1)/1 (two random choices)".
     """
 
     name = "lrt"
+    program = "lrt"
     OPTIONS: tuple[str, ...] = ()
 
     def __init__(self, seed: int = 0x5EED) -> None:
-        self._rng = random.Random(seed)
+        self._state = seed & MASK64
 
     @staticmethod
-    def _score(b: BackendState) -> float:
-        return 0.0 if b.rt is None else b.rt * (b.active + 1) / b.weight
+    def _score(b: BackendState, rt: float | None) -> float:
+        return 0.0 if rt is None else rt * (b.active + 1) / b.weight
 
     @staticmethod
-    def _text(b: BackendState) -> str:
-        rt = "unmeasured" if b.rt is None else f"{b.rt * 1e3:.1f}ms"
-        return f"{b.name} {rt}*({b.active}+1)/{b.weight}"
+    def _text(b: BackendState, rt: float | None) -> str:
+        shown = "unmeasured" if rt is None else f"{rt * 1e3:.1f}ms"
+        return f"{b.name} {shown}*({b.active}+1)/{b.weight}"
 
-    def _choose(self, backends: Sequence[BackendState], rng: random.Random) -> Picked | None:
+    def _reason(
+        self, a: BackendState, rt_a: float | None, b: BackendState, rt_b: float | None
+    ) -> str:
+        if a is b:
+            return f"lrt: {a.name}, the only candidate"
+        op = "<" if self._score(a, rt_a) < self._score(b, rt_b) else "<="
+        return f"lrt: {self._text(a, rt_a)} {op} {self._text(b, rt_b)} (two random choices)"
+
+    def _choose(self, backends: Sequence[BackendState]) -> tuple[int, Picked] | None:
         up = [b for b in backends if b.weight > 0]
         if not up:
             return None
-        if len(up) == 1:
-            return up[0], f"lrt: {up[0].name}, the only candidate"
-        a, b = rng.sample(up, 2)
-        if self._score(b) < self._score(a):
-            a, b = b, a
-        op = "<" if self._score(a) < self._score(b) else "<="
-        return a, f"lrt: {self._text(a)} {op} {self._text(b)} (two random choices)"
+        state = self._state
+        a = b = up[0]
+        if len(up) > 1:
+            state, r1 = splitmix64(state)
+            state, r2 = splitmix64(state)
+            i, j = r1 % len(up), r2 % (len(up) - 1)
+            a, b = up[i], up[j + (j >= i)]
+            if self._score(b, b.rt) < self._score(a, a.rt):
+                a, b = b, a
+        return state, (a, self._reason(a, a.rt, b, b.rt))
 
     def pick(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
-        return self._choose(backends, self._rng)
+        chosen = self._choose(backends)
+        if chosen is None:
+            return None
+        self._state, picked = chosen
+        return picked
 
     def peek(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
-        twin = random.Random()
-        twin.setstate(self._rng.getstate())
-        return self._choose(backends, twin)
+        chosen = self._choose(backends)
+        return None if chosen is None else chosen[1]
 
     def update(self, backends: Sequence[BackendState]) -> None:
         pass
+
+    def state(self, backends: Sequence[BackendState]) -> list[int]:
+        """The random source's state, as C's int64_t holds it."""
+        return [self._state - (1 << 64) if self._state >> 63 else self._state]
+
+    def resume(self, backends: Sequence[BackendState], state: Sequence[int]) -> None:
+        self._state = state[0] & MASK64
+
+    def reason_for(
+        self,
+        backends: Sequence[BackendState],
+        client: bytes,
+        cport: int,
+        told: Told,
+        b: BackendState,
+    ) -> str:
+        """`b` won over backends[told.value], with the response times C had at its pick
+        and the counts C had then (the switch's when it applies the flow's OPEN event)."""
+        return self._reason(b, told.rt[0], backends[told.value], told.rt[1])

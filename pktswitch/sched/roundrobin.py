@@ -1,12 +1,13 @@
-"""The round robins, rr and wrr: answers that never depend on the client, so the switch
-writes one whole period of them into C (core/ahead.py), which hands them out in turn. These
-classes are the specification C's period is computed from, and the tests' oracle."""
+"""The round robins, rr and wrr: answers that never depend on the client, only on the
+scheduler's state (rr's turn, wrr's currents), which C keeps and moves on as it opens flows
+(native/open.c, PKS_PROG_RR and _WRR). These classes are the specification of what C runs,
+and the tests' oracle."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pktswitch.sched.base import Picked
+from pktswitch.sched.base import Picked, Told
 from pktswitch.sched.pool import BackendState
 
 
@@ -18,6 +19,7 @@ class RoundRobin:
     """
 
     name = "rr"
+    program = "rr"
     OPTIONS: tuple[str, ...] = ()
 
     def __init__(self) -> None:
@@ -48,9 +50,17 @@ class RoundRobin:
     def update(self, backends: Sequence[BackendState]) -> None:
         pass  # the turn is an index, kept modulo the list's length
 
-    def period(self, backends: Sequence[BackendState]) -> int:
-        """Picks after which the answers repeat: one turn of the backends taking flows."""
-        return sum(1 for b in backends if b.weight > 0)
+    def state(self, backends: Sequence[BackendState]) -> list[int]:
+        return [self._next]
+
+    def resume(self, backends: Sequence[BackendState], state: Sequence[int]) -> None:
+        (self._next,) = state
+
+    def reason_for(
+        self, backends: Sequence[BackendState], client: bytes, cport: int, told: Told,
+        b: BackendState,
+    ) -> str:  # fmt: skip
+        return self._answer(backends, told.value)[1]
 
 
 # ---------------------------------------------------------------------- weighted round robin
@@ -68,6 +78,7 @@ class SmoothWeightedRoundRobin:
     """
 
     name = "wrr"
+    program = "wrr"
     OPTIONS: tuple[str, ...] = ()
 
     def __init__(self) -> None:
@@ -92,7 +103,7 @@ class SmoothWeightedRoundRobin:
         if best < 0:
             return None
         b = backends[best]
-        reason = f"wrr: {b.name} current {current[best]} of total {total}"
+        reason = self._reason(b, current[best], total)
         current[best] -= total
         return sig, current, (b, reason)
 
@@ -112,7 +123,21 @@ class SmoothWeightedRoundRobin:
         if sig != self._sig:
             self._sig, self._current = sig, [0] * len(backends)
 
-    def period(self, backends: Sequence[BackendState]) -> int:
-        """Picks after which the answers repeat: the total weight (each backend has been
-        picked `weight` times and every current is back where it was)."""
-        return sum(b.weight for b in backends if b.weight > 0)
+    @staticmethod
+    def _reason(b: BackendState, current: int, total: int) -> str:
+        return f"wrr: {b.name} current {current} of total {total}"
+
+    def state(self, backends: Sequence[BackendState]) -> list[int]:
+        """The currents, or 0s when the weights or the set changed since the last pick."""
+        if tuple((b, b.weight) for b in backends) != self._sig:
+            return [0] * len(backends)
+        return list(self._current)
+
+    def resume(self, backends: Sequence[BackendState], state: Sequence[int]) -> None:
+        self._sig, self._current = tuple((b, b.weight) for b in backends), list(state)
+
+    def reason_for(
+        self, backends: Sequence[BackendState], client: bytes, cport: int, told: Told,
+        b: BackendState,
+    ) -> str:  # fmt: skip
+        return self._reason(b, told.value, told.total)

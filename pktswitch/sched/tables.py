@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pktswitch.sched import maglev
-from pktswitch.sched.base import Picked
+from pktswitch.sched.base import Picked, Told
 from pktswitch.sched.hashing import HASH_KEYS, flow_key, flow_text, hash64
 from pktswitch.sched.pool import BackendState
 
@@ -39,6 +39,7 @@ class _Table:
     """
 
     name = ""
+    program = "hash"
 
     def __init__(self, size: int, with_port: bool) -> None:
         self.size = size
@@ -102,11 +103,11 @@ class _Table:
         backends: Sequence[BackendState],
         client: bytes,
         cport: int,
-        slot: int,
+        told: Told,
         b: BackendState,
     ) -> str:
-        """The reason pick gives a client that hashed to `slot` and got `b`."""
-        return self._reason(flow_text(client, cport, self.with_port), slot, b)
+        """The reason pick gives a client that hashed to slot told.value and got `b`."""
+        return self._reason(flow_text(client, cport, self.with_port), told.value, b)
 
     def pick(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
         return self._lookup(backends, client, cport)

@@ -1,29 +1,16 @@
-"""C decides on every new flow it can: it opens it, or drops its packet with the reason
-Python's path would give; what it leaves to Python is counted by a named reason.
-
-Each test makes Python's own new-flow path fail loudly, so a test passes only when C took
-the decision itself."""
+"""C decides on every new flow: it opens it, or drops its packet with a named reason; what
+it leaves to Python (no new flow) is counted by a named reason too."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from scapy.layers.inet import IP, TCP
+from pktswitch._native import lib
+from scapy.layers.inet import ICMP, IP, TCP
 from test_switch import CLIENT, SNAT, VIP, Harness, service
 
 from pktswitch.core.acl import Acl
 from pktswitch.core.switch import Switch
 from pktswitch.core.tcpstate import State
-
-
-@pytest.fixture
-def c_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    def refuse(self: Switch, now: float) -> bool:
-        raise AssertionError("Python's new-flow path was taken")
-
-    monkeypatch.setattr(Switch, "_new_flow", refuse)
-    yield
 
 
 def stats(h: Harness) -> tuple[dict[str, int], dict[str, int], int, int]:
@@ -41,13 +28,13 @@ def stats(h: Harness) -> tuple[dict[str, int], dict[str, int], int, int]:
         (IP(src=CLIENT, dst="203.0.113.99") / TCP(sport=1, dport=80, flags="S"), "no_service"),
     ],
 )
-def test_c_drops_what_opens_no_flow_with_its_reason(c_only: None, pkt: IP, reason: str) -> None:
+def test_c_drops_what_opens_no_flow_with_its_reason(pkt: IP, reason: str) -> None:
     h = Harness()
     assert h.send(pkt) is None
     assert stats(h) == ({reason: 1}, {}, 0, 0)
 
 
-def test_c_refuses_a_client_the_access_list_denies(c_only: None) -> None:
+def test_c_refuses_a_client_the_access_list_denies() -> None:
     svc = service()
     svc.acl = Acl(allow=("198.51.100.0/24",), deny=("198.51.100.7/32",)).compile()
     sw = Switch([svc], snat=[SNAT], seed=1, snat_start=0)
@@ -60,7 +47,7 @@ def test_c_refuses_a_client_the_access_list_denies(c_only: None) -> None:
     assert s["flows_opened_in_c"] == 1
 
 
-def test_c_refuses_a_syn_no_backend_takes(c_only: None) -> None:
+def test_c_refuses_a_syn_no_backend_takes() -> None:
     h = Harness(names="AB")
     for name in "AB":
         h.sw.set_weight("web", name, 0, h.now)
@@ -72,14 +59,14 @@ def test_c_refuses_a_syn_no_backend_takes(c_only: None) -> None:
     assert stats(h) == ({"no_backend": 1}, {}, 1, 1)
 
 
-def test_c_counts_an_exhausted_snat_pool(c_only: None) -> None:
+def test_c_counts_an_exhausted_snat_pool() -> None:
     h = Harness(names="A", snat_ports=(2000, 2001))
     assert [h.client("S", sport=p) is not None for p in (1, 2, 3)] == [True, True, False]
     assert stats(h) == ({"snat_exhausted": 1}, {}, 2, 2)
     assert h.sw.stats(h.now)["snat_exhausted"] == 1
 
 
-def test_c_evicts_as_many_half_open_flows_as_a_lowered_limit_needs(c_only: None) -> None:
+def test_c_evicts_as_many_half_open_flows_as_a_lowered_limit_needs() -> None:
     h = Harness(max_flows=10, max_half_open=5)
     for sport in range(1, 6):
         assert h.client("S", sport=sport) is not None
@@ -92,7 +79,7 @@ def test_c_evicts_as_many_half_open_flows_as_a_lowered_limit_needs(c_only: None)
     assert sum(b["inactive"] for b in h.sw.backends(h.now)) == 2
 
 
-def test_c_opens_a_reused_port_when_the_table_is_full(c_only: None) -> None:
+def test_c_opens_a_reused_port_when_the_table_is_full() -> None:
     h = Harness(max_flows=2, timeouts={State.TIME_WAIT: 60})
     syn = h.handshake(sport=1)
     h.handshake(sport=2)
@@ -108,11 +95,36 @@ def test_c_opens_a_reused_port_when_the_table_is_full(c_only: None) -> None:
 
 
 def test_what_c_leaves_to_python_is_counted_by_reason() -> None:
-    h = Harness(scheduler="lrt")
-    assert h.client("S", sport=1) is not None  # lrt: Python schedules it
+    h = Harness()
+    syn = h.client("S", sport=1, seq=100)
+    assert syn is not None
+    assert h.client("S", sport=1, seq=100) is not None  # the SYN again: Python's state machine
+    assert h.backend(syn, "R", seq=0) is not None  # an RST too
+    ping = IP(src=CLIENT, dst=VIP) / ICMP(type=8, id=1, seq=1)
+    assert h.send(ping) is not None  # an echo request: Python answers it
     s = h.sw.stats(h.now)
-    assert (s["to_python"], s["flows_opened_in_c"], s["flows_created"]) == (
-        {"python_schedules": 1},
-        0,
-        1,
-    )
+    assert s["to_python"] == {"syn_or_rst": 2, "icmp": 1}
+    assert (s["flows_opened_in_c"], s["flows_created"]) == (1, 1)
+
+
+def test_a_switch_that_cannot_run_a_program_says_why() -> None:
+    svc = service("A")
+    svc.backends = svc.backends * (lib.PKS_MEMBERS_MAX + 1)
+    with pytest.raises(ValueError, match="at most 65536"):
+        Switch([svc], snat=[SNAT], seed=1, snat_start=0)
+
+
+def test_a_packet_c_has_no_event_room_for_goes_through_c_again_once_python_took_them() -> None:
+    h = Harness(max_flows=4096)
+    tab, sw = h.sw.table.tab, h.sw
+    sport = 0
+    while lib.PKS_EVENTS - tab.ev_count >= lib.PKS_EV_OPEN_ROOM:  # C opens, no one takes
+        sport += 1
+        raw = bytes(IP(src=CLIENT, dst=VIP) / TCP(sport=sport, dport=80, flags="S"))
+        sw.buf[: len(raw)] = raw
+        assert lib.pks_process(tab, sw.bufp, len(raw), h.now, sw.meta, 0) == lib.PKS_V_FAST
+    out = h.client("S", sport=sport + 1)  # no room to tell: Python takes the events, C opens
+    assert out is not None and tab.ev_count == 0
+    s = sw.stats(h.now)
+    assert s["to_python"] == {"event_ring_full": 1}
+    assert s["flows_opened_in_c"] == s["flows_created"] == s["flows"] == sport + 1

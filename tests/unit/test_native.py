@@ -599,7 +599,7 @@ def test_each_backend_s_flows_are_counted_wherever_their_state_changes() -> None
     assert (load(0), load(1), load(2)) == ((0, 0), (0, 0), (0, 0))
     # a flow of a backend beyond the counted ones is not counted (and overruns nothing)
     counted = bytes(ffi.buffer(t.bk_load, t.bk_load_cap * ffi.sizeof("pks_load")))
-    assert counted == bytes(len(counted))
+    assert all(load(b) == (0, 0) and t.bk_load[b].rt == -1 for b in range(t.bk_load_cap))
     assert lib.pks_table_insert(t, 5, k0, k1) == 0
     t.flows[5].backend = t.bk_load_cap
     assert lib.pks_flow_set_state(t, 5, State.ESTABLISHED, 1.0) == 0
@@ -607,25 +607,37 @@ def test_each_backend_s_flows_are_counted_wherever_their_state_changes() -> None
     assert bytes(ffi.buffer(t.bk_load, t.bk_load_cap * ffi.sizeof("pks_load"))) == counted
 
 
-def test_a_least_loaded_service_takes_only_counted_backends() -> None:
+def test_a_program_takes_only_counted_backends_and_its_own_state() -> None:
     t = new_table(16, 7)
     assert lib.pks_table_set_backends(t, 2) == 0
     members = ffi.new("pks_pick[]", 2)
     for i, m in enumerate(members):
         m.backend, m.addr, m.port, m.weight = i, 0xC0000201 + i, 8080, 1
     vip = 0xCB00710A
-    assert lib.pks_service_least(t, 7, vip, 80, members, 2, lib.PKS_LEAST_COUNT) == 0
-    assert (t.nsvc, t.svc[0].least, lib.pks_service_next(t, 7, 0)) == (1, 1, -1)
-    assert lib.pks_service_least(t, 7, vip, 80, members, 2, lib.PKS_LEAST_PER_WEIGHT) == 0
-    assert (t.nsvc, t.svc[0].least) == (1, 2)
-    assert lib.pks_service_least(t, 7, vip, 80, members, 0, lib.PKS_LEAST_COUNT) == -1
-    assert lib.pks_service_least(t, 7, vip, 80, members, 2, 3) == -1  # no such way
+    run, null = lib.pks_service_run, ffi.NULL
+    assert run(t, 7, vip, 80, lib.PKS_PROG_LC, members, 2, null, 0) == 0
+    assert (t.nsvc, t.svc[0].prog, t.svc[0].nstate) == (1, lib.PKS_PROG_LC, 0)
+    assert run(t, 7, vip, 80, lib.PKS_PROG_WLC, members, 2, null, 0) == 0
+    assert (t.nsvc, t.svc[0].prog) == (1, lib.PKS_PROG_WLC)
+    assert run(t, 7, vip, 80, lib.PKS_PROG_LC, members, 0, null, 0) == -1  # members needed
+    assert run(t, 7, vip, 80, 99, members, 2, null, 0) == -1  # no such program
+    wrr = ffi.new("int64_t[]", [5, -5])
+    assert run(t, 7, vip, 80, lib.PKS_PROG_WRR, members, 2, wrr, 1) == -1  # one current each
+    assert run(t, 7, vip, 80, lib.PKS_PROG_WRR, members, 2, wrr, 2) == 0
+    out = ffi.new("int64_t[]", 4)
+    assert lib.pks_service_state(t, 7, out, 4) == 2 and list(out[0:2]) == [5, -5]
+    assert lib.pks_service_state(t, 7, out, 1) == -1  # more than fits
+    rr = ffi.new("int64_t[]", [-1])
+    assert run(t, 7, vip, 80, lib.PKS_PROG_RR, members, 2, rr, 1) == -1  # a turn below 0
     members[1].backend = t.bk_load_cap  # a number C does not count
-    assert lib.pks_service_least(t, 8, vip, 81, members, 2, lib.PKS_LEAST_COUNT) == -1
-    assert t.nsvc == 1
-    # a period written over it makes it a round robin again
-    assert lib.pks_service_set(t, 7, vip, 80, members, 1, 0) == 0
-    assert (t.nsvc, t.svc[0].least, lib.pks_service_next(t, 7, 0)) == (1, 0, 0)
+    assert run(t, 8, vip, 81, lib.PKS_PROG_LC, members, 2, null, 0) == -1
+    assert t.nsvc == 1 and t.svc[0].prog == lib.PKS_PROG_WRR  # a refused program changes nothing
+    assert run(t, 8, vip, 81, lib.PKS_PROG_EMPTY, null, 0, null, 0) == 0
+    assert lib.pks_service_forget(t, 7) == 0 and lib.pks_service_forget(t, 7) == -1
+    assert (t.nsvc, t.svc[0].id, t.svc[0].prog) == (1, 8, lib.PKS_PROG_EMPTY)
+    assert lib.pks_backend_rt(t, 0, 0.25) == 0 and t.bk_load[0].rt == 0.25
+    assert lib.pks_backend_rt(t, 0, -0.5) == -1
+    assert lib.pks_backend_rt(t, t.bk_load_cap, 1.0) == -1
 
 
 def test_insert_errors_change_nothing() -> None:

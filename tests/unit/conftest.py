@@ -1,0 +1,31 @@
+"""Every switch a unit test builds is held, at the test's end, to C opening its flows: what it
+handed Python is only what it hands by design (core/packet.py, BY_DESIGN)."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from pktswitch.core import packet
+from pktswitch.core.switch import Switch
+
+
+@pytest.fixture(autouse=True)
+def c_opens_every_flow(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    built: list[weakref.ref[Switch]] = []
+    init = Switch.__init__
+
+    def tracked(self: Switch, *args: Any, **kw: Any) -> None:
+        init(self, *args, **kw)
+        built.append(weakref.ref(self))
+
+    monkeypatch.setattr(Switch, "__init__", tracked)
+    yield
+    for ref in built:
+        sw = ref()
+        if sw is not None:
+            handed = {k: n for k, n in sw.stats(0.0)["to_python"].items() if n}
+            assert set(handed) <= packet.BY_DESIGN, f"C handed Python {handed}"
