@@ -38,6 +38,8 @@ Variants:
   nft-nat          kernel nftables DNAT (numgen round robin) + SNAT
   haproxy          HAProxy `mode tcp`, one thread, bound on the VIP
   naive-tun        netns-lab/naive_tun.py: one read, dict lookup, struct checksums per packet
+  baseline         with --baseline DIR: pktswitch's default config run from DIR, another
+                   tree (a git worktree of an earlier commit), to compare commits side by side
 
 Pitfalls handled: HAProxy terminates TCP on the VIP and leaves TIME_WAIT sockets in the
 switch's namespace; TCP early demux would then attach a forwarded SYN that reuses a client
@@ -142,6 +144,21 @@ class PktSwitch(Variant):
 
     def pid(self) -> int | None:
         return self.sw.proc.pid if self.sw.proc else None
+
+
+class PktSwitchBaseline(PktSwitch):
+    """The default config on another tree's pktswitch (--baseline DIR: a git worktree of an
+    earlier commit, set up with its own tools/setup.sh), alternating with this tree's."""
+
+    name = "baseline"
+    exe = ""
+
+    def start(self) -> None:
+        snat = f"203.0.113.{1 + PktSwitch.runs % 9}"
+        PktSwitch.runs += 1
+        cfg = config_text(self.lab, offload=self.offload, snat=snat, scheduler=self.scheduler)
+        self.sw = Switch(self.lab, cfg, exe=self.exe)
+        self.sw.start()
 
 
 class PktSwitchNoOffload(PktSwitch):
@@ -256,6 +273,7 @@ VARIANTS: dict[str, type[Variant]] = {
     v.name: v
     for v in (PktSwitch, PktSwitchNoOffload, PktSwitchRps, PktSwitchWlc, NftNat, HAProxy, NaiveTun)
 }
+BASELINE = PktSwitchBaseline  # with --baseline only
 
 # -------------------------------------------------------------------------------- loads
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
@@ -442,8 +460,18 @@ def main() -> int:
     )  # fmt: skip
     ap.add_argument("--retries", type=int, default=RETRIES, help="more tries of a stolen load")
     ap.add_argument("--json", type=Path, help="also write the raw rows here")
+    ap.add_argument(
+        "--baseline", type=Path,
+        help="another tree (a worktree of an earlier commit, set up): variant `baseline`",
+    )  # fmt: skip
     args = ap.parse_args()
     names = [n for n in args.variants.split(",") if n]
+    if args.baseline is not None:
+        exe = args.baseline.resolve() / ".venv" / "bin" / "pktswitch"
+        if not exe.exists():
+            ap.error(f"--baseline: no {exe} (run tools/setup.sh in {args.baseline})")
+        BASELINE.exe = str(exe)
+        VARIANTS[BASELINE.name] = BASELINE
     unknown = set(names) - set(VARIANTS)
     if unknown:
         ap.error(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
