@@ -30,12 +30,16 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from pktswitch._native import ffi, lib
 from pktswitch.core.acl import CompiledAcl
+from pktswitch.core.cdata import CData
 from pktswitch.sched.base import Picked, Scheduler
 from pktswitch.sched.pool import BackendState
+
+if TYPE_CHECKING:
+    from pktswitch.core.flows import FlowTable
 
 PERIOD_MAX = lib.PKS_PERIOD_MAX
 # a least-loaded scheduler's way of comparing loads (its least_loaded), as C names it
@@ -57,7 +61,7 @@ class Ahead:
 
     __slots__ = ("_base", "_port", "_reasons", "_table", "_vip", "answers", "sid")
 
-    def __init__(self, table: Any, sid: int, vip: int, port: int) -> None:
+    def __init__(self, table: FlowTable, sid: int, vip: int, port: int) -> None:
         self._table = table  # core/flows.py's FlowTable
         self.sid = sid
         self.answers: list[Picked] = []
@@ -92,15 +96,16 @@ class Ahead:
         if n > PERIOD_MAX:
             return self.to_python()
         twin = copy.copy(scheduler)  # rr and wrr replace their state, never change it in place
-        answers = [twin.pick(backends, ANY_CLIENT, 0) for _ in range(n)]
-        if None in answers:
+        period_picks = [twin.pick(backends, ANY_CLIENT, 0) for _ in range(n)]
+        if None in period_picks:
             return self.empty()
+        answers = cast("list[Picked]", period_picks)  # (no pick is None: checked)
         table = self._table
         reasons = table.reasons
         held = {text: reasons.hold(text) for text in dict.fromkeys(r for _, r in answers)}
         picks = self._picks(
-            [b for b, _ in answers],  # type: ignore[misc]
-            [held[r] for _, r in answers],  # type: ignore[misc]
+            [b for b, _ in answers],
+            [held[r] for _, r in answers],
             known,
         )
         if lib.pks_service_set(table.tab, self.sid, vip, port, picks, n, 0) != 0:
@@ -108,7 +113,7 @@ class Ahead:
                 reasons.release(r)
             return self.to_python()
         self._release()
-        self.answers = answers  # type: ignore[assignment]
+        self.answers = answers
         self._reasons = list(held.values())
         self._base = 0
         return True
@@ -170,7 +175,7 @@ class Ahead:
         backends: list[BackendState],
         reasons: list[int],
         known: Callable[[BackendState], object] | None,
-    ) -> Any:
+    ) -> CData:
         """The backends (with their reason numbers) as C's pks_pick array."""
         picks = ffi.new("pks_pick[]", len(backends))
         for p, b, reason in zip(picks, backends, reasons, strict=True):
@@ -229,10 +234,10 @@ class Ahead:
 
     def pick(self) -> Picked:
         """The next answer, as C would take it (Python opens this flow)."""
-        return self.answers[lib.pks_service_next(self._table.tab, self.sid, 1)]
+        return self.answers[int(lib.pks_service_next(self._table.tab, self.sid, 1))]
 
     def peek(self) -> Picked:
-        return self.answers[lib.pks_service_next(self._table.tab, self.sid, 0)]
+        return self.answers[int(lib.pks_service_next(self._table.tab, self.sid, 0))]
 
     def catch_up(self, scheduler: Scheduler, backends: Sequence[BackendState]) -> None:
         """Move the Python scheduler on by the answers taken since the last call (or the

@@ -5,12 +5,16 @@ decides on any packet."""
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from pktswitch._native import ffi, lib
 from pktswitch.core.base import RATE_WINDOW, SwitchBase
+from pktswitch.core.cdata import CData
 from pktswitch.core.flows import STATES, Flow
 from pktswitch.core.tcpstate import State
+
+if TYPE_CHECKING:
+    from pktswitch.sched.base import PickedInC
 
 EVENT_BATCH = 256  # events moved out of the native ring per call (the switch's buffer)
 _CODES = {"uint8_t": "B", "uint16_t": "H", "uint32_t": "I", "uint64_t": "Q", "double": "d"}
@@ -114,7 +118,9 @@ class Events(SwitchBase):
             if c.used and c.gen == gen:  # (one C ended already has no reason to write)
                 k = c.key[0]
                 client = bytes(ffi.buffer(k.saddr, 4))
-                text = svc.scheduler.reason_for(svc.backends, client, k.sport, int(value), b)
+                text = cast("PickedInC", svc.scheduler).reason_for(
+                    svc.backends, client, k.sport, int(value), b
+                )
                 c.reason = table.reasons.hold(text)
         b.inactive += 1  # SYN_RECV
         self.last_transition = OPENED
@@ -149,7 +155,7 @@ class Events(SwitchBase):
         b.closed_bytes[1] += b1
         self.table.ended(slot, backend, was, reason, slot_taken)
 
-    def _synack(self, c: Any, now: float) -> None:
+    def _synack(self, c: CData, now: float) -> None:
         """The backend's SYN-ACK on the flow whose C record is c, seen by Python (C did not
         decide on it; C reports the first one it decides on as an event)."""
         if c.synack_at >= 0:

@@ -78,3 +78,17 @@ class Scheduler(Protocol):
     def update(self, backends: Sequence[BackendState]) -> None:
         """The backend set or a weight changed: rebuild whatever was derived from it."""
         ...
+
+
+class PickedInC(Protocol):
+    """A scheduler C runs itself (iphash, maglev, lc, wlc), which gives the reason of a flow
+    C opened (reason_for above)."""
+
+    def reason_for(
+        self,
+        backends: Sequence[BackendState],
+        client: bytes,
+        cport: int,
+        slot: int,
+        b: BackendState,
+    ) -> str: ...
