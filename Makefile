@@ -11,6 +11,7 @@ demo: setup
 lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/mypy
 
 # FUZZ_SECONDS bounds the fuzzing run that ends `make test` (0 skips it: for quick local runs)
 FUZZ_SECONDS ?= 60
