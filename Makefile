@@ -1,21 +1,29 @@
 # The two commands of README.md. Both run tools/setup.sh first, so a fresh Debian machine
 # needs nothing else (run them as root: the lab and the netns tests create namespaces).
-.PHONY: demo test setup lint fuzz bench bench-core
+# `make lint` and `make unit` need neither root nor apt: they set up the venv alone.
+.PHONY: demo test setup venv lint unit fuzz bench bench-core
 
 setup:
 	@tools/setup.sh
 
+venv:
+	@tools/setup.sh --venv-only
+
 demo: setup
 	.venv/bin/python netns-lab/demo.py $(ARGS)
 
-lint: setup
+lint: venv
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+
+unit: venv
+	.venv/bin/python -m pytest -p no:cacheprovider tests/unit $(ARGS)
 
 # FUZZ_SECONDS bounds the fuzzing run that ends `make test` (0 skips it: for quick local runs)
 FUZZ_SECONDS ?= 60
 
-test: lint
+test: setup lint
 	.venv/bin/python -m pytest -p no:cacheprovider $(ARGS)
 	@if [ "$(FUZZ_SECONDS)" != 0 ]; then tools/fuzz.sh $(FUZZ_SECONDS); fi
 

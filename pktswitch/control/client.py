@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 from pktswitch.control.protocol import COMMANDS, request
@@ -42,7 +42,9 @@ def _replies(path: str, cmd: str, timeout: float | None, args: dict[str, Any]) -
         s.close()
 
 
-def stream(path: str, cmd: str, timeout: float | None = None, **args: Any) -> Iterator[Any]:
+def stream(
+    path: str, cmd: str, timeout: float | None = None, **args: Any
+) -> Generator[Any, None, Any]:
     """Yield the events of a streaming command; its summary is the StopIteration value."""
     for reply in _replies(path, cmd, timeout, args):
         if "event" not in reply:

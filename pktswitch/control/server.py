@@ -8,6 +8,7 @@ MAX_BACKLOG, and none of them can hold up the datapath loop.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -129,7 +130,7 @@ class ControlServer:
         conn = _Conn(s)
         self.conns[s.fileno()] = conn
         fd = s.fileno()
-        self.loop.add_reader(fd, lambda ev, fd=fd: self._ready(fd, ev))
+        self.loop.add_reader(fd, functools.partial(self._ready, fd))
 
     def _drop(self, fd: int) -> None:
         conn = self.conns.pop(fd, None)
@@ -194,7 +195,7 @@ class ControlServer:
         assert self.loop is not None
         # while an answer is leaving, read nothing more from that client (backpressure)
         events = selectors.EVENT_WRITE if conn.outbuf else selectors.EVENT_READ
-        self.loop.set_events(fd, events, lambda ev, fd=fd: self._ready(fd, ev))
+        self.loop.set_events(fd, events, functools.partial(self._ready, fd))
 
     def _next_turn(self) -> float | None:
         """0 (at once) while a stream has events to move or a pipelined request waits: the
@@ -249,5 +250,5 @@ class ControlServer:
             log.exception("control command %r failed", cmd)
             return {"ok": False, "error": f"{cmd}: internal error: {type(e).__name__}"}
         if COMMANDS[cmd].stream:
-            return result  # type: ignore[no-any-return]
+            return result
         return {"ok": True, "result": result}

@@ -88,7 +88,7 @@ class TraceStream:
     def poll(self, limit: int) -> list[dict[str, Any]]:
         q = self.sub.queue
         offset = time.time() - self.clock()  # the switch's clock is monotonic
-        out = []
+        out: list[dict[str, Any]] = []
         while q and len(out) < limit:
             rec = q.popleft()
             self.sent += 1

@@ -19,12 +19,16 @@ before it is an event applied before that one). A service's access list goes wit
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from pktswitch._native import ffi, lib
 from pktswitch.core.acl import CompiledAcl
-from pktswitch.sched.base import Scheduler, Told
+from pktswitch.core.cdata import CData
+from pktswitch.sched.base import Hashed, Scheduler, Stateful, Told
 from pktswitch.sched.pool import BackendState
+
+if TYPE_CHECKING:
+    from pktswitch.core.flows import FlowTable
 
 MEMBERS_MAX = lib.PKS_MEMBERS_MAX
 PROGRAMS = {
@@ -43,7 +47,7 @@ class Ahead:
 
     __slots__ = ("_port", "_state", "_table", "_vip", "program", "sid")
 
-    def __init__(self, table: Any, sid: int, vip: int, port: int) -> None:
+    def __init__(self, table: FlowTable, sid: int, vip: int, port: int) -> None:
         self._table = table  # core/flows.py's FlowTable
         self.sid = sid
         self._vip, self._port = vip, port  # where the service is (host order)
@@ -60,20 +64,21 @@ class Ahead:
         flows: a program that refuses every SYN, no_backend). `known` is called for each
         backend C may send to (full NAT: C must know its SNAT queue). Raises ValueError
         when C refuses it (too many backends, no memory)."""
-        program: str = getattr(scheduler, "program", "")
+        program = scheduler.program
         if program not in PROGRAMS:
             raise ValueError(f"scheduler {scheduler.name!r} has no program C runs")
         if not any(b.weight > 0 for b in backends):
             return self._run(lib.PKS_PROG_EMPTY, "", [], None, [])
         if program == "hash":
-            members, slots = scheduler.table_for(backends)  # type: ignore[attr-defined]
+            hashed = cast(Hashed, scheduler)
+            members, slots = hashed.table_for(backends)
             cslots = ffi.new("uint32_t[]", [lib.PKS_NONE if i < 0 else i for i in slots])
             picks = self._picks(members, known)
-            with_port = int(getattr(scheduler, "with_port", False))
+            with_port = int(hashed.with_port)
             rc = lib.pks_service_hash(self._table.tab, self.sid, self._vip, self._port, picks,
                                       len(members), cslots, len(slots), with_port)  # fmt: skip
             return self._done(rc, "hash", len(members))
-        state: list[int] = scheduler.state(backends) if program in STATEFUL else []  # type: ignore[attr-defined]
+        state = cast(Stateful, scheduler).state(backends) if program in STATEFUL else []
         self._run(PROGRAMS[program], program, list(backends), known, state)
 
     def _run(
@@ -101,7 +106,7 @@ class Ahead:
 
     def _picks(
         self, backends: Sequence[BackendState], known: Callable[[BackendState], object] | None
-    ) -> Any:
+    ) -> CData:
         """The backends as C's pks_pick array (and their response times into C: a backend
         number may have been another backend's)."""
         picks = ffi.new("pks_pick[]", len(backends))
@@ -135,7 +140,7 @@ class Ahead:
             n = lib.pks_service_state(self._table.tab, self.sid, self._state, len(self._state))
             if n < 0:
                 raise RuntimeError(f"C has no program for service number {self.sid}")
-            scheduler.resume(backends, list(self._state[0:n]))  # type: ignore[attr-defined]
+            cast(Stateful, scheduler).resume(backends, list(self._state[0:n]))
 
     def told(self, value: float, data: bytes) -> Told:
         """What the OPEN event of a flow C opened for this service says of its pick."""

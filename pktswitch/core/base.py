@@ -9,14 +9,18 @@ API shows (views.py). Switch.__init__ sets every attribute declared here.
 from __future__ import annotations
 
 from collections import Counter, deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from pktswitch.core.cdata import CData
 from pktswitch.core.flows import Flow, FlowTable
 from pktswitch.core.nat import SnatPool
 from pktswitch.core.service import ServiceState
 from pktswitch.core.tcpstate import State
 from pktswitch.core.trace import Subscription
 from pktswitch.sched.pool import BackendState
+
+if TYPE_CHECKING:
+    from pktswitch.sched.base import Picked
 
 RATE_WINDOW = 10  # seconds over which "new flows per second" is averaged
 
@@ -37,10 +41,10 @@ class SwitchBase:
     table: FlowTable
     _endpoints: dict[int, int]
     buf: bytearray
-    bufp: Any  # the cffi pointer to buf, made once
-    meta: Any  # pks_meta *: what pks_process found in the packet
-    _events: Any
-    _event_bytes: Any
+    bufp: CData  # the cffi pointer to buf, made once
+    meta: CData  # pks_meta *: what pks_process found in the packet
+    _events: CData
+    _event_bytes: CData
     rx: int
     fast: int
     forwarded: int
@@ -52,8 +56,8 @@ class SwitchBase:
     flows_evicted: int
     icmp_echo_replies: int
     icmp_errors: list[int]
-    _quoted: Any
-    _nat: Any
+    _quoted: CData
+    _nat: CData
     _created_per_s: dict[int, int]
     last_drop: str
     last_transition: tuple[State, State] | None
@@ -70,5 +74,6 @@ class SwitchBase:
         def _endpoint(self, backend: BackendState) -> int: ...
         def _schedule_ahead(self, svc: ServiceState) -> None: ...
         def _set_services(self, services: list[ServiceState]) -> None: ...
-        def _peek(self, svc: ServiceState, client: bytes, cport: int) -> Any: ...
+        def _peek(self, svc: ServiceState, client: bytes, cport: int) -> Picked | None: ...
+        def service(self, name: str) -> ServiceState: ...
         def refresh(self, now: float, schedule: bool = True) -> list[str]: ...

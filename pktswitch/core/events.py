@@ -5,10 +5,10 @@ decides on any packet."""
 from __future__ import annotations
 
 import struct
-from typing import Any
 
 from pktswitch._native import ffi, lib
 from pktswitch.core.base import RATE_WINDOW, SwitchBase
+from pktswitch.core.cdata import CData
 from pktswitch.core.flows import STATES, Flow
 from pktswitch.core.tcpstate import State
 from pktswitch.sched.pool import BackendState
@@ -83,7 +83,8 @@ class Events(SwitchBase):
                 elif kind == EV_OPEN:
                     self._opened(slot, gen, backend, service, t, value, data)
                 elif kind in (EV_END, EV_EVICT):
-                    self._ended(was, backend, reason, *BYTES.unpack(data), kind == EV_EVICT)
+                    b0, b1 = BYTES.unpack(data)
+                    self._ended(was, backend, reason, b0, b1, kind == EV_EVICT)
                 elif kind == EV_SYNACK:  # (its flow may have ended since: the event says all)
                     self._answered(backend, to, value, t)
                 else:
@@ -144,7 +145,7 @@ class Events(SwitchBase):
         b.closed_bytes[1] += b1
         self.table.ended(backend, was, reason)
 
-    def _synack(self, c: Any, now: float) -> None:
+    def _synack(self, c: CData, now: float) -> None:
         """The backend's SYN-ACK on the flow whose C record is c, seen by Python (C did not
         decide on it; C reports the first one it decides on as an event)."""
         if c.synack_at >= 0:

@@ -25,11 +25,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from pktswitch._native import ffi, lib
+from pktswitch.core.cdata import CData
 from pktswitch.core.tcpstate import DEFAULT_TIMEOUTS, TRANSITIONS, Event, State
 from pktswitch.sched.base import ACTIVE_WEIGHT
+
+if TYPE_CHECKING:
+    from pktswitch.core.service import ServiceState
+    from pktswitch.sched.pool import BackendState
 
 # Size precedent: conntrack's nf_conntrack_max on a host with 4 GiB or more is 262144.
 DEFAULT_MAX_FLOWS = 262144
@@ -63,7 +68,7 @@ class Flow:
         return f"Flow(slot={self.slot}, gen={self.gen})"
 
     @property
-    def _c(self) -> Any:
+    def _c(self) -> CData:
         return self._table.tab.flows[self.slot]
 
     @property
@@ -72,11 +77,11 @@ class Flow:
         return bool(c.used) and c.gen == self.gen
 
     @property
-    def service(self) -> Any:  # the ServiceState it belongs to
+    def service(self) -> ServiceState:  # the one it belongs to
         return self._table.services[self._c.service]
 
     @property
-    def backend(self) -> Any:  # the BackendState chosen
+    def backend(self) -> BackendState:  # the one chosen
         return self._table.backends[self._c.backend]
 
     @property
@@ -100,7 +105,7 @@ class Flow:
 
     @property
     def state(self) -> State:
-        return STATES[self._c.state]
+        return STATES[int(self._c.state)]
 
     @property
     def timeout(self) -> float:  # kept as a C float: rounded back to what was configured
@@ -128,7 +133,10 @@ SYN_RECV = State.SYN_RECV
 ESTABLISHED = int(State.ESTABLISHED)  # compared with the plain ints of C's events
 
 
-class Registry:
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
     """Numbers for the objects flows refer to (services, backends), as the native table
     stores them (32-bit; C keeps backend numbers below PKS_NUMBER_MAX). An object keeps its
     number, and stays referenced here, until the switch forgets it: a service or backend a
@@ -136,22 +144,22 @@ class Registry:
     object, so the numbers in use are those of the live objects only."""
 
     def __init__(self, grown: Callable[[int], None] | None = None) -> None:
-        self._objs: list[Any] = []
+        self._objs: list[T] = []
         self._ids: dict[int, int] = {}  # id(obj) -> number; _objs keeps obj alive
         self._free: list[int] = []  # numbers of forgotten objects
         self._grown = grown  # told how many numbers there are, before a new one is used
 
-    def __getitem__(self, n: int) -> Any:
+    def __getitem__(self, n: int) -> T:
         return self._objs[n]
 
     def __len__(self) -> int:
         return len(self._ids)
 
-    def get(self, obj: Any) -> int | None:
+    def get(self, obj: T) -> int | None:
         """obj's number, None if it has none (without giving it one)."""
         return self._ids.get(id(obj))
 
-    def number(self, obj: Any) -> int:
+    def number(self, obj: T) -> int:
         n = self._ids.get(id(obj))
         if n is None:
             if self._free:
@@ -165,12 +173,12 @@ class Registry:
             self._ids[id(obj)] = n
         return n
 
-    def forget(self, obj: Any) -> None:
+    def forget(self, obj: T) -> None:
         """Let go of obj (if it has a number): no flow and nothing in C may refer to its
         number any more, which the next new object may take."""
         n = self._ids.pop(id(obj), None)
         if n is not None:
-            self._objs[n] = None
+            self._objs[n] = None  # type: ignore[assignment]  # a free number holds no object
             self._free.append(n)
 
 
@@ -252,8 +260,9 @@ class FlowTable:
         self.tab.max_half_open = max_half_open
         self.timeouts: dict[State, float] = {}
         self.set_timeouts(DEFAULT_TIMEOUTS if timeouts is None else timeouts)
-        self.services = Registry()
-        self.backends = Registry(self._backends_grown)  # C counts each one's flows
+        self.services: Registry[ServiceState] = Registry()
+        # C counts each backend's flows
+        self.backends: Registry[BackendState] = Registry(self._backends_grown)
         self.reasons = Reasons()
         self._expired = ffi.new("uint32_t[]", EXPIRE_BATCH)
 
@@ -304,7 +313,7 @@ class FlowTable:
         return Flow(self, slot)
 
     def full(self) -> bool:
-        return self.tab.count >= self.max_flows
+        return bool(self.tab.count >= self.max_flows)
 
     @property
     def half_open(self) -> int:
@@ -316,7 +325,7 @@ class FlowTable:
         return int(self.tab.half_open_peak)
 
     def half_open_full(self) -> bool:
-        return self.tab.half_open >= self.max_half_open
+        return bool(self.tab.half_open >= self.max_half_open)
 
     def oldest_half_open(self) -> Flow | None:
         slot = self.tab.ho_head
@@ -363,18 +372,18 @@ class FlowTable:
 
     # --------------------------------------------------------------- readings
     def last_seen(self, flow: Flow) -> float:
-        return self.tab.flows[flow.slot].last_seen
+        return float(self.tab.flows[flow.slot].last_seen)
 
     def expires_at(self, flow: Flow) -> float:
         c = self.tab.flows[flow.slot]
-        return c.last_seen + c.timeout
+        return float(c.last_seen + c.timeout)
 
     def counters(self, flow: Flow) -> tuple[int, int, int, int]:
         """(packets in, bytes in, packets out, bytes out); in = from the client."""
         f = self.tab.flows[flow.slot]
         return f.pkts[0], f.bytes[0], f.pkts[1], f.bytes[1]
 
-    def native(self, flow: Flow) -> Any:
+    def native(self, flow: Flow) -> CData:
         return self.tab.flows[flow.slot]
 
     # ----------------------------------------------------------------- expiry

@@ -21,9 +21,8 @@ that are no VIP, errors quoting something that is no TCP packet or no known flow
 
 from __future__ import annotations
 
-from typing import Any
-
 from pktswitch._native import lib
+from pktswitch.core.cdata import CData
 from pktswitch.core.packet import fold
 
 ECHO_REPLY = 0
@@ -40,13 +39,13 @@ TCP_CSUM_END = 18  # quoted TCP bytes that include its checksum field
 REPLY_TTL = 64  # Linux's default ip_default_ttl for the echo replies the switch originates
 
 
-def _csum16(buf: Any, ptr: Any, off: int, end: int, field: int) -> None:
+def _csum16(buf: bytearray, ptr: CData, off: int, end: int, field: int) -> None:
     """Recompute the Internet checksum of buf[off:end] into the 16-bit field at `field`."""
     buf[field : field + 2] = b"\0\0"
     buf[field : field + 2] = lib.pks_csum(ptr + off, end - off, 0).to_bytes(2, "big")
 
 
-def echo_reply(buf: bytearray, ptr: Any, ip: int, l4: int, end: int) -> None:
+def echo_reply(buf: bytearray, ptr: CData, ip: int, l4: int, end: int) -> None:
     """Turn the echo request at buf[ip:end] into its reply, in place."""
     buf[ip + 12 : ip + 16], buf[ip + 16 : ip + 20] = buf[ip + 16 : ip + 20], buf[ip + 12 : ip + 16]
     buf[ip + 8] = REPLY_TTL
@@ -76,7 +75,7 @@ def quoted_tcp(buf: bytearray, l4: int, end: int) -> tuple[bytes, int, bytes, in
 
 def translate_error(
     buf: bytearray,
-    ptr: Any,
+    ptr: CData,
     ip: int,
     l4: int,
     end: int,

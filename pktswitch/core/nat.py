@@ -27,9 +27,9 @@ old order.
 from __future__ import annotations
 
 import random
-from typing import Any
 
 from pktswitch._native import ffi, lib
+from pktswitch.core.cdata import CData
 
 # Linux net.ipv4.tcp_fin_timeout / TCP_TIMEWAIT_LEN: how long a backend keeps TIME_WAIT.
 BACKEND_TIME_WAIT = float(lib.PKS_TIME_WAIT)
@@ -106,7 +106,7 @@ class SnatPool:
         if rc != 0:
             raise RuntimeError(f"SNAT pool: {pair} freed toward {backend} but not in use")
 
-    def _queue(self, backend: object) -> Any:
+    def _queue(self, backend: object) -> CData | None:
         ep = self._endpoints.get(backend)
         return None if ep is None else self.ptr.q[ep]
 

@@ -12,6 +12,7 @@ import ipaddress
 from typing import Any
 
 from pktswitch._native import ffi, lib
+from pktswitch.core.cdata import CData
 
 VERDICT_SLOW = lib.PKS_V_SLOW
 VERDICT_FAST = lib.PKS_V_FAST
@@ -60,12 +61,12 @@ def ip_bytes(ip: str) -> bytes:
     return ipaddress.IPv4Address(ip).packed
 
 
-def ip_str(addr: Any) -> str:
+def ip_str(addr: CData) -> str:
     """The IPv4 address held in the first 4 bytes of a C 16-byte address field."""
     return str(ipaddress.IPv4Address(bytes(ffi.buffer(addr, 4))))
 
 
-def summary(meta: Any) -> str:
+def summary(meta: CData) -> str:
     """One line in scapy's style: 'TCP 198.51.100.2:40312 > 203.0.113.10:80 S'."""
     k = meta.key
     return (

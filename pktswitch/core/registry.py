@@ -4,7 +4,7 @@ removed backends and services once their last flow has ended."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pktswitch._native import lib
 from pktswitch.core.ahead import Ahead
@@ -13,6 +13,10 @@ from pktswitch.core.service import NO_HEALTH, ServiceState, service_state, spec_
 from pktswitch.sched.health_policy import effective_weight, state_name
 from pktswitch.sched.pool import BackendState
 from pktswitch.sched.registry import make
+
+if TYPE_CHECKING:
+    from pktswitch.control.config_schema import Config, Service
+    from pktswitch.sched.base import Picked
 
 MAX_WEIGHT = 65535  # ipvsadm: weights 0..65535; 0 takes no new flows
 
@@ -45,7 +49,7 @@ class Registry(SwitchBase):
         svc.ahead.write(svc.scheduler, svc.backends, known)
         svc.ahead.write_acl(svc.acl)
 
-    def _peek(self, svc: ServiceState, client: bytes, cport: int) -> Any:
+    def _peek(self, svc: ServiceState, client: bytes, cport: int) -> Picked | None:
         """The backend C would give a new flow of the client now, and why: the scheduler,
         moved to where C's program is."""
         if svc.ahead is not None:
@@ -103,7 +107,7 @@ class Registry(SwitchBase):
             "flows": b.active + b.inactive,
         }
 
-    def reconfigure(self, cfg: Any, now: float) -> list[str]:
+    def reconfigure(self, cfg: Config, now: float) -> list[str]:
         """Apply a re-read config (control/config.py's Config) without touching a flow:
         services and backends are matched by name (a backend by name and address); a
         matched one keeps its counters, health and flows and takes the new weight, scheduler,
@@ -112,6 +116,7 @@ class Registry(SwitchBase):
         needs a restart (control/config.py: restart_keys) must be refused before this.
         Returns what changed, one line each."""
         changes: list[str] = []
+        svc: ServiceState | None  # (None: a service the config adds)
         self.take_events()  # the reasons of flows C opened are written from the old programs
         for svc in self.services:  # before any scheduler, weight or backend changes
             if svc.ahead is not None:
@@ -150,8 +155,9 @@ class Registry(SwitchBase):
         self._let_go()  # (removed here with no flow: said above already)
         return changes
 
-    def _reconfigure_service(self, svc: ServiceState, spec: Any) -> list[str]:
+    def _reconfigure_service(self, svc: ServiceState, spec: Service) -> list[str]:
         changes = []
+        b: BackendState | None  # (None: a backend the config adds)
         n = svc.name
         sched_spec = (spec.scheduler, tuple(spec.options))
         if sched_spec != svc.sched_spec:

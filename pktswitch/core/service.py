@@ -4,7 +4,7 @@ access list, and its program in C (core/ahead.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pktswitch.core import packet
 from pktswitch.core.acl import CompiledAcl
@@ -13,6 +13,9 @@ from pktswitch.sched.base import Scheduler
 from pktswitch.sched.health_policy import HealthPolicy
 from pktswitch.sched.pool import BackendState
 from pktswitch.sched.registry import make
+
+if TYPE_CHECKING:
+    from pktswitch.control.config_schema import Service
 
 NO_HEALTH = HealthPolicy(check="none", passive=False)
 
@@ -28,7 +31,7 @@ class ServiceState:
     acl: CompiledAcl | None = None  # None: every client may connect
     denied: int = 0  # SYNs refused by the acl
     # the scheduler as configured: its name and options, to tell what a reload changes
-    sched_spec: tuple[str, tuple[tuple[str, Any], ...]] = ("", ())
+    sched_spec: tuple[str, tuple[tuple[str, object], ...]] = ("", ())
     # backends a reload removed: no new flows, kept until their last flow ends
     retired: list[BackendState] = field(default_factory=list)
     vip_bytes: bytes = b""
@@ -42,7 +45,7 @@ class ServiceState:
             self.sched_spec = (self.scheduler.name, ())
 
 
-def service_state(s: Any) -> ServiceState:
+def service_state(s: Service) -> ServiceState:
     """A service of the config (control/config.py's Service) as the switch runs it."""
     return ServiceState(
         name=s.name,
@@ -56,6 +59,6 @@ def service_state(s: Any) -> ServiceState:
     )
 
 
-def spec_text(sched_spec: tuple[str, tuple[tuple[str, Any], ...]]) -> str:
+def spec_text(sched_spec: tuple[str, tuple[tuple[str, object], ...]]) -> str:
     name, options = sched_spec
     return " ".join([name, *(f"{k}={v}" for k, v in options)])

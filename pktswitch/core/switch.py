@@ -29,7 +29,7 @@ Two NAT modes:
 from __future__ import annotations
 
 from collections import Counter, deque
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pktswitch._native import ffi, lib
 from pktswitch.core import icmp, packet
@@ -52,6 +52,9 @@ from pktswitch.core.tracing import Tracing
 from pktswitch.core.views import Views
 from pktswitch.sched.hashing import HASH_KEY
 from pktswitch.sched.pool import BackendState
+
+if TYPE_CHECKING:
+    from pktswitch.control.config_schema import Config
 
 __all__ = ["MAX_WEIGHT", "MODES", "ServiceState", "Switch"]  # (the config checks against them)
 
@@ -135,7 +138,7 @@ class Switch(Events, Registry, Passive, Tracing, Views):
         self._passive: list[tuple[ServiceState, BackendState, str]] = []
 
     @classmethod
-    def from_config(cls, cfg: Any, seed: int | None = None) -> Switch:
+    def from_config(cls, cfg: Config, seed: int | None = None) -> Switch:
         services = [service_state(s) for s in cfg.services]
         sw = cfg.switch
         return cls(

@@ -129,7 +129,9 @@ def rps_targets(setting: str | tuple[int, ...], online: str = ONLINE_CPUS) -> tu
         except (OSError, ValueError):  # no sysfs here: the CPUs Python counts
             cpus = tuple(range(os.cpu_count() or 1))
         return cpus if len(cpus) > 1 else ()
-    return tuple(setting)
+    if isinstance(setting, str):
+        raise ValueError(f"rps_cpus: {setting!r} is neither off, all nor a list of CPUs")
+    return setting
 
 
 class TunDevice:

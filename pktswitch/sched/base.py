@@ -74,6 +74,7 @@ class Told(NamedTuple):
 
 class Scheduler(Protocol):
     name: str
+    program: str  # the program C runs for it (core/ahead.py)
 
     def pick(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
         """Schedule a new flow: the backend and why, or None if no backend takes new flows."""
@@ -86,3 +87,31 @@ class Scheduler(Protocol):
     def update(self, backends: Sequence[BackendState]) -> None:
         """The backend set or a weight changed: rebuild whatever was derived from it."""
         ...
+
+    def reason_for(
+        self,
+        backends: Sequence[BackendState],
+        client: bytes,
+        cport: int,
+        told: Told,
+        b: BackendState,
+    ) -> str:
+        """The reason of a flow C opened on b, from what C told of the pick."""
+        ...
+
+
+class Stateful(Scheduler, Protocol):
+    """rr, wrr, lrt: state kept between picks, which C moves on (core/ahead.py)."""
+
+    def state(self, backends: Sequence[BackendState]) -> list[int]: ...
+    def resume(self, backends: Sequence[BackendState], state: Sequence[int]) -> None: ...
+
+
+class Hashed(Scheduler, Protocol):
+    """iphash, maglev: a table C copies."""
+
+    with_port: bool
+
+    def table_for(
+        self, backends: Sequence[BackendState]
+    ) -> tuple[list[BackendState], list[int]]: ...
