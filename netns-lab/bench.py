@@ -33,7 +33,8 @@ Variants:
   pktswitch        full NAT, TUN offloads on (the default config)
   pktswitch-nooff  the same with `offload = false`
   pktswitch-rps    the same with `rps_cpus = "all"`: the kernel's work on each packet the
-                   switch writes is queued to a CPU chosen by the flow's hash (see README)
+                   switch writes is queued to a CPU chosen by the flow's hash (see
+                   docs/architecture.md)
   pktswitch-wlc    the same with the web service's scheduler `wlc` (rr otherwise)
   nft-nat          kernel nftables DNAT (numgen round robin) + SNAT
   haproxy          HAProxy `mode tcp`, one thread, bound on the VIP

@@ -105,8 +105,8 @@ class Key:
 
 
 def _quoted(words: Any) -> str:
-    words = sorted(words)
-    return ", ".join(f'"{w}"' for w in words[:-1]) + f' or "{words[-1]}"'
+    words = [f'"{w}"' for w in sorted(words)]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + f" or {words[-1]}"
 
 
 def _option_defaults(option: str) -> str:

@@ -356,10 +356,3 @@ def test_backend_weight_changes_new_flows_only(live: Running) -> None:
     assert flows[0]["backend"] == "A"  # the flow that was there before stays
     r = run(main, ["backend", "set", "web/Z", "--weight", "1", "-s", live.path])
     assert r.exit_code == 1 and "has no backend 'Z' (backends: A, B, C)" in r.output
-
-
-def test_readme_shows_the_state_table_the_code_runs_on() -> None:
-    from pktswitch.core.tcpstate import render
-
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert render() in readme
