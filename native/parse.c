@@ -5,11 +5,11 @@ static const char *const err_names[PKS_E_COUNT] = {
     "ok", "short", "ip_version", "ihl", "total_length", "ip_checksum",
     "fragment", "protocol", "l4_short", "tcp_data_offset", "vnet_header",
     "no_flow", "no_service", "acl_denied", "no_backend", "table_full", "snat_exhausted",
-    "tuple_busy",
+    "tuple_busy", "icmp_checksum", "icmp_other", "icmp_malformed", "icmp_no_flow",
 };
 
 static const char *const slow_names[PKS_SLOW_COUNT] = {
-    "icmp", "syn_or_rst", "not_fast", "no_state_grid", "event_ring_full", "no_hash_key",
+    "syn_or_rst", "not_fast", "no_state_grid", "event_ring_full", "no_hash_key",
     "no_snat_endpoint", "no_memory", "family",
 };
 

@@ -27,20 +27,24 @@
 #define PKS_E_TABLE_FULL 15     /* the table is full and no half-open flow can make room */
 #define PKS_E_SNAT 16           /* every SNAT pair toward the backend is in use */
 #define PKS_E_TUPLE 17          /* the new flow's keys belong to another flow already */
-#define PKS_E_COUNT 18
+#define PKS_E_ICMP_CHECKSUM 18  /* ICMP: the message's checksum is wrong */
+#define PKS_E_ICMP_OTHER 19     /* ICMP: a type the switch does not handle, an echo request
+                                   to no VIP */
+#define PKS_E_ICMP_MALFORMED 20 /* ICMP: an error that quotes no TCP packet in full enough */
+#define PKS_E_ICMP_NO_FLOW 21   /* ICMP: an error about no known flow */
+#define PKS_E_COUNT 22
 
 /* why C left a packet to Python (meta->slow with PKS_V_SLOW; names in pks_slow_name(); each
  * counted in the table's slow[]) */
-#define PKS_SLOW_ICMP 0         /* ICMP: echo requests and errors about a flow are Python's */
-#define PKS_SLOW_SYN_RST 1      /* a SYN or RST on a known flow (Python's state machine) */
-#define PKS_SLOW_NOT_FAST 2     /* a flow C may not decide on by itself */
-#define PKS_SLOW_NO_GRID 3      /* no state grid loaded */
-#define PKS_SLOW_EVENTS 4       /* the event ring has no room for what C would tell */
-#define PKS_SLOW_NO_KEY 5       /* a hashed service, and no hash key */
-#define PKS_SLOW_NO_ENDPOINT 6  /* a backend whose SNAT queue C does not know */
-#define PKS_SLOW_NO_MEMORY 7    /* no memory for the flow's timer */
-#define PKS_SLOW_FAMILY 8       /* an address family C does not open flows for */
-#define PKS_SLOW_COUNT 9
+#define PKS_SLOW_SYN_RST 0      /* a SYN or RST on a known flow (Python's state machine) */
+#define PKS_SLOW_NOT_FAST 1     /* a flow C may not decide on by itself */
+#define PKS_SLOW_NO_GRID 2      /* no state grid loaded */
+#define PKS_SLOW_EVENTS 3       /* the event ring has no room for what C would tell */
+#define PKS_SLOW_NO_KEY 4       /* a hashed service, and no hash key */
+#define PKS_SLOW_NO_ENDPOINT 5  /* a backend whose SNAT queue C does not know */
+#define PKS_SLOW_NO_MEMORY 6    /* no memory for the flow's timer */
+#define PKS_SLOW_FAMILY 7       /* an address family C does not open flows for */
+#define PKS_SLOW_COUNT 8
 
 /* virtio_net_hdr (include/uapi/linux/virtio_net.h): what a TUN device opened with IFF_VNET_HDR
  * puts before each packet. NEEDS_CSUM: the TCP checksum field holds only the pseudo-header sum

@@ -49,6 +49,9 @@ typedef struct {
     uint64_t hash_state[8]; /* BLAKE2b's state after the hashing schedulers' key block */
     uint32_t hash_key_len;  /* 0: no key set (C opens no hashed flow) */
     uint64_t opened;    /* flows C opened */
+    uint64_t icmp_echo_replies; /* echo requests to a VIP, answered */
+    uint64_t icmp_errors[2]; /* errors about a flow translated, by the way they went: [0]
+                                toward the backend, [1] toward the client */
     uint64_t slow[PKS_SLOW_COUNT]; /* packets left to Python, by why (PKS_SLOW_*) */
 } pks_table;
 

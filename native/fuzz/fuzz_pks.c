@@ -29,7 +29,10 @@
  *             the free stack holds exactly the unused slots; pks_process counts and rewrites the packet exactly when the model
  *             says it must, and leaves the buffer alone otherwise; with a state grid loaded
  *             (half the inputs) it moves a fast flow's state by the grid on FIN and ACK and
- *             times the first response, each reported as exactly the event the model expects.
+ *             times the first response, each reported as exactly the event the model expects;
+ *             an ICMP error about a flow (the model inserts one its quote is about) comes out
+ *             with valid checksums, quoting the packet as the flow's other way sees it, and
+ *             any other ICMP is dropped with an icmp_* reason, the buffer untouched.
  *   opens   - with the packet's service running a program (rr, wrr, lrt with their state, a
  *             hash table with empty slots, lc, wlc), a small SNAT pool and half-open limit
  *             (drive_opens): SYNs from other client ports, state changes, expiry, removals,
@@ -423,6 +426,25 @@ static void do_flow_for(model *md, uint32_t slot, const pks_meta *m, const pks_n
 
 /* --------------------------------------------------------------- packet path */
 
+/* the key of the TCP packet an ICMP error quotes (at q, len bytes), reversed: the key of
+ * the flow's packets the error is about. 0 when no such packet is quoted in full enough. */
+static int quote_key(const uint8_t *q, uint32_t len, pks_key *k)
+{
+    if (len < 20 || q[0] >> 4 != 4)
+        return 0;
+    uint32_t ihl = (uint32_t)(q[0] & 0x0f) * 4;
+    if (ihl < 20 || len < ihl + 8 || q[9] != PKS_PROTO_TCP)
+        return 0;
+    memset(k, 0, sizeof *k);
+    k->family = 4;
+    k->proto = PKS_PROTO_TCP;
+    memcpy(k->saddr, q + 16, 4);
+    memcpy(k->daddr, q + 12, 4);
+    k->sport = get16(q + ihl + 2);
+    k->dport = get16(q + ihl);
+    return 1;
+}
+
 static void run_process(model *md, const uint8_t *data, size_t size, const pks_meta *m, int vnet)
 {
     uint8_t *buf = malloc(size);
@@ -440,9 +462,38 @@ static void run_process(model *md, const uint8_t *data, size_t size, const pks_m
         return;
     }
     int64_t e = model_find(md, &m->key);
-    if (m->key.proto != PKS_PROTO_TCP) {        /* ICMP: Python's, untouched */
-        CHECK(v == PKS_V_SLOW && pm.err == PKS_OK && pm.slot == -1);
-        CHECK(memcmp(buf, data, size) == 0);
+    if (m->key.proto != PKS_PROTO_TCP) {        /* ICMP: dropped with its reason, or an
+                                                   error about a flow translated (this table
+                                                   has no VIP to answer echoes for) */
+        CHECK(pm.slot == -1 && (v == PKS_V_DROP || v == PKS_V_FAST));
+        if (v == PKS_V_DROP) {
+            CHECK(pm.err >= PKS_E_ICMP_CHECKSUM && pm.err <= PKS_E_ICMP_NO_FLOW);
+            CHECK(memcmp(buf, data, size) == 0);
+        } else {
+            const uint8_t *ip = buf + m->hdr, *quote = ip + m->l4_off + 8;
+            uint32_t ihl = m->l4_off, qihl = (uint32_t)(quote[0] & 0x0f) * 4;
+            CHECK(m->icmp_type != 8);
+            CHECK(pks_csum(ip, ihl, 0) == 0 && pks_csum(quote, qihl, 0) == 0);
+            CHECK(pks_csum(ip + ihl, m->ip_len - ihl, 0) == 0);
+            CHECK(memcmp(buf, data, m->hdr + 10) == 0);  /* all before the IP checksum */
+            CHECK(memcmp(buf + m->hdr + m->ip_len, data + m->hdr + m->ip_len,
+                         size - m->hdr - m->ip_len) == 0);  /* and all past the packet */
+            /* the error was about a packet the flow's way `w` rewrote (its quote, reversed,
+             * is key[w]); its quote now is that packet as it arrived, a packet of the other
+             * way (key[!w]) */
+            const uint8_t *was = data + m->hdr + m->l4_off + 8;
+            pks_key before, after;
+            CHECK(quote_key(was, m->ip_len - m->l4_off - 8, &before));
+            memset(&after, 0, sizeof after);
+            after.family = 4;
+            after.proto = PKS_PROTO_TCP;
+            memcpy(after.saddr, quote + 12, 4);
+            memcpy(after.daddr, quote + 16, 4);
+            after.sport = get16(quote + qihl);
+            after.dport = get16(quote + qihl + 2);
+            int64_t e0 = model_find(md, &before), e1 = model_find(md, &after);
+            CHECK(e0 >= 0 && e1 == (e0 ^ 1));
+        }
         free(buf);
         return;
     }
@@ -627,7 +678,11 @@ static void drive_table(const uint8_t *data, size_t size, const pks_meta *m, int
         const uint8_t *op = data + size - 3 * (i + 1);
         uint8_t code = op[0] & 3, arg = op[0] >> 2, a = op[1], b = op[2];
         pks_key k0, k1;
-        if (code == 3 && (m->err != PKS_OK || m->key.proto != PKS_PROTO_TCP))
+        pks_key quoted;             /* an ICMP error's quoted TCP packet, reversed */
+        int icmp_quote = m->err == PKS_OK && m->key.proto == PKS_PROTO_ICMP
+                         && quote_key(data + m->hdr + m->l4_off + 8,
+                                      m->ip_len - m->l4_off - 8, &quoted);
+        if (code == 3 && (m->err != PKS_OK || (m->key.proto != PKS_PROTO_TCP && !icmp_quote)))
             code = 0;
         switch (code) {
         case 0: /* insert two small keys; slots 8..15 are out of range */
@@ -655,7 +710,16 @@ static void drive_table(const uint8_t *data, size_t size, const pks_meta *m, int
             if (m->err == PKS_OK)
                 check_key(&md, &m->key);
             break;
-        case 3: { /* a flow holding the packet's key: opened by it, or inserted in direction a & 1 */
+        case 3: { /* a flow holding the packet's key: opened by it, or inserted in direction a & 1;
+                   * for an ICMP error, a flow its quote is about */
+            if (icmp_quote) {
+                small_key(b, &k1);
+                if (a & 1)
+                    do_insert(&md, arg & 7, &k1, &quoted, (uint8_t)(a >> 1 & 1));
+                else
+                    do_insert(&md, arg & 7, &quoted, &k1, (uint8_t)(a >> 1 & 1));
+                break;
+            }
             pks_nat to;
             make_nat(data, size, (uint32_t)(2 * i + 1), &to);
             small_key(b, &k1);

@@ -32,7 +32,6 @@ class SwitchBase:
     services: list[ServiceState]
     retired_services: list[ServiceState]  # removed by a reload, flows left
     _by_vip: dict[tuple[int, int], ServiceState]
-    _vip_addrs: frozenset[int]
     snat: list[str]
     _snat_ints: list[int]
     pool: SnatPool
@@ -54,10 +53,6 @@ class SwitchBase:
     flows_reused: int
     flows_reset: int
     flows_evicted: int
-    icmp_echo_replies: int
-    icmp_errors: list[int]
-    _quoted: CData
-    _nat: CData
     _created_per_s: dict[int, int]
     last_drop: str
     last_transition: tuple[State, State] | None

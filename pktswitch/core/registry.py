@@ -25,7 +25,6 @@ class Registry(SwitchBase):
     def _set_services(self, services: list[ServiceState]) -> None:
         self.services = services
         self._by_vip = {(int.from_bytes(s.vip_bytes, "big"), s.port): s for s in services}
-        self._vip_addrs = frozenset(addr for addr, _ in self._by_vip)
 
     def _endpoint(self, backend: BackendState) -> int:
         """The backend's queue in the SNAT pool, known to C too (C frees the pair of a flow

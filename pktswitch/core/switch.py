@@ -13,8 +13,9 @@ program each service's scheduler is compiled into (core/ahead.py), and drops wit
 reason what opens none (not a SYN, no service, the access list, no backend, a full table,
 no SNAT pair, a tuple in use): pktswitch does not answer strays with RST, so a scan or a
 late packet gets the silence a firewall gives, and the counters say what happened. Python
-decides only what C hands it, each counted by a named reason (stats: to_python): ICMP, and
-a SYN or RST on a known flow, which go through the TCP state table, then are rewritten.
+decides only what C hands it, each counted by a named reason (stats: to_python): a SYN or RST
+on a known flow, which goes through the TCP state table, then is rewritten. ICMP is C's too
+(native/icmp.c): echo replies for the VIPs, errors about a flow translated.
 
 This module is the packet path; the rest of the switch is in parts, one concern a module
 (core/base.py names them): the events C reports, the services registry and reload, passive
@@ -32,7 +33,7 @@ from collections import Counter, deque
 from typing import TYPE_CHECKING
 
 from pktswitch._native import ffi, lib
-from pktswitch.core import icmp, packet
+from pktswitch.core import packet
 from pktswitch.core.events import EVENT_BATCH, Events
 from pktswitch.core.flows import DEFAULT_MAX_FLOWS, STATES, Flow, FlowTable
 from pktswitch.core.nat import DEFAULT_PORTS, SnatPool
@@ -124,10 +125,6 @@ class Switch(Events, Registry, Passive, Tracing, Views):
         self.flows_reused = 0  # SYNs that replaced a TIME_WAIT/CLOSE flow
         self.flows_reset = 0  # flows ended by the switch (their backend went down)
         self.flows_evicted = 0  # half-open flows ended early to make room for a new SYN
-        self.icmp_echo_replies = 0
-        self.icmp_errors = [0, 0]  # errors about a flow, translated: [to backend, to client]
-        self._quoted = ffi.new("pks_key *")  # the flow key an ICMP error is about
-        self._nat = ffi.new("pks_nat *")  # and what its direction is rewritten to
         self._created_per_s: dict[int, int] = {}  # whole second -> flows created in it
         # what the last packet did, for tracing: set only on the paths that change them
         self.last_drop = ""
@@ -191,8 +188,6 @@ class Switch(Events, Registry, Passive, Tracing, Views):
             self.take_events()
             return self._through_c(meta.hdr + meta.ip_len, now)
         if meta.slot < 0:
-            if meta.key.proto == packet.PROTO_ICMP:
-                return self._icmp()
             # C leaves a new flow only when the switch is not set up for it: a bug
             raise RuntimeError(f"C left a new flow to Python ({packet.SLOW_REASONS[meta.slow]})")
         flow = self.table.flow(meta.slot)
@@ -232,55 +227,6 @@ class Switch(Events, Registry, Passive, Tracing, Views):
         self.last_drop = reason
         self.dropped[reason] += 1
         return False
-
-    def _icmp(self) -> bool:
-        """An ICMP packet (see core/icmp.py): an echo request to a VIP is answered, an error
-        about a flow is translated toward the flow's other side; the rest is dropped."""
-        meta, buf, ptr = self.meta, self.buf, self.bufp
-        ip = meta.hdr
-        l4, end = ip + meta.l4_off, ip + meta.ip_len
-        if lib.pks_csum(ptr + l4, end - l4, 0) != 0:
-            return self._drop("icmp_checksum")
-        kind = meta.icmp_type
-        if kind == icmp.ECHO_REQUEST and meta.daddr4 in self._vip_addrs:
-            icmp.echo_reply(buf, ptr, ip, l4, end)
-            self.icmp_echo_replies += 1
-            self.forwarded += 1
-            return True
-        if kind not in icmp.ERRORS:
-            return self._drop("icmp_other")
-        quoted = icmp.quoted_tcp(buf, l4, end)
-        if quoted is None:
-            return self._drop("icmp_malformed")
-        qsrc, qsport, qdst, qdport = quoted
-        # the quoted packet went out of the switch; the flow knows its answer's key
-        k = self._quoted
-        k.family, k.proto, k.sport, k.dport = 4, 6, qdport, qsport
-        ffi.memmove(k.saddr, qdst, 4)
-        ffi.memmove(k.daddr, qsrc, 4)
-        e = lib.pks_table_lookup(self.table.tab, k)
-        if e < 0:
-            return self._drop("icmp_no_flow")
-        way = e & 1  # the error travels like a packet of this direction
-        nat = self._nat
-        lib.pks_flow_nat(self.table.tab, e >> 1, way, nat)
-        saddr, daddr = bytes(ffi.buffer(nat.saddr, 4)), bytes(ffi.buffer(nat.daddr, 4))
-        # nat mode keeps the sender of an error from the client side (the backend routes
-        # back through the switch anyway); otherwise it speaks for the VIP or SNAT address
-        keep_sender = self.mode == "nat" and way == 0
-        icmp.translate_error(
-            buf,
-            ptr,
-            ip,
-            l4,
-            end,
-            (None if keep_sender else saddr, daddr),
-            (daddr, nat.dport),
-            (saddr, nat.sport),
-        )
-        self.icmp_errors[way] += 1
-        self.forwarded += 1
-        return True
 
     # ------------------------------------------------------------------- timers
     def next_due(self) -> float | None:

@@ -105,6 +105,7 @@ class Views(SwitchBase):
         return n / RATE_WINDOW
 
     def stats(self, now: float) -> dict[str, Any]:
+        tab = self.table.tab
         return {
             "mode": self.mode,
             "offload": bool(self.vnet),
@@ -130,10 +131,10 @@ class Views(SwitchBase):
             "flows_reused": self.flows_reused,
             "flows_reset": self.flows_reset,
             "flows_evicted": self.flows_evicted,
-            "icmp_echo_replies": self.icmp_echo_replies,
+            "icmp_echo_replies": int(tab.icmp_echo_replies),
             "icmp_errors_translated": {
-                "to_backend": self.icmp_errors[0],
-                "to_client": self.icmp_errors[1],
+                "to_backend": int(tab.icmp_errors[0]),
+                "to_client": int(tab.icmp_errors[1]),
             },
             "acl_denied": {s.name: s.denied for s in self.services if s.acl is not None},
             "snat_exhausted": self.pool.exhausted,

@@ -1,0 +1,132 @@
+/* ICMP at the switch: echo replies for the VIPs, and errors about a flow translated through it.
+ *
+ * A VIP lives nowhere but in the switch, so the switch answers pings to it (a client's first
+ * question is "is it up?"). ICMP errors matter more: an error quotes the IP header and at
+ * least the first 8 bytes (the ports) of the packet that caused it (RFC 792, RFC 1812
+ * 4.3.2.3). When that packet belongs to a switched flow, the error must reach the other side
+ * as if the switch were not there, or path MTU discovery breaks (the "fragmentation needed"
+ * of RFC 1191) and refused connections hang until they time out instead of failing at once.
+ *
+ * So an error from the backend side about SNAT:sport > backend:bport goes to the client, with
+ * the quoted packet turned back into client:cport > VIP:vport and the outer header VIP >
+ * client; one from the client side about VIP:vport > client:cport goes to the backend,
+ * quoting backend:bport > SNAT:sport. That is IPVS's ip_vs_nat_icmp() in both directions. In
+ * nat mode an error from the client side keeps its sender (the backend routes back through
+ * the switch anyway). The quoted IP header's checksum is recomputed; the quoted TCP checksum
+ * is adjusted when the quote reaches it (18 bytes of TCP; with the minimum 8 there is no
+ * checksum to fix); the ICMP checksum is recomputed over the message. Lengths never change.
+ *
+ * Everything else that is ICMP is dropped with its reason: a bad checksum, other types, echo
+ * requests to addresses that are no VIP, errors quoting something that is no TCP packet or no
+ * known flow. */
+#include "pks_internal.h"
+
+#define ICMP_ECHO_REPLY 0
+#define ICMP_ECHO_REQUEST 8
+#define ICMP_HEADER 8       /* type, code, checksum, 4 bytes that depend on the type */
+#define QUOTED_L4 8         /* the bytes of the transport header an error must quote at least */
+#define TCP_CSUM_END 18     /* quoted TCP bytes that include its checksum field */
+#define REPLY_TTL 64        /* Linux's default ip_default_ttl, for the replies the switch sends */
+
+static int is_error(uint8_t type)
+{
+    return type == 3 || type == 4 || type == 11 || type == 12; /* unreachable, quench, time
+                                                                  exceeded, parameter problem */
+}
+
+/* the Internet checksum of buf[off:end] into the 16-bit field at `field` */
+static void csum_into(uint8_t *buf, uint32_t off, uint32_t end, uint32_t field)
+{
+    wr16(buf + field, 0);
+    wr16(buf + field, pks_csum(buf + off, end - off, 0));
+}
+
+static int is_vip(const pks_table *t, uint32_t addr)
+{
+    for (uint32_t i = 0; i < t->nsvc; i++)
+        if (t->svc[i].vip == addr)
+            return 1;
+    return 0;
+}
+
+static void echo_reply(uint8_t *buf, uint32_t ip, uint32_t l4, uint32_t end)
+{
+    uint8_t a[4];
+    memcpy(a, buf + ip + 12, 4);
+    memmove(buf + ip + 12, buf + ip + 16, 4);
+    memcpy(buf + ip + 16, a, 4);
+    buf[ip + 8] = REPLY_TTL;
+    csum_into(buf, ip, l4, ip + 10);
+    buf[l4] = ICMP_ECHO_REPLY;
+    buf[l4 + 1] = 0;
+    csum_into(buf, l4, end, l4 + 2);
+}
+
+/* the error's quoted packet and outer header rewritten as the flow's direction `way` is
+ * (n, from pks_flow_nat): the quote is a packet of the other direction, so its source becomes
+ * n's daddr:dport and its destination n's saddr:sport; the outer header speaks for n's saddr
+ * (unless keep_sender) toward n's daddr */
+static void translate(uint8_t *buf, uint32_t ip, uint32_t l4, uint32_t end, const pks_nat *n,
+                      int keep_sender)
+{
+    uint32_t q = l4 + ICMP_HEADER, th = q + (uint32_t)(buf[q] & 0x0f) * 4;
+    uint8_t old[12], new[12];
+    memcpy(old, buf + q + 12, 8);
+    memcpy(old + 8, buf + th, 4);
+    memcpy(new, n->daddr, 4);                  /* the quote's source */
+    memcpy(new + 4, n->saddr, 4);              /* and destination */
+    wr16(new + 8, n->dport);
+    wr16(new + 10, n->sport);
+    memcpy(buf + q + 12, new, 8);
+    memcpy(buf + th, new + 8, 4);
+    csum_into(buf, q, th, q + 10);
+    if (end - th >= TCP_CSUM_END) {             /* RFC 1624: pseudo-header and ports changed */
+        uint32_t s = (uint16_t)~rd16(buf + th + 16);
+        for (uint32_t i = 0; i < sizeof old; i += 2)
+            s += (uint16_t)~rd16(old + i) + rd16(new + i);
+        wr16(buf + th + 16, (uint16_t)~fold(s));
+    }
+    if (!keep_sender)
+        memcpy(buf + ip + 12, n->saddr, 4);
+    memcpy(buf + ip + 16, n->daddr, 4);
+    csum_into(buf, ip, l4, ip + 10);
+    csum_into(buf, l4, end, l4 + 2);
+}
+
+int native_icmp(pks_table *t, uint8_t *buf, pks_meta *m)
+{
+    uint32_t ip = m->hdr, l4 = ip + m->l4_off, end = ip + m->ip_len;
+    if (pks_csum(buf + l4, end - l4, 0) != 0)
+        return drop_exit(m, PKS_E_ICMP_CHECKSUM);
+    if (m->icmp_type == ICMP_ECHO_REQUEST && is_vip(t, m->daddr4)) {
+        echo_reply(buf, ip, l4, end);
+        t->icmp_echo_replies++;
+        return PKS_V_FAST;
+    }
+    if (!is_error(m->icmp_type))
+        return drop_exit(m, PKS_E_ICMP_OTHER);
+    uint32_t q = l4 + ICMP_HEADER;              /* the quoted packet: IPv4, TCP, its ports */
+    if (end - q < 20 || buf[q] >> 4 != 4)
+        return drop_exit(m, PKS_E_ICMP_MALFORMED);
+    uint32_t ihl = (uint32_t)(buf[q] & 0x0f) * 4;
+    if (ihl < 20 || end - q < ihl + QUOTED_L4 || buf[q + 9] != PKS_PROTO_TCP)
+        return drop_exit(m, PKS_E_ICMP_MALFORMED);
+    /* the quoted packet went out of the switch; the flow knows its answer's key */
+    pks_key k;
+    memset(&k, 0, sizeof k);
+    k.family = 4;
+    k.proto = PKS_PROTO_TCP;
+    memcpy(k.saddr, buf + q + 16, 4);
+    memcpy(k.daddr, buf + q + 12, 4);
+    k.sport = rd16(buf + q + ihl + 2);
+    k.dport = rd16(buf + q + ihl);
+    int64_t e = pks_table_lookup(t, &k);
+    if (e < 0)
+        return drop_exit(m, PKS_E_ICMP_NO_FLOW);
+    uint8_t way = (uint8_t)(e & 1);             /* the error travels as a packet of this way */
+    pks_nat n;
+    pks_flow_nat(t, (uint32_t)(e >> 1), way, &n);
+    translate(buf, ip, l4, end, &n, !t->snat && way == 0);
+    t->icmp_errors[way]++;
+    return PKS_V_FAST;
+}
