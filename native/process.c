@@ -19,6 +19,10 @@ int pks_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *
         return native_open(t, buf, m, now, PKS_NONE);
     m->slot = (int32_t)(e >> 1);
     m->dir = (uint8_t)(e & 1);
+    if (PKS_EVENTS - t->ev_count < 3)       /* no room to tell Python what it did: nothing is
+                                               done, and Python, once it took the events,
+                                               hands the packet back (core/switch.py) */
+        return slow_exit(t, m, PKS_SLOW_EVENTS);
     pks_flow *f = &t->flows[m->slot];
     if (m->dir == 0 && (f->state == PKS_S_TIME_WAIT || f->state == PKS_S_CLOSE)
         && (m->tcp_flags & (PKS_TCP_SYN | PKS_TCP_ACK | PKS_TCP_RST | PKS_TCP_FIN))
@@ -55,8 +59,6 @@ int pks_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *
         return slow_exit(t, m, PKS_SLOW_NOT_FAST);
     if ((flags & stop) && !synack)
         return slow_exit(t, m, t->has_trans ? PKS_SLOW_SYN_RST : PKS_SLOW_NO_GRID);
-    if (PKS_EVENTS - t->ev_count < 3)       /* no room to tell Python: it decides itself */
-        return slow_exit(t, m, PKS_SLOW_EVENTS);
     if (t->has_trans && f->state < PKS_STATES) {    /* SYN > FIN > ACK, as tcpstate.event_of */
         int ev = (flags & PKS_TCP_SYN) ? 0 : (flags & PKS_TCP_FIN) ? 1
                  : (flags & PKS_TCP_ACK) ? 2 : -1;

@@ -115,7 +115,7 @@ def test_a_switch_that_cannot_run_a_program_says_why() -> None:
 
 
 def test_a_packet_c_has_no_event_room_for_goes_through_c_again_once_python_took_them() -> None:
-    h = Harness(max_flows=4096)
+    h = Harness(max_flows=4096, max_half_open=4096)  # no eviction: every flow stays
     tab, sw = h.sw.table.tab, h.sw
     sport = 0
     while lib.PKS_EVENTS - tab.ev_count >= lib.PKS_EV_OPEN_ROOM:  # C opens, no one takes
@@ -128,3 +128,12 @@ def test_a_packet_c_has_no_event_room_for_goes_through_c_again_once_python_took_
     s = sw.stats(h.now)
     assert s["to_python"] == {"event_ring_full": 1}
     assert s["flows_opened_in_c"] == s["flows_created"] == s["flows"] == sport + 1
+    # a known flow's packet with the ring full again: counted once, when C takes it again
+    while lib.PKS_EVENTS - tab.ev_count >= 3:
+        sport += 2
+        raw = bytes(IP(src=CLIENT, dst=VIP) / TCP(sport=sport, dport=80, flags="S"))
+        sw.buf[: len(raw)] = raw
+        assert lib.pks_process(tab, sw.bufp, len(raw), h.now, sw.meta, 0) == lib.PKS_V_FAST
+    assert h.client("A", sport=1, seq=1, ack=1) is not None
+    assert sw.stats(h.now)["to_python"] == {"event_ring_full": 2}
+    assert (h.flow(1)["packets_in"], h.flow(1)["packets_out"]) == (2, 0)
