@@ -176,12 +176,14 @@ def test_rps_hands_what_the_switch_writes_to_the_named_cpus(lab: Lab) -> None:
         assert _received_rps(first) > before
 
 
-def _bad_checksums(pcap: Path) -> tuple[int, int]:
-    """(packets, packets whose IP or TCP checksum differs from scapy's recomputation)."""
+def _bad_checksums(pcap: Path) -> tuple[int, int, list[str]]:
+    """(packets, packets whose IP or TCP checksum differs from scapy's recomputation, the
+    first few of those described)."""
     from scapy.layers.inet import IP, TCP
     from scapy.utils import PcapReader
 
     n = bad = 0
+    seen: list[str] = []
     with PcapReader(str(pcap)) as reader:
         for frame in reader:
             ip = frame[IP]
@@ -190,8 +192,16 @@ def _bad_checksums(pcap: Path) -> tuple[int, int]:
             del fresh[TCP].chksum
             fresh = IP(bytes(fresh))
             n += 1
-            bad += (fresh.chksum, fresh[TCP].chksum) != (ip.chksum, ip[TCP].chksum)
-    return n, bad
+            if (fresh.chksum, fresh[TCP].chksum) != (ip.chksum, ip[TCP].chksum):
+                bad += 1
+                if len(seen) < 5:
+                    t = ip[TCP]
+                    seen.append(
+                        f"#{n} {ip.src}:{t.sport} > {ip.dst}:{t.dport} {t.flags} seq {t.seq} "
+                        f"len {ip.len} ip {ip.chksum:#06x}/{fresh.chksum:#06x} "
+                        f"tcp {t.chksum:#06x}/{fresh[TCP].chksum:#06x}"
+                    )
+    return n, bad, seen
 
 
 @pytest.mark.parametrize(
@@ -216,9 +226,9 @@ def test_iperf3_10s_with_zero_bad_checksums_at_the_backend(
             pcap = cap.stop()
         end = json.loads(r.stdout)["end"]
         assert end["sum_received"]["bytes"] >= 10 * 20e6 / 8 * 0.9
-        n, bad = _bad_checksums(pcap)
+        n, bad, seen = _bad_checksums(pcap)
         assert n > 1000, f"only {n} packets captured"
-        assert bad == 0, f"{bad} of {n} packets arrived at backend A with a wrong checksum"
+        assert bad == 0, f"{bad} of {n} packets arrived at backend A with a wrong checksum: {seen}"
         (service,) = {r["service"] for r in sw.flows()}
         assert service == "bulk"
         largest = sw.stats()["largest_read_bytes"]
