@@ -72,6 +72,28 @@ int pks_flow_set_state(pks_table *t, uint32_t slot, uint8_t state, double now)
     return flow_state(t, slot, state, now);
 }
 
+/* slot, free, leaves the free slots: fresh ones before it join the list */
+static void take_free(pks_table *t, uint32_t slot)
+{
+    if (slot >= t->fresh) {
+        for (uint32_t i = t->fresh; i < slot; i++) {
+            t->flows[i].next = t->free_head;
+            t->free_head = i;
+        }
+        t->fresh = slot + 1;
+        return;
+    }
+    uint32_t *link = &t->free_head;             /* (the first one at once: C takes it) */
+    while (*link != slot)
+        link = &t->flows[*link].next;
+    *link = t->flows[slot].next;
+}
+
+uint32_t free_slot(const pks_table *t)
+{
+    return t->free_head != PKS_NONE ? t->free_head : t->fresh;
+}
+
 int pks_table_insert(pks_table *t, uint32_t slot, const pks_key *k0, const pks_key *k1)
 {
     if (slot >= t->nslots || t->flows[slot].used)
@@ -79,6 +101,7 @@ int pks_table_insert(pks_table *t, uint32_t slot, const pks_key *k0, const pks_k
     if (pks_table_lookup(t, k0) >= 0 || pks_table_lookup(t, k1) >= 0
         || memcmp(k0, k1, sizeof *k0) == 0)
         return -1;
+    take_free(t, slot);
     pks_flow *f = &t->flows[slot];
     uint32_t gen = f->gen;
     memset(f, 0, sizeof *f);
@@ -91,9 +114,6 @@ int pks_table_insert(pks_table *t, uint32_t slot, const pks_key *k0, const pks_k
     index_put(t, slot << 1);
     index_put(t, slot << 1 | 1);
     t->count++;
-    uint32_t at = t->free_at[slot], last = t->free_slots[--t->nfree];   /* off the stack */
-    t->free_slots[at] = last;
-    t->free_at[last] = at;
     return 0;
 }
 
@@ -132,8 +152,8 @@ int pks_table_remove(pks_table *t, uint32_t slot)
     memset(f, 0, sizeof *f);
     f->gen = gen;
     t->count--;
-    t->free_at[slot] = t->nfree;
-    t->free_slots[t->nfree++] = slot;
+    f->next = t->free_head;                     /* first in the free list */
+    t->free_head = slot;
     heap_compact(t);
     return 0;
 }

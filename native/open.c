@@ -280,7 +280,7 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
                                  + o->snat_addr, now);
         pks_table_remove(t, v);
     }
-    uint32_t slot = t->free_slots[t->nfree - 1];    /* there is room: the count is below
+    uint32_t slot = free_slot(t);               /* there is room: the count is below
                                                        nslots after the evictions */
     pks_table_insert(t, slot, &m->key, &k1);    /* checked above: cannot fail */
     take(s, &c);
@@ -293,7 +293,7 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
     f->syns = 1;
     f->service = s->id;
     f->backend = pick->backend;
-    f->reason = PKS_NONE;   /* Python writes it, applying the OPEN event */
+    f->reason = pick->reason;   /* PKS_NONE: Python writes it, applying the OPEN event */
     if (pair >= 0) {
         f->has_snat = 1;
         f->snat_addr = (uint16_t)(pair % t->snat->naddrs);

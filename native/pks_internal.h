@@ -48,6 +48,7 @@ static inline int drop_exit(pks_meta *m, int why)
 /* offered by one source file to the others */
 /* flows.c */
 PKS_HIDDEN int flow_state(pks_table *t, uint32_t slot, uint8_t state, double now);
+PKS_HIDDEN uint32_t free_slot(const pks_table *t);
 PKS_HIDDEN void key_reverse(const pks_key *k, pks_nat *n);
 PKS_HIDDEN void put4(uint8_t *p, uint32_t v);
 /* hash.c */

@@ -15,6 +15,9 @@
  * it drops with a named reason (PKS_E_NO_SERVICE ... PKS_E_TUPLE). */
 typedef struct {
     uint32_t backend;   /* Python's backend number */
+    uint32_t reason;    /* the reason a flow given this member gets, when it names nothing but
+                           the member (rr; Python holds it for the program's life); else
+                           PKS_NONE: Python writes it, applying the OPEN event */
     uint32_t addr;      /* the backend's IPv4 address, host order */
     uint16_t port;      /* (its SNAT pool queue is the table's bk_ep[backend]) */
     uint16_t weight;    /* its weight now: 0 takes no new flows */

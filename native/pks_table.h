@@ -33,10 +33,10 @@ typedef struct {
                            of ESTABLISHED, the ones that change a backend's counts (Python
                            sets it while it traces packets, to show each transition) */
     uint8_t pad[3];
-    uint32_t *free_slots; /* the free slots, a stack: new flows take the top one (the one
-                           freed last); free_at[slot] is a free slot's place in it */
-    uint32_t *free_at;
-    uint32_t nfree;
+    uint32_t free_head; /* the free slots: those from `fresh` on were never used; the others
+                           are a list through their flows' `next`, the one freed last first
+                           (PKS_NONE: empty). A new flow takes the list's first, else fresh. */
+    uint32_t fresh;
     uint32_t nsvc;      /* services C schedules */
     pks_service svc[PKS_SERVICES];
     pks_snat *snat;     /* full NAT: the pool, and the SNAT addresses by index; NULL: nat */
@@ -79,7 +79,8 @@ void pks_table_free(pks_table *t);
 /* Indexes a flow at `slot` whose dir-0 packets arrive as k0 and dir-1 packets as k1; each
  * direction is rewritten to the other's key reversed. State NONE, no timer.
  * 0 on success; -1 if either key is already indexed or they are equal (nothing is changed);
- * -2 bad slot/used. The slot leaves the free stack. */
+ * -2 bad slot/used. The slot leaves the free slots (the first one, or a fresh one, at once;
+ * another after a walk of the list: C's own opening takes the first). */
 int pks_table_insert(pks_table *t, uint32_t slot, const pks_key *k0, const pks_key *k1);
 /* What direction dir of a used slot's packets are rewritten to */
 void pks_flow_nat(const pks_table *t, uint32_t slot, uint8_t dir, pks_nat *out);
@@ -88,8 +89,8 @@ void pks_flow_nat(const pks_table *t, uint32_t slot, uint8_t dir, pks_nat *out);
  * -3 no memory for the timer entry (the state is set, the old timer stays) */
 int pks_flow_set_state(pks_table *t, uint32_t slot, uint8_t state, double now);
 /* removes both keys of a used slot, its timer and its place in the half-open list, and puts
- * the slot on top of the free stack; 0 on success, -1 if the slot is not in use. Only gen
- * survives. */
+ * the slot first in the free list; 0 on success, -1 if the slot is not in use. Only gen (and
+ * the free list's link) survives. */
 int pks_table_remove(pks_table *t, uint32_t slot);
 /* slot << 1 | dir, or -1 */
 int64_t pks_table_lookup(const pks_table *t, const pks_key *k);

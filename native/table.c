@@ -79,17 +79,12 @@ pks_table *pks_table_new(uint32_t nslots, uint64_t seed)
     t->seed = seed | 1;
     t->index = malloc(cap * sizeof *t->index);
     t->flows = calloc(nslots, sizeof *t->flows);
-    t->free_slots = malloc((size_t)nslots * sizeof *t->free_slots);
-    t->free_at = malloc((size_t)nslots * sizeof *t->free_at);
-    if (!t->index || !t->flows || !t->free_slots || !t->free_at) {
+    if (!t->index || !t->flows) {
         pks_table_free(t);
         return NULL;
     }
-    for (uint32_t i = 0; i < nslots; i++) {     /* slot 0 on top, then 1, ... */
-        t->free_slots[i] = nslots - 1 - i;
-        t->free_at[nslots - 1 - i] = i;
-    }
-    t->nfree = nslots;
+    t->free_head = PKS_NONE;                    /* every slot fresh */
+    t->fresh = 0;
     memset(t->index, 0xff, cap * sizeof *t->index);
     t->ho_head = t->ho_tail = PKS_NONE;
     t->max_half_open = nslots;
@@ -172,8 +167,6 @@ void pks_table_free(pks_table *t)
     free(t->index);
     free(t->flows);
     free(t->heap);
-    free(t->free_slots);
-    free(t->free_at);
     free(t);
 }
 

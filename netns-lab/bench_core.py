@@ -12,6 +12,8 @@
                      buffer, clock read, pks_process) in C without its read() and write()
   bytes per flow     RSS growth of a fresh process that builds the switch and opens --flows
                      flows (each SYN made as it is sent), divided by flows
+  by scheduler       new flows/s of every scheduler (--by-scheduler SYNs each, 0 skips), the
+                     schedulers in turn, --rounds times, the median and the spread
 
 Each packet is copied into the switch's buffer first, as os.readv does in the datapath. The
 service is scheduled by rr unless --scheduler names wrr (weights 1/1/1), lc or wlc.
@@ -24,6 +26,7 @@ import argparse
 import gc
 import os
 import re
+import statistics
 import struct
 import sys
 import time
@@ -33,7 +36,11 @@ from pktswitch._native import ffi, lib
 
 from pktswitch.core.switch import ServiceState, Switch
 from pktswitch.sched.pool import BackendState
-from pktswitch.sched.registry import make
+
+try:
+    from pktswitch.sched.registry import SCHEDULERS, make
+except ImportError:  # a tree from before sched/ had a module per family (to compare commits)
+    from pktswitch.sched.base import SCHEDULERS, make  # type: ignore[attr-defined,no-redef]
 
 VIP = bytes([203, 0, 113, 10])
 
@@ -119,6 +126,30 @@ def memory_per_flow(flows: int, scheduler: str) -> float:
     return float(answer)
 
 
+def by_scheduler(n: int, rounds: int) -> None:
+    """New flows/s of every scheduler: n SYNs of distinct clients each, the schedulers in
+    turn within a round (neighbours in time on a noisy host), the median over the rounds."""
+    syns = [tcp_packet(*client(i), VIP, 80, 0x02) for i in range(n)]
+    rates: dict[str, list[float]] = {name: [] for name in SCHEDULERS}
+    in_c: dict[str, int] = {}
+    for _ in range(rounds):
+        for name in SCHEDULERS:
+            sw = switch(n, name)
+            took, ok = run(sw, syns, 1.0)
+            assert ok == n, f"{name}: {n - ok} SYNs dropped: {sw.dropped}"
+            in_c[name] = int(sw.stats(1.0).get("flows_opened_in_c", 0))  # (an older tree's too)
+            rates[name].append(n / took)
+            del sw
+    rr = statistics.median(rates["rr"])
+    print(f"\nnew flows by scheduler ({n:,} SYNs each, median of {rounds} rounds, min..max):")
+    for name, r in rates.items():
+        m = statistics.median(r)
+        print(
+            f"  {name:7s} {m:12,.0f} /s  ({min(r):,.0f}..{max(r):,.0f})  {m / rr:5.2f} x rr"
+            f"  opened in C: {in_c[name] / n:4.0%}"
+        )
+
+
 def established(n: int, took: float, how: str) -> None:
     print(f"established:      {n / took:12,.0f} packets/s ({n:,} in {took:.2f} s, {how})")
 
@@ -129,6 +160,8 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=100_000, help="short connections")
     ap.add_argument("--established", type=int, default=1000, help="flows for the pps run")
     ap.add_argument("--packets", type=int, default=2_000_000, help="packets in the pps run")
+    ap.add_argument("--by-scheduler", type=int, default=100_000, help="SYNs per scheduler")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of the by-scheduler run")
     ap.add_argument(
         "--scheduler",
         default="rr",
@@ -206,6 +239,8 @@ def main() -> int:
     took = time.perf_counter() - t0
     assert done == len(stream), f"packet {done} left the fast path"
     established(len(stream), took, "C loop as pks_drain")
+    if args.by_scheduler:
+        by_scheduler(args.by_scheduler, args.rounds)
     return 0
 
 

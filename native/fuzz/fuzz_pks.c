@@ -290,17 +290,17 @@ static void check_lists(const model *md)
     CHECK(live == timers && t->stale == t->heap_len - live);
 }
 
-/* the free stack holds each unused slot once, and free_at says where */
+/* the free slots are the unused ones: each once in the list (below fresh), or fresh */
 static void check_free(const pks_table *t)
 {
-    CHECK(t->nfree + t->count == t->nslots);
     uint8_t seen[NSLOTS] = {0};
-    for (uint32_t k = 0; k < t->nfree; k++) {
-        uint32_t slot = t->free_slots[k];
-        CHECK(slot < t->nslots && !t->flows[slot].used && !seen[slot]);
-        CHECK(t->free_at[slot] == k);
-        seen[slot] = 1;
+    uint32_t listed = 0;
+    for (uint32_t s = t->free_head; s != PKS_NONE; s = t->flows[s].next) {
+        CHECK(s < t->fresh && !t->flows[s].used && !seen[s] && listed < NSLOTS);
+        seen[s] = 1;
+        listed++;
     }
+    CHECK(t->fresh <= t->nslots && listed + (t->nslots - t->fresh) + t->count == t->nslots);
 }
 
 static void check_table(const model *md, int full)
@@ -895,7 +895,7 @@ static void program(opens *o, const uint8_t *op, const pks_meta *m)
         /* backend 3 has no SNAT endpoint: C leaves it to Python; members are distinct
          * backends, as a switch's are */
         uint8_t b = (op[1] + k) & 3;
-        picks[k] = (pks_pick){.backend = b, .addr = 0xc0000201u + b,
+        picks[k] = (pks_pick){.backend = b, .reason = PKS_NONE, .addr = 0xc0000201u + b,
                               .port = (uint16_t)(8080 + b),
                               .weight = (uint16_t)((op[0] + op[1] + k) & 3)};
     }

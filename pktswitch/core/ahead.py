@@ -18,6 +18,7 @@ before it is an event applied before that one). A service's access list goes wit
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, cast
 
@@ -39,13 +40,14 @@ PROGRAMS = {
     "wlc": lib.PKS_PROG_WLC,
     "lrt": lib.PKS_PROG_LRT,
 }
+WORDS, RTS = struct.Struct("<QQ"), struct.Struct("<dd")  # pks_event_data, two ways
 STATEFUL = {"rr", "wrr", "lrt"}  # the programs whose state C moves on and sync reads back
 
 
 class Ahead:
     """One service's program in C, at the service's Python number `sid`."""
 
-    __slots__ = ("_port", "_state", "_table", "_vip", "program", "sid")
+    __slots__ = ("_held", "_port", "_state", "_table", "_texts", "_vip", "program", "sid")
 
     def __init__(self, table: FlowTable, sid: int, vip: int, port: int) -> None:
         self._table = table  # core/flows.py's FlowTable
@@ -53,6 +55,13 @@ class Ahead:
         self._vip, self._port = vip, port  # where the service is (host order)
         self.program = ""  # the scheduler's program as written ("": none, or empty)
         self._state = ffi.new("int64_t[]", 1)
+        # wrr's reasons name neither the client nor counts: one text per (backend, current,
+        # total),
+        # kept for the program's life
+        self._texts: dict[tuple[BackendState, int, int], str] = {}
+        # rr's name only the member: each member's reason, held for the program's life, goes
+        # with it into C, which gives it to the flow (pks_pick.reason)
+        self._held: list[int] = []
 
     def write(
         self,
@@ -68,7 +77,7 @@ class Ahead:
         if program not in PROGRAMS:
             raise ValueError(f"scheduler {scheduler.name!r} has no program C runs")
         if not any(b.weight > 0 for b in backends):
-            return self._run(lib.PKS_PROG_EMPTY, "", [], None, [])
+            return self._run(scheduler, lib.PKS_PROG_EMPTY, "", [], None, [])
         if program == "hash":
             hashed = cast(Hashed, scheduler)
             members, slots = hashed.table_for(backends)
@@ -77,12 +86,15 @@ class Ahead:
             with_port = int(hashed.with_port)
             rc = lib.pks_service_hash(self._table.tab, self.sid, self._vip, self._port, picks,
                                       len(members), cslots, len(slots), with_port)  # fmt: skip
+            if rc == 0:
+                self._release()
             return self._done(rc, "hash", len(members))
         state = cast(Stateful, scheduler).state(backends) if program in STATEFUL else []
-        self._run(PROGRAMS[program], program, list(backends), known, state)
+        self._run(scheduler, PROGRAMS[program], program, list(backends), known, state)
 
     def _run(
         self,
+        scheduler: Scheduler,
         prog: int,
         program: str,
         backends: list[BackendState],
@@ -90,9 +102,23 @@ class Ahead:
         state: list[int],
     ) -> None:
         picks = self._picks(backends, known) if backends else ffi.NULL
+        held = []
+        if program == "rr":  # each member's reason, as rr.reason_for words it
+            reasons = self._table.reasons
+            rr = scheduler
+            for j, (p, b) in enumerate(zip(picks, backends, strict=True)):
+                if b.weight > 0:
+                    p.reason = reasons.hold(rr.reason_for(backends, b"", 0, Told(j), b))
+                    held.append(p.reason)
         cstate = ffi.new("int64_t[]", state) if state else ffi.NULL
         rc = lib.pks_service_run(self._table.tab, self.sid, self._vip, self._port, prog, picks,
                                  len(backends), cstate, len(state))  # fmt: skip
+        if rc != 0:
+            for r in held:
+                self._table.reasons.release(r)
+        else:
+            self._release()
+            self._held = held
         self._done(rc, program, len(backends))
 
     def _done(self, rc: int, program: str, n: int) -> None:
@@ -101,6 +127,7 @@ class Ahead:
                 f"C cannot run the service's program ({n} backends; at most {MEMBERS_MAX})"
             )
         self.program = program
+        self._texts.clear()
         if program in STATEFUL and len(self._state) < n:
             self._state = ffi.new("int64_t[]", n)
 
@@ -113,6 +140,7 @@ class Ahead:
         number, tab = self._table.backends.number, self._table.tab
         for p, b in zip(picks, backends, strict=True):
             p.backend = n = number(b)
+            p.reason = lib.PKS_NONE
             lib.pks_backend_rt(tab, n, -1.0 if b.rt is None else b.rt)
             if known is not None:
                 known(b)
@@ -132,7 +160,14 @@ class Ahead:
         """The service is gone (a reload removed it): a SYN to its VIP and port is no
         service's."""
         lib.pks_service_forget(self._table.tab, self.sid)
+        self._release()
         self.program = ""
+
+    def _release(self) -> None:
+        """Let go of the reasons the program held (flows that hold them keep them)."""
+        for r in self._held:
+            self._table.reasons.release(r)
+        self._held = []
 
     def sync(self, scheduler: Scheduler, backends: Sequence[BackendState]) -> None:
         """Read the program's state, as C moved it on, back into the scheduler."""
@@ -142,14 +177,41 @@ class Ahead:
                 raise RuntimeError(f"C has no program for service number {self.sid}")
             cast(Stateful, scheduler).resume(backends, list(self._state[0:n]))
 
-    def told(self, value: float, data: bytes) -> Told:
+    def reason(
+        self,
+        scheduler: Scheduler,
+        backends: Sequence[BackendState],
+        flow: CData,
+        b: BackendState,
+        value: float,
+        d0: int,
+        d1: int,
+    ) -> str:
+        """The reason of the flow C opened (its C record `flow`, on b), from its OPEN event."""
+        if self.program == "wrr":
+            key = (b, int(value), _signed(d0))
+            text = self._texts.get(key)
+            if text is None:
+                told = Told(key[1], total=key[2])
+                text = self._texts[key] = scheduler.reason_for(backends, b"", 0, told, b)
+            return text
+        k = flow.key[0]  # the client's side: hashed, and named by the hash schedulers
+        client = bytes(ffi.buffer(k.saddr, 4))
+        return scheduler.reason_for(backends, client, k.sport, self.told(value, d0, d1), b)
+
+    def told(self, value: float, d0: int, d1: int) -> Told:
         """What the OPEN event of a flow C opened for this service says of its pick."""
         if self.program == "wrr":
-            return Told(int(value), total=int.from_bytes(data[:8], "little", signed=True))
+            return Told(int(value), total=_signed(d0))
         if self.program == "lrt":
-            rts = ffi.from_buffer("double[]", data)
+            rts = RTS.unpack(WORDS.pack(d0, d1))  # pks_event_data.rt: the words as doubles
             return Told(int(value) % MEMBERS_MAX, rt=(_rt(rts[0]), _rt(rts[1])))
         return Told(int(value))
+
+
+def _signed(word: int) -> int:
+    """A 64-bit word as pks_event_data.total (int64_t) holds it."""
+    return word - (1 << 64) if word >> 63 else word
 
 
 def _rt(rt: float) -> float | None:

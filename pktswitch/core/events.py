@@ -20,16 +20,17 @@ _CODES = {"uint8_t": "B", "uint16_t": "H", "uint32_t": "I", "uint64_t": "Q", "do
 def layout(ctype: str) -> tuple[struct.Struct, tuple[str, ...]]:
     """A cffi struct as the struct module reads it, from cffi's own offsets and field types
     (the cdef is the one definition of the record), and its field names in that order (an
-    array field is that many values, a union its bytes, to be read by kind)."""
+    array field is that many values, a union those of its first member, which the reader
+    turns into the member its kind names: pks_event_data, whose members are all 16 bytes)."""
     fmt, names, at = ["<"], [], 0
     for name, f in ffi.typeof(ctype).fields:
         kind, count = f.type, 1
         if kind.kind == "array":
             kind, count = kind.item, kind.length
-        code = f"{ffi.sizeof(kind)}s" if kind.kind == "union" else f"{count}{_CODES[kind.cname]}"
-        if kind.kind == "union":
-            count = 1
-        fmt.append(f"{f.offset - at}x" * (f.offset > at) + code)
+        if kind.kind == "union":  # read as its first member (a union of 64-bit words)
+            first = kind.fields[0][1].type
+            kind, count = (first.item, first.length) if first.kind == "array" else (first, 1)
+        fmt.append(f"{f.offset - at}x" * (f.offset > at) + f"{count}{_CODES[kind.cname]}")
         names += [name] if count == 1 else [f"{name}[{i}]" for i in range(count)]
         at = f.offset + ffi.sizeof(f.type)
     fmt.append(f"{ffi.sizeof(ctype) - at}x" * (ffi.sizeof(ctype) > at))
@@ -38,10 +39,9 @@ def layout(ctype: str) -> tuple[struct.Struct, tuple[str, ...]]:
 
 EVENT, EVENT_FIELDS = layout("pks_event")
 # the order take_events unpacks them in
-_UNPACKED = "slot kind from to dir gen backend reason service t value data"
+_UNPACKED = "slot kind from to dir gen backend reason service t value data[0] data[1]"
 if tuple(_UNPACKED.split()) != EVENT_FIELDS:
     raise RuntimeError(f"pks_event's fields are {EVENT_FIELDS}; take_events reads {_UNPACKED}")
-BYTES = struct.Struct("<QQ")  # pks_event_data.bytes: the flow's bytes in, out
 EV_STATE, EV_SYNACK = lib.PKS_EV_STATE, lib.PKS_EV_SYNACK
 EV_OPEN, EV_END, EV_EVICT = lib.PKS_EV_OPEN, lib.PKS_EV_END, lib.PKS_EV_EVICT
 OPENED = (State.NONE, State.SYN_RECV)  # a flow's first transition, on the client's SYN
@@ -74,17 +74,17 @@ class Events(SwitchBase):
                 service,
                 t,
                 value,
-                data,
+                d0,
+                d1,
             ) in EVENT.iter_unpack(self._event_bytes[: n * EVENT.size]):
                 if kind == EV_STATE:
                     # C moved the state, timer and half-open list; the counts are Python's
                     self.last_transition = (STATES[was], STATES[to])
                     table.count_state(backend, was, to)
                 elif kind == EV_OPEN:
-                    self._opened(slot, gen, backend, service, t, value, data)
+                    self._opened(slot, gen, backend, reason, service, t, value, d0, d1)
                 elif kind in (EV_END, EV_EVICT):
-                    b0, b1 = BYTES.unpack(data)
-                    self._ended(was, backend, reason, b0, b1, kind == EV_EVICT)
+                    self._ended(was, backend, reason, d0, d1, kind == EV_EVICT)  # bytes in, out
                 elif kind == EV_SYNACK:  # (its flow may have ended since: the event says all)
                     self._answered(backend, to, value, t)
                 else:
@@ -97,10 +97,12 @@ class Events(SwitchBase):
         slot: int,
         gen: int,
         backend: int,
+        reason: int,
         service: int,
         t: float,
         value: float,
-        data: bytes,
+        d0: int,
+        d1: int,
     ) -> None:
         """C opened a flow for a client's SYN: Python's counts, and the flow's reason, from
         what the event tells of the pick (core/ahead.py, told) and, for lc, wlc and lrt,
@@ -108,20 +110,21 @@ class Events(SwitchBase):
         of the flows it evicted for it, after that of the flow whose port it reuses)."""
         table = self.table
         b, svc = table.backends[backend], table.services[service]
-        c = table.tab.flows[slot]
-        alive = c.used and c.gen == gen  # (one C ended already has no reason to write)
-        if alive and svc.ahead is not None:
-            k = c.key[0]
-            client = bytes(ffi.buffer(k.saddr, 4))
-            told = svc.ahead.told(value, data)
-            text = svc.scheduler.reason_for(svc.backends, client, k.sport, told, b)
-            c.reason = table.reasons.hold(text)
+        if reason != NO_REASON:  # the member's own (rr), held by the program
+            table.reasons.hold_again(reason)
+        else:
+            c = table.tab.flows[slot]
+            if c.gen == gen and c.used:  # (one C ended already has no reason to write)
+                text = svc.ahead.reason(svc.scheduler, svc.backends, c, b, value, d0, d1)  # type: ignore[union-attr]
+                c.reason = table.reasons.hold(text)
         b.inactive += 1  # SYN_RECV
         self.last_transition = OPENED
         b.total += 1
         self._created(t)
-        if svc.health.passive and alive:
-            self._syn_watch.append((t + svc.health.syn_timeout, Flow(table, slot)))
+        if svc.health.passive:
+            c = table.tab.flows[slot]
+            if c.gen == gen and c.used:
+                self._syn_watch.append((t + svc.health.syn_timeout, Flow(table, slot)))
 
     def sample(self, b: BackendState, kind: str, seconds: float, now: float) -> None:
         """A response-time sample of backend b (sched/pool.py), and its smoothed time into

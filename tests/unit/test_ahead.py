@@ -73,6 +73,10 @@ class Talk:
         by_reason: dict[str, int] = {}
         for r in rows:
             by_reason[str(r["reason"])] = by_reason.get(str(r["reason"]), 0) + 1
+        for svc in sw.services:  # and once by rr's program, for each member taking flows
+            for r in svc.ahead._held if svc.ahead is not None else ():
+                text = sw.table.reasons.text(r)
+                by_reason[text] = by_reason.get(text, 0) + 1
         assert held_reasons(sw) == by_reason  # each reason held once per flow, none leaked
         numbered = sw.table.backends
         loads = {n: sw.table.load(n) for n in range(len(numbered._objs)) if numbered[n]}

@@ -563,9 +563,9 @@ def test_insert_lookup_remove() -> None:
     assert t.nkeys == 0
     assert lib.pks_table_lookup(t, k0) == -1
     assert lib.pks_table_lookup(t, k1) == -1
-    # all gone but the slot's count of flows opened in it
-    assert t.flows[5].gen == 1
-    t.flows[5].gen = 0
+    # all gone but the slot's count of flows opened in it, and its link in the free list
+    assert t.flows[5].gen == 1 and t.free_head == 5
+    t.flows[5].gen = t.flows[5].next = 0
     assert raw(t.flows[5]) == bytes(ffi.sizeof("pks_flow"))
     assert index_snapshot(t) == b"\xff" * (4 * (t.mask + 1))
     assert lib.pks_table_remove(t, 5) == -1
