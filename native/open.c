@@ -40,6 +40,34 @@ static const pks_pick *least_pick(const pks_table *t, const pks_service *s, uint
     return best;
 }
 
+/* A SYN's source may be a client: not one of the switch's own addresses (a VIP, an SNAT
+ * address), nor loopback, "this network" (0/8), multicast, reserved (240/4) or broadcast,
+ * none of which a client's packet carries (RFC 1122 3.2.1.3, RFC 1812 5.3.7) */
+static int source_ok(const pks_table *t, uint32_t src)
+{
+    uint8_t top = (uint8_t)(src >> 24);
+    if (top == 0 || top == 127 || top >= 224)
+        return 0;
+    for (uint32_t i = 0; i < t->nsvc; i++)
+        if (t->svc[i].vip == src)
+            return 0;
+    for (uint32_t i = 0; t->snat && i < t->snat->naddrs; i++)
+        if (t->snat_addrs[i] == src)
+            return 0;
+    return 1;
+}
+
+/* The SYN's TCP checksum, over the pseudo-header and the segment, verifies: a SYN the
+ * backend would drop must not open a flow (nor count against the backend as unanswered) */
+static int tcp_csum_ok(const uint8_t *buf, const pks_meta *m)
+{
+    const uint8_t *ip = buf + m->hdr;
+    uint32_t l4len = (uint32_t)m->ip_len - m->l4_off;
+    uint32_t sum = rd16(ip + 12) + rd16(ip + 14) + rd16(ip + 16) + rd16(ip + 18)
+                   + PKS_PROTO_TCP + l4len;
+    return pks_csum(ip + m->l4_off, l4len, sum) == 0;
+}
+
 /* splitmix64 (Steele, Lea, Flood 2014): lrt's random source, as sched/least.py's */
 static uint64_t splitmix64(uint64_t *state)
 {
@@ -150,8 +178,9 @@ static void take(pks_service *s, const choice *c)
 
 /* A client's SYN without a flow (old = PKS_NONE), or reusing the port of flow `old` in
  * TIME_WAIT or CLOSE: open its flow (pks_service.h, "New flows in C"), or drop it with the
- * reason (PKS_V_DROP), checked in this order: not a SYN, no service, the access list, a full
- * table, no backend, no SNAT pair, a tuple in use; or leave it to Python with the reason
+ * reason (PKS_V_DROP), checked in this order: not a SYN, a source no client has, a wrong
+ * TCP checksum, no service, the access list, a full table, no backend, no SNAT pair, a tuple
+ * in use; or leave it to Python with the reason
  * (PKS_V_SLOW) when the switch is not set up for it (no state grid, no hash key, a
  * backend's SNAT queue not written, no room for events or timers). Everything that can
  * refuse is checked before anything changes. */
@@ -163,6 +192,10 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
         return slow_exit(t, m, PKS_SLOW_FAMILY);
     if ((m->tcp_flags & (PKS_TCP_SYN | PKS_TCP_ACK | PKS_TCP_RST | PKS_TCP_FIN)) != PKS_TCP_SYN)
         return drop_exit(m, PKS_E_NO_FLOW);     /* a mid-connection packet of no known flow */
+    if (!source_ok(t, m->saddr4))
+        return drop_exit(m, PKS_E_BAD_SOURCE);
+    if (!m->partial && !tcp_csum_ok(buf, m))    /* (a partial sum is the host's own packet) */
+        return drop_exit(m, PKS_E_TCP_CHECKSUM);
     pks_service *s = NULL;
     for (uint32_t i = 0; i < t->nsvc; i++)
         if (t->svc[i].vip == m->daddr4 && t->svc[i].port == m->dport) {

@@ -445,6 +445,23 @@ static int quote_key(const uint8_t *q, uint32_t len, pks_key *k)
     return 1;
 }
 
+/* what a SYN's source may be (this table has no VIP or SNAT address): not 0/8, loopback,
+ * multicast, 240/4 or broadcast */
+static int model_source_ok(uint32_t src)
+{
+    uint32_t top = src >> 24;
+    return top != 0 && top != 127 && top < 224;
+}
+
+/* the TCP checksum of the segment at ip (m's), with the pseudo-header, by the reference */
+static int model_tcp_csum_ok(const uint8_t *ip, const pks_meta *m)
+{
+    uint32_t l4len = (uint32_t)m->ip_len - m->l4_off;
+    uint32_t sum = get16(ip + 12) + get16(ip + 14) + get16(ip + 16) + get16(ip + 18)
+                   + PKS_PROTO_TCP + l4len;
+    return ref_csum(ip + m->l4_off, l4len, sum) == 0;
+}
+
 static void run_process(model *md, const uint8_t *data, size_t size, const pks_meta *m, int vnet)
 {
     uint8_t *buf = malloc(size);
@@ -505,9 +522,14 @@ static void run_process(model *md, const uint8_t *data, size_t size, const pks_m
                                it (no_flow, no_service), or leaves it without a grid */
         if (!md->t->has_trans)
             CHECK(v == PKS_V_SLOW && pm.slow == PKS_SLOW_NO_GRID);
+        else if (four != PKS_TCP_SYN)
+            CHECK(v == PKS_V_DROP && pm.err == PKS_E_NO_FLOW);
+        else if (!model_source_ok(m->saddr4))
+            CHECK(v == PKS_V_DROP && pm.err == PKS_E_BAD_SOURCE);
+        else if (!m->partial && !model_tcp_csum_ok(data + m->hdr, m))
+            CHECK(v == PKS_V_DROP && pm.err == PKS_E_TCP_CHECKSUM);
         else
-            CHECK(v == PKS_V_DROP && pm.err == (four == PKS_TCP_SYN ? PKS_E_NO_SERVICE
-                                                                     : PKS_E_NO_FLOW));
+            CHECK(v == PKS_V_DROP && pm.err == PKS_E_NO_SERVICE);
         CHECK(md->t->ev_count == 0);
         CHECK(memcmp(buf, data, size) == 0);
         if (reused) {
@@ -1152,6 +1174,16 @@ static void drive_opens(const uint8_t *data, size_t size, const pks_meta *m, int
             th[0] = 0;
             th[1] = (uint8_t)(1 + op[1] % 4);
             th[13] = (op[0] & 7) == 2 ? (uint8_t)(op[1] >> 2) : PKS_TCP_SYN;
+            if (!m->partial) {      /* a valid TCP checksum, or (op[0] & 0x80) a wrong one */
+                const uint8_t *ip = buf + m->hdr;
+                uint32_t l4len = (uint32_t)m->ip_len - m->l4_off;
+                uint32_t sum = get16(ip + 12) + get16(ip + 14) + get16(ip + 16)
+                               + get16(ip + 18) + PKS_PROTO_TCP + l4len;
+                th[16] = th[17] = 0;
+                uint16_t c = pks_csum(th, l4len, sum);
+                th[16] = (uint8_t)(c >> 8);
+                th[17] = (uint8_t)(c ^ (op[0] & 0x80 ? 1 : 0));
+            }
             pks_meta pm;
             uint32_t opened = o.t->opened, count = o.t->count, from = o.t->ev_count;
             double score[4] = {0};

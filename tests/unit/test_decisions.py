@@ -26,6 +26,17 @@ def stats(h: Harness) -> tuple[dict[str, int], dict[str, int], int, int]:
         (IP(src=CLIENT, dst=VIP) / TCP(sport=1, dport=80, flags="R"), "no_flow"),
         (IP(src=CLIENT, dst=VIP) / TCP(sport=1, dport=81, flags="S"), "no_service"),
         (IP(src=CLIENT, dst="203.0.113.99") / TCP(sport=1, dport=80, flags="S"), "no_service"),
+        (IP(src=VIP, dst=VIP) / TCP(sport=1, dport=80, flags="S"), "bad_source"),
+        (IP(src=SNAT, dst=VIP) / TCP(sport=1, dport=80, flags="S"), "bad_source"),
+        (IP(src="127.0.0.1", dst=VIP) / TCP(sport=1, dport=80, flags="S"), "bad_source"),
+        (IP(src="0.1.2.3", dst=VIP) / TCP(sport=1, dport=80, flags="S"), "bad_source"),
+        (IP(src="224.0.0.5", dst=VIP) / TCP(sport=1, dport=80, flags="S"), "bad_source"),
+        (IP(src="240.0.0.1", dst=VIP) / TCP(sport=1, dport=80, flags="S"), "bad_source"),
+        (IP(src="255.255.255.255", dst=VIP) / TCP(sport=1, dport=80, flags="S"), "bad_source"),
+        (
+            IP(src=CLIENT, dst=VIP) / TCP(sport=1, dport=80, flags="S", chksum=0x1234),
+            "tcp_checksum",
+        ),
     ],
 )
 def test_c_drops_what_opens_no_flow_with_its_reason(pkt: IP, reason: str) -> None:
