@@ -106,7 +106,10 @@ class HealthMonitor:
         times += [c.started + c.svc.health.timeout for c in self.inflight.values()]
         self._due = min(times, default=None)
         for svc, b, reason in self.switch.take_passive(now):
-            self._changed(svc, b, health.passive_failure(b, svc.health, now, reason), now)
+            others = sum(
+                o is not b and health.effective_weight(o, svc.health, now) > 0 for o in svc.backends
+            )
+            self._changed(svc, b, health.passive_failure(b, svc.health, now, reason, others), now)
         for line in self.switch.refresh(now):
             log.info("%s", line)
         self._watch_drains()

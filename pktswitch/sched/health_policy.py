@@ -7,7 +7,9 @@ checks themselves (sockets) live in control/health_checks.py, the passive signal
 - Passive signals (HAProxy `observe layer4`, Envoy outlier detection): a SYN the backend did
   not answer within `syn_timeout`, or answered with RST, ejects it for `eject` seconds,
   doubling with each ejection in a row up to `eject_max`; a SYN-ACK from it once it is back,
-  or a passed active check, resets the doubling.
+  or a passed active check, resets the doubling. The last backend of a service that takes
+  new flows is never ejected. A SYN with a wrong TCP checksum opens no flow (C drops it), so
+  it cannot be counted as unanswered.
 - Drain: an operator's word; no new flows, existing ones stay.
 - Slow start: a backend that comes back takes weight / slow_start more each second until
   its full weight (weight-aware schedulers; rr ignores weights).
@@ -72,10 +74,17 @@ def check_result(b: BackendState, ok: bool, policy: HealthPolicy, now: float, de
     return ""
 
 
-def passive_failure(b: BackendState, policy: HealthPolicy, now: float, reason: str) -> str:
-    """A passive signal: eject the backend, longer each time in a row."""
+def passive_failure(
+    b: BackendState, policy: HealthPolicy, now: float, reason: str, others: int
+) -> str:
+    """A passive signal: eject the backend, longer each time in a row; never the last one
+    taking new flows (`others`: how many of its service's other backends take them), as
+    Envoy's max_ejection_percent keeps some in service: a signal a client can send (a SYN it
+    never completes) must not take a whole service down."""
     if now < b.ejected_until:
         return ""  # already out: one signal per ejection
+    if others <= 0:
+        return f"not ejected ({reason}): no other backend takes new flows"
     seconds = min(policy.eject * 2 ** min(b.ejections, 30), policy.eject_max)
     b.ejections += 1
     b.ejected_until = now + seconds

@@ -33,17 +33,25 @@ def test_fall_then_rise() -> None:
 
 def test_passive_ejection_grows_and_is_capped() -> None:
     b = BackendState("B", "192.0.2.2", 80)
-    assert health.passive_failure(b, POLICY, 0.0, "RST") == "ejected for 5 s: RST"
-    assert health.passive_failure(b, POLICY, 1.0, "RST") == ""  # already out
+    assert health.passive_failure(b, POLICY, 0.0, "RST", 1) == "ejected for 5 s: RST"
+    assert health.passive_failure(b, POLICY, 1.0, "RST", 1) == ""  # already out
     assert (
         health.state_name(b, POLICY, 4.9) == "ejected"
         and health.effective_weight(b, POLICY, 4.9) == 0
     )
-    assert health.passive_failure(b, POLICY, 5.0, "RST") == "ejected for 10 s: RST"
-    assert health.passive_failure(b, POLICY, 15.0, "RST") == "ejected for 20 s: RST"
-    assert health.passive_failure(b, POLICY, 35.0, "RST") == "ejected for 20 s: RST"  # the cap
+    assert health.passive_failure(b, POLICY, 5.0, "RST", 1) == "ejected for 10 s: RST"
+    assert health.passive_failure(b, POLICY, 15.0, "RST", 1) == "ejected for 20 s: RST"
+    assert health.passive_failure(b, POLICY, 35.0, "RST", 1) == "ejected for 20 s: RST"  # the cap
     health.check_result(b, True, POLICY, 60.0, "ok")  # a success resets the doubling
-    assert health.passive_failure(b, POLICY, 61.0, "RST") == "ejected for 5 s: RST"
+    assert health.passive_failure(b, POLICY, 61.0, "RST", 1) == "ejected for 5 s: RST"
+
+
+def test_the_last_backend_taking_flows_is_not_ejected() -> None:
+    b = BackendState("B", "192.0.2.2", 80)
+    told = health.passive_failure(b, POLICY, 0.0, "RST", 0)
+    assert told == "not ejected (RST): no other backend takes new flows"
+    assert health.effective_weight(b, POLICY, 0.0) == 1 and b.ejections == 0
+    assert health.passive_failure(b, POLICY, 0.0, "RST", 1) == "ejected for 5 s: RST"
 
 
 def test_slow_start_ramps_the_weight() -> None:
@@ -199,7 +207,7 @@ def test_slow_start_keeps_an_operator_weight_of_zero() -> None:
 def test_ejection_time_stays_capped_after_many_ejections() -> None:
     b = BackendState("B", "192.0.2.2", 80)
     b.ejections = 5000
-    assert health.passive_failure(b, POLICY, 0.0, "RST") == "ejected for 20 s: RST"
+    assert health.passive_failure(b, POLICY, 0.0, "RST", 1) == "ejected for 20 s: RST"
 
 
 def test_the_monitor_forgets_backends_a_reload_removed() -> None:
@@ -252,6 +260,7 @@ def test_the_monitor_scans_now_and_then_but_takes_a_passive_signal_at_once() -> 
     monitor.tick()
     a, b = sw.services[0].backends
     assert monitor.draining_left == {a: 1}
+    sw.set_drain("web", "A", False, now[0])  # A takes flows again: B is not the last one
     # B answers a new SYN with an RST: the next turn takes it, however soon
     out = send(sw, syn(40001), now[0])
     assert out is not None and out.dst == "192.0.2.2"
