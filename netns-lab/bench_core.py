@@ -233,8 +233,9 @@ def main() -> int:
     # the same packets through the drain loop's per-packet work, minus its read() and write()
     block = ffi.from_buffer(b"".join(stream))
     t0 = time.perf_counter()
+    bufp = getattr(sw, "bufp", None) or sw._bufp  # type: ignore[attr-defined]  # (older trees)
     done = lib.pks_process_many(
-        sw.table.tab, block, 40, len(stream), sw.bufp, len(sw.buf), sw.vnet, sw.meta
+        sw.table.tab, block, 40, len(stream), bufp, len(sw.buf), sw.vnet, sw.meta
     )
     took = time.perf_counter() - t0
     assert done == len(stream), f"packet {done} left the fast path"
