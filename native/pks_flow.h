@@ -68,6 +68,8 @@ typedef struct {
                                from the same client port: bytes, backend and reason as it was */
 #define PKS_EV_EVICT 6      /* C ended the oldest half-open flow to make room for a new one
                                (as many as the table or its half-open share need) */
+#define PKS_EV_REFUSED 7    /* the backend answered the client's SYN with an RST (no SYN-ACK
+                               yet): a passive health signal */
 #define PKS_EVENTS 1024     /* ring size: when it is full, C leaves packets to Python */
 
 /* what an event carries besides its head, by kind */

@@ -39,15 +39,14 @@
 
 /* why C left a packet to Python (meta->slow with PKS_V_SLOW; names in pks_slow_name(); each
  * counted in the table's slow[]) */
-#define PKS_SLOW_SYN_RST 0      /* a SYN or RST on a known flow (Python's state machine) */
-#define PKS_SLOW_NOT_FAST 1     /* a flow C may not decide on by itself */
-#define PKS_SLOW_NO_GRID 2      /* no state grid loaded */
-#define PKS_SLOW_EVENTS 3       /* the event ring has no room for what C would tell */
-#define PKS_SLOW_NO_KEY 4       /* a hashed service, and no hash key */
-#define PKS_SLOW_NO_ENDPOINT 5  /* a backend whose SNAT queue C does not know */
-#define PKS_SLOW_NO_MEMORY 6    /* no memory for the flow's timer */
-#define PKS_SLOW_FAMILY 7       /* an address family C does not open flows for */
-#define PKS_SLOW_COUNT 8
+#define PKS_SLOW_NOT_FAST 0     /* a flow C may not decide on by itself */
+#define PKS_SLOW_NO_GRID 1      /* no state grid loaded */
+#define PKS_SLOW_EVENTS 2       /* the event ring has no room for what C would tell */
+#define PKS_SLOW_NO_KEY 3       /* a hashed service, and no hash key */
+#define PKS_SLOW_NO_ENDPOINT 4  /* a backend whose SNAT queue C does not know */
+#define PKS_SLOW_NO_MEMORY 5    /* no memory for the flow's timer */
+#define PKS_SLOW_FAMILY 6       /* an address family C does not open flows for */
+#define PKS_SLOW_COUNT 7
 
 /* virtio_net_hdr (include/uapi/linux/virtio_net.h): what a TUN device opened with IFF_VNET_HDR
  * puts before each packet. NEEDS_CSUM: the TCP checksum field holds only the pseudo-header sum

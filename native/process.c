@@ -48,20 +48,24 @@ int pks_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *
             f->acked[m->dir] = 1;
         }
     }
-    /* without a grid, FINs are Python's too (a table nobody loaded one into); with one, so
-     * is every other SYN (a client's that opens a flow went to native_open) and RST, but the
-     * backend's SYN-ACK */
+    /* without a grid (a table nobody loaded one into), packets with SYN, FIN or RST are
+     * Python's; with one, C moves the state for every packet */
     uint8_t flags = m->tcp_flags;
-    uint8_t stop = PKS_TCP_SYN | PKS_TCP_RST | (t->has_trans ? 0 : PKS_TCP_FIN);
     int synack = t->has_trans && m->dir == 1
                  && (flags & (PKS_TCP_SYN | PKS_TCP_ACK | PKS_TCP_RST)) == (PKS_TCP_SYN | PKS_TCP_ACK);
     if (!f->fast)
         return slow_exit(t, m, PKS_SLOW_NOT_FAST);
-    if ((flags & stop) && !synack)
-        return slow_exit(t, m, t->has_trans ? PKS_SLOW_SYN_RST : PKS_SLOW_NO_GRID);
-    if (t->has_trans && f->state < PKS_STATES) {    /* SYN > FIN > ACK, as tcpstate.event_of */
-        int ev = (flags & PKS_TCP_SYN) ? 0 : (flags & PKS_TCP_FIN) ? 1
-                 : (flags & PKS_TCP_ACK) ? 2 : -1;
+    if (!t->has_trans && (flags & (PKS_TCP_SYN | PKS_TCP_RST | PKS_TCP_FIN)))
+        return slow_exit(t, m, PKS_SLOW_NO_GRID);
+    if (m->dir == 0 && (flags & PKS_TCP_SYN) && f->syns < 255)
+        f->syns++;                              /* the client's SYN again (Karn: no sample) */
+    if ((flags & PKS_TCP_RST) && m->dir == 1 && f->synack_at < 0)
+        /* the backend refused the connection: a passive health signal (Python's to weigh) */
+        event_put(t, (uint32_t)m->slot, PKS_EV_REFUSED, f->state, f->state, 1, now, 0);
+    if (t->has_trans && f->state < PKS_STATES) {    /* RST > SYN > FIN > ACK, as
+                                                       tcpstate.event_of */
+        int ev = (flags & PKS_TCP_RST) ? 3 : (flags & PKS_TCP_SYN) ? 0
+                 : (flags & PKS_TCP_FIN) ? 1 : (flags & PKS_TCP_ACK) ? 2 : -1;
         if (ev >= 0) {
             uint8_t to = t->trans[m->dir][ev][f->state];
             if (to != f->state) {

@@ -28,7 +28,8 @@
  *             slot and found by lookup (so no other key can be); return codes match the model;
  *             the free stack holds exactly the unused slots; pks_process counts and rewrites the packet exactly when the model
  *             says it must, and leaves the buffer alone otherwise; with a state grid loaded
- *             (half the inputs) it moves a fast flow's state by the grid on FIN and ACK and
+ *             (half the inputs) it moves a fast flow's state by the grid on RST, SYN, FIN and
+ *             ACK, counts the client's SYNs, tells a backend's RST before any SYN-ACK, and
  *             times the first response, each reported as exactly the event the model expects;
  *             an ICMP error about a flow (the model inserts one its quote is about) comes out
  *             with valid checksums, quoting the packet as the flow's other way sees it, and
@@ -469,8 +470,13 @@ static void run_process(model *md, const uint8_t *data, size_t size, const pks_m
     memcpy(buf, data, size);
     pks_meta pm;
     uint32_t acks[NSLOTS][2];
-    for (uint32_t i = 0; i < NSLOTS; i++)
+    uint8_t syns[NSLOTS];
+    double synack_at[NSLOTS];
+    for (uint32_t i = 0; i < NSLOTS; i++) {
         memcpy(acks[i], md->t->flows[i].ack, sizeof acks[i]);
+        syns[i] = md->t->flows[i].syns;
+        synack_at[i] = md->t->flows[i].synack_at;
+    }
     int v = pks_process(md->t, buf, (uint32_t)size, 2.5, &pm, vnet);
     if (m->err != PKS_OK) {
         CHECK(v == PKS_V_DROP && pm.err == m->err && pm.slot == -1);
@@ -543,6 +549,8 @@ static void run_process(model *md, const uint8_t *data, size_t size, const pks_m
     CHECK(pm.slot == (int32_t)slot && pm.dir == dir);
     const pks_flow *f = &md->t->flows[slot];
     const model_slot *ms = &md->s[slot];
+    uint8_t syns_before = syns[slot];
+    double synack_before = synack_at[slot];
     CHECK(f->pkts[dir] == ms->pkts[dir] + 1 && f->bytes[dir] == ms->bytes[dir] + m->ip_len);
     CHECK(f->pkts[dir ^ 1] == ms->pkts[dir ^ 1] && f->bytes[dir ^ 1] == ms->bytes[dir ^ 1]);
     CHECK(f->last_seen == 2.5);
@@ -550,24 +558,36 @@ static void run_process(model *md, const uint8_t *data, size_t size, const pks_m
     uint32_t ack = get32(data + m->hdr + m->l4_off + 8);
     CHECK(f->ack[dir] == (m->tcp_flags & PKS_TCP_ACK ? ack : acks[slot][dir]));
     CHECK(f->ack[dir ^ 1] == acks[slot][dir ^ 1]);
-    /* C decides on a fast flow's packets without SYN or RST (and FIN, given a grid) */
-    uint8_t stop = PKS_TCP_SYN | PKS_TCP_RST | (md->t->has_trans ? 0 : PKS_TCP_FIN);
+    /* C decides on every packet of a fast flow given a grid; without one, not on those with
+     * SYN, FIN or RST */
+    uint8_t stop = md->t->has_trans ? 0 : PKS_TCP_SYN | PKS_TCP_RST | PKS_TCP_FIN;
     uint8_t syn_ack_rst = m->tcp_flags & (PKS_TCP_SYN | PKS_TCP_ACK | PKS_TCP_RST);
     int synack = md->t->has_trans && dir == 1 && syn_ack_rst == (PKS_TCP_SYN | PKS_TCP_ACK);
-    int fast = md->s[slot].fast && (!(m->tcp_flags & stop) || synack);
+    int fast = md->s[slot].fast && !(m->tcp_flags & stop);
     uint8_t state = md->s[slot].state;
     uint8_t want = state;
-    if (fast && md->t->has_trans) {
-        int ev = (m->tcp_flags & PKS_TCP_SYN) ? 0 : (m->tcp_flags & PKS_TCP_FIN) ? 1
-                 : (m->tcp_flags & PKS_TCP_ACK) ? 2 : -1;
+    if (fast && md->t->has_trans) {         /* RST > SYN > FIN > ACK, as tcpstate.event_of */
+        int ev = (m->tcp_flags & PKS_TCP_RST) ? 3 : (m->tcp_flags & PKS_TCP_SYN) ? 0
+                 : (m->tcp_flags & PKS_TCP_FIN) ? 1 : (m->tcp_flags & PKS_TCP_ACK) ? 2 : -1;
         if (ev >= 0)
             want = grid_cell(dir, (uint32_t)ev, state);
     }
+    /* a backend's RST before any SYN-ACK of the flow: the refusal, told first */
+    int refused = fast && dir == 1 && (m->tcp_flags & PKS_TCP_RST) && synack_before < 0;
+    if (fast && dir == 0 && (m->tcp_flags & PKS_TCP_SYN))
+        CHECK(f->syns == (syns_before < 255 ? syns_before + 1 : 255));
+    else
+        CHECK(f->syns == syns_before);
     double req_before = md->s[slot].req_at;
     uint8_t measured_before = md->s[slot].measured;
     pks_event evs[4];
     uint32_t nev = pks_events_take(md->t, evs, 4);
     uint32_t k = 0;
+    if (refused) {
+        CHECK(k < nev && evs[k].kind == PKS_EV_REFUSED && evs[k].slot == slot);
+        CHECK(evs[k].t == 2.5 && evs[k].dir == 1 && evs[k].from == state);
+        k++;
+    }
     CHECK(f->state == want);
     md->s[slot].state = want;
     if (want != state && (md->t->all_events || state == PKS_S_ESTABLISHED
@@ -890,7 +910,7 @@ static void take_events(opens *o)
     while ((n = pks_events_take(o->t, evs, 8)) > 0)
         for (uint32_t k = 0; k < n; k++) {
             const pks_event *e = &evs[k];
-            CHECK(e->slot < NSLOTS && e->kind >= PKS_EV_STATE && e->kind <= PKS_EV_EVICT);
+            CHECK(e->slot < NSLOTS && e->kind >= PKS_EV_STATE && e->kind <= PKS_EV_REFUSED);
             if (e->kind == PKS_EV_OPEN) {
                 o->opened++;
                 CHECK(e->service == SVC);

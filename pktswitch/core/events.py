@@ -1,6 +1,6 @@
-"""Applying what C did by itself (native/pks_flow.h, pks_event): flows opened and ended,
-state changes, SYN-ACKs and first responses timed. Python applies them, in order, before it
-decides on any packet."""
+"""Applying what C did (native/pks_flow.h, pks_event): flows opened and ended, state changes,
+SYN-ACKs and first responses timed, backends refusing a SYN. Python applies them, in order,
+before it decides on any packet."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import struct
 
 from pktswitch._native import ffi, lib
 from pktswitch.core.base import RATE_WINDOW, SwitchBase
-from pktswitch.core.cdata import CData
 from pktswitch.core.flows import STATES, Flow
 from pktswitch.core.tcpstate import State
 from pktswitch.sched.pool import BackendState
@@ -42,7 +41,7 @@ EVENT, EVENT_FIELDS = layout("pks_event")
 _UNPACKED = "slot kind from to dir gen backend reason service t value data[0] data[1]"
 if tuple(_UNPACKED.split()) != EVENT_FIELDS:
     raise RuntimeError(f"pks_event's fields are {EVENT_FIELDS}; take_events reads {_UNPACKED}")
-EV_STATE, EV_SYNACK = lib.PKS_EV_STATE, lib.PKS_EV_SYNACK
+EV_STATE, EV_SYNACK, EV_REFUSED = lib.PKS_EV_STATE, lib.PKS_EV_SYNACK, lib.PKS_EV_REFUSED
 EV_OPEN, EV_END, EV_EVICT = lib.PKS_EV_OPEN, lib.PKS_EV_END, lib.PKS_EV_EVICT
 OPENED = (State.NONE, State.SYN_RECV)  # a flow's first transition, on the client's SYN
 NO_REASON = lib.PKS_NONE  # a flow C opened, before its OPEN event
@@ -87,6 +86,10 @@ class Events(SwitchBase):
                     self._ended(was, backend, reason, d0, d1, kind == EV_EVICT)  # bytes in, out
                 elif kind == EV_SYNACK:  # (its flow may have ended since: the event says all)
                     self._answered(backend, to, value, t)
+                elif kind == EV_REFUSED:
+                    svc = table.services[service]
+                    if svc.health.passive:
+                        self._passive.append((svc, backends[backend], "RST in answer to a SYN"))
                 else:
                     self.sample(backends[backend], "data", value, t)
             if n < batch:
@@ -147,14 +150,6 @@ class Events(SwitchBase):
         b.closed_bytes[0] += b0
         b.closed_bytes[1] += b1
         self.table.ended(backend, was, reason)
-
-    def _synack(self, c: CData, now: float) -> None:
-        """The backend's SYN-ACK on the flow whose C record is c, seen by Python (C did not
-        decide on it; C reports the first one it decides on as an event)."""
-        if c.synack_at >= 0:
-            return
-        c.synack_at = now
-        self._answered(c.backend, c.syns, now - c.created, now)
 
     def _answered(self, backend: int, syns: int, handshake: float, now: float) -> None:
         """A backend's first SYN-ACK on a flow: it answers, and the handshake time."""

@@ -30,9 +30,9 @@ SLOW_REASONS: tuple[str, ...] = tuple(
     ffi.string(lib.pks_slow_name(i)).decode() for i in range(lib.PKS_SLOW_COUNT)
 )
 SLOW_EVENTS = lib.PKS_SLOW_EVENTS
-# what C hands Python by design (rare: a SYN again or an RST on a known flow, a packet that
-# found the event ring full); any other reason means the switch did not set C up for a flow
-BY_DESIGN = frozenset(SLOW_REASONS[i] for i in (lib.PKS_SLOW_SYN_RST, lib.PKS_SLOW_EVENTS))
+# what C hands Python by design: a packet that found the event ring full (rare; it goes through
+# C again once Python took the events); any other reason means the switch did not set C up
+BY_DESIGN = frozenset({SLOW_REASONS[lib.PKS_SLOW_EVENTS]})
 
 PROTO_ICMP = 1
 PROTO_TCP = 6

@@ -4,18 +4,18 @@ Sans-I/O: `process(length, now)` works on the packet the caller put in `switch.b
 returns True when `buf[:length]` (rewritten) must be written back to the TUN device, False
 when it is dropped. It never reads a file descriptor or the clock; `now` is passed in.
 
-Per packet, in Katran's order: the native call parses the packet, finds its flow and, for a
-packet carrying no SYN or RST, moves the flow's state on a FIN or ACK (through the grid of
-core/tcpstate.py, loaded into C), times the first response, rewrites and counts it (the fast
+Per packet, in Katran's order: the native call parses the packet, finds its flow, moves the
+flow's state on an RST, SYN, FIN or ACK (through the grid of core/tcpstate.py, loaded into
+C), times the handshake and the first response, rewrites and counts it (the fast
 path: no Python work beyond this call; what C changed comes back as events, applied by
 take_events before Python decides on the next packet). C opens every new flow too, from the
 program each service's scheduler is compiled into (core/ahead.py), and drops with a named
 reason what opens none (not a SYN, no service, the access list, no backend, a full table,
 no SNAT pair, a tuple in use): pktswitch does not answer strays with RST, so a scan or a
-late packet gets the silence a firewall gives, and the counters say what happened. Python
-decides only what C hands it, each counted by a named reason (stats: to_python): a SYN or RST
-on a known flow, which goes through the TCP state table, then is rewritten. ICMP is C's too
-(native/icmp.c): echo replies for the VIPs, errors about a flow translated.
+late packet gets the silence a firewall gives, and the counters say what happened. ICMP is
+C's too (native/icmp.c): echo replies for the VIPs, errors about a flow translated. C hands
+Python back only a packet that found the event ring full (stats: to_python), which goes
+through C again once the events are applied.
 
 This module is the packet path; the rest of the switch is in parts, one concern a module
 (core/base.py names them): the events C reports, the services registry and reload, passive
@@ -41,12 +41,7 @@ from pktswitch.core.passive import Passive
 from pktswitch.core.registry import MAX_WEIGHT, Registry
 from pktswitch.core.service import ServiceState, service_state
 from pktswitch.core.tcpstate import (
-    ACK,
-    INPUT,
-    RST,
-    SYN,
     State,
-    next_state,
 )
 from pktswitch.core.trace import Subscription
 from pktswitch.core.tracing import Tracing
@@ -195,25 +190,8 @@ class Switch(Events, Registry, Passive, Tracing, Views):
             # C had no room in the event ring to say what it would do: with it emptied, it has
             self.take_events()
             return self._through_c(meta.hdr + meta.ip_len, now)
-        if meta.slot < 0:
-            # C leaves a new flow only when the switch is not set up for it: a bug
-            raise RuntimeError(f"C left a new flow to Python ({packet.SLOW_REASONS[meta.slow]})")
-        flow = self.table.flow(meta.slot)
-        flags = meta.tcp_flags
-        if flags & RST and meta.dir != INPUT and flow.synack_at < 0 and flow.service.health.passive:
-            self._passive.append((flow.service, flow.backend, "RST in answer to a SYN"))
-        if flags & SYN:
-            if meta.dir == INPUT:
-                flow.syns += 1
-            elif flags & ACK:
-                self._synack(self.table.native(flow), now)
-        state = next_state(flow.state, meta.dir, flags)
-        if state != flow.state:
-            self.last_transition = (flow.state, state)
-            self.table.set_state(flow, state, now)
-        lib.pks_apply(self.table.tab, self.bufp, meta)
-        self.forwarded += 1
-        return True
+        # C decides every other packet itself; one it left is a switch that did not set it up
+        raise RuntimeError(f"C left a packet to Python ({packet.SLOW_REASONS[meta.slow]})")
 
     def _through_c(self, length: int, now: float) -> bool:
         """The packet (again) through C, then what C left of it through Python."""

@@ -20,7 +20,7 @@ class Record:
     t: float  # the switch's clock (`now`) when the packet was handled
     before: bytes
     after: bytes | None  # None: dropped
-    verdict: str  # "fast", "slow" (forwarded by Python), or "drop:<reason>"
+    verdict: str  # "fast" (C forwarded it), "slow" (handed back by C), or "drop:<reason>"
     # the packet's flow as it was then, if any: (client "ip:port", service, backend)
     flow: tuple[str, str, str] | None
     transition: tuple[str, str] | None  # (old state, new state) when it changed

@@ -291,7 +291,7 @@ def test_trace_shows_the_syn_rewrite_and_writes_a_pcap(live: Running, tmp_path: 
     ins, outs = lines[1].split(), lines[2].split()
     assert ins[:5] == ["in", "198.51.100.2:40001", ">", "203.0.113.10:80", "[S]"]
     assert outs[:5] == ["out", "203.0.113.1*:1024*", ">", "192.0.2.2*:80", "[S]"]
-    assert lines[3].endswith("slow  web/B flow 198.51.100.2:40001")  # retransmit: no change
+    assert lines[3].endswith("fast  web/B flow 198.51.100.2:40001")  # retransmit: no change
     assert lines[-1] == "2 packet(s) traced, 0 lost to a full trace buffer"
     # the checksums shown are the packet's, and scapy agrees with them
     pkts = rdpcap(str(pcap))

@@ -105,16 +105,20 @@ def test_c_opens_a_reused_port_when_the_table_is_full() -> None:
     assert stats(h) == ({}, {}, 3, 2)
 
 
-def test_what_c_leaves_to_python_is_counted_by_reason() -> None:
+def test_c_decides_a_syn_again_an_rst_and_a_ping_itself() -> None:
     h = Harness()
     syn = h.client("S", sport=1, seq=100)
     assert syn is not None
-    assert h.client("S", sport=1, seq=100) is not None  # the SYN again: Python's state machine
-    assert h.backend(syn, "R", seq=0) is not None  # an RST too
+    assert h.client("S", sport=1, seq=100) is not None  # the SYN again: counted, forwarded
+    assert h.flow(1)["state"] == "SYN_RECV"
+    (flow,) = h.sw.table
+    assert h.sw.table.native(flow).syns == 2  # (Karn: its SYN-ACK times no handshake)
+    assert h.backend(syn, "RA", seq=0, ack=101) is not None  # the backend refuses
+    assert h.flow(1)["state"] == "CLOSE"
     ping = IP(src=CLIENT, dst=VIP) / ICMP(type=8, id=1, seq=1)
     assert h.send(ping) is not None  # an echo request: C answers it
     s = h.sw.stats(h.now)
-    assert s["to_python"] == {"syn_or_rst": 2}
+    assert s["to_python"] == {}
     assert (s["icmp_echo_replies"], s["flows_opened_in_c"], s["flows_created"]) == (1, 1, 1)
 
 

@@ -1016,15 +1016,45 @@ def test_c_times_the_first_response_after_the_first_request_once() -> None:
     assert evs == [(Switch.SLOT, lib.PKS_EV_RESPONSE, 1, 1, 1, 3.25, 1.25)]
 
 
-@pytest.mark.parametrize("flags", ["S", "SA", "R", "RA"])
-def test_c_leaves_syn_and_rst_to_python_untouched(flags: str) -> None:
+# (a client's bare SYN in TIME_WAIT or CLOSE is a new connection on the port: native_open's)
+@pytest.mark.parametrize(
+    ("state", "flags"),
+    [
+        (state, flags)
+        for state in State
+        for flags in ("S", "SA", "R", "RA", "RFA")
+        if not (flags == "S" and state in (State.TIME_WAIT, State.CLOSE))
+    ],
+)
+def test_c_moves_a_flow_on_a_client_s_syn_or_rst_as_the_python_grid(
+    state: State, flags: str
+) -> None:
     sw = graded_switch()
-    sw.flow.state = State.ESTABLISHED
+    sw.t.all_events = 1
+    sw.flow.state = state
+    sw.flow.syns = 1
     buf = client_pkt(flags)
-    before = bytes(buf)
-    assert sw.process(buf) == lib.PKS_V_SLOW
-    assert bytes(buf) == before and sw.flow.state == State.ESTABLISHED
-    assert take_events(sw) == []
+    assert sw.process(buf) == lib.PKS_V_FAST
+    want = next_state(state, INPUT, int(TCP(flags=flags).flags))  # RST > SYN > FIN > ACK
+    assert sw.flow.state == want
+    assert sw.flow.syns == (2 if "S" in flags else 1)  # the client's SYNs, counted
+    moved = [(Switch.SLOT, lib.PKS_EV_STATE, state, want, 0, 1.0, 0.0)] if want != state else []
+    assert take_events(sw) == moved
+
+
+def test_a_backend_s_rst_before_its_syn_ack_is_told_as_a_refusal() -> None:
+    sw = graded_switch()
+    sw.t.all_events = 1
+    sw.flow.state = State.SYN_RECV
+    assert sw.process(backend_pkt("RA"), now=2.0) == lib.PKS_V_FAST
+    to = next_state(State.SYN_RECV, OUTPUT, int(TCP(flags="RA").flags))
+    assert take_events(sw) == [
+        (Switch.SLOT, lib.PKS_EV_REFUSED, State.SYN_RECV, State.SYN_RECV, 1, 2.0, 0.0),
+        (Switch.SLOT, lib.PKS_EV_STATE, State.SYN_RECV, to, 1, 2.0, 0.0),
+    ]
+    sw.flow.state, sw.flow.synack_at = State.ESTABLISHED, 1.5  # it had answered
+    assert sw.process(backend_pkt("RA"), now=3.0) == lib.PKS_V_FAST
+    assert [e[1] for e in take_events(sw)] == [lib.PKS_EV_STATE]  # no refusal
 
 
 def test_a_full_event_ring_sends_packets_to_python() -> None:
@@ -1063,5 +1093,7 @@ def test_c_reports_the_backends_first_syn_ack_and_forwards_it() -> None:
     assert sw.flow.synack_at == 4.5
     assert sw.process(backend_pkt("SA"), now=5.5) == lib.PKS_V_FAST  # a retransmission
     assert take_events(sw) == []
-    assert sw.process(client_pkt("SA"), now=6.0) == lib.PKS_V_SLOW  # not from the backend
-    assert sw.process(backend_pkt("SAR"), now=6.0) == lib.PKS_V_SLOW
+    assert sw.process(client_pkt("SA"), now=6.0) == lib.PKS_V_FAST  # not from the backend
+    assert sw.process(backend_pkt("SAR"), now=6.0) == lib.PKS_V_FAST  # an RST: not a SYN-ACK
+    kinds = [e[1] for e in take_events(sw)]  # state moves only: no SYN-ACK, no refusal
+    assert lib.PKS_EV_SYNACK not in kinds and lib.PKS_EV_REFUSED not in kinds
