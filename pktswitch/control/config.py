@@ -171,7 +171,7 @@ def _backend(value: Any, key: str) -> Backend:
     table = v.table(value, key, BACKEND_KEYS)
     ip, port = v.endpoint(v.get(table, "address", key), v.join(key, "address"))
     return Backend(
-        name=v.string(v.get(table, "name", key), v.join(key, "name")),
+        name=v.name(v.get(table, "name", key), v.join(key, "name")),
         ip=ip,
         port=port,
         weight=v.integer(
@@ -182,7 +182,7 @@ def _backend(value: Any, key: str) -> Backend:
 
 def _service(value: Any, key: str) -> Service:
     table = v.table(value, key, SERVICE_KEYS)
-    name = v.string(v.get(table, "name", key), v.join(key, "name"))
+    name = v.name(v.get(table, "name", key), v.join(key, "name"))
     vip, port = v.endpoint(v.get(table, "vip", key), v.join(key, "vip"))
     protocol = v.choice(
         v.get(table, "protocol", key, DEFAULT_PROTOCOL),

@@ -19,6 +19,8 @@ from pktswitch.control.config_values import (
     IFNAME_MAX,
     MAX_CPU,
     MAX_PORT,
+    MAX_SECONDS,
+    NAME_MAX,
     RESERVED_TABLES,
     ROUTE_TABLE_MAX,
     SUN_PATH_MAX,
@@ -41,6 +43,10 @@ MAX_FLOWS_LIMIT = 16_777_216  # 2**24 flows: 64 times conntrack's default
 DEFAULT_WEIGHT = 1  # ipvsadm's default weight
 HEALTH_COUNT_MAX = 100  # rise and fall: HAProxy takes any count; a hundred checks is plenty
 HTTP_STATUS = (100, 599)
+
+
+SECONDS = f"seconds > 0, at most {MAX_SECONDS}"  # a timeout or timer (config_values.seconds)
+NAME = f"1..{NAME_MAX} letters, digits, '.', '_' or '-'"  # config_values.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,13 +194,12 @@ SWITCH = (
 )
 
 TIMEOUTS = tuple(
-    Key(timeout_name(s), "seconds > 0", f"a flow idle in {s.name}", DEFAULT_TIMEOUTS[s])
-    for s in State
+    Key(timeout_name(s), SECONDS, f"a flow idle in {s.name}", DEFAULT_TIMEOUTS[s]) for s in State
 )
 
 SCHEDULER_OPTIONS = ("hash_key", "table_size")  # passed to the scheduler that takes them
 SERVICE = (
-    Key("name", "string, unique among services", "names the service (CLI, logs, reloads)"),
+    Key("name", f"{NAME}, unique among services", "names the service (CLI, logs, reloads)"),
     Key("vip", "'IPv4:PORT'", "the address and port clients connect to"),
     Key("protocol", _quoted(PROTOCOLS), "the transport protocol", DEFAULT_PROTOCOL),
     Key("scheduler", _quoted(SCHEDULERS), "how a new flow's backend is picked", DEFAULT_SCHEDULER),
@@ -233,23 +238,31 @@ SERVICE = (
 
 _HEALTH_KEYS = (
     Key("check", _quoted(CHECKS), "tcp connect, http GET of path expecting status, or none"),
-    Key("interval", "seconds > 0", "between two checks of a backend"),
-    Key("timeout", "seconds > 0, at most interval", "a check not done by then failed"),
+    Key("interval", SECONDS, "between two checks of a backend"),
+    Key(
+        "timeout",
+        f"{SECONDS} and at most interval",
+        "a check not done by then failed",
+    ),
     Key("rise", f"integer 1..{HEALTH_COUNT_MAX}", "checks passed in a row that bring it up"),
     Key("fall", f"integer 1..{HEALTH_COUNT_MAX}", "checks failed in a row that take it down"),
     Key("path", "HTTP path starting with '/'", "what check = http asks for"),
     Key("status", f"integer {HTTP_STATUS[0]}..{HTTP_STATUS[1]}", "the status it expects"),
     Key("passive", "boolean", "a SYN refused (RST) or not answered in syn_timeout ejects"),
-    Key("syn_timeout", "seconds > 0", "how long a SYN may wait for its SYN-ACK"),
-    Key("eject", "seconds > 0", "how long an ejection lasts, doubled for each one in a row"),
-    Key("eject_max", "seconds > 0", "the longest ejection"),
+    Key("syn_timeout", SECONDS, "how long a SYN may wait for its SYN-ACK"),
+    Key("eject", SECONDS, "how long an ejection lasts, doubled for each one in a row"),
+    Key("eject_max", SECONDS, "the longest ejection"),
     Key("on_down", _quoted(ON_DOWN), "reset: the switch sends a down backend's clients an RST"),
-    Key("slow_start", "seconds >= 0", "a returning backend ramps up to its weight (0: off)"),
+    Key(
+        "slow_start",
+        f"seconds >= 0, at most {MAX_SECONDS}",
+        "a returning backend ramps up to its weight (0: off)",
+    ),
 )
 HEALTH = tuple(dataclasses.replace(k, default=getattr(_HP, k.name)) for k in _HEALTH_KEYS)
 
 BACKEND = (
-    Key("name", "string, unique in the service", "names the backend (CLI, logs, reloads)"),
+    Key("name", f"{NAME}, unique in the service", "names the backend (CLI, logs, reloads)"),
     Key("address", "'IPv4:PORT', unique in the service", "where its flows go"),
     Key(
         "weight", f"integer 0..{MAX_WEIGHT}", "its share of new flows; 0 takes none", DEFAULT_WEIGHT

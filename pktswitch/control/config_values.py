@@ -19,6 +19,11 @@ SUN_PATH_MAX = 107  # Linux sockaddr_un.sun_path is 108 bytes, including the ter
 ROUTE_TABLE_MAX = 2**31 - 1  # Linux table ids are u32 (0 = unspecified); kept to a signed int
 RESERVED_TABLES = {253: "default", 254: "main", 255: "local"}  # iproute2 rt_tables
 MAX_PORT = 65_535
+MAX_SECONDS = 2_147_483  # 24.8 days: HAProxy's largest timeout (2^31 - 1 ms); a C float holds it
+NAME_MAX = 64  # bytes of a service's or backend's name
+UNICAST = "a unicast IPv4 address, not in 0/8, 127/8, 224/4 or 240/4"
+SNAT_MAX = 16  # SNAT addresses: what the C table holds (native/pks_snat.h, PKS_SNAT_ADDRS)
+NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 MAX_CPU = 8191  # the kernel's largest NR_CPUS
 
 
@@ -133,10 +138,20 @@ def boolean(value: Any, key: str) -> bool:
 
 
 def seconds(value: Any, key: str) -> float:
+    expected = f"a number of seconds > 0 and at most {MAX_SECONDS}"
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise Invalid(key, "a number of seconds > 0", show(value))
-    if not (value > 0 and math.isfinite(value)):
-        raise Invalid(key, "a number of seconds > 0", repr(value))
+        raise Invalid(key, expected, show(value))
+    if not (0 < value <= MAX_SECONDS and math.isfinite(value)):
+        raise Invalid(key, expected, repr(value))
+    return float(value)
+
+
+def name(value: Any, key: str) -> str:
+    """A service's or backend's name: what the CLI addresses (`backend set SERVICE/BACKEND`)
+    and the logs print, so letters, digits, '.', '_' and '-' only."""
+    value = string(value, key)
+    if len(value) > NAME_MAX or not set(value) <= NAME_CHARS:
+        raise Invalid(key, f"a name of 1..{NAME_MAX} letters, digits, '.', '_' or '-'", repr(value))
     return value
 
 
@@ -152,8 +167,9 @@ def ipv4(value: Any, key: str) -> str:
         addr = ipaddress.IPv4Address(value)
     except ValueError:
         raise Invalid(key, "an IPv4 address like '192.0.2.1'", repr(value)) from None
-    if addr.is_unspecified or addr.is_multicast or addr == ipaddress.IPv4Address(2**32 - 1):
-        raise Invalid(key, "a unicast IPv4 address", repr(value))
+    top = int(addr) >> 24
+    if top == 0 or top == 127 or top >= 224:  # this network, loopback, multicast, 240/4, broadcast
+        raise Invalid(key, UNICAST, repr(value))
     return str(addr)
 
 
@@ -168,7 +184,7 @@ def endpoint(value: Any, key: str) -> tuple[str, int]:
     try:
         ip = ipv4(host, key)
     except Invalid:
-        raise Invalid(key, f"{expected} and a unicast IPv4 address", repr(value)) from None
+        raise Invalid(key, f"{expected} and {UNICAST}", repr(value)) from None
     return ip, int(port)
 
 
@@ -207,6 +223,8 @@ def snat(value: Any, key: str) -> list[tuple[str, str]]:
         return [(ipv4(value, key), key)]
     if not isinstance(value, list):
         raise Invalid(key, "an IPv4 address or a list of them", show(value))
+    if len(value) > SNAT_MAX:
+        raise Invalid(key, f"at most {SNAT_MAX} addresses", f"{len(value)} of them")
     seen: dict[str, str] = {}
     for i, item in enumerate(value):
         item_key = f"{key}[{i}]"

@@ -69,6 +69,14 @@ def service(name: str = "web", vip: str = "203.0.113.10:80", extra: str = "") ->
     return f'[[service]]\nname = "{name}"\nvip = "{vip}"\n{extra}'
 
 
+def test_the_snat_bound_is_what_c_holds() -> None:
+    from pktswitch._native import lib
+
+    from pktswitch.control.config_values import SNAT_MAX
+
+    assert lib.PKS_SNAT_ADDRS == SNAT_MAX
+
+
 def test_full_config_parses_to_exact_dataclasses() -> None:
     cfg = parse(FULL, "full.toml")
     timeouts = dict(DEFAULT_TIMEOUTS)
@@ -312,8 +320,30 @@ BAD = [
     ("weight-negative", SWITCH + SERVICE + backend(extra="weight = -1\n"),
      "service[0].backend[0].weight", "got -1"),
     ("timeout-negative", MINIMAL + "[timeouts]\nestablished = -5\n",
-     "timeouts.established", "> 0, got -5"),
-    ("timeout-zero", MINIMAL + "[timeouts]\nclose = 0.0\n", "timeouts.close", "> 0, got 0.0"),
+     "timeouts.established", "> 0 and at most 2147483, got -5"),
+    ("timeout-zero", MINIMAL + "[timeouts]\nclose = 0.0\n", "timeouts.close",
+     "> 0 and at most 2147483, got 0.0"),
+    ("timeout-huge", MINIMAL + "[timeouts]\nestablished = " + "9" * 400 + "\n",
+     "timeouts.established", "at most 2147483, got 999"),
+    ("timeout-1e300", MINIMAL + "[timeouts]\nestablished = 1e300\n",
+     "timeouts.established", "at most 2147483, got 1e+300"),
+    ("health-interval-huge", MINIMAL + "[service.health]\ninterval = 1e9\n",
+     "service[0].health.interval", "at most 2147483, got 1000000000.0"),
+    ("vip-loopback", MINIMAL.replace("203.0.113.10:80", "127.0.0.5:80"),
+     "service[0].vip", "not in 0/8, 127/8, 224/4 or 240/4, got '127.0.0.5:80'"),
+    ("backend-this-network", MINIMAL.replace("192.0.2.1:", "0.1.2.3:"),
+     "service[0].backend[0].address", "not in 0/8, 127/8, 224/4 or 240/4, got '0.1.2.3:80'"),
+    ("snat-reserved", MINIMAL.replace('snat = ["203.0.113.1"]', 'snat = "240.0.0.1"'),
+     "switch.snat", "not in 0/8, 127/8, 224/4 or 240/4, got '240.0.0.1'"),
+    ("snat-too-many", MINIMAL.replace('snat = ["203.0.113.1"]', "snat = ["
+     + ", ".join(f'"198.51.100.{i}"' for i in range(1, 18)) + "]"),
+     "switch.snat", "at most 16 addresses, got 17 of them"),
+    ("name-slash", MINIMAL.replace('name = "A"', 'name = "A/B"'),
+     "service[0].backend[0].name", "letters, digits, '.', '_' or '-', got 'A/B'"),
+    ("name-newline", MINIMAL.replace('name = "web"', 'name = "w\\neb"'),
+     "service[0].name", "letters, digits, '.', '_' or '-', got 'w\\neb'"),
+    ("name-too-long", MINIMAL.replace('name = "web"', 'name = "' + "w" * 65 + '"'),
+     "service[0].name", "a name of 1..64"),
     ("timeout-bool", MINIMAL + "[timeouts]\nclose = true\n", "timeouts.close", "(boolean)"),
     ("timeout-string", MINIMAL + '[timeouts]\nclose = "10s"\n', "timeouts.close", "(string)"),
     ("timeout-inf", MINIMAL + "[timeouts]\nclose = inf\n", "timeouts.close", "got inf"),

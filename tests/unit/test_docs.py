@@ -64,7 +64,8 @@ def test_the_reference_lists_every_key_with_its_reload_rule() -> None:
     assert "| `max_half_open` | integer 1..max_flows | max_flows / 4 | yes |" in ref
     assert '| `tun` | interface name, 1..15 bytes | `"pks0"` | no: restart |' in ref
     assert "| `vip` | 'IPv4:PORT' | required | no: a service keeps its VIP" in ref
-    assert "| `established` | seconds > 0 | `900` | yes, from each flow's next state change" in ref
+    est = "| `established` | seconds > 0, at most 2147483 | `900` | yes, from each flow's next"
+    assert est + " state change" in ref
     assert '| `protocol` | "tcp" | `"tcp"` | yes |' in ref
 
 
