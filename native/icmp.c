@@ -16,9 +16,10 @@
  * is adjusted when the quote reaches it (18 bytes of TCP; with the minimum 8 there is no
  * checksum to fix); the ICMP checksum is recomputed over the message. Lengths never change.
  *
- * Everything else that is ICMP is dropped with its reason: a bad checksum, other types, echo
- * requests to addresses that are no VIP, errors quoting something that is no TCP packet or no
- * known flow. */
+ * Echo replies are rate-limited as Linux limits its own (a token bucket: 1000 a second, a
+ * burst of 50). Everything else that is ICMP is dropped with its reason: a bad checksum, other
+ * types, echo requests to addresses that are no VIP, or beyond the rate, errors quoting
+ * something that is no TCP packet or no known flow. */
 #include "pks_internal.h"
 
 #define ICMP_ECHO_REPLY 0
@@ -27,6 +28,8 @@
 #define QUOTED_L4 8         /* the bytes of the transport header an error must quote at least */
 #define TCP_CSUM_END 18     /* quoted TCP bytes that include its checksum field */
 #define REPLY_TTL 64        /* Linux's default ip_default_ttl, for the replies the switch sends */
+#define ECHO_RATE 1000.0    /* echo replies per second, and the burst beyond it: Linux's */
+#define ECHO_BURST 50.0     /* icmp_msgs_per_sec and icmp_msgs_burst */
 
 static int is_error(uint8_t type)
 {
@@ -93,12 +96,29 @@ static void translate(uint8_t *buf, uint32_t ip, uint32_t l4, uint32_t end, cons
     csum_into(buf, l4, end, l4 + 2);
 }
 
-int native_icmp(pks_table *t, uint8_t *buf, pks_meta *m)
+/* a token of the echo replies' bucket, if there is one at `now` */
+static int echo_token(pks_table *t, double now)
+{
+    double tokens = t->echo_tokens + (now - t->echo_at) * ECHO_RATE;
+    if (tokens > ECHO_BURST)
+        tokens = ECHO_BURST;
+    t->echo_at = now;
+    if (tokens < 1.0) {
+        t->echo_tokens = tokens;
+        return 0;
+    }
+    t->echo_tokens = tokens - 1.0;
+    return 1;
+}
+
+int native_icmp(pks_table *t, uint8_t *buf, pks_meta *m, double now)
 {
     uint32_t ip = m->hdr, l4 = ip + m->l4_off, end = ip + m->ip_len;
     if (pks_csum(buf + l4, end - l4, 0) != 0)
         return drop_exit(m, PKS_E_ICMP_CHECKSUM);
     if (m->icmp_type == ICMP_ECHO_REQUEST && is_vip(t, m->daddr4)) {
+        if (!echo_token(t, now))
+            return drop_exit(m, PKS_E_ICMP_RATE);
         echo_reply(buf, ip, l4, end);
         t->icmp_echo_replies++;
         return PKS_V_FAST;

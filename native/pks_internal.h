@@ -54,7 +54,7 @@ PKS_HIDDEN void put4(uint8_t *p, uint32_t v);
 /* hash.c */
 PKS_HIDDEN uint64_t b2_finish(const uint64_t keyed[8], const uint8_t *data, uint32_t len);
 /* icmp.c */
-PKS_HIDDEN int native_icmp(pks_table *t, uint8_t *buf, pks_meta *m);
+PKS_HIDDEN int native_icmp(pks_table *t, uint8_t *buf, pks_meta *m, double now);
 /* open.c */
 PKS_HIDDEN int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t old);
 /* service.c */

@@ -35,7 +35,8 @@
 #define PKS_E_BAD_SOURCE 22     /* a SYN from an address no client has (the switch's own, a
                                    VIP or SNAT address; loopback, 0/8, multicast, 240/4) */
 #define PKS_E_TCP_CHECKSUM 23   /* a SYN whose TCP checksum is wrong */
-#define PKS_E_COUNT 24
+#define PKS_E_ICMP_RATE 24      /* ICMP: an echo request beyond the replies' rate */
+#define PKS_E_COUNT 25
 
 /* why C left a packet to Python (meta->slow with PKS_V_SLOW; names in pks_slow_name(); each
  * counted in the table's slow[]) */

@@ -13,7 +13,7 @@ int pks_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *
     if ((vnet ? pks_parse_vnet(buf, len, m) : pks_parse(buf, len, m)) != PKS_OK)
         return PKS_V_DROP;
     if (m->key.proto != PKS_PROTO_TCP)
-        return native_icmp(t, buf, m);          /* with m->slot = -1 */
+        return native_icmp(t, buf, m, now);     /* with m->slot = -1 */
     int64_t e = pks_table_lookup(t, &m->key);
     if (e < 0)
         return native_open(t, buf, m, now, PKS_NONE);

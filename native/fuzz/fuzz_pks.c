@@ -490,7 +490,8 @@ static void run_process(model *md, const uint8_t *data, size_t size, const pks_m
                                                    has no VIP to answer echoes for) */
         CHECK(pm.slot == -1 && (v == PKS_V_DROP || v == PKS_V_FAST));
         if (v == PKS_V_DROP) {
-            CHECK(pm.err >= PKS_E_ICMP_CHECKSUM && pm.err <= PKS_E_ICMP_NO_FLOW);
+            CHECK((pm.err >= PKS_E_ICMP_CHECKSUM && pm.err <= PKS_E_ICMP_NO_FLOW)
+                  || pm.err == PKS_E_ICMP_RATE);
             CHECK(memcmp(buf, data, size) == 0);
         } else {
             const uint8_t *ip = buf + m->hdr, *quote = ip + m->l4_off + 8;

@@ -40,6 +40,19 @@ def test_echo_request_to_a_vip_is_answered_by_the_switch() -> None:
     assert (s["icmp_echo_replies"], s["packets_forwarded"], s["dropped"]) == (1, 1, {})
 
 
+def test_echo_replies_are_rate_limited_as_linux_limits_its_own() -> None:
+    h = Harness()
+    ping = IP(src=CLIENT, dst=VIP) / ICMP(type=8, id=1, seq=1)
+    answered = sum(h.send(ping) is not None for _ in range(60))  # at one instant
+    assert answered == 50  # the burst
+    h.now += 2**-7  # 7.8 ms (exact in binary): 7.8 tokens at 1000 a second
+    assert sum(h.send(ping) is not None for _ in range(10)) == 7
+    s = h.sw.stats(h.now)
+    assert (s["icmp_echo_replies"], s["dropped"]) == (57, {"icmp_rate": 13})
+    h.now += 10  # a long pause refills the burst, no more
+    assert sum(h.send(ping) is not None for _ in range(60)) == 50
+
+
 @pytest.mark.parametrize(
     ("pkt", "reason"),
     [
