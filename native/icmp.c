@@ -111,6 +111,19 @@ static int echo_token(pks_table *t, double now)
     return 1;
 }
 
+/* An error about a packet of the flow's other way (q = !way) quotes its sequence number,
+ * which a real one has in flight: from what the receiver (way) acknowledged, or from the
+ * SYN while nothing is, up to the end of what q sent. A blind attacker must guess it. */
+static int quote_in_flight(const pks_flow *f, uint8_t way, uint32_t seq)
+{
+    uint8_t q = way ^ 1;
+    uint32_t end = f->seq_end[q];
+    if (end == 0)
+        return 0;                               /* q never sent: nothing to err about */
+    uint32_t lo = f->acked[way] ? f->ack[way] : end - 1;
+    return (int32_t)(seq - lo) >= 0 && (int32_t)(end - seq) >= 0;
+}
+
 int native_icmp(pks_table *t, uint8_t *buf, pks_meta *m, double now)
 {
     uint32_t ip = m->hdr, l4 = ip + m->l4_off, end = ip + m->ip_len;
@@ -144,6 +157,9 @@ int native_icmp(pks_table *t, uint8_t *buf, pks_meta *m, double now)
     if (e < 0)
         return drop_exit(m, PKS_E_ICMP_NO_FLOW);
     uint8_t way = (uint8_t)(e & 1);             /* the error travels as a packet of this way */
+    if (!quote_in_flight(&t->flows[e >> 1], way, rd16(buf + q + ihl + 4) << 16
+                                                 | rd16(buf + q + ihl + 6)))
+        return drop_exit(m, PKS_E_ICMP_WINDOW);
     pks_nat n;
     pks_flow_nat(t, (uint32_t)(e >> 1), way, &n);
     translate(buf, ip, l4, end, &n, !t->snat && way == 0);

@@ -324,6 +324,11 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
     f->created = now;
     f->fast = 1;
     f->syns = 1;
+    {   /* the client's sequence space starts here (the SYN takes one number): what an ICMP
+         * error about the SYN quotes */
+        const uint8_t *th = buf + m->hdr + m->l4_off;
+        f->seq_end[0] = ((uint32_t)rd16(th + 4) << 16 | rd16(th + 6)) + 1 + m->payload;
+    }
     f->service = s->id;
     f->backend = pick->backend;
     f->reason = pick->reason;   /* PKS_NONE: Python writes it, applying the OPEN event */

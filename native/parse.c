@@ -6,7 +6,7 @@ static const char *const err_names[PKS_E_COUNT] = {
     "fragment", "protocol", "l4_short", "tcp_data_offset", "vnet_header",
     "no_flow", "no_service", "acl_denied", "no_backend", "table_full", "snat_exhausted",
     "tuple_busy", "icmp_checksum", "icmp_other", "icmp_malformed", "icmp_no_flow",
-    "bad_source", "tcp_checksum", "icmp_rate",
+    "bad_source", "tcp_checksum", "icmp_rate", "icmp_out_of_window",
 };
 
 static const char *const slow_names[PKS_SLOW_COUNT] = {

@@ -36,7 +36,9 @@
                                    VIP or SNAT address; loopback, 0/8, multicast, 240/4) */
 #define PKS_E_TCP_CHECKSUM 23   /* a SYN whose TCP checksum is wrong */
 #define PKS_E_ICMP_RATE 24      /* ICMP: an echo request beyond the replies' rate */
-#define PKS_E_COUNT 25
+#define PKS_E_ICMP_WINDOW 25    /* ICMP: an error quoting a sequence number its flow does not
+                                   have in flight */
+#define PKS_E_COUNT 26
 
 /* why C left a packet to Python (meta->slow with PKS_V_SLOW; names in pks_slow_name(); each
  * counted in the table's slow[]) */

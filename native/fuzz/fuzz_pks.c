@@ -463,6 +463,24 @@ static int model_tcp_csum_ok(const uint8_t *ip, const pks_meta *m)
     return ref_csum(ip + m->l4_off, l4len, sum) == 0;
 }
 
+/* a <= b in serial number arithmetic (RFC 1982), as TCP compares sequence numbers */
+static int serial_le(uint32_t a, uint32_t b) { return (int32_t)(b - a) >= 0; }
+
+/* the quoted packet (at q) is of the way opposite to entry e's, and its sequence number is
+ * in flight: from the other way's last ACK (or, with none, the first number before the end)
+ * to the end of what it sent; never if it sent nothing */
+static int model_in_flight(const pks_table *t, int64_t e, const uint8_t *q)
+{
+    const pks_flow *f = &t->flows[e >> 1];
+    uint32_t way = (uint32_t)(e & 1), from = way ^ 1;
+    uint32_t ihl = (uint32_t)(q[0] & 0x0f) * 4, seq = get32(q + ihl + 4);
+    uint32_t end = f->seq_end[from];
+    if (end == 0)
+        return 0;
+    uint32_t lo = f->acked[way] ? f->ack[way] : end - 1;
+    return serial_le(lo, seq) && serial_le(seq, end);
+}
+
 static void run_process(model *md, const uint8_t *data, size_t size, const pks_meta *m, int vnet)
 {
     uint8_t *buf = malloc(size);
@@ -491,7 +509,14 @@ static void run_process(model *md, const uint8_t *data, size_t size, const pks_m
         CHECK(pm.slot == -1 && (v == PKS_V_DROP || v == PKS_V_FAST));
         if (v == PKS_V_DROP) {
             CHECK((pm.err >= PKS_E_ICMP_CHECKSUM && pm.err <= PKS_E_ICMP_NO_FLOW)
-                  || pm.err == PKS_E_ICMP_RATE);
+                  || pm.err == PKS_E_ICMP_RATE || pm.err == PKS_E_ICMP_WINDOW);
+            if (pm.err == PKS_E_ICMP_WINDOW) {  /* a known flow, and a quote not in flight */
+                const uint8_t *was = data + m->hdr + m->l4_off + 8;
+                pks_key about;
+                CHECK(quote_key(was, m->ip_len - m->l4_off - 8, &about));
+                int64_t e = model_find(md, &about);
+                CHECK(e >= 0 && !model_in_flight(md->t, e, was));
+            }
             CHECK(memcmp(buf, data, size) == 0);
         } else {
             const uint8_t *ip = buf + m->hdr, *quote = ip + m->l4_off + 8;
@@ -517,6 +542,7 @@ static void run_process(model *md, const uint8_t *data, size_t size, const pks_m
             after.dport = get16(quote + qihl + 2);
             int64_t e0 = model_find(md, &before), e1 = model_find(md, &after);
             CHECK(e0 >= 0 && e1 == (e0 ^ 1));
+            CHECK(model_in_flight(md->t, e0, was));
         }
         free(buf);
         return;

@@ -111,6 +111,20 @@ def test_error_from_the_backend_reaches_the_client_about_its_own_packet(quote: i
     assert h.sw.stats(h.now)["icmp_errors_translated"] == {"to_backend": 0, "to_client": 1}
 
 
+@pytest.mark.parametrize("seq", [99, 102, 2**31 + 100, 12345])
+def test_an_error_quoting_a_sequence_number_not_in_flight_is_dropped(seq: int) -> None:
+    """The SYN (seq 100) is all the client sent: an error about its flow must quote 100."""
+    h = Harness()
+    out = h.send(IP(src=CLIENT, dst=VIP) / TCP(sport=40000, dport=80, flags="S", seq=100))
+    assert out is not None
+    forged = IP(bytes(out))
+    forged[TCP].seq = seq
+    err = IP(src=out.dst, dst=out.src) / ICMP(type=3, code=3) / Raw(bytes(forged)[:28])
+    assert h.send(err) is None
+    assert h.sw.dropped == {"icmp_out_of_window": 1}
+    assert h.sw.stats(h.now)["icmp_errors_translated"] == {"to_backend": 0, "to_client": 0}
+
+
 @pytest.mark.parametrize("mode", ["fullnat", "nat"])
 def test_fragmentation_needed_from_the_client_side_reaches_the_backend(mode: str) -> None:
     h = Harness(mode=mode)

@@ -358,7 +358,7 @@ def test_err_names() -> None:
         "fragment", "protocol", "l4_short", "tcp_data_offset", "vnet_header",
         "no_flow", "no_service", "acl_denied", "no_backend", "table_full", "snat_exhausted",
         "tuple_busy", "icmp_checksum", "icmp_other", "icmp_malformed", "icmp_no_flow",
-        "bad_source", "tcp_checksum", "icmp_rate",
+        "bad_source", "tcp_checksum", "icmp_rate", "icmp_out_of_window",
     ]  # fmt: skip
     assert len(names) == lib.PKS_E_COUNT
     assert [err_name(i) for i in range(lib.PKS_E_COUNT)] == names
