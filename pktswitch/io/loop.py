@@ -173,9 +173,20 @@ class Loop:
             # signal, a stream's events): no more sleeping in C before the loop has had a turn
             wait = 0.0
         if sw.table.tab.ev_count:
-            sw.take_events()  # before timers run: expiry reads the states C moved
+            try:
+                sw.take_events()  # before timers run: expiry reads the states C moved
+            except Exception:
+                self._internal_error("applying the native events")
         self.largest_read = max(self.largest_read, r.largest)
         view.release()
+
+    def _deadline(self, when: Callable[[], float | None]) -> float | None:
+        """A deadline callback's answer; one that raises asks for no wake-up (it is logged)."""
+        try:
+            return when()
+        except Exception:
+            self._internal_error("in a deadline callback")
+            return None
 
     def _internal_error(self, where: str) -> None:
         self.internal_errors += 1
@@ -186,7 +197,9 @@ class Loop:
         while not self.stopping:
             now = self.clock()
             dues = [
-                d for d in (self.core.next_due(), *(f() for f in self.deadlines)) if d is not None
+                d
+                for d in (self.core.next_due(), *map(self._deadline, self.deadlines))
+                if d is not None
             ]
             wait = min(MAX_WAIT, max(0.0, min(dues) - now)) if dues else MAX_WAIT
             if self._epfd >= 0 and self._native_now():
@@ -202,7 +215,11 @@ class Loop:
                     key.data(events)
                 except Exception:
                     self._internal_error("in a control callback")
-            self.core.expire(self.clock())
+            try:
+                self.core.expire(self.clock())
+            except Exception:
+                # a bug in expiry must not take the datapath down either: log, go on
+                self._internal_error("in expiry")
             for callback in self.idle:
                 try:
                     callback()

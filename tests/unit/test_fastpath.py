@@ -178,3 +178,47 @@ def test_one_drain_opens_closes_and_reopens_a_reused_port_and_python_counts_it_a
     assert (row["client"], row["backend"], row["state"]) == (f"{CLIENT}:40000", "B", "SYN_RECV")
     tun.close()
     wire.close()
+
+
+class _BrokenCore:
+    """A core whose expiry always raises, as a bug would."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray(2048)
+        self.drops: list[str] = []
+
+    def process(self, length: int, now: float) -> bool:
+        return False
+
+    def count_drop(self, reason: str) -> None:
+        self.drops.append(reason)
+
+    def expire(self, now: float) -> int:
+        raise RuntimeError("a bug in expiry")
+
+    def next_due(self) -> float | None:
+        return 0.0  # due at once: the loop never sleeps
+
+
+def test_a_bug_in_expiry_or_a_deadline_is_counted_and_the_loop_goes_on() -> None:
+    tun, wire = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        loop = Loop(_BrokenCore(), tun.fileno(), clock=lambda: 1.0)
+        turns = []
+
+        def broken_deadline() -> float | None:
+            raise RuntimeError("a bug in a deadline")
+
+        def count_turns() -> None:
+            turns.append(1)
+            if len(turns) == 3:
+                loop.stop()
+
+        loop.deadlines.append(broken_deadline)
+        loop.idle.append(count_turns)
+        loop.run()  # returns: the loop survived three turns of both bugs
+        assert len(turns) == 3
+        assert loop.internal_errors == 6  # each turn: the deadline, then expiry
+    finally:
+        tun.close()
+        wire.close()
