@@ -59,8 +59,12 @@ def _prepare_path(path: str) -> None:
     try:
         probe.settimeout(1)
         probe.connect(path)
-    except OSError:
-        os.unlink(path)  # a stale socket left by a switch that died
+    except ConnectionRefusedError:
+        os.unlink(path)  # a stale socket left by a switch that died: nobody listens
+    except OSError as e:  # a switch too busy to take the probe (its backlog full) is alive
+        raise AlreadyRunning(
+            f"{path}: a switch may be running (the probe got {e!r}); remove the socket if none is"
+        ) from None
     else:
         raise AlreadyRunning(f"a switch is already answering on {path}")
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -195,6 +196,37 @@ def test_second_server_on_a_live_socket_is_refused(running: tuple[str, Switch]) 
     path, _ = running
     with pytest.raises(AlreadyRunning):
         ControlServer(path, {})
+
+
+def test_a_socket_whose_switch_is_too_busy_to_answer_is_left_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live switch with a full backlog makes the probe time out: its socket must stay (only
+    a refused connection, nobody listening, makes a socket stale)."""
+    import socket
+
+    from pktswitch.control import server
+    from pktswitch.control.server import AlreadyRunning
+
+    path = str(tmp_path / "busy.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+
+    class Slow(socket.socket):
+        def connect(self, address: object) -> None:
+            raise TimeoutError("timed out")
+
+    monkeypatch.setattr(server.socket, "socket", Slow)
+    try:
+        with pytest.raises(AlreadyRunning, match="may be running"):
+            server._prepare_path(path)
+        assert os.path.exists(path)
+    finally:
+        listener.close()
+    monkeypatch.undo()
+    server._prepare_path(path)  # now nobody listens: stale, removed
+    assert not os.path.exists(path)
 
 
 def test_tcp_states_prints_the_table_the_code_runs_on(tmp_path: Path) -> None:
