@@ -334,3 +334,21 @@ def test_the_loop_wakes_for_the_next_check_to_start_or_time_out(
     for a, b in pairs:
         a.close()
         b.close()
+
+
+def test_the_syn_watch_holds_no_more_than_the_half_open_flows() -> None:
+    """A SYN flood at a service with passive health: the watch for SYN-ACKs is bounded by the
+    table's half-open limit, and still signals the half-open flows it holds."""
+    from scapy.layers.inet import IP, TCP
+    from test_switch import CLIENT, VIP, Harness
+
+    h = Harness(max_flows=64, max_half_open=8)
+    (svc,) = h.sw.services
+    svc.health = POLICY  # passive signals on
+    assert svc.health.passive
+    for sport in range(1, 201):
+        assert h.send(IP(src=CLIENT, dst=VIP) / TCP(sport=sport, dport=80, flags="S")) is not None
+        assert len(h.sw._syn_watch) <= 8
+    assert len(h.sw._syn_watch) == 8 and h.sw.flows_evicted == 192
+    signals = h.sw.take_passive(h.now + svc.health.syn_timeout)
+    assert len(signals) == 8  # the eight flows still half-open, each unanswered
