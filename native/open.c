@@ -322,7 +322,6 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
     f->bytes[0] = m->ip_len;
     f->last_seen = now;
     f->created = now;
-    f->fast = 1;
     f->syns = 1;
     {   /* the client's sequence space starts here (the SYN takes one number): what an ICMP
          * error about the SYN quotes */

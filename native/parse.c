@@ -10,8 +10,8 @@ static const char *const err_names[PKS_E_COUNT] = {
 };
 
 static const char *const slow_names[PKS_SLOW_COUNT] = {
-    "not_fast", "no_state_grid", "event_ring_full", "no_hash_key", "no_snat_endpoint",
-    "no_memory", "family",
+    "no_state_grid", "event_ring_full", "no_hash_key", "no_snat_endpoint", "no_memory",
+    "family",
 };
 
 const char *pks_slow_name(int why)

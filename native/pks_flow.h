@@ -29,8 +29,7 @@ typedef struct {
     uint8_t has_snat;
     uint8_t acked[2];   /* an ACK was seen that way: ack[] holds something */
     uint8_t used;
-    uint8_t fast;       /* set by Python: C may decide on packets without SYN or RST */
-    uint8_t state;      /* the TCP state (Python's tcpstate.State); C moves it on FIN/ACK */
+    uint8_t state;      /* the TCP state (Python's tcpstate.State), moved by C */
     uint8_t measured;   /* the first response after the first request was timed */
     uint8_t synacked;   /* C reported the backend's first SYN-ACK */
     uint8_t syns;       /* SYNs seen from the client, as Python counts them (255 at most) */

@@ -42,14 +42,13 @@
 
 /* why C left a packet to Python (meta->slow with PKS_V_SLOW; names in pks_slow_name(); each
  * counted in the table's slow[]) */
-#define PKS_SLOW_NOT_FAST 0     /* a flow C may not decide on by itself */
-#define PKS_SLOW_NO_GRID 1      /* no state grid loaded */
-#define PKS_SLOW_EVENTS 2       /* the event ring has no room for what C would tell */
-#define PKS_SLOW_NO_KEY 3       /* a hashed service, and no hash key */
-#define PKS_SLOW_NO_ENDPOINT 4  /* a backend whose SNAT queue C does not know */
-#define PKS_SLOW_NO_MEMORY 5    /* no memory for the flow's timer */
-#define PKS_SLOW_FAMILY 6       /* an address family C does not open flows for */
-#define PKS_SLOW_COUNT 7
+#define PKS_SLOW_NO_GRID 0      /* no state grid loaded */
+#define PKS_SLOW_EVENTS 1       /* the event ring has no room for what C would tell */
+#define PKS_SLOW_NO_KEY 2       /* a hashed service, and no hash key */
+#define PKS_SLOW_NO_ENDPOINT 3  /* a backend whose SNAT queue C does not know */
+#define PKS_SLOW_NO_MEMORY 4    /* no memory for the flow's timer */
+#define PKS_SLOW_FAMILY 5       /* an address family C does not open flows for */
+#define PKS_SLOW_COUNT 6
 
 /* virtio_net_hdr (include/uapi/linux/virtio_net.h): what a TUN device opened with IFF_VNET_HDR
  * puts before each packet. NEEDS_CSUM: the TCP checksum field holds only the pseudo-header sum

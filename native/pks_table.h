@@ -13,7 +13,7 @@ typedef struct {
     uint32_t *index;    /* open addressing, linear probing: slot << 1 | dir, or 0xffffffff */
     pks_flow *flows;
     uint8_t trans[2][4][PKS_STATES]; /* next state by [dir][event][state]; event: SYN FIN ACK RST */
-    uint8_t has_trans;  /* trans is loaded: fast flows change state in C */
+    uint8_t has_trans;  /* trans is loaded: C moves flows' states */
     double timeouts[PKS_STATES]; /* idle timeout per state, seconds (pks_table_set_timeouts) */
     uint32_t half_open; /* flows in SYN_RECV, and the list of them, oldest first */
     uint32_t half_open_peak;
@@ -59,7 +59,7 @@ typedef struct {
 
 pks_table *pks_table_new(uint32_t nslots, uint64_t seed);
 /* Loads the state grid (2 x 4 x PKS_STATES bytes: [dir][SYN FIN ACK RST][state]), from which
- * pks_process moves fast flows on FIN and ACK; 0, or -1 for a state out of range */
+ * pks_process moves flows on RST, SYN, FIN and ACK; 0, or -1 for a state out of range */
 int pks_table_set_transitions(pks_table *t, const uint8_t *grid, uint32_t len);
 /* The idle timeout of each state (PKS_STATES values, seconds); a flow takes its state's
  * when it enters it. 0, or -1 for a bad count or a negative timeout. */

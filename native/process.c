@@ -53,8 +53,6 @@ int pks_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *
     uint8_t flags = m->tcp_flags;
     int synack = t->has_trans && m->dir == 1
                  && (flags & (PKS_TCP_SYN | PKS_TCP_ACK | PKS_TCP_RST)) == (PKS_TCP_SYN | PKS_TCP_ACK);
-    if (!f->fast)
-        return slow_exit(t, m, PKS_SLOW_NOT_FAST);
     if (!t->has_trans && (flags & (PKS_TCP_SYN | PKS_TCP_RST | PKS_TCP_FIN)))
         return slow_exit(t, m, PKS_SLOW_NO_GRID);
     if (m->dir == 0 && (flags & PKS_TCP_SYN) && f->syns < 255)

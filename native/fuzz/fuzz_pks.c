@@ -28,7 +28,7 @@
  *             slot and found by lookup (so no other key can be); return codes match the model;
  *             the free stack holds exactly the unused slots; pks_process counts and rewrites the packet exactly when the model
  *             says it must, and leaves the buffer alone otherwise; with a state grid loaded
- *             (half the inputs) it moves a fast flow's state by the grid on RST, SYN, FIN and
+ *             (half the inputs) it moves a flow's state by the grid on RST, SYN, FIN and
  *             ACK, counts the client's SYNs, tells a backend's RST before any SYN-ACK, and
  *             times the first response, each reported as exactly the event the model expects;
  *             an ICMP error about a flow (the model inserts one its quote is about) comes out
@@ -234,7 +234,7 @@ static void make_nat(const uint8_t *data, size_t size, uint32_t salt, pks_nat *n
 }
 
 typedef struct {
-    uint8_t used, fast, state, measured, synacked;
+    uint8_t used, state, measured, synacked;
     double req_at;
     pks_key key[2];
     pks_nat nat[2];
@@ -365,18 +365,15 @@ static void reverse_key(const pks_key *k, pks_nat *n)
     n->dport = k->sport;
 }
 
-static void model_insert(model *md, uint32_t slot, const pks_key *k0, const pks_key *k1,
-                         uint8_t fast)
+static void model_insert(model *md, uint32_t slot, const pks_key *k0, const pks_key *k1)
 {
     model_slot *ms = &md->s[slot];
     memset(ms, 0, sizeof *ms);
     ms->used = 1;
-    ms->fast = fast;
     ms->key[0] = *k0;
     ms->key[1] = *k1;
     reverse_key(k1, &ms->nat[0]);
     reverse_key(k0, &ms->nat[1]);
-    md->t->flows[slot].fast = fast; /* what Python does when it opens a flow */
     ms->state = (uint8_t)(slot * 3 % PKS_STATES); /* any state, as Python sets it */
     CHECK(pks_flow_set_state(md->t, slot, ms->state, 1.0) == 0);
 }
@@ -398,21 +395,19 @@ static void load_grid(pks_table *t)
     CHECK(pks_table_set_transitions(t, grid, sizeof grid - 1) == -1);
 }
 
-static void do_insert(model *md, uint32_t slot, const pks_key *k0, const pks_key *k1,
-                      uint8_t fast)
+static void do_insert(model *md, uint32_t slot, const pks_key *k0, const pks_key *k1)
 {
     int want = insert_rc(md, slot, k0, k1);
     CHECK(pks_table_insert(md->t, slot, k0, k1) == want);
     if (want == 0)
-        model_insert(md, slot, k0, k1, fast);
+        model_insert(md, slot, k0, k1);
     check_key(md, k0);
     check_key(md, k1);
 }
 
 /* a flow for the packet (parsed into m) to `to`: packets like m's become `to`, the replies
  * to it the reverse of m's (the keys native_open inserts) */
-static void do_flow_for(model *md, uint32_t slot, const pks_meta *m, const pks_nat *to,
-                        uint8_t fast)
+static void do_flow_for(model *md, uint32_t slot, const pks_meta *m, const pks_nat *to)
 {
     pks_key k1;
     memset(&k1, 0, sizeof k1);
@@ -422,7 +417,7 @@ static void do_flow_for(model *md, uint32_t slot, const pks_meta *m, const pks_n
     memcpy(k1.daddr, to->saddr, 4);
     k1.sport = to->dport;
     k1.dport = to->sport;
-    do_insert(md, slot, &m->key, &k1, fast);
+    do_insert(md, slot, &m->key, &k1);
 }
 
 /* --------------------------------------------------------------- packet path */
@@ -585,12 +580,12 @@ static void run_process(model *md, const uint8_t *data, size_t size, const pks_m
     uint32_t ack = get32(data + m->hdr + m->l4_off + 8);
     CHECK(f->ack[dir] == (m->tcp_flags & PKS_TCP_ACK ? ack : acks[slot][dir]));
     CHECK(f->ack[dir ^ 1] == acks[slot][dir ^ 1]);
-    /* C decides on every packet of a fast flow given a grid; without one, not on those with
-     * SYN, FIN or RST */
+    /* C decides on every packet of a flow given a grid; without one, not on those with SYN,
+     * FIN or RST */
     uint8_t stop = md->t->has_trans ? 0 : PKS_TCP_SYN | PKS_TCP_RST | PKS_TCP_FIN;
     uint8_t syn_ack_rst = m->tcp_flags & (PKS_TCP_SYN | PKS_TCP_ACK | PKS_TCP_RST);
     int synack = md->t->has_trans && dir == 1 && syn_ack_rst == (PKS_TCP_SYN | PKS_TCP_ACK);
-    int fast = md->s[slot].fast && !(m->tcp_flags & stop);
+    int fast = !(m->tcp_flags & stop);
     uint8_t state = md->s[slot].state;
     uint8_t want = state;
     if (fast && md->t->has_trans) {         /* RST > SYN > FIN > ACK, as tcpstate.event_of */
@@ -731,7 +726,7 @@ static void drive_table(const uint8_t *data, size_t size, const pks_meta *m, int
     memset(&md, 0, sizeof md);
     md.t = pks_table_new(NSLOTS, (uint64_t)size * 0x9e3779b97f4a7c15ull ^ data[0]);
     CHECK(md.t != NULL);
-    if (data[size - 1] & 0x80) /* half the inputs: C moves fast flows' states itself */
+    if (data[size - 1] & 0x80) /* half the inputs: C moves flows' states itself */
         load_grid(md.t);
     md.t->all_events = data[size - 1] & 0x40; /* and reports every move, or only some */
     double timeouts[PKS_STATES];
@@ -757,7 +752,7 @@ static void drive_table(const uint8_t *data, size_t size, const pks_meta *m, int
         case 0: /* insert two small keys; slots 8..15 are out of range */
             small_key(a, &k0);
             small_key(b, &k1);
-            do_insert(&md, arg & 15, &k0, &k1, (uint8_t)(arg >> 4 & 1));
+            do_insert(&md, arg & 15, &k0, &k1);
             break;
         case 1: { /* remove */
             uint32_t slot = arg & 15;
@@ -784,20 +779,20 @@ static void drive_table(const uint8_t *data, size_t size, const pks_meta *m, int
             if (icmp_quote) {
                 small_key(b, &k1);
                 if (a & 1)
-                    do_insert(&md, arg & 7, &k1, &quoted, (uint8_t)(a >> 1 & 1));
+                    do_insert(&md, arg & 7, &k1, &quoted);
                 else
-                    do_insert(&md, arg & 7, &quoted, &k1, (uint8_t)(a >> 1 & 1));
+                    do_insert(&md, arg & 7, &quoted, &k1);
                 break;
             }
             pks_nat to;
             make_nat(data, size, (uint32_t)(2 * i + 1), &to);
             small_key(b, &k1);
             if (a & 4)
-                do_flow_for(&md, arg & 7, m, &to, (uint8_t)(a >> 1 & 1));
+                do_flow_for(&md, arg & 7, m, &to);
             else if (a & 1)
-                do_insert(&md, arg & 7, &k1, &m->key, (uint8_t)(a >> 1 & 1));
+                do_insert(&md, arg & 7, &k1, &m->key);
             else
-                do_insert(&md, arg & 7, &m->key, &k1, (uint8_t)(a >> 1 & 1));
+                do_insert(&md, arg & 7, &m->key, &k1);
             break;
         }
         }
