@@ -16,7 +16,7 @@ static double monotonic_now(void)
 static int drain_wait(pks_table *t, int fd, int epfd, double deadline, pks_drain_result *r)
 {
     r->status = PKS_D_EMPTY;
-    if (t->ev_count)
+    if (t->ev_count || t->trace_used)
         return 0;
     struct epoll_event ev[8];
     for (;;) {

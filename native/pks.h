@@ -8,5 +8,6 @@
 #include "pks_service.h"
 #include "pks_snat.h"
 #include "pks_table.h"
+#include "pks_trace.h"
 #include "pks_program.h"
 #include "pks_drain.h"

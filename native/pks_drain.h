@@ -33,7 +33,8 @@ typedef struct {
  * ready: back to reading; any other fd ready: PKS_D_OTHER, so the caller serves it
  * (level-triggered, its own epoll_wait reports it again); epoll_wait failing: PKS_D_ERROR
  * with wait_failed set. It does not wait, and says PKS_D_EMPTY, when the event
- * ring holds anything (Python applies events, which may move its timers, before it sleeps),
+ * ring or the trace buffer holds anything (Python applies events, which may move its
+ * timers, and hands records to whoever traces before it sleeps),
  * when the wait ends, or when a signal interrupts it (Python runs its handlers). */
 void pks_drain(pks_table *t, int fd, uint8_t *buf, uint32_t cap, int vnet, uint32_t budget,
                pks_meta *m, int epfd, double wait, pks_drain_result *r);

@@ -57,6 +57,9 @@ PKS_HIDDEN uint64_t b2_finish(const uint64_t keyed[8], const uint8_t *data, uint
 PKS_HIDDEN int native_icmp(pks_table *t, uint8_t *buf, pks_meta *m, double now);
 /* open.c */
 PKS_HIDDEN int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t old);
+/* process.c: pks_process without tracing */
+PKS_HIDDEN int process_packet(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *m,
+                              int vnet);
 /* service.c */
 PKS_HIDDEN int acl_permits(const pks_service *s, uint32_t addr);
 /* snat.c */
@@ -68,6 +71,9 @@ PKS_HIDDEN void event_put(pks_table *t, uint32_t slot, uint8_t kind, uint8_t fro
                       uint8_t dir, double now, double value);
 PKS_HIDDEN void index_del(pks_table *t, uint32_t e);
 PKS_HIDDEN void index_put(pks_table *t, uint32_t e);
+/* trace.c: pks_process while tracing */
+PKS_HIDDEN int trace_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *m,
+                             int vnet);
 /* timers.c */
 PKS_HIDDEN void heap_compact(pks_table *t);
 PKS_HIDDEN int timer_push(pks_table *t, uint32_t slot, double due);

@@ -55,6 +55,12 @@ typedef struct {
     uint64_t icmp_errors[2]; /* errors about a flow translated, by the way they went: [0]
                                 toward the backend, [1] toward the client */
     uint64_t slow[PKS_SLOW_COUNT]; /* packets left to Python, by why (PKS_SLOW_*) */
+    uint8_t *trace_buf; /* tracing (pks_trace.h): Python's buffer, trace_cap 0: not tracing */
+    uint32_t trace_cap;
+    uint32_t trace_used;/* bytes of records in it, not taken yet */
+    uint32_t trace_snap;
+    uint32_t pad2;
+    uint64_t trace_lost;/* records that found the buffer full */
 } pks_table;
 
 pks_table *pks_table_new(uint32_t nslots, uint64_t seed);

@@ -10,6 +10,13 @@ void pks_apply(pks_table *t, uint8_t *buf, const pks_meta *m)
 
 int pks_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *m, int vnet)
 {
+    if (t->trace_cap)
+        return trace_process(t, buf, len, now, m, vnet);
+    return process_packet(t, buf, len, now, m, vnet);
+}
+
+int process_packet(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *m, int vnet)
+{
     if ((vnet ? pks_parse_vnet(buf, len, m) : pks_parse(buf, len, m)) != PKS_OK)
         return PKS_V_DROP;
     if (m->key.proto != PKS_PROTO_TCP)

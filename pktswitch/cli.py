@@ -310,9 +310,10 @@ def trace(
                     break
                 click.echo(json.dumps(ev) if as_json else trace_text(ev))
                 if writer is not None:
-                    writer.write(ev["time"], base64.b64decode(ev["raw_before"]))
+                    length = ev["before"]["len"]
+                    writer.write(ev["time"], base64.b64decode(ev["raw_before"]), length)
                     if ev["raw_after"] is not None:
-                        writer.write(ev["time"], base64.b64decode(ev["raw_after"]))
+                        writer.write(ev["time"], base64.b64decode(ev["raw_after"]), length)
     except KeyboardInterrupt:
         pass
     finally:
@@ -320,9 +321,9 @@ def trace(
         if out is not None:
             out.close()
     if summary and not as_json:
+        lost = summary["dropped"] + summary.get("lost", 0)
         click.echo(
-            f"{summary['sent']} packet(s) traced, {summary['dropped']} lost to a full trace buffer",
-            err=True,
+            f"{summary['sent']} packet(s) traced, {lost} lost to a full trace buffer", err=True
         )
 
 

@@ -40,6 +40,10 @@
  *             events and reprogramming in any order keep every used flow indexed, the count,
  *             half-open list, free stack and timer heap right, each SNAT pair in use held by
  *             one flow of its endpoint and counted so, and each pick the program's.
+ *   trace   - with a trace buffer of 1 to 4 records (some inputs of table and opens), every
+ *             decision appends exactly one record, or counts one lost when it does not fit,
+ *             whose verdict, reason, lengths, flow and state match, and whose copies are the
+ *             packet as it came and left (a partial checksum finished in them).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -476,6 +480,69 @@ static int model_in_flight(const pks_table *t, int64_t e, const uint8_t *q)
     return serial_le(lo, seq) && serial_le(seq, end);
 }
 
+/* Tracing (trace.c): with a buffer set, each decision of pks_process appends one record (or
+ * counts one lost) that tells the verdict, reason, lengths and state move exactly and holds
+ * the packet as it came and, forwarded, as it left; outside the checksum a partial sum is
+ * finished in, every byte is the packet's. `used`, `lost`: the buffer and count before. */
+static uint8_t trace_mem[4096] __attribute__((aligned(8)));
+
+static void trace_on(pks_table *t, uint8_t knob)
+{
+    uint32_t snap = 40u + (uint32_t)(knob & 0x3f) * 8, cap = pks_trace_size(snap, snap);
+    cap += (uint32_t)(knob >> 6) * cap;     /* room for 1 .. 4 records of snap bytes */
+    CHECK(pks_trace_set(t, trace_mem + 1, cap, snap) == -1);    /* misaligned */
+    CHECK(pks_trace_set(t, trace_mem, pks_trace_size(snap, snap) - 8, snap) == -1);
+    CHECK(pks_trace_set(t, trace_mem, cap, snap) == 0);
+}
+
+static int same_but_csum(const uint8_t *a, const uint8_t *b, uint32_t n, uint32_t at, int partial)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (a[i] != b[i] && !(partial && (i == at || i == at + 1)))
+            return 0;
+    return 1;
+}
+
+static void check_trace(const pks_table *t, uint32_t used, uint64_t lost, const uint8_t *in,
+                        const uint8_t *out, size_t size, int v, const pks_meta *pm, int vnet)
+{
+    if (!t->trace_cap)
+        return;
+    if (v == PKS_V_SLOW) {
+        CHECK(t->trace_used == used && t->trace_lost == lost);
+        return;
+    }
+    CHECK(t->trace_used <= t->trace_cap);
+    uint32_t hdr = vnet ? PKS_VNET_HDR_LEN : 0, len = size > hdr ? (uint32_t)size - hdr : 0;
+    if (t->trace_lost != lost) {
+        CHECK(t->trace_lost == lost + 1 && t->trace_used == used);
+        CHECK(t->trace_cap - used < pks_trace_size(len, t->trace_snap));
+        return;
+    }
+    const pks_trace_rec *r = (const pks_trace_rec *)(t->trace_buf + used);
+    uint32_t cap = len < t->trace_snap ? len : t->trace_snap;
+    CHECK(used + r->size == t->trace_used);
+    CHECK(r->len == len && r->cap == cap && r->verdict == v);
+    CHECK(r->size == ((uint32_t)sizeof *r + cap * (v == PKS_V_FAST ? 2 : 1) + 7) / 8 * 8);
+    CHECK(r->err == (v == PKS_V_DROP ? pm->err : 0));
+    CHECK(memcmp(r->vnet, in, hdr < size ? hdr : size) == 0);
+    uint32_t at = (uint32_t)pm->l4_off + 16;
+    int partial = r->partial;
+    CHECK(partial == (pm->partial && (pm->err == PKS_OK || pm->err >= PKS_E_NO_FLOW)));
+    const uint8_t *copy = (const uint8_t *)(r + 1);
+    CHECK(same_but_csum(copy, in + hdr, cap, at, partial));
+    if (v == PKS_V_FAST)
+        CHECK(same_but_csum(copy + cap, out + hdr, cap, at, partial));
+    if (r->slot >= 0) {
+        const pks_flow *f = &t->flows[r->slot];
+        CHECK(r->slot == pm->slot && f->used && r->to == f->state);
+        CHECK(r->service == f->service && r->backend == f->backend && r->has_client);
+        CHECK(r->client_port == f->key[0].sport);
+    } else {
+        CHECK(r->from == r->to && r->service == PKS_NONE && r->backend == PKS_NONE);
+    }
+}
+
 static void run_process(model *md, const uint8_t *data, size_t size, const pks_meta *m, int vnet)
 {
     uint8_t *buf = malloc(size);
@@ -490,7 +557,10 @@ static void run_process(model *md, const uint8_t *data, size_t size, const pks_m
         syns[i] = md->t->flows[i].syns;
         synack_at[i] = md->t->flows[i].synack_at;
     }
+    uint32_t used = md->t->trace_used;
+    uint64_t lost = md->t->trace_lost;
     int v = pks_process(md->t, buf, (uint32_t)size, 2.5, &pm, vnet);
+    check_trace(md->t, used, lost, data, buf, size, v, &pm, vnet);
     if (m->err != PKS_OK) {
         CHECK(v == PKS_V_DROP && pm.err == m->err && pm.slot == -1);
         CHECK(memcmp(buf, data, size) == 0);
@@ -729,6 +799,8 @@ static void drive_table(const uint8_t *data, size_t size, const pks_meta *m, int
     if (data[size - 1] & 0x80) /* half the inputs: C moves flows' states itself */
         load_grid(md.t);
     md.t->all_events = data[size - 1] & 0x40; /* and reports every move, or only some */
+    if (data[size - 1] & 0x20)                /* and traces, in a buffer of 1 .. 4 records */
+        trace_on(md.t, data[size / 2]);
     double timeouts[PKS_STATES];
     for (uint32_t s = 0; s < PKS_STATES; s++) /* 0 .. 2.5 s, from the input */
         timeouts[s] = (double)((data[s % size] >> 4) % 6) * 0.5;
@@ -1180,6 +1252,8 @@ static void drive_opens(const uint8_t *data, size_t size, const pks_meta *m, int
     o.prog = -1;
     o.t = pks_table_new(NSLOTS, data[1]);
     CHECK(o.t != NULL);
+    if (data[size - 3] & 0x10)      /* and traces */
+        trace_on(o.t, data[2]);
     load_grid(o.t);
     double timeouts[PKS_STATES];
     for (uint32_t st = 0; st < PKS_STATES; st++)
@@ -1231,8 +1305,17 @@ static void drive_opens(const uint8_t *data, size_t size, const pks_meta *m, int
             double score[4] = {0};
             for (uint32_t k = 0; k < o.n; k++)
                 score[k] = o.picks[k].weight ? model_score(&o, k) : 0;
+            uint32_t used = o.t->trace_used;
+            uint64_t lost = o.t->trace_lost;
+            uint8_t *came = malloc(size);
+            CHECK(came != NULL);
+            memcpy(came, buf, size);
             int v = pks_process(o.t, buf, (uint32_t)size, now, &pm, vnet);
             CHECK(v == PKS_V_FAST || v == PKS_V_SLOW || v == PKS_V_DROP);
+            check_trace(o.t, used, lost, came, buf, size, v, &pm, vnet);
+            free(came);
+            if (o.t->trace_used > o.t->trace_cap / 2)
+                o.t->trace_used = 0;            /* as Python takes the records */
             if (o.refused && th[13] == PKS_TCP_SYN)
                 CHECK(o.t->opened == opened);   /* a refused client's SYN opens nothing */
             if (o.t->opened != opened) {    /* C opened a flow for it */

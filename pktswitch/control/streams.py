@@ -7,7 +7,8 @@ records are turned into events here, outside the packet loop: header fields befo
 (decoded from the bytes in Python), which of them changed, the state transition, and the raw
 bytes (cut to the subscriber's snaplen) for a pcap file. With TUN offloads a packet's TCP
 checksum may be partial (the pseudo-header sum, finished by the device later): the event then
-shows, and the pcap holds, the finished checksum, and says so under "offload".
+shows, and the pcap holds, the finished checksum (C finishes it in its copies), and says so
+under "offload".
 """
 
 from __future__ import annotations
@@ -42,12 +43,10 @@ def event(rec: Record, seq: int, snaplen: int, wall: float) -> dict[str, Any]:
     if rec.vnet:
         flags, gso_type, _, gso_size = struct.unpack_from("<BBHH", rec.vnet)
         partial = bool(flags & VNET_NEEDS_CSUM)
+        # (C finished a partial checksum in the copies: they show what the wire carries)
         offload = {"partial_checksum": partial, "gso_type": gso_type, "gso_size": gso_size}
-        if partial:  # show and record what the wire will carry, not the pseudo-header sum
-            raw_before = packet.finish_checksum(raw_before)
-            raw_after = packet.finish_checksum(raw_after) if raw_after is not None else None
-    before = packet.describe(raw_before)
-    after = packet.describe(raw_after) if raw_after is not None else None
+    before = packet.describe(raw_before, rec.length)
+    after = packet.describe(raw_after, rec.length) if raw_after is not None else None
     changed = [f for f in FIELDS if after is not None and before.get(f) != after.get(f)]
     flow = rec.flow
     ev: dict[str, Any] = {
@@ -102,7 +101,8 @@ class TraceStream:
         return self.sub.done()
 
     def summary(self) -> dict[str, int]:
-        return {"matched": self.sub.matched, "sent": self.sent, "dropped": self.sub.dropped}
+        sub = self.sub
+        return {"matched": sub.matched, "sent": self.sent, "dropped": sub.dropped, "lost": sub.lost}
 
     def close(self) -> None:
         self.switch.unsubscribe(self.sub)

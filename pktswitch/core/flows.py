@@ -155,6 +155,11 @@ class Registry(Generic[T]):
     def __len__(self) -> int:
         return len(self._ids)
 
+    @property
+    def capacity(self) -> int:
+        """Numbers given so far, in use or free (those of forgotten objects hold None)."""
+        return len(self._objs)
+
     def get(self, obj: T) -> int | None:
         """obj's number, None if it has none (without giving it one)."""
         return self._ids.get(id(obj))

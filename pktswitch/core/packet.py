@@ -72,23 +72,11 @@ def summary(meta: CData) -> str:
     )
 
 
-def finish_checksum(raw: bytes) -> bytes:
-    """Complete a partial TCP checksum (TUN offloads: the field holds the pseudo-header sum
-    and the device finishes it) as the device would: what the packet carries on the wire."""
-    if len(raw) < 20:
-        return raw
-    ihl = (raw[0] & 0x0F) * 4
-    if raw[9] != PROTO_TCP or len(raw) < ihl + 18:
-        return raw
-    out = bytearray(raw)
-    out[ihl + 16 : ihl + 18] = _csum(raw[ihl:]).to_bytes(2, "big")
-    return bytes(out)
-
-
-def describe(raw: bytes) -> dict[str, Any]:
+def describe(raw: bytes, length: int | None = None) -> dict[str, Any]:
     """The header fields a trace shows, decoded in Python from the bytes (the readable
-    reference of what native/parse.c parses). Fields that are not there are left out."""
-    d: dict[str, Any] = {"len": len(raw)}
+    reference of what native/parse.c parses), of a packet of `length` bytes (its first ones,
+    when raw is shorter). Fields that are not there are left out."""
+    d: dict[str, Any] = {"len": len(raw) if length is None else length}
     if len(raw) < 20 or raw[0] >> 4 != 4:
         return d
     ihl = (raw[0] & 0x0F) * 4

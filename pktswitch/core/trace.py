@@ -1,9 +1,9 @@
 """Packet tracing: what the switch did to each packet, before and after, for whoever watches.
 
-A subscriber (one `pktswitch trace`) gets a bounded queue. While at least one is subscribed the
-switch copies each packet before processing it and records (before, after, verdict, state
-change); a record that finds its subscriber's queue full is dropped and counted, never waited
-for, so tracing costs the datapath a bounded amount of work per packet and nothing when nobody
+A subscriber (one `pktswitch trace`) gets a bounded queue. While at least one is subscribed C
+copies each packet as it decides on it (core/tracing.py): before, after, verdict, state move;
+a record that finds its subscriber's queue full is dropped and counted, never waited for, so
+tracing costs the datapath a bounded amount of work per packet and nothing when nobody
 traces. Records are turned into text or JSON later, outside the packet loop.
 """
 
@@ -18,13 +18,15 @@ QUEUE_MAX = 4096  # records waiting for one subscriber before new ones are dropp
 @dataclass(slots=True)
 class Record:
     t: float  # the switch's clock (`now`) when the packet was handled
-    before: bytes
-    after: bytes | None  # None: dropped
-    verdict: str  # "fast" (C forwarded it), "slow" (handed back by C), or "drop:<reason>"
+    before: bytes  # the IP packet as it came, its first `snap` bytes at most
+    after: bytes | None  # as it left (as many bytes); None: dropped
+    verdict: str  # "fast" (forwarded) or "drop:<reason>"
     # the packet's flow as it was then, if any: (client "ip:port", service, backend)
     flow: tuple[str, str, str] | None
     transition: tuple[str, str] | None  # (old state, new state) when it changed
     vnet: bytes = b""  # the virtio_net_hdr the packet came with (TUN offloads), if any
+    length: int = 0  # the IP packet's whole length
+    finished: bool = False  # its TCP checksum was partial (offloads): the copies finish it
 
 
 @dataclass(slots=True, eq=False)
@@ -35,6 +37,8 @@ class Subscription:
     queue: deque[Record] = field(default_factory=deque)
     matched: int = 0  # records that passed the filter
     dropped: int = 0  # of those, lost to a full queue
+    lost: int = 0  # packets C could not record while subscribed (its buffer full), any flow's
+    lost_at: int = 0  # C's count of those when the subscription began
 
     def wants(self, client: tuple[bytes, int] | None) -> bool:
         if self.count is not None and self.matched >= self.count:

@@ -50,19 +50,19 @@ class NativeCore(Core, Protocol):
     bufp: Any  # the cffi pointer to buf
     meta: Any  # pks_meta *
     vnet: int
-    subscriptions: list[Any]  # while any, the Python loop runs (every packet is traced)
 
     def count_fast(self, n: int) -> None: ...
     def after_native(self, verdict: int, now: float) -> bool: ...
     def take_events(self) -> None: ...
+    def take_trace(self) -> None: ...
 
 
 class Loop:
     def __init__(self, core: Core, tun_fd: int, clock: Callable[[], float] = time.monotonic):
         self.core = core
         # The established-flow loop runs in C (pks_drain) when the core is the switch and the
-        # clock is the one C reads (CLOCK_MONOTONIC); tests with a fake clock and tracing use
-        # the Python loop below, which does the same one packet at a time.
+        # clock is the one C reads (CLOCK_MONOTONIC); tests with a fake clock use the Python
+        # loop below, which does the same one packet at a time.
         native = isinstance(core, NativeCore) and clock is time.monotonic
         self.native_core: NativeCore | None = core if native else None  # type: ignore[assignment]
         self.native = native
@@ -95,12 +95,8 @@ class Loop:
     def stop(self) -> None:
         self.stopping = True
 
-    def _native_now(self) -> bool:
-        nc = self.native_core
-        return nc is not None and not nc.subscriptions
-
     def _drain(self) -> None:
-        if self._native_now():
+        if self.native_core is not None:
             self._drain_native(0.0)
             return
         core, fd, clock = self.core, self.tun_fd, self.clock
@@ -172,11 +168,17 @@ class Loop:
             # Python's decision may have made work for the loop (a timer, a passive health
             # signal, a stream's events): no more sleeping in C before the loop has had a turn
             wait = 0.0
-        if sw.table.tab.ev_count:
+        tab = sw.table.tab
+        if tab.ev_count:
             try:
                 sw.take_events()  # before timers run: expiry reads the states C moved
             except Exception:
                 self._internal_error("applying the native events")
+        if tab.trace_used:
+            try:
+                sw.take_trace()  # what C recorded for whoever traces (core/tracing.py)
+            except Exception:
+                self._internal_error("taking the trace records")
         self.largest_read = max(self.largest_read, r.largest)
         view.release()
 
@@ -202,7 +204,7 @@ class Loop:
                 if d is not None
             ]
             wait = min(MAX_WAIT, max(0.0, min(dues) - now)) if dues else MAX_WAIT
-            if self._epfd >= 0 and self._native_now():
+            if self._epfd >= 0 and self.native_core is not None:
                 # the wait happens in C, which forwards whatever the device holds meanwhile
                 # and returns when Python has a turn: timers, another fd, a signal, events
                 self._drain_native(wait)
