@@ -11,32 +11,67 @@ static int64_t snat_next(const pks_snat *p, uint32_t ep)
     return q->count ? (int64_t)q->pairs[q->head] : -1;
 }
 
+/* A pick not taken yet: the member, what the OPEN event says of it, and the program's
+ * state once the flow is open (rr's index, lrt's random source) */
+typedef struct {
+    uint32_t member;
+    double value;
+    pks_event_data data;
+    uint64_t next;
+} choice;
+
+/* load p (on member p) is less than load q (on q), as lc or wlc compares them */
+static int less_loaded(const pks_service *s, uint64_t p, const pks_pick *mp, uint64_t q,
+                       const pks_pick *mq)
+{
+    return s->prog == PKS_PROG_LC ? p < q : p * mq->weight < q * mp->weight;
+}
+
 /* lc's or wlc's member for a new flow (pks_service.h, pks_load), the flow `gone` (or
- * PKS_NONE), whose port the SYN reuses, counted as ended; NULL when no member has a weight */
-static const pks_pick *least_pick(const pks_table *t, const pks_service *s, uint32_t gone)
+ * PKS_NONE), whose port the SYN reuses, counted as ended; NULL when no member has a weight.
+ * What the OPEN event tells (c): the runner-up (the least loaded after it, ties to the
+ * first listed) and both members' counts at the pick. */
+static const pks_pick *least_pick(const pks_table *t, const pks_service *s, uint32_t gone,
+                                  choice *c)
 {
     const pks_flow *g = gone != PKS_NONE ? &t->flows[gone] : NULL;
-    const pks_pick *best = NULL;
-    uint64_t least = 0;
+    const pks_pick *best = NULL, *next = NULL;
+    uint64_t least = 0, then = 0;
+    uint32_t next_i = PKS_NONE;
+    memset(&c->data, 0, sizeof c->data);
     for (uint32_t i = 0; i < s->len; i++) {
         const pks_pick *p = &s->picks[i];
         if (!p->weight)
             continue;
         const pks_load *l = &t->bk_load[p->backend];   /* checked by pks_service_run */
-        uint64_t active = l->active, inactive = l->inactive;
+        uint32_t active = l->active, inactive = l->inactive;
         if (g && g->backend == p->backend) {
             if (g->state == PKS_S_ESTABLISHED)
                 active--;
             else if (g->state != PKS_S_NONE)
                 inactive--;
         }
-        uint64_t load = active * PKS_ACTIVE_WEIGHT + inactive;
-        if (!best || (s->prog == PKS_PROG_LC ? load < least
-                                                   : load * best->weight < least * p->weight)) {
+        uint64_t load = (uint64_t)active * PKS_ACTIVE_WEIGHT + inactive;
+        if (!best || less_loaded(s, load, p, least, best)) {
+            next = best;
+            then = least;
+            next_i = c->member;
+            c->data.least.active[1] = c->data.least.active[0];
+            c->data.least.inactive[1] = c->data.least.inactive[0];
             best = p;
             least = load;
+            c->member = i;
+            c->data.least.active[0] = active;
+            c->data.least.inactive[0] = inactive;
+        } else if (!next || less_loaded(s, load, p, then, next)) {
+            next = p;
+            then = load;
+            next_i = i;
+            c->data.least.active[1] = active;
+            c->data.least.inactive[1] = inactive;
         }
     }
+    c->value = next ? next_i : PKS_NONE;
     return best;
 }
 
@@ -91,15 +126,6 @@ static uint32_t nth_up(const pks_service *s, uint32_t k)
         if (s->picks[i].weight && k-- == 0)
             return i;
 }
-
-/* A pick not taken yet: the member, what the OPEN event says of it, and the program's
- * state once the flow is open (rr's index, lrt's random source) */
-typedef struct {
-    uint32_t member;
-    double value;
-    pks_event_data data;
-    uint64_t next;
-} choice;
 
 /* rr, wrr, lrt: the member for a new flow (the program's state is moved on by take());
  * -1 when no member has a weight */
@@ -158,8 +184,10 @@ static int choose(const pks_table *t, const pks_service *s, choice *c)
     }
     c->member = a;
     c->value = (double)a * PKS_MEMBERS_MAX + b;
-    c->data.rt[0] = t->bk_load[s->picks[a].backend].rt;
-    c->data.rt[1] = t->bk_load[s->picks[b].backend].rt;
+    c->data.lrt.rt[0] = t->bk_load[s->picks[a].backend].rt;
+    c->data.lrt.rt[1] = t->bk_load[s->picks[b].backend].rt;
+    c->data.lrt.active[0] = t->bk_load[s->picks[a].backend].active;
+    c->data.lrt.active[1] = t->bk_load[s->picks[b].backend].active;
     c->next = r;
     return 0;
 }
@@ -239,7 +267,7 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
         c.value = hslot;
     } else if (s->prog == PKS_PROG_LC || s->prog == PKS_PROG_WLC) {
         /* the reused port's flow ends before the pick, the evicted ones after it */
-        if (!(pick = least_pick(t, s, old)))
+        if (!(pick = least_pick(t, s, old, &c)))
             return drop_exit(m, PKS_E_NO_BACKEND);
     } else {
         if (choose(t, s, &c) != 0)
@@ -337,6 +365,7 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
         f->snat_port = (uint16_t)(t->snat->lo + pair / t->snat->naddrs);
     }
     flow_state(t, slot, PKS_S_SYN_RECV, now);   /* its timer has room (timer_room) */
+    t->bk_load[pick->backend].total++;
     t->opened++;
     event_write(t, open_at, slot, PKS_EV_OPEN, 0, PKS_S_SYN_RECV, 0, now, c.value);
     t->events[open_at].data = c.data;

@@ -54,7 +54,6 @@ typedef struct {
  * response timed, a flow opened or ended. Python applies them in order before it decides on
  * any packet. Each carries the flow's generation, backend and reason as they were, so an
  * event is applied right even when C has ended its flow since (a reused client port). */
-#define PKS_EV_STATE 1      /* from -> to, at t (see all_events) */
 #define PKS_EV_RESPONSE 2   /* the first response came `value` seconds after the request */
 #define PKS_EV_SYNACK 3     /* the backend's first SYN-ACK, at t: the handshake took `value`
                                seconds, `to` is the client's SYN count (C set synack_at) */
@@ -73,9 +72,20 @@ typedef struct {
 
 /* what an event carries besides its head, by kind */
 typedef union {
-    uint64_t bytes[2];  /* END, EVICT (and STATE, SYNACK, RESPONSE): the flow's bytes in, out */
-    double rt[2];       /* OPEN of lrt: the chosen and the other member's rt at the pick (-1:
-                           not measured) */
+    uint64_t word[3];   /* the union as Python reads it (core/events.py): three words, which
+                           it takes as the member the event's kind names */
+    uint64_t bytes[2];  /* END, EVICT: the flow's bytes in, out */
+    struct {
+        double rt[2];   /* the chosen and the other member's rt at the pick (-1: not
+                           measured) */
+        uint32_t active[2]; /* and their ESTABLISHED flows then */
+    } lrt;              /* OPEN of lrt */
+    struct {
+        uint32_t active[2];   /* the chosen member's and the runner-up's flows at the pick,
+                                 ESTABLISHED and other (the runner-up's member index is the
+                                 event's value, PKS_NONE with no runner-up) */
+        uint32_t inactive[2];
+    } least;            /* OPEN of lc, wlc */
     int64_t total;      /* OPEN of wrr: the total weight */
 } pks_event_data;
 
@@ -91,7 +101,7 @@ typedef struct {
     uint32_t service;
     double t;
     double value;       /* SYNACK, RESPONSE: seconds; OPEN: rr the member's index, wrr its
-                           current, hashed the client's slot, lrt chosen * PKS_MEMBERS_MAX +
-                           other (member indices) */
+                           current, hashed the client's slot, lc and wlc the runner-up's
+                           index, lrt chosen * PKS_MEMBERS_MAX + other (member indices) */
     pks_event_data data;
 } pks_event;

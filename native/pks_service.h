@@ -86,6 +86,7 @@ typedef struct {
 typedef struct {
     uint32_t active;    /* a backend's flows in ESTABLISHED */
     uint32_t inactive;  /* and in any other state (counted from its first state on) */
+    uint64_t total;     /* flows C opened for it */
     double rt;          /* its smoothed response time, seconds, as Python wrote it; -1:
                            not measured */
 } pks_load;

@@ -29,10 +29,6 @@ typedef struct {
     pks_event events[PKS_EVENTS];
     uint32_t count;     /* flows in the table */
     uint32_t max_half_open; /* C opens no flow beyond this many half-open ones */
-    uint8_t all_events; /* report every state change C makes; else only those into or out
-                           of ESTABLISHED, the ones that change a backend's counts (Python
-                           sets it while it traces packets, to show each transition) */
-    uint8_t pad[3];
     uint32_t free_head; /* the free slots: those from `fresh` on were never used; the others
                            are a list through their flows' `next`, the one freed last first
                            (PKS_NONE: empty). A new flow takes the list's first, else fresh. */

@@ -73,11 +73,8 @@ int process_packet(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_met
                  : (flags & PKS_TCP_FIN) ? 1 : (flags & PKS_TCP_ACK) ? 2 : -1;
         if (ev >= 0) {
             uint8_t to = t->trans[m->dir][ev][f->state];
-            if (to != f->state) {
-                if (t->all_events || f->state == PKS_S_ESTABLISHED || to == PKS_S_ESTABLISHED)
-                    event_put(t, (uint32_t)m->slot, PKS_EV_STATE, f->state, to, m->dir, now, 0);
+            if (to != f->state)     /* (C counts the backend's flows: Python is not told) */
                 flow_state(t, (uint32_t)m->slot, to, now);
-            }
         }
     }
     if (synack && !f->synacked) {

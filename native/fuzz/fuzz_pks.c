@@ -682,13 +682,6 @@ static void run_process(model *md, const uint8_t *data, size_t size, const pks_m
     }
     CHECK(f->state == want);
     md->s[slot].state = want;
-    if (want != state && (md->t->all_events || state == PKS_S_ESTABLISHED
-                          || want == PKS_S_ESTABLISHED)) {
-        CHECK(k < nev && evs[k].kind == PKS_EV_STATE && evs[k].slot == slot);
-        CHECK(evs[k].from == state && evs[k].to == want && evs[k].dir == dir);
-        CHECK(evs[k].t == 2.5);
-        k++;
-    }
     if (fast && synack && !md->s[slot].synacked) {
         CHECK(k < nev && evs[k].kind == PKS_EV_SYNACK && evs[k].slot == slot);
         CHECK(evs[k].t == 2.5 && evs[k].dir == 1);
@@ -798,7 +791,6 @@ static void drive_table(const uint8_t *data, size_t size, const pks_meta *m, int
     CHECK(md.t != NULL);
     if (data[size - 1] & 0x80) /* half the inputs: C moves flows' states itself */
         load_grid(md.t);
-    md.t->all_events = data[size - 1] & 0x40; /* and reports every move, or only some */
     if (data[size - 1] & 0x20)                /* and traces, in a buffer of 1 .. 4 records */
         trace_on(md.t, data[size / 2]);
     double timeouts[PKS_STATES];
@@ -1004,7 +996,7 @@ static void take_events(opens *o)
     while ((n = pks_events_take(o->t, evs, 8)) > 0)
         for (uint32_t k = 0; k < n; k++) {
             const pks_event *e = &evs[k];
-            CHECK(e->slot < NSLOTS && e->kind >= PKS_EV_STATE && e->kind <= PKS_EV_REFUSED);
+            CHECK(e->slot < NSLOTS && e->kind >= PKS_EV_RESPONSE && e->kind <= PKS_EV_REFUSED);
             if (e->kind == PKS_EV_OPEN) {
                 o->opened++;
                 CHECK(e->service == SVC);
@@ -1127,14 +1119,18 @@ static void check_least(const opens *o, uint32_t slot, uint32_t from)
 {
     const pks_table *t = o->t;
     const pks_flow *f = &t->flows[slot];
-    uint64_t load[4] = {0};
+    uint32_t act[4] = {0}, other[4] = {0};      /* each backend's flows at the pick */
     for (uint32_t i = 0; i < NSLOTS; i++) {
         const pks_flow *g = &t->flows[i];
         if (i != slot && g->used && g->state != PKS_S_NONE)
-            load[g->backend] += g->state == PKS_S_ESTABLISHED ? PKS_ACTIVE_WEIGHT : 1;
+            (g->state == PKS_S_ESTABLISHED ? act : other)[g->backend]++;
     }
-    for (uint32_t i = check_open_events(o, from, slot) + 1; i < t->ev_count; i++)
-        load[t->events[(t->ev_head + i) % PKS_EVENTS].backend] += 1;   /* evicted, half-open */
+    uint32_t at = check_open_events(o, from, slot);
+    for (uint32_t i = at + 1; i < t->ev_count; i++)
+        other[t->events[(t->ev_head + i) % PKS_EVENTS].backend]++;  /* evicted, half-open */
+    uint64_t load[4];
+    for (uint32_t b = 0; b < 4; b++)
+        load[b] = (uint64_t)act[b] * PKS_ACTIVE_WEIGHT + other[b];
     uint32_t chosen = o->n;
     for (uint32_t k = 0; k < o->n && chosen == o->n; k++)
         if (o->picks[k].weight && o->picks[k].backend == f->backend)
@@ -1142,16 +1138,33 @@ static void check_least(const opens *o, uint32_t slot, uint32_t from)
     CHECK(chosen < o->n && f->reason == PKS_NONE);
     const pks_pick *c = &o->picks[chosen];
     int lc = o->prog == PKS_PROG_LC;
-    for (uint32_t k = 0; k < o->n; k++) {
-        const pks_pick *p = &o->picks[k];
-        if (!p->weight || p->backend == c->backend)
-            continue;
-        /* p's load against the chosen one's, per weight for wlc: never less, nor equal
-         * before it in the list */
-        uint64_t mine = load[p->backend] * (lc ? 1 : c->weight);
-        uint64_t theirs = load[c->backend] * (lc ? 1 : p->weight);
-        CHECK(mine > theirs || (mine == theirs && k > chosen));
+    /* member p's load is above q's (per weight for wlc), or equal and p listed after q */
+#define AFTER(p, q) (load[o->picks[p].backend] * (lc ? 1 : o->picks[q].weight) \
+                     > load[o->picks[q].backend] * (lc ? 1 : o->picks[p].weight) \
+                     || (load[o->picks[p].backend] * (lc ? 1 : o->picks[q].weight) \
+                         == load[o->picks[q].backend] * (lc ? 1 : o->picks[p].weight) && (p) > (q)))
+    for (uint32_t k = 0; k < o->n; k++)
+        if (o->picks[k].weight && o->picks[k].backend != c->backend)
+            CHECK(AFTER(k, chosen));
+    /* the OPEN event: the runner-up, least loaded after the chosen, and both one's counts */
+    const pks_event *e = &t->events[(t->ev_head + at) % PKS_EVENTS];
+    CHECK(e->data.least.active[0] == act[c->backend]);
+    CHECK(e->data.least.inactive[0] == other[c->backend]);
+    uint32_t up = 0;
+    for (uint32_t k = 0; k < o->n; k++)
+        up += o->picks[k].weight != 0;
+    if (up == 1) {
+        CHECK(e->value == (double)PKS_NONE);
+        return;
     }
+    uint32_t r = (uint32_t)e->value;
+    CHECK(e->value == (double)r && r < o->n && r != chosen && o->picks[r].weight);
+    CHECK(e->data.least.active[1] == act[o->picks[r].backend]);
+    CHECK(e->data.least.inactive[1] == other[o->picks[r].backend]);
+    for (uint32_t k = 0; k < o->n; k++)
+        if (o->picks[k].weight && k != chosen && k != r)
+            CHECK(AFTER(k, r));
+#undef AFTER
 }
 
 /* a hashed service: the member the client's slot names, and the slot (C's, from scratch) */
@@ -1337,8 +1350,12 @@ static void drive_opens(const uint8_t *data, size_t size, const pks_meta *m, int
                     CHECK(k >= 0 && f->backend == o.picks[k].backend && e->value == value);
                     if (o.prog == PKS_PROG_LRT) {
                         uint32_t other = (uint32_t)value % PKS_MEMBERS_MAX;
-                        CHECK(e->data.rt[0] == o.t->bk_load[o.picks[k].backend].rt);
-                        CHECK(e->data.rt[1] == o.t->bk_load[o.picks[other].backend].rt);
+                        const pks_load *la = &o.t->bk_load[o.picks[k].backend];
+                        const pks_load *lb = &o.t->bk_load[o.picks[other].backend];
+                        CHECK(e->data.lrt.rt[0] == la->rt && e->data.lrt.rt[1] == lb->rt);
+                        /* (the flows opened and ended for this SYN are not ESTABLISHED) */
+                        CHECK(e->data.lrt.active[0] == la->active);
+                        CHECK(e->data.lrt.active[1] == lb->active);
                     }
                 }
             } else if (v == PKS_V_DROP && pm.err >= PKS_E_NO_FLOW) {

@@ -40,7 +40,15 @@ PROGRAMS = {
     "wlc": lib.PKS_PROG_WLC,
     "lrt": lib.PKS_PROG_LRT,
 }
-WORDS, RTS = struct.Struct("<QQ"), struct.Struct("<dd")  # pks_event_data, two ways
+# pks_event_data: its words, as lrt's and as lc's and wlc's members
+WORDS, LRT, LEAST = struct.Struct("<QQQ"), struct.Struct("<ddII"), struct.Struct("<IIII")
+_DATA = dict(ffi.typeof("pks_event_data").fields)
+if (WORDS.size, LRT.size, LEAST.size) != (
+    ffi.sizeof("pks_event_data"),
+    ffi.sizeof(_DATA["lrt"].type),
+    ffi.sizeof(_DATA["least"].type),
+):
+    raise RuntimeError("pks_event_data's members are not what core/ahead.py reads")
 STATEFUL = {"rr", "wrr", "lrt"}  # the programs whose state C moves on and sync reads back
 
 
@@ -184,12 +192,12 @@ class Ahead:
         flow: CData,
         b: BackendState,
         value: float,
-        d0: int,
-        d1: int,
+        data: tuple[int, int, int],
     ) -> str:
-        """The reason of the flow C opened (its C record `flow`, on b), from its OPEN event."""
+        """The reason of the flow C opened (its C record `flow`, on b), from its OPEN event
+        (pks_event_data's words in `data`)."""
         if self.program == "wrr":
-            key = (b, int(value), _signed(d0))
+            key = (b, int(value), _signed(data[0]))
             text = self._texts.get(key)
             if text is None:
                 told = Told(key[1], total=key[2])
@@ -197,15 +205,19 @@ class Ahead:
             return text
         k = flow.key[0]  # the client's side: hashed, and named by the hash schedulers
         client = bytes(ffi.buffer(k.saddr, 4))
-        return scheduler.reason_for(backends, client, k.sport, self.told(value, d0, d1), b)
+        return scheduler.reason_for(backends, client, k.sport, self.told(value, data), b)
 
-    def told(self, value: float, d0: int, d1: int) -> Told:
+    def told(self, value: float, data: tuple[int, int, int]) -> Told:
         """What the OPEN event of a flow C opened for this service says of its pick."""
         if self.program == "wrr":
-            return Told(int(value), total=_signed(d0))
-        if self.program == "lrt":
-            rts = RTS.unpack(WORDS.pack(d0, d1))  # pks_event_data.rt: the words as doubles
-            return Told(int(value) % MEMBERS_MAX, rt=(_rt(rts[0]), _rt(rts[1])))
+            return Told(int(value), total=_signed(data[0]))
+        if self.program == "lrt":  # pks_event_data.lrt: two doubles, two 32-bit counts
+            rt0, rt1, a0, a1 = LRT.unpack(WORDS.pack(*data))
+            return Told(int(value) % MEMBERS_MAX, rt=(_rt(rt0), _rt(rt1)), active=(a0, a1))
+        if self.program in ("lc", "wlc"):  # pks_event_data.least: four 32-bit counts
+            a0, a1, i0, i1 = LEAST.unpack(WORDS.pack(*data)[:16])
+            other = None if int(value) == lib.PKS_NONE else int(value)
+            return Told(other if other is not None else -1, active=(a0, a1), inactive=(i0, i1))
         return Told(int(value))
 
 

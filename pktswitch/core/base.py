@@ -15,7 +15,6 @@ from pktswitch.core.cdata import CData
 from pktswitch.core.flows import Flow, FlowTable
 from pktswitch.core.nat import SnatPool
 from pktswitch.core.service import ServiceState
-from pktswitch.core.tcpstate import State
 from pktswitch.core.trace import Subscription
 from pktswitch.sched.pool import BackendState
 
@@ -55,7 +54,6 @@ class SwitchBase:
     flows_evicted: int
     _created_per_s: dict[int, int]
     last_drop: str
-    last_transition: tuple[State, State] | None
     subscriptions: list[Subscription]
     _syn_watch: deque[tuple[float, Flow]]
     _passive: list[tuple[ServiceState, BackendState, str]]

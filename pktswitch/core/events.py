@@ -1,6 +1,8 @@
-"""Applying what C did (native/pks_flow.h, pks_event): flows opened and ended, state changes,
-SYN-ACKs and first responses timed, backends refusing a SYN. Python applies them, in order,
-before it decides on any packet."""
+"""Applying what C did (native/pks_flow.h, pks_event): flows opened and ended, SYN-ACKs and
+first responses timed, backends refusing a SYN. Python applies them, in order, before it
+decides on any packet. They carry only what Python alone needs (reasons, response times,
+passive health, its counters of flows opened and ended): C counts each backend's flows
+itself, and Python reads those counts through (core/flows.py)."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ def layout(ctype: str) -> tuple[struct.Struct, tuple[str, ...]]:
     """A cffi struct as the struct module reads it, from cffi's own offsets and field types
     (the cdef is the one definition of the record), and its field names in that order (an
     array field is that many values, a union those of its first member, which the reader
-    turns into the member its kind names: pks_event_data, whose members are all 16 bytes)."""
+    turns into the member its kind names: pks_event_data, whose first member is its words)."""
     fmt, names, at = ["<"], [], 0
     for name, f in ffi.typeof(ctype).fields:
         kind, count = f.type, 1
@@ -38,19 +40,18 @@ def layout(ctype: str) -> tuple[struct.Struct, tuple[str, ...]]:
 
 EVENT, EVENT_FIELDS = layout("pks_event")
 # the order take_events unpacks them in
-_UNPACKED = "slot kind from to dir gen backend reason service t value data[0] data[1]"
+_UNPACKED = "slot kind from to dir gen backend reason service t value data[0] data[1] data[2]"
 if tuple(_UNPACKED.split()) != EVENT_FIELDS:
     raise RuntimeError(f"pks_event's fields are {EVENT_FIELDS}; take_events reads {_UNPACKED}")
-EV_STATE, EV_SYNACK, EV_REFUSED = lib.PKS_EV_STATE, lib.PKS_EV_SYNACK, lib.PKS_EV_REFUSED
+EV_SYNACK, EV_REFUSED = lib.PKS_EV_SYNACK, lib.PKS_EV_REFUSED
 EV_OPEN, EV_END, EV_EVICT = lib.PKS_EV_OPEN, lib.PKS_EV_END, lib.PKS_EV_EVICT
-OPENED = (State.NONE, State.SYN_RECV)  # a flow's first transition, on the client's SYN
 NO_REASON = lib.PKS_NONE  # a flow C opened, before its OPEN event
 
 
 class Events(SwitchBase):
     def take_events(self) -> None:
-        """Apply what C did by itself (native/pks_flow.h, pks_event): flows opened and ended, state
-        changes into and out of ESTABLISHED, SYN-ACKs and first responses timed. Called
+        """Apply what C did by itself (native/pks_flow.h, pks_event): flows opened and ended,
+        SYN-ACKs and first responses timed, refusals. Called
         before Python decides on any packet, and after each batch, so Python's view of every
         flow is current. The events are read as one buffer of packed records (quicker than a
         cffi attribute per field)."""
@@ -75,13 +76,10 @@ class Events(SwitchBase):
                 value,
                 d0,
                 d1,
+                d2,
             ) in EVENT.iter_unpack(self._event_bytes[: n * EVENT.size]):
-                if kind == EV_STATE:
-                    # C moved the state, timer and half-open list; the counts are Python's
-                    self.last_transition = (STATES[was], STATES[to])
-                    table.count_state(backend, was, to)
-                elif kind == EV_OPEN:
-                    self._opened(slot, gen, backend, reason, service, t, value, d0, d1)
+                if kind == EV_OPEN:
+                    self._opened(slot, gen, backend, reason, service, t, value, (d0, d1, d2))
                 elif kind in (EV_END, EV_EVICT):
                     self._ended(was, backend, reason, d0, d1, kind == EV_EVICT)  # bytes in, out
                 elif kind == EV_SYNACK:  # (its flow may have ended since: the event says all)
@@ -104,13 +102,10 @@ class Events(SwitchBase):
         service: int,
         t: float,
         value: float,
-        d0: int,
-        d1: int,
+        data: tuple[int, int, int],
     ) -> None:
-        """C opened a flow for a client's SYN: Python's counts, and the flow's reason, from
-        what the event tells of the pick (core/ahead.py, told) and, for lc, wlc and lrt,
-        from the counts now, which are C's at its pick (C puts the OPEN event before those
-        of the flows it evicted for it, after that of the flow whose port it reuses)."""
+        """C opened a flow for a client's SYN: the flow's reason, from what the event tells
+        of the pick (core/ahead.py, told: for lc, wlc and lrt the counts C picked on)."""
         table = self.table
         b, svc = table.backends[backend], table.services[service]
         if reason != NO_REASON:  # the member's own (rr), held by the program
@@ -118,11 +113,8 @@ class Events(SwitchBase):
         else:
             c = table.tab.flows[slot]
             if c.gen == gen and c.used:  # (one C ended already has no reason to write)
-                text = svc.ahead.reason(svc.scheduler, svc.backends, c, b, value, d0, d1)  # type: ignore[union-attr]
+                text = svc.ahead.reason(svc.scheduler, svc.backends, c, b, value, data)  # type: ignore[union-attr]
                 c.reason = table.reasons.hold(text)
-        b.inactive += 1  # SYN_RECV
-        self.last_transition = OPENED
-        b.total += 1
         self._created(t)
         if svc.health.passive:
             c = table.tab.flows[slot]
@@ -161,7 +153,7 @@ class Events(SwitchBase):
         b = self.table.backends[backend]
         b.closed_bytes[0] += b0
         b.closed_bytes[1] += b1
-        self.table.ended(backend, was, reason)
+        self.table.ended(reason)
 
     def _answered(self, backend: int, syns: int, handshake: float, now: float) -> None:
         """A backend's first SYN-ACK on a flow: it answers, and the handshake time."""

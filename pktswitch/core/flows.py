@@ -5,12 +5,12 @@ keys (client side and backend side as they arrive; each direction is rewritten t
 key reversed), packet and byte counters, the time of the last packet, the TCP state and its
 timeout, the timer, the half-open list, and Python's numbers for the flow's service, backend,
 reason and SNAT pair. C finds a flow and counts every packet without Python, moves its state
-on FINs and ACKs through the grid of core/tcpstate.py, and reports each move as an event
-that the switch applies (the backends' active/inactive counts) before it decides on any other
-packet. C counts each backend's flows too, wherever a flow's state changes (pks_load, which
-lc and wlc pick by in C): the same counts, kept on both sides. A Flow object is a view of a
-slot made on demand, so a million flows cost no Python objects; C keeps the free slots (the
-flows it opens take them), and this module the numbering of what flows refer to.
+through the grid of core/tcpstate.py, and counts each backend's flows wherever a flow's
+state changes (pks_load: ESTABLISHED, other, ever opened), which lc, wlc and lrt pick by.
+Those counts have one owner, C: a backend with a number reads C's record (BackendState.load
+is it), so Python keeps no second copy in step. A Flow object is a view of a slot made on
+demand, so a million flows cost no Python objects; C keeps the free slots (the flows it opens
+take them), and this module the numbering of what flows refer to.
 
 Idle expiry without scanning: every flow has at most one live entry in a heap of deadlines
 (in C). When an entry comes due, the deadline is recomputed from the flow's real last-packet
@@ -31,6 +31,7 @@ from pktswitch._native import ffi, lib
 from pktswitch.core.cdata import CData
 from pktswitch.core.tcpstate import DEFAULT_TIMEOUTS, TRANSITIONS, Event, State
 from pktswitch.sched.base import ACTIVE_WEIGHT
+from pktswitch.sched.pool import Load
 
 if TYPE_CHECKING:
     from pktswitch.core.service import ServiceState
@@ -128,9 +129,32 @@ class Flow:
         self._c.synack_at = t
 
 
+class CLoad:
+    """A backend's flows as C counts them (pks_load at its number), read through: what
+    BackendState.load is for a backend the switch has numbered. It indexes C's array at each
+    read (the array moves when it grows) and keeps the table alive (a backend may outlive
+    its switch)."""
+
+    __slots__ = ("_n", "_tab")
+
+    def __init__(self, tab: CData, n: int) -> None:
+        self._tab, self._n = tab, n
+
+    @property
+    def active(self) -> int:
+        return int(self._tab.bk_load[self._n].active)
+
+    @property
+    def inactive(self) -> int:
+        return int(self._tab.bk_load[self._n].inactive)
+
+    @property
+    def total(self) -> int:
+        return int(self._tab.bk_load[self._n].total)
+
+
 STATES = tuple(State)  # by value, quicker than State(n)
 SYN_RECV = State.SYN_RECV
-ESTABLISHED = int(State.ESTABLISHED)  # compared with the plain ints of C's events
 
 
 T = TypeVar("T")
@@ -143,11 +167,18 @@ class Registry(Generic[T]):
     reload removed, once its last flow has ended. Its number then goes to the next new
     object, so the numbers in use are those of the live objects only."""
 
-    def __init__(self, grown: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        grown: Callable[[int], None] | None = None,
+        numbered: Callable[[T, int], None] | None = None,
+        forgotten: Callable[[T, int], None] | None = None,
+    ) -> None:
         self._objs: list[T] = []
         self._ids: dict[int, int] = {}  # id(obj) -> number; _objs keeps obj alive
         self._free: list[int] = []  # numbers of forgotten objects
         self._grown = grown  # told how many numbers there are, before a new one is used
+        self._numbered = numbered  # told of an object given a number, and of one let go
+        self._forgotten = forgotten
 
     def __getitem__(self, n: int) -> T:
         return self._objs[n]
@@ -176,6 +207,8 @@ class Registry(Generic[T]):
                     self._grown(n + 1)
                 self._objs.append(obj)
             self._ids[id(obj)] = n
+            if self._numbered is not None:
+                self._numbered(obj, n)
         return n
 
     def forget(self, obj: T) -> None:
@@ -183,6 +216,8 @@ class Registry(Generic[T]):
         number any more, which the next new object may take."""
         n = self._ids.pop(id(obj), None)
         if n is not None:
+            if self._forgotten is not None:
+                self._forgotten(obj, n)
             self._objs[n] = None  # type: ignore[assignment]  # a free number holds no object
             self._free.append(n)
 
@@ -266,8 +301,10 @@ class FlowTable:
         self.timeouts: dict[State, float] = {}
         self.set_timeouts(DEFAULT_TIMEOUTS if timeouts is None else timeouts)
         self.services: Registry[ServiceState] = Registry()
-        # C counts each backend's flows
-        self.backends: Registry[BackendState] = Registry(self._backends_grown)
+        # C counts each backend's flows, and a numbered backend reads them there
+        self.backends: Registry[BackendState] = Registry(
+            self._backends_grown, self._backend_numbered, self._backend_forgotten
+        )
         self.reasons = Reasons()
         self._expired = ffi.new("uint32_t[]", EXPIRE_BATCH)
 
@@ -277,6 +314,20 @@ class FlowTable:
     def _backends_grown(self, n: int) -> None:
         if lib.pks_table_set_backends(self.tab, n) != 0:
             raise MemoryError(f"no memory to count the flows of {n} backends")
+
+    def _backend_numbered(self, b: BackendState, number: int) -> None:
+        """b takes a number (a new one, or one a backend let go of, with no flows): C counts
+        its flows from its own total on, and has its response time, if any."""
+        c = self.tab.bk_load[number]
+        if c.active or c.inactive:
+            raise RuntimeError(f"backend number {number} is given again with flows on it")
+        c.total = b.load.total
+        c.rt = -1.0 if b.rt is None else b.rt
+        b.load = CLoad(self.tab, number)
+
+    def _backend_forgotten(self, b: BackendState, number: int) -> None:
+        """b lets its number go (it has no flows): it keeps what C counted, in Python."""
+        b.load = Load(0, 0, b.total)
 
     def load(self, backend_number: int) -> tuple[int, int]:
         """The backend's flows as C counts them: (ESTABLISHED, in any other state)."""
@@ -340,40 +391,22 @@ class FlowTable:
     def remove(self, flow: Flow) -> None:
         if not flow.alive:
             return  # ended already: its slot is free or another flow's
-        c = self.tab.flows[flow.slot]
-        backend, state, reason = c.backend, c.state, c.reason
+        reason = self.tab.flows[flow.slot].reason
         lib.pks_table_remove(self.tab, flow.slot)
-        self.ended(backend, state, reason)
+        self.ended(reason)
 
-    def ended(self, backend: int, state: int, reason: int) -> None:
-        """A flow is out of the C table (removed here, or ended by C to open another): its
-        backend's count and its reason."""
-        b = self.backends[backend]
-        if state == State.ESTABLISHED:
-            b.active -= 1
-        else:
-            b.inactive -= 1
+    def ended(self, reason: int) -> None:
+        """A flow is out of the C table (removed here, or ended by C to open another), which
+        counted it off its backend: its reason goes."""
         if reason != lib.PKS_NONE:  # (a flow C ended before its OPEN was applied: no reason)
             self.reasons.release(reason)
 
     # ----------------------------------------------------------------- state
     def set_state(self, flow: Flow, state: State, now: float) -> None:
-        """A state change Python decided (a SYN, an RST, ...): the backend's active/inactive
-        counts here, state, timeout, timer and the half-open list in C."""
-        c = self.tab.flows[flow.slot]
-        self.count_state(c.backend, STATES[c.state], state)
+        """A state change Python decided: state, timeout, timer, the half-open list and the
+        backend's counts, in C."""
         if lib.pks_flow_set_state(self.tab, flow.slot, state, now) != 0:
             raise MemoryError("no memory for a flow timer")
-
-    def count_state(self, backend_number: int, was: int, state: int) -> None:
-        """The backend's active/inactive counts for a move was -> state of one of its flows
-        (C moves states on FINs and ACKs itself and reports them as events: the switch calls
-        this for those)."""
-        if (was == ESTABLISHED) != (state == ESTABLISHED):
-            step = -1 if was == ESTABLISHED else 1
-            backend = self.backends[backend_number]
-            backend.active += step
-            backend.inactive -= step
 
     # --------------------------------------------------------------- readings
     def last_seen(self, flow: Flow) -> float:

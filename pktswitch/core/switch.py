@@ -121,9 +121,7 @@ class Switch(Events, Registry, Passive, Tracing, Views):
         self.flows_reset = 0  # flows ended by the switch (their backend went down)
         self.flows_evicted = 0  # half-open flows ended early to make room for a new SYN
         self._created_per_s: dict[int, int] = {}  # whole second -> flows created in it
-        # what the last packet did, for tracing: set only on the paths that change them
-        self.last_drop = ""
-        self.last_transition: tuple[State, State] | None = None
+        self.last_drop = ""  # the reason the last packet dropped was dropped for
         self.subscriptions: list[Subscription] = []
         # passive health signals: new flows to watch for a SYN-ACK, and signals seen
         self._syn_watch: deque[tuple[float, Flow]] = deque()

@@ -67,9 +67,12 @@ class Told(NamedTuple):
     """What C tells of a pick it made (native/pks_flow.h, PKS_EV_OPEN), for the reason."""
 
     value: int = 0  # rr: the member's index; wrr: its current; hashed: the client's slot;
-    # lrt: the other member's index
+    # lrt: the other member's index; lc, wlc: the runner-up's (-1: none)
     total: int = 0  # wrr: the total weight
     rt: tuple[float | None, float | None] = (None, None)  # lrt: the chosen's and the other's
+    # lc, wlc, lrt: the chosen's and the other's flows at the pick, ESTABLISHED and other
+    active: tuple[int, int] = (0, 0)
+    inactive: tuple[int, int] = (0, 0)
 
 
 class Scheduler(Protocol):

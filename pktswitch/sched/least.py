@@ -10,15 +10,7 @@ from collections.abc import Sequence
 from pktswitch.sched.base import ACTIVE_WEIGHT, Picked, Told
 from pktswitch.sched.pool import BackendState
 
-REASON_RIVALS = 3  # lc/wlc reasons name at most this many other backends, then "+N more"
-
-
-def _rivals(parts: list[str], others: int) -> str:
-    """The first REASON_RIVALS of the `others` other backends (`parts`: those only, the rest
-    are not formatted), then how many more there are."""
-    shown = ", ".join(parts)
-    more = others - len(parts)
-    return f"{shown}, +{more} more" if more > 0 else shown
+Flows = tuple[int, int]  # a backend's (ESTABLISHED, other) flows
 
 
 def overhead(b: BackendState) -> int:
@@ -29,19 +21,37 @@ def overhead(b: BackendState) -> int:
     return b.active * ACTIVE_WEIGHT + b.inactive
 
 
-def _flows(b: BackendState) -> str:
-    return f"{b.name} {b.active}+{b.inactive}"
+def _weighs(flows: Flows) -> int:
+    return flows[0] * ACTIVE_WEIGHT + flows[1]
+
+
+def _flows(b: BackendState, flows: Flows) -> str:
+    return f"{b.name} {flows[0]}+{flows[1]}"
+
+
+def _more(up: int) -> str:
+    """The candidates not named in a reason (the chosen and the runner-up are)."""
+    return f", +{up - 2} more" if up > 2 else ""
 
 
 class _Least:
-    """What lc and wlc share: they keep nothing, so pick is peek; C runs them too."""
+    """What lc and wlc share: they keep nothing, so pick is peek; C runs them too. A reason
+    names the chosen backend and the runner-up (the least loaded after it) with the flows
+    each had at the pick, which is what C tells of its own picks (Told)."""
 
     name = ""
     program = ""
     OPTIONS: tuple[str, ...] = ()
 
     def peek(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
-        raise NotImplementedError
+        ranked = self._ranked(backends)
+        if ranked is None:
+            return None
+        best, runner, up = ranked
+        b = backends[best]
+        other = backends[runner] if runner >= 0 else None
+        theirs = (other.active, other.inactive) if other is not None else (0, 0)
+        return b, self._reason(b, (b.active, b.inactive), other, theirs, up)
 
     def pick(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
         return self.peek(backends, client, cport)
@@ -54,15 +64,24 @@ class _Least:
         told: Told,
         b: BackendState,
     ) -> str:
-        """The reason of a flow C gave `b`, from the counts C had when it picked (the
-        switch's when it applies the flow's OPEN event)."""
-        picked = self.peek(backends, client, cport)
-        if picked is None or picked[0] is not b:  # C and Python counted differently: a bug
-            return f"{self.name}: {b.name} (picked in C on other counts than Python's)"
-        return picked[1]
+        """The reason of a flow C gave `b`, from the flows C counted at its pick on b and on
+        the runner-up, backends[told.value] (-1: none)."""
+        other = backends[told.value] if told.value >= 0 else None
+        up = sum(1 for x in backends if x.weight > 0)
+        mine, theirs = (told.active[0], told.inactive[0]), (told.active[1], told.inactive[1])
+        return self._reason(b, mine, other, theirs, up)
 
     def update(self, backends: Sequence[BackendState]) -> None:
         pass
+
+    def _ranked(self, backends: Sequence[BackendState]) -> tuple[int, int, int] | None:
+        """(the chosen's index, the runner-up's or -1, backends with a weight), or None."""
+        raise NotImplementedError
+
+    def _reason(
+        self, b: BackendState, mine: Flows, other: BackendState | None, theirs: Flows, up: int
+    ) -> str:
+        raise NotImplementedError
 
 
 class LeastConnections(_Least):
@@ -70,27 +89,29 @@ class LeastConnections(_Least):
     weight-0 backends are left out.
 
     Ties go to the first in the list, as in IPVS (a deterministic answer that `pktswitch which`
-    can predict). Reason: each backend's established+other flows, "lc: A 2+0 < C 3+0, B 3+1"
-    (rivals by least overhead first), or on a tie "lc: A 2+0 <= B 2+0, C 3+0 (tie: first
-    listed)".
+    can predict). Reason: the chosen backend's established+other flows against the
+    runner-up's, "lc: A 2+0 < C 3+0, +1 more", or on a tie "lc: A 2+0 <= B 2+0, +1 more (tie:
+    first listed)".
     """
 
     name = "lc"
     program = "lc"
 
-    def peek(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
+    def _ranked(self, backends: Sequence[BackendState]) -> tuple[int, int, int] | None:
         # (overhead, place in the list): the least first, equals in list order
         ranked = sorted((overhead(b), i) for i, b in enumerate(backends) if b.weight > 0)
         if not ranked:
             return None
-        best = backends[ranked[0][1]]
-        if len(ranked) == 1:
-            return best, f"lc: {_flows(best)}, the only candidate"
-        tie = ranked[1][0] == ranked[0][0]
-        shown = ranked[1 : 1 + REASON_RIVALS]
-        rivals = _rivals([_flows(backends[i]) for _, i in shown], len(ranked) - 1)
-        reason = f"lc: {_flows(best)} {'<=' if tie else '<'} {rivals}"
-        return best, reason + (" (tie: first listed)" if tie else "")
+        return ranked[0][1], ranked[1][1] if len(ranked) > 1 else -1, len(ranked)
+
+    def _reason(
+        self, b: BackendState, mine: Flows, other: BackendState | None, theirs: Flows, up: int
+    ) -> str:
+        if other is None:
+            return f"lc: {_flows(b, mine)}, the only candidate"
+        tie = _weighs(theirs) == _weighs(mine)
+        reason = f"lc: {_flows(b, mine)} {'<=' if tie else '<'} {_flows(other, theirs)}"
+        return reason + _more(up) + (" (tie: first listed)" if tie else "")
 
 
 class WeightedLeastConnections(_Least):
@@ -99,49 +120,47 @@ class WeightedLeastConnections(_Least):
 
     As IPVS, the ratios are compared without division: overhead(a) * b.weight <
     overhead(b) * a.weight; ties go to the first in the list. Reason: "wlc: A 3+1 per 2=1.50
-    < B 5+0 per 3=1.67": established+other flows per weight, the ratio in established flows
-    ((established + other/256) / weight), with the decimals that tell a smaller ratio from a
-    larger one (2 at least, up to 4).
+    < B 5+0 per 3=1.67": the chosen's and the runner-up's established+other flows per weight,
+    the ratio in established flows ((established + other/256) / weight), with the decimals
+    that tell a smaller ratio from a larger one (2 at least, up to 4).
     """
 
     name = "wlc"
     program = "wlc"
 
-    def peek(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
+    def _ranked(self, backends: Sequence[BackendState]) -> tuple[int, int, int] | None:
         loads = [overhead(b) for b in backends]
-        best = -1
+
+        def less(i: int, j: int) -> bool:  # i's load per weight below j's
+            return loads[i] * backends[j].weight < loads[j] * backends[i].weight
+
+        best = runner = -1
+        up = 0
         for i, b in enumerate(backends):
-            if b.weight > 0 and (
-                best < 0 or loads[i] * backends[best].weight < loads[best] * b.weight
-            ):
-                best = i
-        if best < 0:
-            return None
-        picked = backends[best]
-        w, load = picked.weight, loads[best]
-        # the ratios as floats, for the order the others are shown in (equals in list order)
-        ratios = [
-            load_i / (ACTIVE_WEIGHT * b.weight or 1)
-            for load_i, b in zip(loads, backends, strict=True)
-        ]
-        others = [i for i, b in enumerate(backends) if b.weight > 0 and i != best]
-        if not others:
-            return picked, f"wlc: {_flows(picked)} per {w}, the only candidate"
-        others.sort(key=ratios.__getitem__)
-        shown = others[:REASON_RIVALS]
-        tie = loads[others[0]] * w == load * backends[others[0]].weight
-        digits = 2  # as many decimals as tell a larger ratio from best's
-        for i in shown:
-            if loads[i] * w != load * backends[i].weight:
-                while digits < 4 and f"{ratios[i]:.{digits}f}" == f"{ratios[best]:.{digits}f}":
-                    digits += 1
+            if b.weight <= 0:
+                continue
+            up += 1
+            if best < 0 or less(i, best):
+                best, runner = i, best
+            elif runner < 0 or less(i, runner):
+                runner = i
+        return None if best < 0 else (best, runner, up)
 
-        def ratio(i: int) -> str:
-            return f"{_flows(backends[i])} per {backends[i].weight}={ratios[i]:.{digits}f}"
-
-        rivals = _rivals([ratio(i) for i in shown], len(others))
-        reason = f"wlc: {ratio(best)} {'<=' if tie else '<'} {rivals}"
-        return picked, reason + (" (tie: first listed)" if tie else "")
+    def _reason(
+        self, b: BackendState, mine: Flows, other: BackendState | None, theirs: Flows, up: int
+    ) -> str:
+        if other is None:
+            return f"wlc: {_flows(b, mine)} per {b.weight}, the only candidate"
+        ratio_b = _weighs(mine) / (ACTIVE_WEIGHT * b.weight)
+        ratio_o = _weighs(theirs) / (ACTIVE_WEIGHT * other.weight)
+        tie = _weighs(theirs) * b.weight == _weighs(mine) * other.weight
+        digits = 2  # as many decimals as tell the runner-up's larger ratio from b's
+        while not tie and digits < 4 and f"{ratio_o:.{digits}f}" == f"{ratio_b:.{digits}f}":
+            digits += 1
+        mine_text = f"{_flows(b, mine)} per {b.weight}={ratio_b:.{digits}f}"
+        theirs_text = f"{_flows(other, theirs)} per {other.weight}={ratio_o:.{digits}f}"
+        reason = f"wlc: {mine_text} {'<=' if tie else '<'} {theirs_text}"
+        return reason + _more(up) + (" (tie: first listed)" if tie else "")
 
 
 MASK64 = (1 << 64) - 1
@@ -177,21 +196,27 @@ class LeastResponseTime:
         self._state = seed & MASK64
 
     @staticmethod
-    def _score(b: BackendState, rt: float | None) -> float:
-        return 0.0 if rt is None else rt * (b.active + 1) / b.weight
+    def _score(b: BackendState, rt: float | None, active: int) -> float:
+        return 0.0 if rt is None else rt * (active + 1) / b.weight
 
     @staticmethod
-    def _text(b: BackendState, rt: float | None) -> str:
+    def _text(b: BackendState, rt: float | None, active: int) -> str:
         shown = "unmeasured" if rt is None else f"{rt * 1e3:.1f}ms"
-        return f"{b.name} {shown}*({b.active}+1)/{b.weight}"
+        return f"{b.name} {shown}*({active}+1)/{b.weight}"
 
     def _reason(
-        self, a: BackendState, rt_a: float | None, b: BackendState, rt_b: float | None
+        self,
+        a: BackendState,
+        rt_a: float | None,
+        b: BackendState,
+        rt_b: float | None,
+        active: tuple[int, int],
     ) -> str:
         if a is b:
             return f"lrt: {a.name}, the only candidate"
-        op = "<" if self._score(a, rt_a) < self._score(b, rt_b) else "<="
-        return f"lrt: {self._text(a, rt_a)} {op} {self._text(b, rt_b)} (two random choices)"
+        op = "<" if self._score(a, rt_a, active[0]) < self._score(b, rt_b, active[1]) else "<="
+        mine, theirs = self._text(a, rt_a, active[0]), self._text(b, rt_b, active[1])
+        return f"lrt: {mine} {op} {theirs} (two random choices)"
 
     def _choose(self, backends: Sequence[BackendState]) -> tuple[int, Picked] | None:
         up = [b for b in backends if b.weight > 0]
@@ -204,9 +229,9 @@ class LeastResponseTime:
             state, r2 = splitmix64(state)
             i, j = r1 % len(up), r2 % (len(up) - 1)
             a, b = up[i], up[j + (j >= i)]
-            if self._score(b, b.rt) < self._score(a, a.rt):
+            if self._score(b, b.rt, b.active) < self._score(a, a.rt, a.active):
                 a, b = b, a
-        return state, (a, self._reason(a, a.rt, b, b.rt))
+        return state, (a, self._reason(a, a.rt, b, b.rt, (a.active, b.active)))
 
     def pick(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
         chosen = self._choose(backends)
@@ -237,6 +262,6 @@ class LeastResponseTime:
         told: Told,
         b: BackendState,
     ) -> str:
-        """`b` won over backends[told.value], with the response times C had at its pick
-        and the counts C had then (the switch's when it applies the flow's OPEN event)."""
-        return self._reason(b, told.rt[0], backends[told.value], told.rt[1])
+        """`b` won over backends[told.value], with the response times and the ESTABLISHED
+        flows C had at its pick."""
+        return self._reason(b, told.rt[0], backends[told.value], told.rt[1], told.active)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import math
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 SMOOTHING = 1 / 8  # RFC 6298's alpha for SRTT
 
@@ -21,15 +22,48 @@ def _smooth(old: float | None, sample: float) -> float:
     return sample if old is None else old + (sample - old) * SMOOTHING
 
 
+class Counts(Protocol):
+    """A backend's flows: ESTABLISHED, in any other state, and ever scheduled to it."""
+
+    @property
+    def active(self) -> int: ...
+    @property
+    def inactive(self) -> int: ...
+    @property
+    def total(self) -> int: ...
+
+
+@dataclass(slots=True)
+class Load:
+    """A backend's flows counted here: a scheduler's own (the tests', a backend no switch
+    has numbered). A switch's backend reads C's counts instead (core/flows.py, CLoad)."""
+
+    active: int = 0
+    inactive: int = 0
+    total: int = 0
+
+
+class _Count:
+    """One of a backend's counts, read from its load (C's record in a switch); set only where
+    the backend counts its own flows (a scheduler's tests)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, b: Any, owner: type | None = None) -> int:
+        return int(getattr(b.load, self.name))
+
+    def __set__(self, b: Any, n: int) -> None:
+        setattr(b._own(), self.name, n)
+
+
 @dataclass(slots=True, eq=False, weakref_slot=True)  # (weakref: tests see it let go)
 class BackendState:
     name: str
     ip: str
     port: int
     weight: int = 1  # effective: what schedulers read; 0 takes no new flows (IPVS quiescing)
-    active: int = 0  # its ESTABLISHED flows (IPVS ActiveConn): what lrt weighs, lc and wlc most
-    inactive: int = 0  # its flows in any other state (IPVS InActConn): lc and wlc weigh 1/256
-    total: int = 0  # flows ever scheduled to it
+    load: Counts = field(default_factory=Load)  # its flows (active, inactive, total below)
     closed_bytes: list[int] = field(default_factory=lambda: [0, 0])  # of expired flows: in, out
     rtt_syn: float | None = None  # smoothed SYN -> SYN-ACK time, seconds
     rt_data: float | None = None  # smoothed first request -> first response time, seconds
@@ -54,6 +88,18 @@ class BackendState:
             self.config_weight = self.weight
         self.ip_bytes = ipaddress.IPv4Address(self.ip).packed
         self.ip_int = int(ipaddress.IPv4Address(self.ip))
+
+    # its flows, from load: ESTABLISHED (IPVS ActiveConn: what lrt weighs, lc and wlc most),
+    # in any other state (IPVS InActConn: lc and wlc weigh them 1/256), ever scheduled to it
+    active = _Count()
+    inactive = _Count()
+    total = _Count()
+
+    def _own(self) -> Load:
+        """The counts, when they are this object's to set (not C's)."""
+        if not isinstance(self.load, Load):
+            raise AttributeError(f"{self.name}'s flows are counted by the switch's C table")
+        return self.load
 
     def add_sample(self, kind: str, seconds: float, now: float) -> None:
         """One response-time sample: kind "syn" or "probe" (handshakes) or "data"."""

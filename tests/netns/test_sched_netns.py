@@ -60,7 +60,7 @@ def test_lc_prefers_the_backend_with_fewer_held_connections(lab: Lab) -> None:
         assert answers(lab, 6) == ["C"] * 6  # C holds no ESTABLISHED flow, A and B one each
         # each of C's earlier flows, closed, weighs 1/256 of an established one
         reasons = sorted(r["reason"] for r in sw.flows(backend="C"))
-        assert reasons == [f"lc: C 0+{k} < A 1+0, B 1+0" for k in range(6)]
+        assert reasons == [f"lc: C 0+{k} < A 1+0, +1 more" for k in range(6)]  # A: runner-up
         lab.stop(holder)
 
 
@@ -72,11 +72,16 @@ def test_a_burst_of_connections_spreads_over_the_backends(lab: Lab, scheduler: s
 
     Which handshakes are done when a SYN arrives is timing (one done early outweighs 255 in
     their handshake, and can leave A one flow and B and C the rest), so every pick is checked
-    against the rule instead of against a split. Each flow's reason shows every backend's
-    established+other flows at its pick: taken in the order of their totals (0, 1, .., 11:
-    the order the switch saw the SYNs in), each pick adds one flow to the backend before it,
-    and goes to the least established * ACTIVE_WEIGHT + other (weights are all 1; ties to
-    the first listed)."""
+    against the rule instead of against a split. Each flow's reason shows the chosen
+    backend's and the runner-up's established+other flows at its pick; `flows` lists them
+    oldest first, the order C opened them in, and none has ended yet, so the two counts of
+    a pick are the flows opened before it on those backends, and the chosen one's
+    established * ACTIVE_WEIGHT + other is the least (weights are all 1; ties to the first
+    listed)."""
+    pattern = re.compile(
+        rf"{scheduler}: ([ABC]) (\d+)\+(\d+)(?: per 1=[\d.]+)? (<=?) "
+        r"([ABC]) (\d+)\+(\d+)(?: per 1=[\d.]+)?, \+1 more( \(tie: first listed\))?"
+    )
     with Switch(lab, config_text(lab, scheduler=scheduler)) as sw:
         holder, lines = hold_connections(lab, 12, burst=True)
         flows = [(r["reason"], r["backend"]) for r in sw.flows(service="web")]
@@ -84,25 +89,25 @@ def test_a_burst_of_connections_spreads_over_the_backends(lab: Lab, scheduler: s
             r["backend"]: r["active"] for r in sw.cli_json("backends") if r["service"] == "web"
         }
         lab.stop(holder)
-    picks = []
-    for reason, backend in flows:
-        assert reason.startswith(f"{scheduler}: {backend} "), reason
-        shown = {
-            name: (int(est), int(other))
-            for name, est, other in re.findall(r"([ABC]) (\d+)\+(\d+)", reason)
-        }
-        assert set(shown) == {"A", "B", "C"}, reason
-        picks.append((sum(est + other for est, other in shown.values()), backend, shown, reason))
-    picks.sort(key=lambda p: p[0])
-    assert [total for total, *_ in picks] == list(range(12)), picks
-    assert [backend for _, backend, *_ in picks][:3] == ["A", "B", "C"], picks
-    for k, (_, backend, shown, reason) in enumerate(picks):
-        before = [b for _, b, *_ in picks[:k]]
-        assert {n: est + other for n, (est, other) in shown.items()} == {
-            n: before.count(n) for n in "ABC"
-        }, (reason, before)
-        loads = [shown[n][0] * ACTIVE_WEIGHT + shown[n][1] for n in "ABC"]
-        assert "ABC"[loads.index(min(loads))] == backend, reason
+    assert len(flows) == 12
+    assert [backend for _, backend in flows][:3] == ["A", "B", "C"], flows
+    for k, (reason, backend) in enumerate(flows):
+        before = [b for _, b in flows[:k]]
+        m = pattern.fullmatch(reason)
+        assert m is not None, reason
+        chosen, est, other, op, runner, r_est, r_other, tie = m.groups()
+        assert chosen == backend, reason
+        assert int(est) + int(other) == before.count(chosen), (reason, before)
+        assert int(r_est) + int(r_other) == before.count(runner), (reason, before)
+        mine = int(est) * ACTIVE_WEIGHT + int(other)
+        theirs = int(r_est) * ACTIVE_WEIGHT + int(r_other)
+        listed_first = "ABC".index(chosen) < "ABC".index(runner)
+        assert mine < theirs or (mine == theirs and listed_first), reason
+        assert (op == "<=") == bool(tie) == (mine == theirs), reason
+        # the third backend weighs no less than the runner-up (at most all its flows
+        # established), or it would have been named
+        (third,) = {"A", "B", "C"} - {chosen, runner}
+        assert before.count(third) * ACTIVE_WEIGHT >= theirs, (reason, before)
     got = collections.Counter(backend for _, backend in flows)
     assert active == got, (active, got)
     assert collections.Counter(line.split(" -> ")[1] for line in lines) == got  # the client's

@@ -129,9 +129,10 @@ def test_states_follow_the_conversation_and_c_moves_them_from_the_syn_on() -> No
     assert h.sw.fast == 2  # the backend's SYN-ACK, C's (reported for the handshake time)
     h.client("A", seq=101, ack=501)
     assert h.flow()["state"] == "ESTABLISHED"
-    assert h.sw.fast == 3 and h.sw.last_transition == (State.SYN_RECV, State.ESTABLISHED)
+    assert h.sw.fast == 3
     (a,) = [b for b in h.sw.backends(h.now) if b["backend"] == "A"]
-    assert (a["active"], a["inactive"]) == (1, 0)
+    assert (a["active"], a["inactive"]) == (1, 0)  # C's counts, read through
+    assert h.sw.table.load(h.sw.table.backends.get(h.sw.services[0].backends[0])) == (1, 0)
     out = h.client("PA", seq=101, ack=501, payload=b"GET / HTTP/1.1\r\n\r\n")
     assert out is not None and checksums_ok(out) and bytes(out[Raw]) == b"GET / HTTP/1.1\r\n\r\n"
     back = h.backend(syn, "PA", seq=501, ack=119, payload=b"HTTP/1.1 200 OK\r\n\r\n")
@@ -525,3 +526,17 @@ def test_flows_keep_nothing_per_flow_in_python_and_views_know_when_their_flow_en
     (new,) = list(table)
     assert new.alive and not old.alive and new != old
     assert new.client[1] == 9 and len(table.reasons) == 1
+
+
+def test_a_switch_s_backend_reads_its_counts_from_c_which_alone_sets_them() -> None:
+    h = Harness()
+    a = h.sw.services[0].backends[0]
+    assert h.client("S", seq=100) is not None  # rr: A
+    n = h.sw.table.backends.get(a)
+    assert n is not None
+    c = h.sw.table.tab.bk_load[n]
+    assert (a.active, a.inactive, a.total) == (c.active, c.inactive, c.total) == (0, 1, 1)
+    with pytest.raises(AttributeError, match="counted by the switch's C table"):
+        a.active = 5
+    c.total = 41  # (what C counts is what A shows)
+    assert a.total == 41
