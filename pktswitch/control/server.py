@@ -47,8 +47,27 @@ class AlreadyRunning(Exception):
     pass
 
 
+def _check_directory(directory: str) -> None:
+    """The control socket's directory must be the switch's own user's (root's, run as root)
+    and writable by nobody else: whoever can write there can put a socket of their own in
+    the switch's place, or remove its socket, and answer every CLI call."""
+    st = os.stat(directory)
+    if st.st_uid != os.geteuid():
+        raise PermissionError(
+            f"{directory}: the control socket's directory belongs to uid {st.st_uid}, not to"
+            f" the switch's user (uid {os.geteuid()}): refusing to start"
+        )
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise PermissionError(
+            f"{directory}: the control socket's directory is writable by others"
+            f" (mode {stat.S_IMODE(st.st_mode):04o}): refusing to start (chmod go-w)"
+        )
+
+
 def _prepare_path(path: str) -> None:
-    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    _check_directory(directory)
     try:
         st = os.lstat(path)
     except FileNotFoundError:

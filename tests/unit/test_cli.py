@@ -190,6 +190,28 @@ def test_check_good_and_bad_config(tmp_path: Path) -> None:
     assert line.startswith(f"error: {cfg}: service[0].vip: ")
 
 
+@pytest.mark.parametrize("mode", [0o775, 0o757, 0o777])
+def test_a_control_directory_others_may_write_is_refused(tmp_path: Path, mode: int) -> None:
+    d = tmp_path / "ctl"
+    d.mkdir()
+    d.chmod(mode)
+    with pytest.raises(PermissionError, match=f"writable by others \\(mode {mode:04o}\\)"):
+        ControlServer(str(d / "s.sock"), {})
+    assert list(d.iterdir()) == []  # nothing made there
+    d.chmod(0o755)
+    ControlServer(str(d / "s.sock"), {}).close()
+
+
+def test_a_control_directory_of_another_user_is_refused(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to give a directory to another user")
+    d = tmp_path / "ctl"
+    d.mkdir(mode=0o755)
+    os.chown(d, 65534, 65534)
+    with pytest.raises(PermissionError, match="belongs to uid 65534"):
+        ControlServer(str(d / "s.sock"), {})
+
+
 def test_second_server_on_a_live_socket_is_refused(running: tuple[str, Switch]) -> None:
     from pktswitch.control.server import AlreadyRunning
 
