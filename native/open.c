@@ -27,17 +27,15 @@ static int less_loaded(const pks_service *s, uint64_t p, const pks_pick *mp, uin
     return s->prog == PKS_PROG_LC ? p < q : p * mq->weight < q * mp->weight;
 }
 
-/* lc's or wlc's member for a new flow (pks_service.h, pks_load), the flow `gone` (or
- * PKS_NONE), whose port the SYN reuses, counted as ended; NULL when no member has a weight.
+/* lc's or wlc's member for a new flow (pks_service.h, pks_load) into c, the flow `gone` (or
+ * PKS_NONE), whose port the SYN reuses, counted as ended; -1 when no member has a weight.
  * What the OPEN event tells (c): the runner-up (the least loaded after it, ties to the
- * first listed) and both members' counts at the pick. */
-static const pks_pick *least_pick(const pks_table *t, const pks_service *s, uint32_t gone,
-                                  choice *c)
+ * first listed, PKS_NONE without one) and both members' counts at the pick. */
+static int least_pick(const pks_table *t, const pks_service *s, uint32_t gone, choice *c)
 {
     const pks_flow *g = gone != PKS_NONE ? &t->flows[gone] : NULL;
-    const pks_pick *best = NULL, *next = NULL;
+    uint32_t best = PKS_NONE, next = PKS_NONE;
     uint64_t least = 0, then = 0;
-    uint32_t next_i = PKS_NONE;
     memset(&c->data, 0, sizeof c->data);
     for (uint32_t i = 0; i < s->len; i++) {
         const pks_pick *p = &s->picks[i];
@@ -52,27 +50,28 @@ static const pks_pick *least_pick(const pks_table *t, const pks_service *s, uint
                 inactive--;
         }
         uint64_t load = (uint64_t)active * PKS_ACTIVE_WEIGHT + inactive;
-        if (!best || less_loaded(s, load, p, least, best)) {
+        /* k: the place i takes, 0 the best, 1 the runner-up (the best moves down) */
+        int k = best == PKS_NONE || less_loaded(s, load, p, least, &s->picks[best]) ? 0
+                : next == PKS_NONE || less_loaded(s, load, p, then, &s->picks[next]) ? 1 : -1;
+        if (k == 0) {
             next = best;
             then = least;
-            next_i = c->member;
             c->data.least.active[1] = c->data.least.active[0];
             c->data.least.inactive[1] = c->data.least.inactive[0];
-            best = p;
+            best = i;
             least = load;
-            c->member = i;
-            c->data.least.active[0] = active;
-            c->data.least.inactive[0] = inactive;
-        } else if (!next || less_loaded(s, load, p, then, next)) {
-            next = p;
+        } else if (k == 1) {
+            next = i;
             then = load;
-            next_i = i;
-            c->data.least.active[1] = active;
-            c->data.least.inactive[1] = inactive;
+        }
+        if (k >= 0) {
+            c->data.least.active[k] = active;
+            c->data.least.inactive[k] = inactive;
         }
     }
-    c->value = next ? next_i : PKS_NONE;
-    return best;
+    c->member = best;
+    c->value = next;
+    return best == PKS_NONE ? -1 : 0;
 }
 
 /* A SYN's source may be a client: not one of the switch's own addresses (a VIP, an SNAT
@@ -265,12 +264,10 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
             return drop_exit(m, PKS_E_NO_BACKEND);
         pick = &s->picks[s->slots[hslot]];
         c.value = hslot;
-    } else if (s->prog == PKS_PROG_LC || s->prog == PKS_PROG_WLC) {
-        /* the reused port's flow ends before the pick, the evicted ones after it */
-        if (!(pick = least_pick(t, s, old, &c)))
-            return drop_exit(m, PKS_E_NO_BACKEND);
     } else {
-        if (choose(t, s, &c) != 0)
+        /* (lc, wlc: the reused port's flow ends before the pick, the evicted ones after) */
+        if ((s->prog == PKS_PROG_LC || s->prog == PKS_PROG_WLC ? least_pick(t, s, old, &c)
+                                                               : choose(t, s, &c)) != 0)
             return drop_exit(m, PKS_E_NO_BACKEND);
         pick = &s->picks[c.member];
     }

@@ -97,7 +97,6 @@ int trace_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta
         r->client = m->saddr4;
         r->client_port = m->key.sport;
         r->has_client = 1;
-        r->from = r->to;
     }
     uint32_t size = (uint32_t)sizeof *r + r->cap;
     if (v == PKS_V_FAST) {
