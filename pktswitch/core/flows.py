@@ -169,15 +169,15 @@ class Registry(Generic[T]):
 
     def __init__(
         self,
-        grown: Callable[[int], None] | None = None,
         numbered: Callable[[T, int], None] | None = None,
         forgotten: Callable[[T, int], None] | None = None,
     ) -> None:
         self._objs: list[T] = []
         self._ids: dict[int, int] = {}  # id(obj) -> number; _objs keeps obj alive
         self._free: list[int] = []  # numbers of forgotten objects
-        self._grown = grown  # told how many numbers there are, before a new one is used
-        self._numbered = numbered  # told of an object given a number, and of one let go
+        # told of an object about to take a number (it may refuse by raising: nothing is
+        # numbered then), and of one letting its number go
+        self._numbered = numbered
         self._forgotten = forgotten
 
     def __getitem__(self, n: int) -> T:
@@ -198,17 +198,14 @@ class Registry(Generic[T]):
     def number(self, obj: T) -> int:
         n = self._ids.get(id(obj))
         if n is None:
-            if self._free:
-                n = self._free.pop()
-                self._objs[n] = obj
-            else:
-                n = len(self._objs)
-                if self._grown is not None:
-                    self._grown(n + 1)
-                self._objs.append(obj)
-            self._ids[id(obj)] = n
+            n = self._free[-1] if self._free else len(self._objs)
             if self._numbered is not None:
                 self._numbered(obj, n)
+            if self._free:
+                self._objs[self._free.pop()] = obj
+            else:
+                self._objs.append(obj)
+            self._ids[id(obj)] = n
         return n
 
     def forget(self, obj: T) -> None:
@@ -303,7 +300,7 @@ class FlowTable:
         self.services: Registry[ServiceState] = Registry()
         # C counts each backend's flows, and a numbered backend reads them there
         self.backends: Registry[BackendState] = Registry(
-            self._backends_grown, self._backend_numbered, self._backend_forgotten
+            self._backend_numbered, self._backend_forgotten
         )
         self.reasons = Reasons()
         self._expired = ffi.new("uint32_t[]", EXPIRE_BATCH)
@@ -311,13 +308,11 @@ class FlowTable:
     def __len__(self) -> int:
         return int(self.tab.count)
 
-    def _backends_grown(self, n: int) -> None:
-        if lib.pks_table_set_backends(self.tab, n) != 0:
-            raise MemoryError(f"no memory to count the flows of {n} backends")
-
     def _backend_numbered(self, b: BackendState, number: int) -> None:
         """b takes a number (a new one, or one a backend let go of, with no flows): C counts
         its flows from its own total on, and has its response time, if any."""
+        if lib.pks_table_set_backends(self.tab, number + 1) != 0:
+            raise MemoryError(f"no memory to count the flows of {number + 1} backends")
         c = self.tab.bk_load[number]
         if c.active or c.inactive:
             raise RuntimeError(f"backend number {number} is given again with flows on it")
