@@ -25,6 +25,7 @@ _REC = ffi.sizeof("pks_trace_rec")
 class Tracing(SwitchBase):
     def subscribe(self, sub: Subscription) -> None:
         """Start recording packets for `sub` (as well as for the others)."""
+        self.take_trace()  # what was recorded before is the others' only
         self.subscriptions.append(sub)
         sub.lost_at = int(self.table.tab.trace_lost)
         self._trace_buffer()
@@ -40,10 +41,8 @@ class Tracing(SwitchBase):
 
     def _trace_buffer(self) -> None:
         """A buffer for C sized to what the subscribers ask for (their largest snaplen);
-        none when nobody traces. Records already in the old one are handed out first."""
+        none when nobody traces. The old one's records must have been taken."""
         tab = self.table.tab
-        if tab.trace_cap:
-            self.take_trace()
         if not self.subscriptions:
             lib.pks_trace_set(tab, ffi.NULL, 0, 0)
             self._trace = None
