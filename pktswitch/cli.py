@@ -321,7 +321,7 @@ def trace(
         if out is not None:
             out.close()
     if summary and not as_json:
-        lost = summary["dropped"] + summary.get("lost", 0)
+        lost = summary["dropped"] + summary["lost"]
         click.echo(
             f"{summary['sent']} packet(s) traced, {lost} lost to a full trace buffer", err=True
         )

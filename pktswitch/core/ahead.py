@@ -215,9 +215,9 @@ class Ahead:
             rt0, rt1, a0, a1 = LRT.unpack(WORDS.pack(*data))
             return Told(int(value) % MEMBERS_MAX, rt=(_rt(rt0), _rt(rt1)), active=(a0, a1))
         if self.program in ("lc", "wlc"):  # pks_event_data.least: four 32-bit counts
-            a0, a1, i0, i1 = LEAST.unpack(WORDS.pack(*data)[:16])
-            other = None if int(value) == lib.PKS_NONE else int(value)
-            return Told(other if other is not None else -1, active=(a0, a1), inactive=(i0, i1))
+            a0, a1, i0, i1 = LEAST.unpack_from(WORDS.pack(*data))
+            other = -1 if int(value) == lib.PKS_NONE else int(value)
+            return Told(other, active=(a0, a1), inactive=(i0, i1))
         return Told(int(value))
 
 
