@@ -12,7 +12,7 @@ static int64_t snat_next(const pks_snat *p, uint32_t ep)
 }
 
 /* A pick not taken yet: the member, what the OPEN event says of it, and the program's
- * state once the flow is open (rr's index, lrt's random source) */
+ * state once the flow is open (rr's index) */
 typedef struct {
     uint32_t member;
     double value;
@@ -20,17 +20,28 @@ typedef struct {
     uint64_t next;
 } choice;
 
-/* load p (on member p) is less than load q (on q), as lc or wlc compares them */
-static int less_loaded(const pks_service *s, uint64_t p, const pks_pick *mp, uint64_t q,
-                       const pks_pick *mq)
+/* lrt's score of a member: its response time times its overhead with the new flow, per
+ * weight (unmeasured: 0, so it is tried) */
+static double lrt_score(const pks_table *t, const pks_pick *p, uint64_t load)
 {
+    double rt = t->bk_load[p->backend].rt;
+    return rt < 0 ? 0.0 : rt * (double)(load + PKS_ACTIVE_WEIGHT) / (double)p->weight;
+}
+
+/* load p (on member p) is less than load q (on q), as lc, wlc or lrt compares them */
+static int less_loaded(const pks_table *t, const pks_service *s, uint64_t p,
+                       const pks_pick *mp, uint64_t q, const pks_pick *mq)
+{
+    if (s->prog == PKS_PROG_LRT)
+        return lrt_score(t, mp, p) < lrt_score(t, mq, q);
     return s->prog == PKS_PROG_LC ? p < q : p * mq->weight < q * mp->weight;
 }
 
-/* lc's or wlc's member for a new flow (pks_service.h, pks_load) into c, the flow `gone` (or
- * PKS_NONE), whose port the SYN reuses, counted as ended; -1 when no member has a weight.
- * What the OPEN event tells (c): the runner-up (the least loaded after it, ties to the
- * first listed, PKS_NONE without one) and both members' counts at the pick. */
+/* lc's, wlc's or lrt's member for a new flow (pks_service.h, pks_load) into c, the flow
+ * `gone` (or PKS_NONE), whose port the SYN reuses, counted as ended; -1 when no member has
+ * a weight. What the OPEN event tells (c): the runner-up (the least loaded after it, ties
+ * to the first listed, PKS_NONE without one), both members' counts at the pick, and for lrt
+ * their response times. */
 static int least_pick(const pks_table *t, const pks_service *s, uint32_t gone, choice *c)
 {
     const pks_flow *g = gone != PKS_NONE ? &t->flows[gone] : NULL;
@@ -51,13 +62,15 @@ static int least_pick(const pks_table *t, const pks_service *s, uint32_t gone, c
         }
         uint64_t load = (uint64_t)active * PKS_ACTIVE_WEIGHT + inactive;
         /* k: the place i takes, 0 the best, 1 the runner-up (the best moves down) */
-        int k = best == PKS_NONE || less_loaded(s, load, p, least, &s->picks[best]) ? 0
-                : next == PKS_NONE || less_loaded(s, load, p, then, &s->picks[next]) ? 1 : -1;
+        int k = best == PKS_NONE || less_loaded(t, s, load, p, least, &s->picks[best]) ? 0
+                : next == PKS_NONE || less_loaded(t, s, load, p, then, &s->picks[next]) ? 1
+                : -1;
         if (k == 0) {
             next = best;
             then = least;
             c->data.least.active[1] = c->data.least.active[0];
             c->data.least.inactive[1] = c->data.least.inactive[0];
+            c->data.least.rt[1] = c->data.least.rt[0];
             best = i;
             least = load;
         } else if (k == 1) {
@@ -67,6 +80,7 @@ static int least_pick(const pks_table *t, const pks_service *s, uint32_t gone, c
         if (k >= 0) {
             c->data.least.active[k] = active;
             c->data.least.inactive[k] = inactive;
+            c->data.least.rt[k] = s->prog == PKS_PROG_LRT ? l->rt : 0;
         }
     }
     c->member = best;
@@ -102,33 +116,9 @@ static int tcp_csum_ok(const uint8_t *buf, const pks_meta *m)
     return pks_csum(ip + m->l4_off, l4len, sum) == 0;
 }
 
-/* splitmix64 (Steele, Lea, Flood 2014): lrt's random source, as sched/least.py's */
-static uint64_t splitmix64(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static double lrt_score(const pks_table *t, const pks_pick *p)
-{
-    double rt = t->bk_load[p->backend].rt;
-    return rt < 0 ? 0.0 : rt * (double)(t->bk_load[p->backend].active + 1) / (double)p->weight;
-}
-
-/* the index of the k-th member with a weight */
-static uint32_t nth_up(const pks_service *s, uint32_t k)
-{
-    uint32_t i = 0;
-    for (;; i++)
-        if (s->picks[i].weight && k-- == 0)
-            return i;
-}
-
-/* rr, wrr, lrt: the member for a new flow (the program's state is moved on by take());
+/* rr, wrr: the member for a new flow (the program's state is moved on by take());
  * -1 when no member has a weight */
-static int choose(const pks_table *t, const pks_service *s, choice *c)
+static int choose(const pks_service *s, choice *c)
 {
     memset(&c->data, 0, sizeof c->data);
     if (s->prog == PKS_PROG_RR) {
@@ -143,58 +133,31 @@ static int choose(const pks_table *t, const pks_service *s, choice *c)
         }
         return -1;
     }
-    if (s->prog == PKS_PROG_WRR) {
-        int64_t total = 0, best_current = 0;
-        int64_t best = -1;
-        for (uint32_t i = 0; i < s->len; i++) {
-            int64_t w = s->picks[i].weight;
-            if (!w)
-                continue;
-            total += w;
-            if (best < 0 || s->state[i] + w > best_current) {
-                best = i;
-                best_current = s->state[i] + w;
-            }
+    /* wrr */
+    int64_t total = 0, best_current = 0;
+    int64_t best = -1;
+    for (uint32_t i = 0; i < s->len; i++) {
+        int64_t w = s->picks[i].weight;
+        if (!w)
+            continue;
+        total += w;
+        if (best < 0 || s->state[i] + w > best_current) {
+            best = i;
+            best_current = s->state[i] + w;
         }
-        if (best < 0)
-            return -1;
-        c->member = (uint32_t)best;
-        c->value = (double)best_current;
-        c->data.total = total;
-        return 0;
     }
-    /* lrt */
-    uint32_t up = 0;
-    for (uint32_t i = 0; i < s->len; i++)
-        up += s->picks[i].weight != 0;
-    if (!up)
+    if (best < 0)
         return -1;
-    uint64_t r = (uint64_t)s->state[0];
-    uint32_t a = nth_up(s, 0), b = a;
-    if (up > 1) {
-        uint32_t x = (uint32_t)(splitmix64(&r) % up), y = (uint32_t)(splitmix64(&r) % (up - 1));
-        a = nth_up(s, x);
-        b = nth_up(s, y >= x ? y + 1 : y);
-        if (lrt_score(t, &s->picks[b]) < lrt_score(t, &s->picks[a])) {
-            uint32_t k = a;
-            a = b;
-            b = k;
-        }
-    }
-    c->member = a;
-    c->value = (double)a * PKS_MEMBERS_MAX + b;
-    c->data.lrt.rt[0] = t->bk_load[s->picks[a].backend].rt;
-    c->data.lrt.rt[1] = t->bk_load[s->picks[b].backend].rt;
-    c->data.lrt.active[0] = t->bk_load[s->picks[a].backend].active;
-    c->data.lrt.active[1] = t->bk_load[s->picks[b].backend].active;
-    c->next = r;
+    c->member = (uint32_t)best;
+    c->value = (double)best_current;
+    c->data.total = total;
     return 0;
 }
 
 /* the flow is open: the program's state moves on past the pick */
 static void take(pks_service *s, const choice *c)
 {
-    if (s->prog == PKS_PROG_RR || s->prog == PKS_PROG_LRT) {
+    if (s->prog == PKS_PROG_RR) {
         s->state[0] = (int64_t)c->next;
     } else if (s->prog == PKS_PROG_WRR) {
         for (uint32_t i = 0; i < s->len; i++)
@@ -265,9 +228,10 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
         pick = &s->picks[s->slots[hslot]];
         c.value = hslot;
     } else {
-        /* (lc, wlc: the reused port's flow ends before the pick, the evicted ones after) */
-        if ((s->prog == PKS_PROG_LC || s->prog == PKS_PROG_WLC ? least_pick(t, s, old, &c)
-                                                               : choose(t, s, &c)) != 0)
+        /* (lc, wlc, lrt: the reused port's flow ends before the pick, the evicted ones
+         * after) */
+        int least = s->prog == PKS_PROG_LC || s->prog == PKS_PROG_WLC || s->prog == PKS_PROG_LRT;
+        if ((least ? least_pick(t, s, old, &c) : choose(s, &c)) != 0)
             return drop_exit(m, PKS_E_NO_BACKEND);
         pick = &s->picks[c.member];
     }

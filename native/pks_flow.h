@@ -72,20 +72,16 @@ typedef struct {
 
 /* what an event carries besides its head, by kind */
 typedef union {
-    uint64_t word[3];   /* the union as Python reads it (core/events.py): three words, which
+    uint64_t word[4];   /* the union as Python reads it (core/events.py): four words, which
                            it takes as the member the event's kind names */
     uint64_t bytes[2];  /* END, EVICT: the flow's bytes in, out */
-    struct {
-        double rt[2];   /* the chosen and the other member's rt at the pick (-1: not
-                           measured) */
-        uint32_t active[2]; /* and their ESTABLISHED flows then */
-    } lrt;              /* OPEN of lrt */
     struct {
         uint32_t active[2];   /* the chosen member's and the runner-up's flows at the pick,
                                  ESTABLISHED and other (the runner-up's member index is the
                                  event's value, PKS_NONE with no runner-up) */
         uint32_t inactive[2];
-    } least;            /* OPEN of lc, wlc */
+        double rt[2];         /* lrt: their response times then (-1: not measured) */
+    } least;            /* OPEN of lc, wlc, lrt */
     int64_t total;      /* OPEN of wrr: the total weight */
 } pks_event_data;
 
@@ -101,7 +97,7 @@ typedef struct {
     uint32_t service;
     double t;
     double value;       /* SYNACK, RESPONSE: seconds; OPEN: rr the member's index, wrr its
-                           current, hashed the client's slot, lc and wlc the runner-up's
-                           index, lrt chosen * PKS_MEMBERS_MAX + other (member indices) */
+                           current, hashed the client's slot, lc, wlc and lrt the
+                           runner-up's member index */
     pks_event_data data;
 } pks_event;

@@ -6,7 +6,7 @@
 
 /* Service `id` (at vip:port, host order) runs program `prog` (PKS_PROG_*, pks_service.h)
  * over its n members (copied; every backend of the service, in order), from the nstate
- * values of `state` (copied; PKS_STATE_RR, n for wrr, PKS_STATE_LRT, 0 for the others;
+ * values of `state` (copied; PKS_STATE_RR, n for wrr, 0 for the others;
  * rr's not negative). PKS_PROG_EMPTY takes no members. A new program keeps the access list.
  * 0; -1 no memory, too many services or members, another nstate, or a member whose flows
  * are not counted (at or above bk_load_cap). */

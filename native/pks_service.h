@@ -31,8 +31,7 @@ typedef struct {
 #define PKS_PROG_HASH 3     /* iphash, maglev: the client's slot (pks_service_hash) */
 #define PKS_PROG_LC 4       /* least overhead (lc) */
 #define PKS_PROG_WLC 5      /* least overhead per weight (wlc) */
-#define PKS_PROG_LRT 6      /* least response time of two random choices: state[0] is the
-                               random source's (splitmix64) */
+#define PKS_PROG_LRT 6      /* least response time: least rt * (overhead + 1) per weight */
 
 #define PKS_SERVICES 1024   /* services C schedules at once */
 #define PKS_SLOTS_MAX 5000011 /* a hashed service's slots (maglev's largest table) */
@@ -58,8 +57,7 @@ typedef struct {
 } pks_service;
 
 /* The state each program keeps (pks_service_run's nstate) */
-#define PKS_STATE_RR 1
-#define PKS_STATE_LRT 1     /* (wrr: one per member; the others none) */
+#define PKS_STATE_RR 1      /* (wrr: one per member; the others none) */
 
 /* A hashing scheduler (iphash, maglev) keeps no state but a table (pks_service_hash): C
  * hashes the client as sched/hashing.py does (keyed BLAKE2b, 64 bits, little-endian; the key
@@ -76,11 +74,10 @@ typedef struct {
  * the OPEN event: the counts then are C's at the pick (every change to them before it is an
  * event applied before that one), but for the evicted flows, whose EVICTs follow it.
  *
- * lrt draws two members with a weight (i = r1 % n, j = r2 % (n - 1), j past i skipped; r1,
- * r2 the next two splitmix64 outputs), and takes the second only if its score is lower:
- * rt * (active + 1) / weight in doubles, in that order, rt the response time Python smoothed
- * and wrote (pks_backend_rt; unmeasured scores 0). With one member it draws nothing. The
- * OPEN event's value is chosen * PKS_MEMBERS_MAX + other, and its data the two rts. */
+ * lrt picks as lc does, by the least score rt * (overhead + PKS_ACTIVE_WEIGHT) / weight in
+ * doubles, in that order: rt is the response time Python smoothed and wrote
+ * (pks_backend_rt; unmeasured scores 0), and the flow it would take counts as one more
+ * ESTABLISHED. Its OPEN event's data carries the two rts too. */
 #define PKS_ACTIVE_WEIGHT 256
 
 typedef struct {

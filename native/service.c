@@ -56,8 +56,8 @@ static int64_t state_len(int prog, uint32_t n)
     switch (prog) {
     case PKS_PROG_RR: return PKS_STATE_RR;
     case PKS_PROG_WRR: return n;
-    case PKS_PROG_LRT: return PKS_STATE_LRT;
-    case PKS_PROG_LC: case PKS_PROG_WLC: case PKS_PROG_HASH: case PKS_PROG_EMPTY: return 0;
+    case PKS_PROG_LC: case PKS_PROG_WLC: case PKS_PROG_LRT: case PKS_PROG_HASH:
+    case PKS_PROG_EMPTY: return 0;
     default: return -1;
     }
 }

@@ -38,8 +38,8 @@ typedef struct {
 } model;
 
 /* ------------------------------------------------------------ new flows in C
- * The packet's service runs a program (1..4 members from the input: rr, wrr, lrt with their
- * state, a hash table, lc or wlc), with a small SNAT pool (or none: nat mode) and a small
+ * The packet's service runs a program (1..4 members from the input: rr and wrr with their
+ * state, a hash table, lc, wlc or lrt), with a small SNAT pool (or none: nat mode) and a small
  * half-open limit; then 2-byte operations from the input play the client and Python: SYNs
  * from other client ports (new, retransmitted, or reusing a port in TIME_WAIT/CLOSE), state
  * changes, expiry and removal (each freeing its SNAT pair, as Python's _expire), events
@@ -113,7 +113,5 @@ void program(opens *o, const uint8_t *op, const pks_meta *m);
 uint32_t check_open_events(const opens *o, uint32_t from, uint32_t slot);
 void check_least(const opens *o, uint32_t slot, uint32_t from);
 void check_hashed(const opens *o, const pks_flow *f, uint32_t slot_, uint32_t from);
-uint64_t model_splitmix(uint64_t *s);
-double model_score(const opens *o, uint32_t k);
-int64_t model_pick(const opens *o, int64_t *state, double *value, const double *score);
+int64_t model_pick(const opens *o, int64_t *state, double *value);
 void drive_opens(const uint8_t *data, size_t size, const pks_meta *m, int vnet);

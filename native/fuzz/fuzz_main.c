@@ -34,8 +34,8 @@
  *             an ICMP error about a flow (the model inserts one its quote is about) comes out
  *             with valid checksums, quoting the packet as the flow's other way sees it, and
  *             any other ICMP is dropped with an icmp_* reason, the buffer untouched.
- *   opens   - with the packet's service running a program (rr, wrr, lrt with their state, a
- *             hash table with empty slots, lc, wlc), a small SNAT pool and half-open limit
+ *   opens   - with the packet's service running a program (rr and wrr with their state, a
+ *             hash table with empty slots, lc, wlc, lrt), a small SNAT pool and half-open limit
  *             (drive_opens): SYNs from other client ports, state changes, expiry, removals,
  *             events and reprogramming in any order keep every used flow indexed, the count,
  *             half-open list, free stack and timer heap right, each SNAT pair in use held by

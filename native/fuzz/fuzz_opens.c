@@ -134,8 +134,6 @@ void program(opens *o, const uint8_t *op, const pks_meta *m)
             o->state[k] = (int8_t)(op[1] << k);
         nstate = n;
     } else if (prog == PKS_PROG_LRT) {
-        o->state[0] = (int64_t)((uint64_t)op[1] * 0x9e3779b97f4a7c15ull);
-        nstate = 1;
         for (uint32_t b = 0; b < 4; b++)
             CHECK(pks_backend_rt(o->t, b, b == (op[1] & 3) ? -1 : 0.001 * (b + op[0] % 3)) == 0);
     }
@@ -233,9 +231,6 @@ void drive_opens(const uint8_t *data, size_t size, const pks_meta *m, int vnet)
             }
             pks_meta pm;
             uint32_t opened = o.t->opened, count = o.t->count, from = o.t->ev_count;
-            double score[4] = {0};
-            for (uint32_t k = 0; k < o.n; k++)
-                score[k] = o.picks[k].weight ? model_score(&o, k) : 0;
             uint32_t used = o.t->trace_used;
             uint64_t lost = o.t->trace_lost;
             uint8_t *came = malloc(size);
@@ -260,21 +255,13 @@ void drive_opens(const uint8_t *data, size_t size, const pks_meta *m, int vnet)
                 const pks_event *e = &o.t->events[(o.t->ev_head + at) % PKS_EVENTS];
                 if (o.prog == PKS_PROG_HASH)
                     check_hashed(&o, f, (uint32_t)pm.slot, from);
-                else if (o.prog == PKS_PROG_LC || o.prog == PKS_PROG_WLC)
+                else if (o.prog == PKS_PROG_LC || o.prog == PKS_PROG_WLC
+                         || o.prog == PKS_PROG_LRT)
                     check_least(&o, (uint32_t)pm.slot, from);
-                else {                      /* rr, wrr, lrt: the model's pick */
+                else {                      /* rr, wrr: the model's pick */
                     double value = -1;
-                    int64_t k = model_pick(&o, o.state, &value, score);
+                    int64_t k = model_pick(&o, o.state, &value);
                     CHECK(k >= 0 && f->backend == o.picks[k].backend && e->value == value);
-                    if (o.prog == PKS_PROG_LRT) {
-                        uint32_t other = (uint32_t)value % PKS_MEMBERS_MAX;
-                        const pks_load *la = &o.t->bk_load[o.picks[k].backend];
-                        const pks_load *lb = &o.t->bk_load[o.picks[other].backend];
-                        CHECK(e->data.lrt.rt[0] == la->rt && e->data.lrt.rt[1] == lb->rt);
-                        /* (the flows opened and ended for this SYN are not ESTABLISHED) */
-                        CHECK(e->data.lrt.active[0] == la->active);
-                        CHECK(e->data.lrt.active[1] == lb->active);
-                    }
                 }
             } else if (v == PKS_V_DROP && pm.err >= PKS_E_NO_FLOW) {
                 CHECK(o.t->count == count && o.t->ev_count == from);  /* nothing changed */

@@ -1,4 +1,4 @@
-/* Each program's pick held to a model of it: lc and wlc, the hashed slot, rr, wrr, lrt. */
+/* Each program's pick held to a model of it: lc, wlc and lrt, the hashed slot, rr, wrr. */
 #include "fuzz.h"
 
 /* The events one SYN C opened a flow for wrote, from ring position `from` on: the END of
@@ -20,7 +20,21 @@ uint32_t check_open_events(const opens *o, uint32_t from, uint32_t slot)
     return from + at;
 }
 
-/* lc, wlc: no member with a weight had less load than the one C gave the new flow in
+/* member p's load is below q's: lc's, per weight for wlc, lrt's score (pks_service.h) */
+static int model_less(const opens *o, const uint64_t *load, uint32_t p, uint32_t q)
+{
+    const pks_pick *mp = &o->picks[p], *mq = &o->picks[q];
+    uint64_t lp = load[mp->backend], lq = load[mq->backend];
+    if (o->prog == PKS_PROG_LRT) {
+        double rp = o->t->bk_load[mp->backend].rt, rq = o->t->bk_load[mq->backend].rt;
+        double sp = rp < 0 ? 0.0 : rp * (double)(lp + PKS_ACTIVE_WEIGHT) / (double)mp->weight;
+        double sq = rq < 0 ? 0.0 : rq * (double)(lq + PKS_ACTIVE_WEIGHT) / (double)mq->weight;
+        return sp < sq;
+    }
+    return o->prog == PKS_PROG_LC ? lp < lq : lp * mq->weight < lq * mp->weight;
+}
+
+/* lc, wlc, lrt: no member with a weight had less load than the one C gave the new flow in
  * `slot` (its load counted without that flow, and with the half-open flows it evicted,
  * whose EVICTs follow its OPEN: C picks before it evicts; the flow whose port it reused is
  * gone already, as C picks after it), nor as little and listed before it */
@@ -46,12 +60,8 @@ void check_least(const opens *o, uint32_t slot, uint32_t from)
             chosen = k;
     CHECK(chosen < o->n && f->reason == PKS_NONE);
     const pks_pick *c = &o->picks[chosen];
-    int lc = o->prog == PKS_PROG_LC;
-    /* member p's load is above q's (per weight for wlc), or equal and p listed after q */
-#define AFTER(p, q) (load[o->picks[p].backend] * (lc ? 1 : o->picks[q].weight) \
-                     > load[o->picks[q].backend] * (lc ? 1 : o->picks[p].weight) \
-                     || (load[o->picks[p].backend] * (lc ? 1 : o->picks[q].weight) \
-                         == load[o->picks[q].backend] * (lc ? 1 : o->picks[p].weight) && (p) > (q)))
+    /* member p's load is above q's, or equal and p listed after q */
+#define AFTER(p, q) (model_less(o, load, q, p) || (!model_less(o, load, p, q) && (p) > (q)))
     for (uint32_t k = 0; k < o->n; k++)
         if (o->picks[k].weight && o->picks[k].backend != c->backend)
             CHECK(AFTER(k, chosen));
@@ -59,6 +69,8 @@ void check_least(const opens *o, uint32_t slot, uint32_t from)
     const pks_event *e = &t->events[(t->ev_head + at) % PKS_EVENTS];
     CHECK(e->data.least.active[0] == act[c->backend]);
     CHECK(e->data.least.inactive[0] == other[c->backend]);
+    int lrt = o->prog == PKS_PROG_LRT;  /* and for lrt both one's response times */
+    CHECK(e->data.least.rt[0] == (lrt ? t->bk_load[c->backend].rt : 0));
     uint32_t up = 0;
     for (uint32_t k = 0; k < o->n; k++)
         up += o->picks[k].weight != 0;
@@ -70,6 +82,7 @@ void check_least(const opens *o, uint32_t slot, uint32_t from)
     CHECK(e->value == (double)r && r < o->n && r != chosen && o->picks[r].weight);
     CHECK(e->data.least.active[1] == act[o->picks[r].backend]);
     CHECK(e->data.least.inactive[1] == other[o->picks[r].backend]);
+    CHECK(e->data.least.rt[1] == (lrt ? t->bk_load[o->picks[r].backend].rt : 0));
     for (uint32_t k = 0; k < o->n; k++)
         if (o->picks[k].weight && k != chosen && k != r)
             CHECK(AFTER(k, r));
@@ -93,26 +106,9 @@ void check_hashed(const opens *o, const pks_flow *f, uint32_t slot_, uint32_t fr
     CHECK(e->kind == PKS_EV_OPEN && e->value == (double)slot);
 }
 
-/* the model's splitmix64, written out apart from C's */
-uint64_t model_splitmix(uint64_t *s)
-{
-    *s += 0x9e3779b97f4a7c15ull;
-    uint64_t z = *s;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-double model_score(const opens *o, uint32_t k)
-{
-    const pks_load *l = &o->t->bk_load[o->picks[k].backend];
-    return l->rt < 0 ? 0.0 : l->rt * (double)(l->active + 1) / (double)o->picks[k].weight;
-}
-
-/* rr, wrr, lrt: the member the program's state (the model's) names for the next flow, its
- * OPEN event's value, and the state after it; -1: no member has a weight. For lrt the
- * scores are read before the flow is counted (the caller passes them). */
-int64_t model_pick(const opens *o, int64_t *state, double *value, const double *score)
+/* rr, wrr: the member the program's state (the model's) names for the next flow, its OPEN
+ * event's value, and the state after it; -1: no member has a weight. */
+int64_t model_pick(const opens *o, int64_t *state, double *value)
 {
     uint32_t n = o->n, up = 0;
     for (uint32_t k = 0; k < n; k++)
@@ -129,38 +125,18 @@ int64_t model_pick(const opens *o, int64_t *state, double *value, const double *
             }
         }
     }
-    if (o->prog == PKS_PROG_WRR) {
-        int64_t total = 0;
-        uint32_t best = n;
-        for (uint32_t k = 0; k < n; k++) {
-            if (!o->picks[k].weight)
-                continue;
-            state[k] += o->picks[k].weight;
-            total += o->picks[k].weight;
-            if (best == n || state[k] > state[best])
-                best = k;
-        }
-        *value = (double)state[best];
-        state[best] -= total;
-        return best;
+    /* wrr */
+    int64_t total = 0;
+    uint32_t best = n;
+    for (uint32_t k = 0; k < n; k++) {
+        if (!o->picks[k].weight)
+            continue;
+        state[k] += o->picks[k].weight;
+        total += o->picks[k].weight;
+        if (best == n || state[k] > state[best])
+            best = k;
     }
-    uint32_t ups[4], u = 0;
-    for (uint32_t k = 0; k < n; k++)
-        if (o->picks[k].weight)
-            ups[u++] = k;
-    uint32_t a = ups[0], b = a;
-    if (up > 1) {
-        uint64_t r = (uint64_t)state[0];
-        uint32_t x = (uint32_t)(model_splitmix(&r) % up), y = (uint32_t)(model_splitmix(&r) % (up - 1));
-        state[0] = (int64_t)r;
-        a = ups[x];
-        b = ups[y >= x ? y + 1 : y];
-        if (score[b] < score[a]) {
-            uint32_t t = a;
-            a = b;
-            b = t;
-        }
-    }
-    *value = (double)a * PKS_MEMBERS_MAX + b;
-    return a;
+    *value = (double)state[best];
+    state[best] -= total;
+    return best;
 }

@@ -1,18 +1,18 @@
 """A service's scheduler compiled into the program C runs (native/pks_service.h, "New flows
 in C"): C opens every new flow of the service itself, and Python never picks for one.
 
-Each scheduler says which program it is (sched/base.py): rr, wrr and lrt with their state
-(rr's turn, wrr's currents, lrt's random source), iphash and maglev with their table, lc and
-wlc with nothing but the members. The members are every backend of the service, in order,
-with its weight now. C owns the state from the writing on and moves it with every flow it
-opens; before the weights or the set change, and before a peek (`pktswitch which`), the
-switch reads it back into the Python scheduler (sync), which then is exactly where C is.
+Each scheduler says which program it is (sched/base.py): rr and wrr with their state (rr's
+turn, wrr's currents), iphash and maglev with their table, lc, wlc and lrt with nothing but
+the members (C picks by the flows it counts, and lrt by the response times written into C).
+The members are every backend of the service, in order, with its weight now. C owns the
+state from the writing on and moves it with every flow it opens; before the weights or the
+set change, and before a peek (`pktswitch which`), the switch reads it back into the Python
+scheduler (sync), which then is exactly where C is.
 
 The flow's reason is written when the switch applies its OPEN event, by the scheduler's
 reason_for, from what C tells of the pick (sched/base.py, Told): rr's member, wrr's current
-and total, the client's slot, lrt's other candidate and both response times. lc's, wlc's
-and lrt's read the backends' counts then, which are C's at the pick (every change to them
-before it is an event applied before that one). A service's access list goes with it
+and total, the client's slot, lc's, wlc's and lrt's runner-up with both one's flows (and
+for lrt their response times) at the pick. A service's access list goes with it
 (write_acl).
 """
 
@@ -40,16 +40,12 @@ PROGRAMS = {
     "wlc": lib.PKS_PROG_WLC,
     "lrt": lib.PKS_PROG_LRT,
 }
-# pks_event_data: its words, as lrt's and as lc's and wlc's members
-WORDS, LRT, LEAST = struct.Struct("<QQQ"), struct.Struct("<ddII"), struct.Struct("<IIII")
+# pks_event_data: its words, and as lc's, wlc's and lrt's member
+WORDS, LEAST = struct.Struct("<QQQQ"), struct.Struct("<IIIIdd")
 _DATA = dict(ffi.typeof("pks_event_data").fields)
-if (WORDS.size, LRT.size, LEAST.size) != (
-    ffi.sizeof("pks_event_data"),
-    ffi.sizeof(_DATA["lrt"].type),
-    ffi.sizeof(_DATA["least"].type),
-):
+if (WORDS.size, LEAST.size) != (ffi.sizeof("pks_event_data"), ffi.sizeof(_DATA["least"].type)):
     raise RuntimeError("pks_event_data's members are not what core/ahead.py reads")
-STATEFUL = {"rr", "wrr", "lrt"}  # the programs whose state C moves on and sync reads back
+STATEFUL = {"rr", "wrr"}  # the programs whose state C moves on and sync reads back
 
 
 class Ahead:
@@ -192,7 +188,7 @@ class Ahead:
         flow: CData,
         b: BackendState,
         value: float,
-        data: tuple[int, int, int],
+        data: tuple[int, int, int, int],
     ) -> str:
         """The reason of the flow C opened (its C record `flow`, on b), from its OPEN event
         (pks_event_data's words in `data`)."""
@@ -207,17 +203,15 @@ class Ahead:
         client = bytes(ffi.buffer(k.saddr, 4))
         return scheduler.reason_for(backends, client, k.sport, self.told(value, data), b)
 
-    def told(self, value: float, data: tuple[int, int, int]) -> Told:
+    def told(self, value: float, data: tuple[int, int, int, int]) -> Told:
         """What the OPEN event of a flow C opened for this service says of its pick."""
         if self.program == "wrr":
             return Told(int(value), total=_signed(data[0]))
-        if self.program == "lrt":  # pks_event_data.lrt: two doubles, two 32-bit counts
-            rt0, rt1, a0, a1 = LRT.unpack(WORDS.pack(*data))
-            return Told(int(value) % MEMBERS_MAX, rt=(_rt(rt0), _rt(rt1)), active=(a0, a1))
-        if self.program in ("lc", "wlc"):  # pks_event_data.least: four 32-bit counts
-            a0, a1, i0, i1 = LEAST.unpack_from(WORDS.pack(*data))
+        if self.program in ("lc", "wlc", "lrt"):  # pks_event_data.least: 4 counts, 2 rts
+            a0, a1, i0, i1, rt0, rt1 = LEAST.unpack(WORDS.pack(*data))
             other = -1 if int(value) == lib.PKS_NONE else int(value)
-            return Told(other, active=(a0, a1), inactive=(i0, i1))
+            rts = (_rt(rt0), _rt(rt1)) if self.program == "lrt" else (None, None)
+            return Told(other, active=(a0, a1), inactive=(i0, i1), rt=rts)
         return Told(int(value))
 
 

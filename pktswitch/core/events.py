@@ -40,7 +40,9 @@ def layout(ctype: str) -> tuple[struct.Struct, tuple[str, ...]]:
 
 EVENT, EVENT_FIELDS = layout("pks_event")
 # the order take_events unpacks them in
-_UNPACKED = "slot kind from to dir gen backend reason service t value data[0] data[1] data[2]"
+_UNPACKED = (
+    "slot kind from to dir gen backend reason service t value data[0] data[1] data[2] data[3]"
+)
 if tuple(_UNPACKED.split()) != EVENT_FIELDS:
     raise RuntimeError(f"pks_event's fields are {EVENT_FIELDS}; take_events reads {_UNPACKED}")
 EV_SYNACK, EV_REFUSED = lib.PKS_EV_SYNACK, lib.PKS_EV_REFUSED
@@ -77,9 +79,10 @@ class Events(SwitchBase):
                 d0,
                 d1,
                 d2,
+                d3,
             ) in EVENT.iter_unpack(self._event_bytes[: n * EVENT.size]):
                 if kind == EV_OPEN:
-                    self._opened(slot, gen, backend, reason, service, t, value, (d0, d1, d2))
+                    self._opened(slot, gen, backend, reason, service, t, value, (d0, d1, d2, d3))
                 elif kind in (EV_END, EV_EVICT):
                     self._ended(was, backend, reason, d0, d1, kind == EV_EVICT)  # bytes in, out
                 elif kind == EV_SYNACK:  # (its flow may have ended since: the event says all)
@@ -102,7 +105,7 @@ class Events(SwitchBase):
         service: int,
         t: float,
         value: float,
-        data: tuple[int, int, int],
+        data: tuple[int, int, int, int],
     ) -> None:
         """C opened a flow for a client's SYN: the flow's reason, from what the event tells
         of the pick (core/ahead.py, told: for lc, wlc and lrt the counts C picked on)."""

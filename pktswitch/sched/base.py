@@ -21,15 +21,15 @@ The interface (all three take the service's current list of BackendState):
 What a switch needs to compile a scheduler into the program C runs (core/ahead.py):
 
 - program: which one C runs, "rr", "wrr", "hash" (iphash, maglev), "lc", "wlc" or "lrt".
-- state(backends) -> list[int] and resume(backends, state): rr, wrr and lrt keep state
-  between picks (rr's turn, wrr's currents, lrt's random source). The switch writes it into
+- state(backends) -> list[int] and resume(backends, state): rr and wrr keep state
+  between picks (rr's turn, wrr's currents). The switch writes it into
   C with the program; C moves it on with every flow it opens, and the switch reads it back
   into the scheduler (resume) before it changes the program or peeks.
 - table_for(backends): iphash and maglev, whose table C copies (and hashes the client as
   hash64 does).
 - reason_for(backends, client, cport, told, backend): the reason of a flow C opened, from
-  what C told of its pick (Told); lc's, wlc's and lrt's read the backends' counts, which
-  are, when the switch asks, what C's were when it picked.
+  what C told of its pick (Told): lc, wlc and lrt are told the counts (and lrt the
+  response times) C picked on.
 
 In a switch every weight or backend change goes through Switch.refresh or reconfigure, which
 tell the scheduler (update) and write C's copy again: C does not see a weight changed in
@@ -67,10 +67,10 @@ class Told(NamedTuple):
     """What C tells of a pick it made (native/pks_flow.h, PKS_EV_OPEN), for the reason."""
 
     value: int = 0  # rr: the member's index; wrr: its current; hashed: the client's slot;
-    # lrt: the other member's index; lc, wlc: the runner-up's (-1: none)
+    # lc, wlc, lrt: the runner-up's (-1: none)
     total: int = 0  # wrr: the total weight
-    rt: tuple[float | None, float | None] = (None, None)  # lrt: the chosen's and the other's
-    # lc, wlc, lrt: the chosen's and the other's flows at the pick, ESTABLISHED and other
+    rt: tuple[float | None, float | None] = (None, None)  # lrt: the chosen's and runner-up's
+    # lc, wlc, lrt: the chosen's and the runner-up's flows at the pick, ESTABLISHED and other
     active: tuple[int, int] = (0, 0)
     inactive: tuple[int, int] = (0, 0)
 
@@ -104,7 +104,7 @@ class Scheduler(Protocol):
 
 
 class Stateful(Scheduler, Protocol):
-    """rr, wrr, lrt: state kept between picks, which C moves on (core/ahead.py)."""
+    """rr, wrr: state kept between picks, which C moves on (core/ahead.py)."""
 
     def state(self, backends: Sequence[BackendState]) -> list[int]: ...
     def resume(self, backends: Sequence[BackendState], state: Sequence[int]) -> None: ...

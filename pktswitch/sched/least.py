@@ -1,16 +1,28 @@
 """The least-loaded schedulers: lc and wlc (IPVS), which C runs on the flows it counts per
-backend (native/pks_service.h, pks_load), and lrt (least response time by two random
-choices), which C runs on those counts and the response times the switch writes. These
-classes are the specification and the tests' oracle for C's picks."""
+backend (native/pks_service.h, pks_load), and lrt (least response time), which C runs on
+those counts and the response times the switch writes. These classes are the specification
+and the tests' oracle for C's picks."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from pktswitch.sched.base import ACTIVE_WEIGHT, Picked, Told
 from pktswitch.sched.pool import BackendState
 
 Flows = tuple[int, int]  # a backend's (ESTABLISHED, other) flows
+Rts = tuple[float | None, float | None]  # lrt: the chosen's and the runner-up's response times
+
+
+class At(NamedTuple):
+    """What a reason tells of a pick besides the two backends: the chosen's and the
+    runner-up's flows, how many backends had a weight, and (lrt) both response times."""
+
+    mine: Flows
+    theirs: Flows
+    up: int
+    rts: Rts
 
 
 def overhead(b: BackendState) -> int:
@@ -34,10 +46,29 @@ def _more(up: int) -> str:
     return f", +{up - 2} more" if up > 2 else ""
 
 
+def _best_two(
+    backends: Sequence[BackendState], less: Callable[[int, int], bool]
+) -> tuple[int, int, int] | None:
+    """(the least's index, the runner-up's or -1, backends with a weight) by `less` over
+    the indices of backends with a weight, ties to the first listed; None: none has one."""
+    best = runner = -1
+    up = 0
+    for i, b in enumerate(backends):
+        if b.weight <= 0:
+            continue
+        up += 1
+        if best < 0 or less(i, best):
+            best, runner = i, best
+        elif runner < 0 or less(i, runner):
+            runner = i
+    return None if best < 0 else (best, runner, up)
+
+
 class _Least:
-    """What lc and wlc share: they keep nothing, so pick is peek; C runs them too. A reason
-    names the chosen backend and the runner-up (the least loaded after it) with the flows
-    each had at the pick, which is what C tells of its own picks (Told)."""
+    """What lc, wlc and lrt share: they keep nothing, so pick is peek; C runs them too. A
+    reason names the chosen backend and the runner-up (the least loaded after it) with the
+    flows each had at the pick (and for lrt the response times), which is what C tells of
+    its own picks (Told)."""
 
     name = ""
     program = ""
@@ -51,7 +82,8 @@ class _Least:
         b = backends[best]
         other = backends[runner] if runner >= 0 else None
         theirs = (other.active, other.inactive) if other is not None else (0, 0)
-        return b, self._reason(b, (b.active, b.inactive), other, theirs, up)
+        rts = (b.rt, other.rt if other is not None else None)
+        return b, self._reason(b, other, At((b.active, b.inactive), theirs, up, rts))
 
     def pick(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
         return self.peek(backends, client, cport)
@@ -65,11 +97,11 @@ class _Least:
         b: BackendState,
     ) -> str:
         """The reason of a flow C gave `b`, from the flows C counted at its pick on b and on
-        the runner-up, backends[told.value] (-1: none)."""
+        the runner-up, backends[told.value] (-1: none), and for lrt their response times."""
         other = backends[told.value] if told.value >= 0 else None
         up = sum(1 for x in backends if x.weight > 0)
         mine, theirs = (told.active[0], told.inactive[0]), (told.active[1], told.inactive[1])
-        return self._reason(b, mine, other, theirs, up)
+        return self._reason(b, other, At(mine, theirs, up, told.rt))
 
     def update(self, backends: Sequence[BackendState]) -> None:
         pass
@@ -78,9 +110,7 @@ class _Least:
         """(the chosen's index, the runner-up's or -1, backends with a weight), or None."""
         raise NotImplementedError
 
-    def _reason(
-        self, b: BackendState, mine: Flows, other: BackendState | None, theirs: Flows, up: int
-    ) -> str:
+    def _reason(self, b: BackendState, other: BackendState | None, at: At) -> str:
         raise NotImplementedError
 
 
@@ -98,20 +128,15 @@ class LeastConnections(_Least):
     program = "lc"
 
     def _ranked(self, backends: Sequence[BackendState]) -> tuple[int, int, int] | None:
-        # (overhead, place in the list): the least first, equals in list order
-        ranked = sorted((overhead(b), i) for i, b in enumerate(backends) if b.weight > 0)
-        if not ranked:
-            return None
-        return ranked[0][1], ranked[1][1] if len(ranked) > 1 else -1, len(ranked)
+        loads = [overhead(b) for b in backends]
+        return _best_two(backends, lambda i, j: loads[i] < loads[j])
 
-    def _reason(
-        self, b: BackendState, mine: Flows, other: BackendState | None, theirs: Flows, up: int
-    ) -> str:
+    def _reason(self, b: BackendState, other: BackendState | None, at: At) -> str:
         if other is None:
-            return f"lc: {_flows(b, mine)}, the only candidate"
-        tie = _weighs(theirs) == _weighs(mine)
-        reason = f"lc: {_flows(b, mine)} {'<=' if tie else '<'} {_flows(other, theirs)}"
-        return reason + _more(up) + (" (tie: first listed)" if tie else "")
+            return f"lc: {_flows(b, at.mine)}, the only candidate"
+        tie = _weighs(at.theirs) == _weighs(at.mine)
+        reason = f"lc: {_flows(b, at.mine)} {'<=' if tie else '<'} {_flows(other, at.theirs)}"
+        return reason + _more(at.up) + (" (tie: first listed)" if tie else "")
 
 
 class WeightedLeastConnections(_Least):
@@ -134,23 +159,12 @@ class WeightedLeastConnections(_Least):
         def less(i: int, j: int) -> bool:  # i's load per weight below j's
             return loads[i] * backends[j].weight < loads[j] * backends[i].weight
 
-        best = runner = -1
-        up = 0
-        for i, b in enumerate(backends):
-            if b.weight <= 0:
-                continue
-            up += 1
-            if best < 0 or less(i, best):
-                best, runner = i, best
-            elif runner < 0 or less(i, runner):
-                runner = i
-        return None if best < 0 else (best, runner, up)
+        return _best_two(backends, less)
 
-    def _reason(
-        self, b: BackendState, mine: Flows, other: BackendState | None, theirs: Flows, up: int
-    ) -> str:
+    def _reason(self, b: BackendState, other: BackendState | None, at: At) -> str:
         if other is None:
-            return f"wlc: {_flows(b, mine)} per {b.weight}, the only candidate"
+            return f"wlc: {_flows(b, at.mine)} per {b.weight}, the only candidate"
+        mine, theirs = at.mine, at.theirs
         ratio_b = _weighs(mine) / (ACTIVE_WEIGHT * b.weight)
         ratio_o = _weighs(theirs) / (ACTIVE_WEIGHT * other.weight)
         tie = _weighs(theirs) * b.weight == _weighs(mine) * other.weight
@@ -160,108 +174,47 @@ class WeightedLeastConnections(_Least):
         mine_text = f"{_flows(b, mine)} per {b.weight}={ratio_b:.{digits}f}"
         theirs_text = f"{_flows(other, theirs)} per {other.weight}={ratio_o:.{digits}f}"
         reason = f"wlc: {mine_text} {'<=' if tie else '<'} {theirs_text}"
-        return reason + _more(up) + (" (tie: first listed)" if tie else "")
+        return reason + _more(at.up) + (" (tie: first listed)" if tie else "")
 
 
-MASK64 = (1 << 64) - 1
+def _score(b: BackendState, rt: float | None, overhead_: int) -> float:
+    """lrt's score: the response time times the overhead with the new flow (one more
+    ESTABLISHED) per weight, in doubles in this order, as C; unmeasured scores 0."""
+    return 0.0 if rt is None else rt * (overhead_ + ACTIVE_WEIGHT) / b.weight
 
 
-def splitmix64(state: int) -> tuple[int, int]:
-    """splitmix64 (Steele, Lea, Flood 2014): the next state and output, as C's (open.c)."""
-    state = (state + 0x9E3779B97F4A7C15) & MASK64
-    z = state
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
-    return state, z ^ (z >> 31)
+def _timed(b: BackendState, rt: float | None, flows: Flows) -> str:
+    shown = "unmeasured" if rt is None else f"{rt * 1e3:.1f}ms"
+    return f"{b.name} {shown} {flows[0]}+{flows[1]} per {b.weight}"
 
 
-class LeastResponseTime:
-    """Least response time by the power of two choices (Mitzenmacher; Envoy, HAProxy random(2)).
+class LeastResponseTime(_Least):
+    """Least response time: the backend whose smoothed response time (what the switch
+    measured: handshakes, first responses, probes; see pool.py), times the flows it would
+    carry with the new one (lc's overhead, the new flow one more ESTABLISHED), per weight, is
+    least wins; weight-0 backends are left out, ties go to the first in the list (nginx's
+    least_time and IPVS's sed weigh the same way). A backend not measured yet scores 0, so
+    it is tried first.
 
-    Two backends with a weight are drawn at random and the second drawn takes the flow only if
-    its score is lower, score = rt x (active + 1) / weight: the smoothed response time the
-    switch measured (handshakes, first responses, probes: see pool.py) scaled by the load it
-    would carry. Drawing two keeps a fast backend from taking every new flow at once, and a
-    backend that has not been measured yet scores 0, so it is tried. The draw: with n
-    backends up, i = r1 % n and j = r2 % (n - 1), j moved past i, r1 and r2 the next outputs
-    of splitmix64 from the seed; C runs exactly this (native/open.c). Reason: "lrt: B 2.0ms*(1+1)/1
-    < A 9.0ms*(0+1)/1 (two random choices)".
+    Every backend is scored: with two random choices instead (drawing two, keeping the
+    better), a draw of two slow backends must send to one of them, and netns-lab/bench_lrt.py
+    measured 32 % of new flows going to the two slow ones of three (docs/performance.md).
+    Reason: the chosen's and the runner-up's response time and established+other flows per
+    weight, "lrt: A 0.2ms 2+0 per 1 < C 51.3ms 0+0 per 1, +1 more".
     """
 
     name = "lrt"
     program = "lrt"
-    OPTIONS: tuple[str, ...] = ()
 
-    def __init__(self, seed: int = 0x5EED) -> None:
-        self._state = seed & MASK64
+    def _ranked(self, backends: Sequence[BackendState]) -> tuple[int, int, int] | None:
+        scores = [_score(b, b.rt, overhead(b)) if b.weight > 0 else 0.0 for b in backends]
+        return _best_two(backends, lambda i, j: scores[i] < scores[j])
 
-    @staticmethod
-    def _score(b: BackendState, rt: float | None, active: int) -> float:
-        return 0.0 if rt is None else rt * (active + 1) / b.weight
-
-    @staticmethod
-    def _text(b: BackendState, rt: float | None, active: int) -> str:
-        shown = "unmeasured" if rt is None else f"{rt * 1e3:.1f}ms"
-        return f"{b.name} {shown}*({active}+1)/{b.weight}"
-
-    def _reason(
-        self,
-        a: BackendState,
-        rt_a: float | None,
-        b: BackendState,
-        rt_b: float | None,
-        active: tuple[int, int],
-    ) -> str:
-        if a is b:
-            return f"lrt: {a.name}, the only candidate"
-        op = "<" if self._score(a, rt_a, active[0]) < self._score(b, rt_b, active[1]) else "<="
-        mine, theirs = self._text(a, rt_a, active[0]), self._text(b, rt_b, active[1])
-        return f"lrt: {mine} {op} {theirs} (two random choices)"
-
-    def _choose(self, backends: Sequence[BackendState]) -> tuple[int, Picked] | None:
-        up = [b for b in backends if b.weight > 0]
-        if not up:
-            return None
-        state = self._state
-        a = b = up[0]
-        if len(up) > 1:
-            state, r1 = splitmix64(state)
-            state, r2 = splitmix64(state)
-            i, j = r1 % len(up), r2 % (len(up) - 1)
-            a, b = up[i], up[j + (j >= i)]
-            if self._score(b, b.rt, b.active) < self._score(a, a.rt, a.active):
-                a, b = b, a
-        return state, (a, self._reason(a, a.rt, b, b.rt, (a.active, b.active)))
-
-    def pick(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
-        chosen = self._choose(backends)
-        if chosen is None:
-            return None
-        self._state, picked = chosen
-        return picked
-
-    def peek(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
-        chosen = self._choose(backends)
-        return None if chosen is None else chosen[1]
-
-    def update(self, backends: Sequence[BackendState]) -> None:
-        pass
-
-    def state(self, backends: Sequence[BackendState]) -> list[int]:
-        """The random source's state, as C's int64_t holds it."""
-        return [self._state - (1 << 64) if self._state >> 63 else self._state]
-
-    def resume(self, backends: Sequence[BackendState], state: Sequence[int]) -> None:
-        self._state = state[0] & MASK64
-
-    def reason_for(
-        self,
-        backends: Sequence[BackendState],
-        client: bytes,
-        cport: int,
-        told: Told,
-        b: BackendState,
-    ) -> str:
-        """`b` won over backends[told.value], with the response times and the ESTABLISHED
-        flows C had at its pick."""
-        return self._reason(b, told.rt[0], backends[told.value], told.rt[1], told.active)
+    def _reason(self, b: BackendState, other: BackendState | None, at: At) -> str:
+        mine, theirs, rts = at.mine, at.theirs, at.rts
+        if other is None:
+            return f"lrt: {_timed(b, rts[0], mine)}, the only candidate"
+        tie = _score(other, rts[1], _weighs(theirs)) == _score(b, rts[0], _weighs(mine))
+        reason = f"lrt: {_timed(b, rts[0], mine)} {'<=' if tie else '<'} "
+        reason += _timed(other, rts[1], theirs) + _more(at.up)
+        return reason + (" (tie: first listed)" if tie else "")

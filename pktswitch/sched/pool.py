@@ -89,7 +89,7 @@ class BackendState:
         self.ip_bytes = ipaddress.IPv4Address(self.ip).packed
         self.ip_int = int(ipaddress.IPv4Address(self.ip))
 
-    # its flows, from load: ESTABLISHED (IPVS ActiveConn: what lrt weighs, lc and wlc most),
+    # its flows, from load: ESTABLISHED (IPVS ActiveConn: what lc, wlc and lrt weigh most),
     # in any other state (IPVS InActConn: lc and wlc weigh them 1/256), ever scheduled to it
     active = _Count()
     inactive = _Count()

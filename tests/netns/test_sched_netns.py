@@ -115,7 +115,9 @@ def test_a_burst_of_connections_spreads_over_the_backends(lab: Lab, scheduler: s
 
 def test_lrt_sends_a_slower_backend_clearly_less(lab: Lab) -> None:
     """Backends answer on :8080 after 0, 0 and 50 ms (C is slow); lrt learns it from the
-    first responses it forwards."""
+    first responses it forwards (or its probes) and sends C at most the flow that measured
+    it. (Which of A and B takes the others is up to their estimates: one request at a time,
+    the one measured faster takes each until its flows outweigh the difference.)"""
     servers = [
         lab.spawn(role, sys.executable, str(LAB_DIR / "slowhttp.py"), "8080", name, delay)
         for role, name, delay in (("a", "A", "0"), ("b", "B", "0"), ("c", "C", "0.05"))
@@ -126,9 +128,12 @@ def test_lrt_sends_a_slower_backend_clearly_less(lab: Lab) -> None:
         timed = service_text(lab, "timed", 8080, "lrt", {"A": 1, "B": 1, "C": 1})
         with Switch(lab, config_text(lab, extra=[timed])) as sw:
             got = collections.Counter(answers(lab, 60, url="http://203.0.113.10:8080/"))
-            assert got["C"] * 2 < min(got["A"], got["B"]), got
+            assert got["C"] <= 1 and got["A"] + got["B"] + got["C"] == 60, got
             rows = {r["backend"]: r for r in sw.cli_json("backends") if r["service"] == "timed"}
-            assert rows["A"]["rt_data_ms"] < 40 and rows["B"]["rt_data_ms"] < 40, rows
+            for fast in ("A", "B"):  # measured by the flows each took, or else by probes
+                assert rows[fast]["rt_ms"] is not None and rows[fast]["rt_ms"] < 40, rows
+                if got[fast]:
+                    assert rows[fast]["rt_data_ms"] < 40, rows
             if got["C"]:  # each flow C took taught lrt that C is slow
                 assert rows["C"]["rt_data_ms"] > 40, rows
             wait_until("an active probe", lambda: sw.stats()["probes"]["sent"] > 0, timeout=5)

@@ -1,7 +1,7 @@
 """C's picks held to the Python schedulers', new flow by new flow, as scapy holds checksums.
 
 sched/ is the specification: core/ahead.py compiles a service's scheduler into the program C
-runs (rr, wrr, lrt: the members and the scheduler's state, which C moves on; iphash, maglev:
+runs (rr, wrr: the members and the scheduler's state, which C moves on; iphash, maglev:
 the table, C hashing the client; lc, wlc, lrt: C picking by the flows it counts, lrt also by
 the response times the switch writes) and C opens every client's SYN itself.
 Here a seeded random walk drives one switch per batch: new flows from random clients, reused

@@ -196,7 +196,8 @@ def test_a_one_way_transfer_stays_on_the_fast_path_without_a_sample() -> None:
 
 
 def test_lrt_sends_a_slow_backend_clearly_less() -> None:
-    """C answers 50 ms later than A and B; 60 sequential requests, each measured as it goes."""
+    """C answers 50 ms later than A and B; 60 sequential requests, each measured as it goes.
+    Unmeasured backends are tried first (A, B, C), and C, once measured, gets no more."""
     h = Harness(scheduler="lrt")
     delay = {BACKENDS["A"]: 0.001, BACKENDS["B"]: 0.001, BACKENDS["C"]: 0.051}
     got: Counter[str] = Counter()
@@ -212,10 +213,33 @@ def test_lrt_sends_a_slow_backend_clearly_less() -> None:
         h.backend(syn, "PA", seq=2, ack=7, payload=b"HTTP/1.1 200 OK")
         h.client("R", sport, seq=7)  # done: CLOSE, expired 10 s later
         h.now += 0.01
-    assert got[BACKENDS["C"]] <= 6, got
-    assert min(got[BACKENDS["A"]], got[BACKENDS["B"]]) >= 20, got
+    assert got[BACKENDS["C"]] == 1, got
+    assert min(got[BACKENDS["A"]], got[BACKENDS["B"]]) >= 29, got
     (c,) = [b for b in h.sw.backends(h.now) if b["backend"] == "C"]
     assert c["rt_data_ms"] == pytest.approx(51.0)
+
+
+def test_lrt_sends_two_slow_backends_of_three_nothing_once_measured() -> None:
+    """B and C answer 50 ms later than A. Every backend is scored: once each is measured (the
+    first three flows, unmeasured scoring 0), the fast one takes every flow. (Two random
+    choices would send a third of them to B or C: a draw of the two slow ones.)"""
+    h = Harness(scheduler="lrt")
+    delay = {BACKENDS["A"]: 0.001, BACKENDS["B"]: 0.051, BACKENDS["C"]: 0.051}
+    order = []
+    for i in range(30):
+        sport = 31000 + i
+        syn = h.client("S", sport, seq=1)
+        assert syn is not None
+        order.append(syn.dst)
+        h.now += 0.0002
+        h.backend(syn, "SA", seq=1, ack=2)
+        h.client("PA", sport, seq=2, ack=2, payload=b"GET /")
+        h.now += delay[syn.dst]
+        h.backend(syn, "PA", seq=2, ack=7, payload=b"HTTP/1.1 200 OK")
+        h.client("R", sport, seq=7)
+        h.now += 0.01
+    assert order[:3] == [BACKENDS["A"], BACKENDS["B"], BACKENDS["C"]], order
+    assert order[3:] == [BACKENDS["A"]] * 27, order
 
 
 def test_a_retransmitted_syn_gives_no_handshake_sample() -> None:
