@@ -157,7 +157,9 @@ class PktSwitchBaseline(PktSwitch):
     def start(self) -> None:
         snat = f"203.0.113.{1 + PktSwitch.runs % 9}"
         PktSwitch.runs += 1
-        cfg = config_text(self.lab, offload=self.offload, snat=snat, scheduler=self.scheduler)
+        cfg = config_text(
+            self.lab, offload=self.offload, snat=snat, scheduler=self.scheduler, hash_secret=None
+        )
         self.sw = Switch(self.lab, cfg, exe=self.exe)
         self.sw.start()
 

@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from labnet import Lab
 from steal import cpu_ticks, steal_pct
-from switchlab import Switch, config_text, service_text
+from switchlab import LAB_SECRET, Switch, config_text, service_text
 
 from pktswitch.control.client import call
 
@@ -100,7 +100,8 @@ def run(lab: Lab, variant: str, args: argparse.Namespace, n: int) -> dict[str, f
         timed = service_text(lab, "timed", PORT, scheduler, {"A": 100, "B": 100, "C": 100})
         snat = f"203.0.113.{1 + n % 9}"
         exe = str(Path(args.baseline) / ".venv/bin/pktswitch") if variant == "baseline" else None
-        config = config_text(lab, snat=snat, extra=[timed])
+        old = variant == "baseline"  # (an older tree may not know hash_secret)
+        config = config_text(lab, snat=snat, extra=[timed], hash_secret=None if old else LAB_SECRET)
         with Switch(lab, config, **({"exe": exe} if exe else {})) as sw:
             loop = control_loop(sw.socket, "timed", args.interval)
             with loop if variant == "program" else contextlib.nullcontext():

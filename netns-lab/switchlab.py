@@ -23,6 +23,9 @@ PKTSWITCH = str(VENV_BIN / "pktswitch")
 
 WEB_PORT = 80
 BULK_PORT = 5201  # iperf3: its control and data connections must reach one backend
+# iphash and maglev hash clients with it: fixed, so that every run hashes the lab's clients to
+# the same backends (a switch left without one draws a random secret at each start)
+LAB_SECRET = "the netns lab's hash secret"
 
 
 def config_text(
@@ -39,6 +42,7 @@ def config_text(
     snat: str | None = None,
     health: dict[str, object] | None = None,
     switch_keys: dict[str, object] | None = None,
+    hash_secret: str | None = LAB_SECRET,
 ) -> str:
     """A config for the lab: service "web" on VIP:80 over the backends (round robin unless
     `scheduler` says otherwise, with `weights` and scheduler `options`), and service "bulk"
@@ -52,6 +56,8 @@ def config_text(
     if mode == "fullnat":
         lines.append(f'snat = ["{snat or lab.SNAT}"]')
     lines.append(f'control = "{lab.run_dir / "pktswitch.sock"}"')
+    if hash_secret is not None:  # (None: for a tree from before the key, bench --baseline)
+        lines.append(f'hash_secret = "{hash_secret}"')
     if not offload:
         lines.append("offload = false")
     if snat_ports:

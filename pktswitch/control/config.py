@@ -155,6 +155,7 @@ def _switch(value: Any, key: str) -> tuple[SwitchConfig, list[tuple[str, str]]]:
         snat_ports=v.port_range(*get("snat_ports", list(d.snat_ports))),
         offload=v.boolean(*get("offload", d.offload)),
         rps_cpus=v.cpus(*get("rps_cpus", d.rps_cpus)),
+        hash_secret=v.secret(*get("hash_secret", None)),
     )
     return switch, snat
 

@@ -27,10 +27,11 @@ def reload_refusal(running: Config, new: Config) -> ConfigError | None:
     for k in RESTART_KEYS:
         was, now = getattr(running.switch, k), getattr(new.switch, k)
         if was != now:
+            said = (was, now) if k != "hash_secret" else ("secret", "another")  # never shown
             return ConfigError(
                 new.path,
                 f"switch.{k}",
-                f"the running value {was!r} (it changes only with a restart), got {now!r}",
+                f"the running value {said[0]!r} (it changes only with a restart), got {said[1]!r}",
             )
     before = {s.name: s for s in running.services}
     for i, s in enumerate(new.services):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pktswitch.control.config_values import (
@@ -23,6 +23,7 @@ from pktswitch.control.config_values import (
     NAME_MAX,
     RESERVED_TABLES,
     ROUTE_TABLE_MAX,
+    SECRET_BYTES,
     SUN_PATH_MAX,
 )
 from pktswitch.core.acl import Acl
@@ -86,6 +87,9 @@ class SwitchConfig:
     # the CPUs where the kernel takes over what the switch writes (RPS on the TUN device):
     # "off" (its own CPU, in its write()), "all" online CPUs, or CPU numbers
     rps_cpus: str | tuple[int, ...] = "off"
+    # the key iphash and maglev hash clients with (None: a random one at each start); never
+    # shown (repr, errors, views)
+    hash_secret: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +194,13 @@ SWITCH = (
         f'"off", "all" or an array of CPU numbers 0..{MAX_CPU}',
         "CPUs the kernel takes written packets on (RPS on the device)",
         _SW.rps_cpus,
+    ),
+    Key(
+        "hash_secret",
+        f"string of {SECRET_BYTES[0]}..{SECRET_BYTES[1]} bytes",
+        "the secret iphash and maglev hash clients with, so that no client can pick its "
+        "backend; switches that must agree (behind one ECMP route) share one",
+        default_text="a random one at each start (hashed clients move on a restart)",
     ),
 )
 

@@ -25,6 +25,7 @@ UNICAST = "a unicast IPv4 address, not in 0/8, 127/8, 224/4 or 240/4"
 SNAT_MAX = 16  # SNAT addresses: what the C table holds (native/pks_snat.h, PKS_SNAT_ADDRS)
 NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 MAX_CPU = 8191  # the kernel's largest NR_CPUS
+SECRET_BYTES = (16, 64)  # the hash secret: BLAKE2b's key is at most 64 bytes
 
 
 class ConfigError(Exception):
@@ -153,6 +154,21 @@ def name(value: Any, key: str) -> str:
     if len(value) > NAME_MAX or not set(value) <= NAME_CHARS:
         raise Invalid(key, f"a name of 1..{NAME_MAX} letters, digits, '.', '_' or '-'", repr(value))
     return value
+
+
+def secret(value: Any, key: str) -> bytes | None:
+    """The hashing schedulers' secret (None: left out). An error says its length, never
+    what it is."""
+    if value is None:
+        return None
+    lo, hi = SECRET_BYTES
+    expected = f"a string of {lo}..{hi} bytes"
+    if not isinstance(value, str):
+        raise Invalid(key, expected, _TOML_TYPES.get(type(value), type(value).__name__))
+    raw = value.encode()
+    if not lo <= len(raw) <= hi:
+        raise Invalid(key, expected, f"{len(raw)} bytes")
+    return raw
 
 
 def seconds_or_zero(value: Any, key: str) -> float:

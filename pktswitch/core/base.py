@@ -26,6 +26,7 @@ RATE_WINDOW = 10  # seconds over which "new flows per second" is averaged
 
 class SwitchBase:
     mode: str
+    hash_secret: bytes  # what C and the hashing schedulers hash clients with
     vnet: int
     _hdr: int
     services: list[ServiceState]

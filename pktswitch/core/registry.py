@@ -4,12 +4,13 @@ removed backends and services once their last flow has ended."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pktswitch._native import lib
 from pktswitch.core.ahead import Ahead
 from pktswitch.core.base import SwitchBase
 from pktswitch.core.service import NO_HEALTH, ServiceState, service_state, spec_text
+from pktswitch.sched.base import Hashed
 from pktswitch.sched.health_policy import effective_weight, state_name
 from pktswitch.sched.pool import BackendState
 from pktswitch.sched.registry import make
@@ -45,6 +46,8 @@ class Registry(SwitchBase):
         if svc.ahead is None:
             svc.ahead = Ahead(self.table, self.table.services.number(svc), vip, svc.port)
         known = self._endpoint if self.mode == "fullnat" else None  # nat: no pairs
+        if svc.scheduler.program == "hash":  # C hashes its clients with the switch's secret
+            cast(Hashed, svc.scheduler).key = self.hash_secret
         svc.ahead.write(svc.scheduler, svc.backends, known)
         svc.ahead.write_acl(svc.acl)
 

@@ -29,6 +29,7 @@ Two NAT modes:
 
 from __future__ import annotations
 
+import os
 from collections import Counter, deque
 from typing import TYPE_CHECKING
 
@@ -46,7 +47,6 @@ from pktswitch.core.tcpstate import (
 from pktswitch.core.trace import Subscription
 from pktswitch.core.tracing import Tracing
 from pktswitch.core.views import Views
-from pktswitch.sched.hashing import HASH_KEY
 from pktswitch.sched.pool import BackendState
 
 if TYPE_CHECKING:
@@ -76,12 +76,15 @@ class Switch(Events, Registry, Passive, Tracing, Views):
         vnet: bool = False,
         snat_start: int | None = None,
         max_half_open: int | None = None,
+        hash_secret: bytes | None = None,
     ) -> None:
+        """`hash_secret`: what iphash and maglev hash clients with (None: a random one)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if mode == "fullnat" and not snat:
             raise ValueError("fullnat needs at least one SNAT address")
         self.mode = mode
+        self.hash_secret = hash_secret if hash_secret is not None else os.urandom(32)
         self.set_vnet(vnet)
         self._set_services(services)
         self.retired_services: list[ServiceState] = []  # removed by a reload, flows left
@@ -101,8 +104,8 @@ class Switch(Events, Registry, Passive, Tracing, Views):
         if rc != 0:
             raise ValueError(f"at most {lib.PKS_SNAT_ADDRS} SNAT addresses, got {len(self.snat)}")
         self._endpoints: dict[int, int] = {}  # id(backend) -> its SNAT pool endpoint
-        if lib.pks_table_set_hash_key(tab, HASH_KEY, len(HASH_KEY)) != 0:
-            raise RuntimeError("the native table refused the schedulers' hash key")
+        if lib.pks_table_set_hash_key(tab, self.hash_secret, len(self.hash_secret)) != 0:
+            raise ValueError(f"a hash secret is at most {lib.PKS_HASH_KEY_MAX} bytes")
         for svc in self.services:
             self._schedule_ahead(svc)
         self.buf = bytearray(MAX_PACKET)
@@ -140,6 +143,7 @@ class Switch(Events, Registry, Passive, Tracing, Views):
             timeouts=cfg.timeouts,
             snat_ports=sw.snat_ports,
             seed=seed,
+            hash_secret=sw.hash_secret,
         )
 
     def set_vnet(self, on: bool) -> None:

@@ -111,9 +111,10 @@ class Stateful(Scheduler, Protocol):
 
 
 class Hashed(Scheduler, Protocol):
-    """iphash, maglev: a table C copies."""
+    """iphash, maglev: a table C copies, and the key C hashes clients with."""
 
     with_port: bool
+    key: bytes
 
     def table_for(
         self, backends: Sequence[BackendState]

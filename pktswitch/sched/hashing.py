@@ -1,9 +1,15 @@
-"""Deterministic hashes for the hashing schedulers (iphash, maglev).
+"""Keyed hashes for the hashing schedulers (iphash, maglev): BLAKE2b, the same number for the
+same input and key on every run and every host (Python's built-in hash() is salted per
+process).
 
-Python's built-in hash() is salted per process (PYTHONHASHSEED), so a client would land on a
-different backend after every restart, and two switches behind one ECMP router would disagree.
-These hashes are keyed BLAKE2b with a fixed key: the same input gives the same number on every
-run and every host (Katran uses MurmurHash3 with fixed seeds for the same reason).
+A client is hashed with the switch's secret (`hash_secret` in [switch]; a random one at each
+start when the config leaves it out): with a key anyone knows, a client could choose source
+addresses or ports that land on the backend it wants to load. Switches that must agree on
+every client's backend (behind one ECMP route) share one secret, and a switch that must keep
+its clients' backends over a restart keeps its secret in the config. Maglev's permutation of
+each backend, built from its name, is hashed with the fixed HASH_KEY, so that every switch
+builds the same table from the same backends (Katran hashes its backends with fixed seeds);
+HASH_KEY also keys a client's hash where no secret is given (a scheduler on its own).
 """
 
 from __future__ import annotations
@@ -11,14 +17,15 @@ from __future__ import annotations
 import hashlib
 import socket
 
-HASH_KEY = b"pktswitch-sched"  # fixed on purpose: see the module docstring
+HASH_KEY = b"pktswitch-sched"  # public on purpose: see the module docstring
 
 HASH_KEYS = ("ip", "ip+port")  # what a client flow is hashed on: the `hash_key` option
 
 
-def hash64(data: bytes) -> int:
-    """A 64-bit hash of `data`, identical on every run and host."""
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8, key=HASH_KEY).digest(), "little")
+def hash64(data: bytes, key: bytes = HASH_KEY) -> int:
+    """A 64-bit hash of `data` under `key` (at most 64 bytes), identical on every run and
+    host: what C computes (native/hash.c, pks_hash64)."""
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8, key=key).digest(), "little")
 
 
 def hash64x2(data: bytes) -> tuple[int, int]:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from pktswitch.sched import maglev
 from pktswitch.sched.base import Picked, Told
-from pktswitch.sched.hashing import HASH_KEYS, flow_key, flow_text, hash64
+from pktswitch.sched.hashing import HASH_KEY, HASH_KEYS, flow_key, flow_text, hash64
 from pktswitch.sched.pool import BackendState
 
 IPHASH_BUCKETS = 256  # IPVS sh: IP_VS_SH_TAB_SIZE = 256 (ip_vs_sh.c, CONFIG_IP_VS_SH_TAB_BITS=8)
@@ -36,6 +36,7 @@ class _Table:
 
     The table maps slot -> index into self._members (small ints, as a data plane would index
     them); -1 for an empty slot. Rebuilt by update(), or lazily as the module docstring says.
+    A client is hashed under `key`: the public HASH_KEY until a switch sets its secret.
     """
 
     name = ""
@@ -44,6 +45,7 @@ class _Table:
     def __init__(self, size: int, with_port: bool) -> None:
         self.size = size
         self.with_port = with_port
+        self.key = HASH_KEY
         self._src: Sequence[BackendState] | None = None  # the list the table was built from
         self._len = -1
         self._sig: tuple[tuple[BackendState, str, int], ...] | None = None
@@ -79,7 +81,7 @@ class _Table:
     def _lookup(self, backends: Sequence[BackendState], client: bytes, cport: int) -> Picked | None:
         self._fresh(backends)
         key = flow_key(client, cport, self.with_port)
-        slot = hash64(key) % self.size
+        slot = hash64(key, self.key) % self.size
         i = self._table[slot]
         if i >= 0 and self._members[i].weight <= 0:  # quiesced in place without update()
             self.update(backends)

@@ -152,6 +152,21 @@ def test_rps_cpus_all_off_or_a_list() -> None:
         assert cfg.switch.rps_cpus == want
 
 
+def test_the_hash_secret_is_bytes_never_shown_and_random_when_left_out() -> None:
+    from pktswitch.core.switch import Switch
+
+    cfg = parse(MINIMAL.replace("[switch]\n", '[switch]\nhash_secret = "sixteen bytes..."\n'))
+    assert cfg.switch.hash_secret == b"sixteen bytes..."
+    assert "sixteen" not in repr(cfg)
+    assert Switch.from_config(cfg).hash_secret == b"sixteen bytes..."
+    assert parse(MINIMAL).switch.hash_secret is None
+    one, two = (Switch.from_config(parse(MINIMAL)).hash_secret for _ in range(2))
+    assert len(one) == len(two) == 32 and one != two
+    with pytest.raises(ConfigError) as info:
+        parse(MINIMAL.replace("[switch]\n", '[switch]\nhash_secret = "not-this-one"\n'))
+    assert "not-this" not in str(info.value)
+
+
 def test_acl_prefixes_are_normalised() -> None:
     extra = 'allow = ["198.51.100.0/24", "192.0.2.9"]\ndeny = ["198.51.100.7/32"]\n'
     cfg = parse(SWITCH + service(extra=extra) + BACKEND)
@@ -259,6 +274,12 @@ BAD = [
      "switch.rps_cpus[1]", "an integer 0..8191, got -1"),
     ("rps-twice", MINIMAL.replace("[switch]\n", "[switch]\nrps_cpus = [1, 3, 1]\n"),
      "switch.rps_cpus[2]", "a CPU listed once, got 1 (also switch.rps_cpus[0])"),
+    ("secret-short", MINIMAL.replace("[switch]\n", '[switch]\nhash_secret = "fifteen bytes.."\n'),
+     "switch.hash_secret", "a string of 16..64 bytes, got 15 bytes"),
+    ("secret-long", MINIMAL.replace("[switch]\n", f'[switch]\nhash_secret = "{"é" * 33}"\n'),
+     "switch.hash_secret", "a string of 16..64 bytes, got 66 bytes"),
+    ("secret-number", MINIMAL.replace("[switch]\n", "[switch]\nhash_secret = 1234\n"),
+     "switch.hash_secret", "a string of 16..64 bytes, got integer"),
     ("route-table-main", MINIMAL.replace("[switch]\n", "[switch]\nroute_table = 254\n"),
      "switch.route_table", "254 (main)"),
     ("control-empty", MINIMAL.replace("[switch]\n", '[switch]\ncontrol = ""\n'),

@@ -27,6 +27,7 @@ import heapq
 import random
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
 import pytest
 from differential_helpers import (
@@ -45,7 +46,7 @@ from scapy.layers.inet import IP, TCP
 from pktswitch.control.config import parse
 from pktswitch.core.switch import MAX_WEIGHT, Switch
 from pktswitch.core.tcpstate import DEFAULT_TIMEOUTS, State
-from pktswitch.sched.base import Scheduler
+from pktswitch.sched.base import Hashed, Scheduler
 from pktswitch.sched.health_policy import check_result
 from pktswitch.sched.pool import BackendState
 from pktswitch.sched.registry import make
@@ -157,9 +158,16 @@ class Walk:
         self._names = 0
         self.backends = [self._new_backend() for _ in range(draw_pool_size(rng))]
         self._weigh()
+        # the hashing schedulers' secret: the config's, or the switch's random one
+        chars = "".join(rng.choices("abcdef0123456789", k=rng.randint(16, 64)))
+        self.secret = rng.choice(("", chars))
         self.sw = Switch.from_config(parse(self._config()), seed=rng.getrandbits(32))
         (self.svc,) = self.sw.services
         self.oracle = make(name, **self.options)
+        want = self.secret.encode() if self.secret else self.sw.hash_secret
+        assert self.sw.hash_secret == want and len(want) == (len(self.secret) or 32)
+        if self.oracle.program == "hash":  # it hashes clients as the switch does
+            cast(Hashed, self.oracle).key = self.sw.hash_secret
         self.oracle.update(self.backends)
         self.now = 1000.0 + rng.random()
         self.flows: dict[tuple[bytes, int], Flow] = {}
@@ -192,6 +200,7 @@ class Walk:
             'control = "/tmp/pktswitch-differential.sock"',
             f"max_flows = {MAX_FLOWS}",
             f"max_half_open = {self.max_half_open}",
+            *([f'hash_secret = "{self.secret}"'] if self.secret else []),
             "[[service]]",
             'name = "web"',
             f'vip = "{VIP}:{PORT}"',

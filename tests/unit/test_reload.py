@@ -142,8 +142,13 @@ def test_reload_changes_scheduler_acl_and_half_open_limit() -> None:
             "new.toml: service[0].vip: '203.0.113.10:80' as running (a service keeps its VIP; "
             "add the new one under another name), got '203.0.113.11:80'",
         ),
+        (
+            ("snat = [", 'hash_secret = "a new secret of 27 bytes"\nsnat = ['),
+            "new.toml: switch.hash_secret: the running value 'secret' (it changes only with a "
+            "restart), got 'another'",
+        ),
     ],
-    ids=["tun", "max_flows", "vip"],
+    ids=["tun", "max_flows", "vip", "hash_secret"],
 )
 def test_what_only_a_restart_changes_is_refused(change: tuple[str, str], message: str) -> None:
     text = config({"A": 1}, switch="max_flows = 262144\n")

@@ -42,6 +42,7 @@ class Harness:
             timeouts=timeouts,
             seed=7,
             snat_start=0,
+            hash_secret=b"the harness's secret",  # (two harnesses hash clients alike)
             **kw,  # type: ignore[arg-type]
         )
         self.now = 1000.0
