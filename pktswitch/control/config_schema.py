@@ -67,7 +67,7 @@ class Service:
     scheduler: str
     backends: tuple[Backend, ...]
     options: tuple[tuple[str, Any], ...] = ()  # scheduler options, e.g. (("hash_key", "ip"),)
-    health: HealthPolicy | None = None  # None: no checks, no passive signals
+    health: HealthPolicy | None = None  # None: no checks, passive signals on (NO_HEALTH)
     acl: Acl | None = None  # None: every client may connect
 
 
@@ -242,7 +242,7 @@ SERVICE = (
         "health",
         "table [service.health]",
         "active checks and passive signals",
-        default_text="no checks",
+        default_text="no checks; passive signals on",
     ),
     Key("backend", "array of tables [[service.backend]]", "the backends; at least one"),
 )
@@ -259,7 +259,12 @@ _HEALTH_KEYS = (
     Key("fall", f"integer 1..{HEALTH_COUNT_MAX}", "checks failed in a row that take it down"),
     Key("path", "HTTP path starting with '/'", "what check = http asks for"),
     Key("status", f"integer {HTTP_STATUS[0]}..{HTTP_STATUS[1]}", "the status it expects"),
-    Key("passive", "boolean", "a SYN refused (RST) or not answered in syn_timeout ejects"),
+    Key(
+        "passive",
+        "boolean",
+        "a SYN refused (RST) or not answered in syn_timeout, confirmed by a check of the "
+        "switch's own, ejects",
+    ),
     Key("syn_timeout", SECONDS, "how long a SYN may wait for its SYN-ACK"),
     Key("eject", SECONDS, "how long an ejection lasts, doubled for each one in a row"),
     Key("eject_max", SECONDS, "the longest ejection"),

@@ -115,6 +115,11 @@ def handlers(
             s["probes"] = {"sent": prober.sent, "failed": prober.failed}
         if monitor is not None:
             s["health_checks"] = {"sent": monitor.checks, "failed": monitor.failed}
+            s["passive_signals"] = {
+                "seen": monitor.signals,
+                "confirmed": monitor.confirmed,
+                "unconfirmed": monitor.unconfirmed,
+            }
         if reloader is not None:
             s["reloads"] = {"applied": reloader.reloads, "refused": reloader.refused}
         return s

@@ -4,9 +4,12 @@ Active checks are non-blocking sockets from the switch's namespace to each backe
 address: a TCP connect, or an HTTP GET whose status line must carry the expected status.
 One check per backend at a time, every `interval`, failed after `timeout`; sockets close with
 RST so checks leave no TIME_WAIT behind. The monitor also takes the switch's passive signals
-(SYNs unanswered or answered with RST), recomputes effective weights (down, ejected,
-draining, slow start), applies the down policy (keep or reset the flows) and logs every
-change with its reason. It scans every backend at most every SCAN_EVERY seconds, and at once
+(SYNs unanswered or answered with RST) and confirms each with a check of its own at once (the
+service's check, or a TCP connect where it has none): only a failed confirmation ejects, for
+a client can make a SYN go unanswered or refused (one the backend drops) but cannot make the
+switch's own connect fail. It recomputes effective weights (down, ejected, draining, slow
+start), applies the down policy (keep or reset the flows) and logs every change with its
+reason. It scans every backend at most every SCAN_EVERY seconds, and at once
 when a passive signal waits: a busy loop turns a thousand times a second or more, and a scan
 of 200 backends with checks takes some 170 microseconds.
 """
@@ -41,6 +44,7 @@ class _Check:
     started: float
     sent: bool = False
     answer: bytes = b""
+    confirms: str = ""  # the passive signal this check confirms ("": a routine check)
 
 
 class HealthMonitor:
@@ -61,6 +65,8 @@ class HealthMonitor:
         self.checks = 0
         self.failed = 0
         self.resets = 0
+        # passive signals, and how their confirmations ended: ejected, or not (a check passed)
+        self.signals = self.confirmed = self.unconfirmed = 0
         self.draining_left: dict[BackendState, int] = {}
         self._services: list[ServiceState] | None = None  # the set the two above are for
         self._next_scan = 0.0
@@ -105,11 +111,16 @@ class HealthMonitor:
                 times.append(self.next_check[b])
         times += [c.started + c.svc.health.timeout for c in self.inflight.values()]
         self._due = min(times, default=None)
+        confirming = {c.backend for c in self.inflight.values() if c.confirms}
         for svc, b, reason in self.switch.take_passive(now):
-            others = sum(
-                o is not b and health.effective_weight(o, svc.health, now) > 0 for o in svc.backends
-            )
-            self._changed(svc, b, health.passive_failure(b, svc.health, now, reason, others), now)
+            self.signals += 1
+            if b in confirming or now < b.ejected_until:
+                continue  # one confirmation at a time, none while it is out
+            confirming.add(b)
+            try:
+                self._start(svc, b, now, confirms=reason)
+            except OSError as e:
+                self._result(svc, b, False, e.strerror or str(e), now, confirms=reason)
         for line in self.switch.refresh(now):
             log.info("%s", line)
         self._watch_drains()
@@ -140,13 +151,14 @@ class HealthMonitor:
                         log.info("%s/%s: drained, no flow left", svc.name, b.name)
 
     # -------------------------------------------------------------------- checks
-    def _start(self, svc: ServiceState, b: BackendState, now: float) -> None:
-        """Start one check; OSError (a connect refused at once, no file descriptors) is left
-        to the caller, which counts it as a failed check."""
+    def _start(self, svc: ServiceState, b: BackendState, now: float, confirms: str = "") -> None:
+        """Start one check (confirming a passive signal, or routine); OSError (a connect
+        refused at once, no file descriptors) is left to the caller, which counts it as a
+        failed check."""
         self.checks += 1
         s = connect_nonblocking(b.ip, b.port)
         fd = s.fileno()
-        self.inflight[fd] = _Check(s, svc, b, now)
+        self.inflight[fd] = _Check(s, svc, b, now, confirms=confirms)
         self.loop.sel.register(fd, selectors.EVENT_WRITE, lambda _ev, fd=fd: self._ready(fd))
 
     def _ready(self, fd: int) -> None:
@@ -157,7 +169,7 @@ class HealthMonitor:
             if err:
                 self._finish(fd, False, os.strerror(err), now)
                 return
-            if c.svc.health.check == "tcp":
+            if c.svc.health.check != "http":  # (a confirmation where there is no check)
                 self._finish(fd, True, "connected", now)
                 return
             request = f"GET {c.svc.health.path} HTTP/1.0\r\nHost: {c.backend.ip}\r\n\r\n"
@@ -190,14 +202,33 @@ class HealthMonitor:
         c = self.inflight.pop(fd)
         self.loop.sel.unregister(fd)
         c.sock.close()
-        self._result(c.svc, c.backend, ok, detail, now)
+        self._result(c.svc, c.backend, ok, detail, now, c.confirms)
 
     def _result(
-        self, svc: ServiceState, b: BackendState, ok: bool, detail: str, now: float
+        self,
+        svc: ServiceState,
+        b: BackendState,
+        ok: bool,
+        detail: str,
+        now: float,
+        confirms: str = "",
     ) -> None:
         if not ok:
             self.failed += 1
-        self._changed(svc, b, health.check_result(b, ok, svc.health, now, detail), now)
+        if not confirms:
+            self._changed(svc, b, health.check_result(b, ok, svc.health, now, detail), now)
+        elif ok:
+            self.unconfirmed += 1
+            log.info(
+                "%s/%s: not ejected (%s): the switch's check passed", svc.name, b.name, confirms
+            )
+        else:
+            self.confirmed += 1
+            others = sum(
+                o is not b and health.effective_weight(o, svc.health, now) > 0 for o in svc.backends
+            )
+            reason = f"{confirms}, and the switch's check failed ({detail})"
+            self._changed(svc, b, health.passive_failure(b, svc.health, now, reason, others), now)
 
     def close(self) -> None:
         for fd in list(self.inflight):

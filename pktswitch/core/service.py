@@ -17,7 +17,8 @@ from pktswitch.sched.registry import make
 if TYPE_CHECKING:
     from pktswitch.control.config_schema import Service
 
-NO_HEALTH = HealthPolicy(check="none", passive=False)
+# a service without [service.health]: no active checks, passive signals on (nginx's default)
+NO_HEALTH = HealthPolicy(check="none", passive=True)
 
 
 @dataclass(slots=True, eq=False, weakref_slot=True)  # (weakref: tests see it let go)

@@ -4,12 +4,15 @@ checks themselves (sockets) live in control/health_checks.py, the passive signal
 
 - Active checks (HAProxy `check`, keepalived): `fall` consecutive failures take a backend
   down, `rise` consecutive successes bring it back.
-- Passive signals (HAProxy `observe layer4`, Envoy outlier detection): a SYN the backend did
-  not answer within `syn_timeout`, or answered with RST, ejects it for `eject` seconds,
-  doubling with each ejection in a row up to `eject_max`; a SYN-ACK from it once it is back,
-  or a passed active check, resets the doubling. The last backend of a service that takes
-  new flows is never ejected. A SYN with a wrong TCP checksum opens no flow (C drops it), so
-  it cannot be counted as unanswered.
+- Passive signals (HAProxy `observe layer4`, Envoy outlier detection; on for every service
+  unless its [service.health] says `passive = false`, as nginx's max_fails): a SYN the
+  backend did not answer within `syn_timeout`, or answered with RST, makes the switch check
+  the backend itself at once (control/health_checks.py), and only if that check fails too is
+  the backend ejected, for `eject` seconds, doubling with each ejection in a row up to
+  `eject_max`; a SYN-ACK from it once it is back, or a passed active check, resets the
+  doubling. A client can make a healthy backend refuse or drop its SYN; it cannot make the
+  switch's own connect fail. The last backend of a service that takes new flows is never
+  ejected. A SYN with a wrong TCP checksum opens no flow (C drops it).
 - Drain: an operator's word; no new flows, existing ones stay.
 - Slow start: a backend that comes back takes weight / slow_start more each second until
   its full weight (weight-aware schedulers; rr ignores weights).
@@ -77,10 +80,9 @@ def check_result(b: BackendState, ok: bool, policy: HealthPolicy, now: float, de
 def passive_failure(
     b: BackendState, policy: HealthPolicy, now: float, reason: str, others: int
 ) -> str:
-    """A passive signal: eject the backend, longer each time in a row; never the last one
-    taking new flows (`others`: how many of its service's other backends take them), as
-    Envoy's max_ejection_percent keeps some in service: a signal a client can send (a SYN it
-    never completes) must not take a whole service down."""
+    """A passive signal the switch's own check confirmed: eject the backend, longer each time
+    in a row; never the last one taking new flows (`others`: how many of its service's other
+    backends take them), as Envoy's max_ejection_percent keeps some in service."""
     if now < b.ejected_until:
         return ""  # already out: one signal per ejection
     if others <= 0:

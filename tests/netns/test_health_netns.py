@@ -93,11 +93,49 @@ def test_passive_signal_ejects_a_refusing_backend_before_the_active_check(lab: L
             row = backend_row(sw, "B")
             assert (row["health"], row["health_reason"]) == (
                 "ejected",
-                "ejected for 30 s: RST in answer to a SYN",
+                "ejected for 30 s: RST in answer to a SYN, and the switch's check failed "
+                "(Connection refused)",
             )
             assert sw.stats()["health_checks"]["failed"] < 3  # the active check has not decided
         finally:
             lab.start_http("b")
+
+
+def test_passive_signals_need_no_health_table_and_the_switch_s_own_check(lab: Lab) -> None:
+    """No [service.health]: passive signals are on. Backend A drops every SYN from the SNAT
+    address (nftables in A's namespace), as a backend drops a SYN a client made bad on
+    purpose, while the switch's own connects (from its address on the backend side) reach
+    it: A's clients' SYNs go unanswered, and A stays in. B's web server stopped: its RST, and
+    the switch's connect refused, eject B at once."""
+    table = "pkspassive"
+    lab.exec("a", "nft", "add", "table", "inet", table)
+    try:
+        hook = "{ type filter hook input priority 0 ; }"
+        lab.exec("a", "nft", "add", "chain", "inet", table, "input", hook)
+        drop = f"ip saddr {lab.SNAT} tcp dport 80 tcp flags syn drop"
+        lab.exec("a", "nft", "add", "rule", "inet", table, "input", *drop.split())
+        with Switch(lab, config_text(lab)) as sw:  # rr over A, B, C
+            got = [lab.exec("cli", "curl", "-s", "-m", "2", URL, check=False) for _ in range(3)]
+            assert [r.stdout.strip() for r in got] == ["", "B", "C"], got  # A's SYN dropped
+
+            def told() -> dict[str, int]:
+                return sw.stats()["passive_signals"]  # type: ignore[no-any-return]
+
+            wait_until("A's signal contradicted", lambda: told()["unconfirmed"] >= 1, 10)
+            assert told()["confirmed"] == 0
+            assert backend_row(sw, "A")["health"] == "up"
+            lab.stop_http("b")  # B's kernel now answers every SYN with RST
+            got = [lab.exec("cli", "curl", "-s", "-m", "2", URL, check=False) for _ in range(3)]
+            assert [r.stdout.strip() for r in got] == ["", "", "C"], got  # A dropped, B refused
+            wait_until("B ejected", lambda: backend_row(sw, "B")["health"] == "ejected", 10)
+            assert backend_row(sw, "B")["health_reason"] == (
+                "ejected for 5 s: RST in answer to a SYN, and the switch's check failed "
+                "(Connection refused)"
+            )
+            assert told()["confirmed"] == 1 and backend_row(sw, "A")["health"] == "up"
+    finally:
+        lab.start_http("b")
+        lab.exec("a", "nft", "delete", "table", "inet", table, check=False)
 
 
 def test_reset_policy_resets_the_clients_of_a_dead_backend(lab: Lab) -> None:

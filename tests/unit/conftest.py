@@ -1,5 +1,6 @@
 """Every switch a unit test builds is held, at the test's end, to C opening its flows: what it
-handed Python is only what it hands by design (core/packet.py, BY_DESIGN)."""
+handed Python is only what it hands by design (core/packet.py, BY_DESIGN). And no health
+check or probe of a unit test connects anywhere: a test that runs them stubs the connect."""
 
 from __future__ import annotations
 
@@ -11,6 +12,17 @@ import pytest
 
 from pktswitch.core import packet
 from pktswitch.core.switch import Switch
+
+
+@pytest.fixture(autouse=True)
+def no_connects_from_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pktswitch.control import health_checks, probes
+
+    def refuse(ip: str, port: int) -> Any:
+        raise RuntimeError(f"a unit test's check or probe connected to {ip}:{port}: stub it")
+
+    monkeypatch.setattr(health_checks, "connect_nonblocking", refuse)
+    monkeypatch.setattr(probes, "connect_nonblocking", refuse)
 
 
 @pytest.fixture(autouse=True)

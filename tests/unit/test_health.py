@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import selectors
+import socket
 import types
 
 import pytest
@@ -221,6 +224,7 @@ def test_the_monitor_forgets_backends_a_reload_removed() -> None:
     def config(names: str) -> str:
         text = f'[switch]\nsnat = ["{SNAT}"]\ncontrol = "/tmp/x.sock"\n'
         text += f'[[service]]\nname = "web"\nvip = "{VIP}:80"\n'
+        text += '[service.health]\ncheck = "none"\npassive = false\n'  # (A's SYN stays unanswered)
         for i, n in enumerate(names, 1):
             text += f'[[service.backend]]\nname = "{n}"\naddress = "192.0.2.{i}:80"\n'
         return text
@@ -239,11 +243,21 @@ def test_the_monitor_forgets_backends_a_reload_removed() -> None:
     assert (monitor.draining_left, monitor.next_check) == ({}, {})
 
 
-def test_the_monitor_scans_now_and_then_but_takes_a_passive_signal_at_once() -> None:
+def refused(_ip: str, _port: int) -> socket.socket:
+    """A backend refusing the switch's check at once, as a connect() to a closed port."""
+    raise ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
+
+
+def test_the_monitor_scans_now_and_then_but_takes_a_passive_signal_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A busy loop turns thousands of times a second: the monitor scans its backends
     (checks, weights, drains) at most every SCAN_EVERY seconds, and at once when a passive
-    signal waits."""
+    signal waits (its confirmation refused at once here)."""
+    from pktswitch.control import health_checks
     from pktswitch.control.health_checks import SCAN_EVERY, HealthMonitor
+
+    monkeypatch.setattr(health_checks, "connect_nonblocking", refused)
 
     sw = harness()
     now = [1.0]
@@ -269,6 +283,54 @@ def test_the_monitor_scans_now_and_then_but_takes_a_passive_signal_at_once() -> 
     now[0] += SCAN_EVERY / 10
     monitor.tick()
     assert b.ejected_until == now[0] + 5.0  # the harness policy's eject (the default)
+    assert b.health_reason == (
+        "ejected for 5 s: RST in answer to a SYN, and the switch's check failed "
+        "(Connection refused)"
+    )
+    assert (monitor.signals, monitor.confirmed, monitor.unconfirmed) == (1, 1, 0)
+
+
+def test_a_passive_signal_the_switch_s_own_check_contradicts_ejects_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client can make a backend refuse or ignore its SYN (one the backend drops); it
+    cannot make the switch's own connect fail. B refuses two clients' SYNs: one confirming
+    check starts (signals meanwhile wait on it), it connects, and B stays in."""
+    from pktswitch.control import health_checks
+
+    pairs: list[tuple[socket.socket, socket.socket]] = []
+
+    def connects(_ip: str, _port: int) -> socket.socket:
+        pairs.append(socket.socketpair())
+        return pairs[-1][0]
+
+    monkeypatch.setattr(health_checks, "connect_nonblocking", connects)
+    sw = harness()
+    with selectors.DefaultSelector() as sel:
+        loop = types.SimpleNamespace(idle=[], deadlines=[], sel=sel)
+        monitor = health_checks.HealthMonitor(loop, sw, lambda: 1.01, lambda _p: None)  # type: ignore[arg-type]
+        for sport in (40000, 40002):  # rr: A, B, A, B: the second and fourth go to B
+            send(sw, syn(sport), 1.0)
+            out = send(sw, syn(sport + 1), 1.0)
+            assert out is not None and out.dst == "192.0.2.2"
+            t = out[TCP]
+            send(
+                sw,
+                IP(src=out.dst, dst=out.src) / TCP(sport=80, dport=t.sport, flags="RA", ack=1001),
+                1.0,
+            )
+        monitor.tick()
+        (fd,) = monitor.inflight
+        assert monitor.inflight[fd].backend.name == "B" and monitor.inflight[fd].confirms
+        monitor._ready(fd)  # the socket pair: connected
+        b = sw.services[0].backends[1]
+        assert b.ejected_until == 0.0 and health.state_name(b, POLICY, 1.01) == "up"
+        assert (monitor.signals, monitor.confirmed, monitor.unconfirmed) == (2, 0, 1)
+        assert monitor.inflight == {}
+        monitor.close()
+    for one, other in pairs:
+        one.close()
+        other.close()
 
 
 def test_the_loop_wakes_for_the_next_check_to_start_or_time_out(
