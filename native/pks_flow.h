@@ -16,6 +16,9 @@ typedef struct {
     double timer_due;   /* when the flow's live timer entry comes due */
     uint32_t ack[2];    /* the highest acknowledgment number sent each way (to reset a flow) */
     uint32_t seq_end[2];/* the highest sequence number + length sent each way */
+    uint32_t maxend[2]; /* the right edge the other way allowed this way's data: its highest
+                           ack + window (native/window.c), known with win_known's bit */
+    uint32_t maxwin[2]; /* the largest window (scaled) each way advertised */
     uint32_t timer_seq; /* the flow's live entry in the timer heap, 0: none */
     uint32_t gen;       /* flows opened in this slot so far: tells a flow from its successor */
     uint32_t prev;      /* the half-open list (oldest first), while state is SYN_RECV */
@@ -33,6 +36,8 @@ typedef struct {
     uint8_t measured;   /* the first response after the first request was timed */
     uint8_t synacked;   /* C reported the backend's first SYN-ACK */
     uint8_t syns;       /* SYNs seen from the client, as Python counts them (255 at most) */
+    uint8_t wscale[2];  /* each way's SYN: its window scale option's shift + 1, 0: none */
+    uint8_t win_known;  /* bit d: maxend[d] is known */
 } pks_flow;
 
 /* the timer heap: one live entry per flow at most, stale ones skipped when they surface */

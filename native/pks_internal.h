@@ -71,6 +71,11 @@ PKS_HIDDEN void event_put(pks_table *t, uint32_t slot, uint8_t kind, uint8_t fro
                       uint8_t dir, double now, double value);
 PKS_HIDDEN void index_del(pks_table *t, uint32_t e);
 PKS_HIDDEN void index_put(pks_table *t, uint32_t e);
+/* window.c */
+PKS_HIDDEN void window_syn(pks_flow *f, uint8_t d, const uint8_t *th, uint32_t hlen);
+PKS_HIDDEN int window_check(pks_table *t, const pks_flow *f, const pks_meta *m,
+                            const uint8_t *th);
+PKS_HIDDEN void window_update(pks_flow *f, const pks_meta *m, const uint8_t *th);
 /* trace.c: pks_process while tracing */
 PKS_HIDDEN int trace_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *m,
                              int vnet);

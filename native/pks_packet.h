@@ -38,7 +38,11 @@
 #define PKS_E_ICMP_RATE 24      /* ICMP: an echo request beyond the replies' rate */
 #define PKS_E_ICMP_WINDOW 25    /* ICMP: an error quoting a sequence number its flow does not
                                    have in flight */
-#define PKS_E_COUNT 26
+#define PKS_E_RST_WINDOW 26    /* an RST of a flow outside the window its receiver takes */
+#define PKS_E_FIN_WINDOW 27    /* a FIN of a flow outside the window (native/window.c) */
+#define PKS_E_TCP_WINDOW 28    /* data or an ACK of a flow outside the window, or acknowledging
+                                  what the other way never sent */
+#define PKS_E_COUNT 29
 
 /* why C left a packet to Python (meta->slow with PKS_V_SLOW; names in pks_slow_name(); each
  * counted in the table's slow[]) */

@@ -46,6 +46,8 @@ typedef struct {
     uint32_t hash_key_len;  /* 0: no key set (C opens no hashed flow) */
     uint64_t opened;    /* flows C opened */
     uint64_t icmp_echo_replies; /* echo requests to a VIP, answered */
+    uint64_t rst_in_window; /* RSTs in their flow's window but not exact: passed on without
+                               moving the flow (native/window.c) */
     double echo_tokens; /* the echo replies' token bucket (icmp.c), as of echo_at */
     double echo_at;
     uint64_t icmp_errors[2]; /* errors about a flow translated, by the way they went: [0]

@@ -38,22 +38,17 @@ int process_packet(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_met
          * which C ends as it opens the new flow (or leaves both to Python: m->slot is still
          * the old flow's then) */
         return native_open(t, buf, m, now, (uint32_t)m->slot);
+    const uint8_t *th = buf + m->hdr + m->l4_off;
+    int w = window_check(t, f, m, th);          /* 1: passed on, moving nothing */
+    if (w < 0)
+        return drop_exit(m, -w);                /* nothing of the flow changes */
     f->pkts[m->dir]++;
     f->bytes[m->dir] += m->ip_len;
     f->last_seen = now;
-    {   /* sequence space seen each way, in serial arithmetic (RFC 1982): for resets */
-        const uint8_t *th = buf + m->hdr + m->l4_off;
-        uint32_t seq = (uint32_t)rd16(th + 4) << 16 | rd16(th + 6);
-        uint32_t end = seq + m->payload + !!(m->tcp_flags & PKS_TCP_SYN)
-                       + !!(m->tcp_flags & PKS_TCP_FIN);
-        if ((int32_t)(end - f->seq_end[m->dir]) > 0 || f->seq_end[m->dir] == 0)
-            f->seq_end[m->dir] = end;
-        if (m->tcp_flags & PKS_TCP_ACK) {
-            uint32_t ack = (uint32_t)rd16(th + 8) << 16 | rd16(th + 10);
-            if (!f->acked[m->dir] || (int32_t)(ack - f->ack[m->dir]) > 0)
-                f->ack[m->dir] = ack;
-            f->acked[m->dir] = 1;
-        }
+    if (w == 0) {                               /* the sequence space seen each way */
+        if (m->dir == 1 && (m->tcp_flags & PKS_TCP_SYN))
+            window_syn(f, 1, th, (uint32_t)(th[12] >> 4) * 4);
+        window_update(f, m, th);
     }
     /* without a grid (a table nobody loaded one into), packets with SYN, FIN or RST are
      * Python's; with one, C moves the state for every packet */
@@ -67,7 +62,7 @@ int process_packet(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_met
     if ((flags & PKS_TCP_RST) && m->dir == 1 && f->synack_at < 0)
         /* the backend refused the connection: a passive health signal (Python's to weigh) */
         event_put(t, (uint32_t)m->slot, PKS_EV_REFUSED, f->state, f->state, 1, now, 0);
-    if (t->has_trans && f->state < PKS_STATES) {    /* RST > SYN > FIN > ACK, as
+    if (t->has_trans && f->state < PKS_STATES && w == 0) {  /* RST > SYN > FIN > ACK, as
                                                        tcpstate.event_of */
         int ev = (flags & PKS_TCP_RST) ? 3 : (flags & PKS_TCP_SYN) ? 0
                  : (flags & PKS_TCP_FIN) ? 1 : (flags & PKS_TCP_ACK) ? 2 : -1;

@@ -104,6 +104,14 @@ int same_but_csum(const uint8_t *a, const uint8_t *b, uint32_t n, uint32_t at, i
 void check_trace(const pks_table *t, uint32_t used, uint64_t lost, const uint8_t *in,
                         const uint8_t *out, size_t size, int v, const pks_meta *pm, int vnet);
 void run_process(model *md, const uint8_t *data, size_t size, const pks_meta *m, int vnet);
+/* fuzz_window.c: a window for the packet's flow from the input, and what the model expects:
+ * the drop reason of a packet of its way d (0: none; *moves 0: an RST that moves nothing),
+ * and the flow after */
+void window_setup(pks_flow *f, uint8_t d, const uint8_t *data, size_t size, const pks_meta *m);
+int window_expect(const pks_flow *f, uint8_t d, const pks_meta *m, const uint8_t *th,
+                  int *moves);
+void window_after(const pks_flow *was, const pks_flow *f, uint8_t d, const pks_meta *m,
+                  const uint8_t *th);
 void parse_and_rewrite(const uint8_t *data, size_t size, pks_meta *m, int vnet);
 void drive_table(const uint8_t *data, size_t size, const pks_meta *m, int vnet);
 void check_opens(opens *o);

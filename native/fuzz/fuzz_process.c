@@ -126,6 +126,15 @@ void run_process(model *md, const uint8_t *data, size_t size, const pks_meta *m,
     CHECK(buf != NULL);
     memcpy(buf, data, size);
     pks_meta pm;
+    /* the packet's flow, if any, with a window both ways from the input (or none) */
+    int64_t known = m->err == PKS_OK && m->key.proto == PKS_PROTO_TCP ? model_find(md, &m->key)
+                                                                      : -1;
+    pks_flow was;
+    memset(&was, 0, sizeof was);
+    if (known >= 0) {
+        window_setup(&md->t->flows[known >> 1], (uint8_t)(known & 1), data, size, m);
+        was = md->t->flows[known >> 1];
+    }
     uint32_t acks[NSLOTS][2];
     uint8_t syns[NSLOTS];
     double synack_at[NSLOTS];
@@ -214,8 +223,27 @@ void run_process(model *md, const uint8_t *data, size_t size, const pks_meta *m,
         free(buf);
         return;
     }
+    const uint8_t *th = data + m->hdr + m->l4_off;
+    int moves = 1, werr = window_expect(&was, (uint8_t)dir, m, th, &moves);
+    if (werr) {                 /* out of the window: dropped, and nothing of the flow moves */
+        CHECK(v == PKS_V_DROP && pm.err == werr && pm.slot == (int32_t)slot);
+        CHECK(memcmp(buf, data, size) == 0);
+        CHECK(memcmp(&md->t->flows[slot], &was, sizeof was) == 0);
+        CHECK(md->t->ev_count == 0);
+        free(buf);
+        return;
+    }
     CHECK(pm.err == PKS_OK && pm.hdr == m->hdr && pm.partial == m->partial);
     CHECK(pm.slot == (int32_t)slot && pm.dir == dir);
+    if (moves) {
+        window_after(&was, &md->t->flows[slot], (uint8_t)dir, m, th);
+    } else {                    /* passed on, and the flow's sequence numbers stay */
+        const pks_flow *g = &md->t->flows[slot];
+        CHECK(memcmp(g->seq_end, was.seq_end, sizeof was.seq_end) == 0);
+        CHECK(memcmp(g->maxend, was.maxend, sizeof was.maxend) == 0);
+        CHECK(memcmp(g->maxwin, was.maxwin, sizeof was.maxwin) == 0);
+        CHECK(memcmp(g->ack, was.ack, sizeof was.ack) == 0 && g->win_known == was.win_known);
+    }
     const pks_flow *f = &md->t->flows[slot];
     const model_slot *ms = &md->s[slot];
     uint8_t syns_before = syns[slot];
@@ -225,7 +253,7 @@ void run_process(model *md, const uint8_t *data, size_t size, const pks_meta *m,
     CHECK(f->last_seen == 2.5);
     /* an ACK's acknowledgment number is remembered for its direction, nothing else changes */
     uint32_t ack = get32(data + m->hdr + m->l4_off + 8);
-    CHECK(f->ack[dir] == (m->tcp_flags & PKS_TCP_ACK ? ack : acks[slot][dir]));
+    CHECK(f->ack[dir] == (m->tcp_flags & PKS_TCP_ACK && moves ? ack : acks[slot][dir]));
     CHECK(f->ack[dir ^ 1] == acks[slot][dir ^ 1]);
     /* C decides on every packet of a flow given a grid; without one, not on those with SYN,
      * FIN or RST */
@@ -235,7 +263,8 @@ void run_process(model *md, const uint8_t *data, size_t size, const pks_meta *m,
     int fast = !(m->tcp_flags & stop);
     uint8_t state = md->s[slot].state;
     uint8_t want = state;
-    if (fast && md->t->has_trans) {         /* RST > SYN > FIN > ACK, as tcpstate.event_of */
+    if (fast && md->t->has_trans && moves) {   /* RST > SYN > FIN > ACK, as tcpstate.event_of;
+                                                  an RST in the window, not exact: no move */
         int ev = (m->tcp_flags & PKS_TCP_RST) ? 3 : (m->tcp_flags & PKS_TCP_SYN) ? 0
                  : (m->tcp_flags & PKS_TCP_FIN) ? 1 : (m->tcp_flags & PKS_TCP_ACK) ? 2 : -1;
         if (ev >= 0)

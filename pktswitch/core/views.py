@@ -132,6 +132,7 @@ class Views(SwitchBase):
             "flows_reset": self.flows_reset,
             "flows_evicted": self.flows_evicted,
             "icmp_echo_replies": int(tab.icmp_echo_replies),
+            "tcp_rst_in_window": int(tab.rst_in_window),
             "icmp_errors_translated": {
                 "to_backend": int(tab.icmp_errors[0]),
                 "to_client": int(tab.icmp_errors[1]),

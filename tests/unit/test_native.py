@@ -40,11 +40,13 @@ def tcp(
     payload: bytes = b"",
     ip_opts: list[Any] | None = None,
     tcp_opts: list[Any] | None = None,
+    seq: int = 1000,
+    ack: int = 2000,
     **ip_fields: Any,
 ) -> bytearray:
     """A TCP/IPv4 packet built (and checksummed) by scapy, as a writable buffer."""
     ip = IP(src=src, dst=dst, options=ip_opts or [], **ip_fields)
-    seg = TCP(sport=sport, dport=dport, flags=flags, seq=1000, ack=2000, options=tcp_opts or [])
+    seg = TCP(sport=sport, dport=dport, flags=flags, seq=seq, ack=ack, options=tcp_opts or [])
     pkt = ip / seg / Raw(payload) if payload else ip / seg
     return bytearray(bytes(pkt))
 
@@ -359,6 +361,7 @@ def test_err_names() -> None:
         "no_flow", "no_service", "acl_denied", "no_backend", "table_full", "snat_exhausted",
         "tuple_busy", "icmp_checksum", "icmp_other", "icmp_malformed", "icmp_no_flow",
         "bad_source", "tcp_checksum", "icmp_rate", "icmp_out_of_window",
+        "rst_out_of_window", "fin_out_of_window", "tcp_out_of_window",
     ]  # fmt: skip
     assert len(names) == lib.PKS_E_COUNT
     assert [err_name(i) for i in range(lib.PKS_E_COUNT)] == names
@@ -835,7 +838,9 @@ def client_pkt(flags: str = "A", payload: bytes = b"") -> bytearray:
 
 
 def backend_pkt(flags: str = "A", payload: bytes = b"") -> bytearray:
-    return tcp(BACKEND, LOCAL, 8080, 61000, flags=flags, payload=payload)
+    """The backend's side of client_pkt's connection: its data from 2000 on, acknowledging
+    the client's up to 1000."""
+    return tcp(BACKEND, LOCAL, 8080, 61000, flags=flags, payload=payload, seq=2000, ack=1000)
 
 
 def test_process_unknown_key_is_slow_and_untouched() -> None:
