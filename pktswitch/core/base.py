@@ -8,7 +8,7 @@ API shows (views.py). Switch.__init__ sets every attribute declared here.
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from pktswitch.core.cdata import CData
@@ -19,6 +19,7 @@ from pktswitch.core.trace import Subscription
 from pktswitch.sched.pool import BackendState
 
 if TYPE_CHECKING:
+    from pktswitch.core.passive import SynWatch
     from pktswitch.sched.base import Picked
 
 RATE_WINDOW = 10  # seconds over which "new flows per second" is averaged
@@ -56,7 +57,7 @@ class SwitchBase:
     _created_per_s: dict[int, int]
     last_drop: str
     subscriptions: list[Subscription]
-    _syn_watch: deque[tuple[float, Flow]]
+    _syn_watch: SynWatch
     _passive: list[tuple[ServiceState, BackendState, str]]
 
     if TYPE_CHECKING:  # one part's methods that another calls
@@ -71,3 +72,4 @@ class SwitchBase:
         def _peek(self, svc: ServiceState, client: bytes, cport: int) -> Picked | None: ...
         def service(self, name: str) -> ServiceState: ...
         def refresh(self, now: float, schedule: bool = True) -> list[str]: ...
+        def half_open(self, slot: int, gen: int) -> bool: ...

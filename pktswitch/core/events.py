@@ -10,8 +10,7 @@ import struct
 
 from pktswitch._native import ffi, lib
 from pktswitch.core.base import RATE_WINDOW, SwitchBase
-from pktswitch.core.flows import STATES, Flow
-from pktswitch.core.tcpstate import State
+from pktswitch.core.flows import STATES
 from pktswitch.sched.pool import BackendState
 
 EVENT_BATCH = 256  # events moved out of the native ring per call (the switch's buffer)
@@ -122,19 +121,19 @@ class Events(SwitchBase):
         if svc.health.passive:
             c = table.tab.flows[slot]
             if c.gen == gen and c.used:
-                self._watch_syn(t + svc.health.syn_timeout, Flow(table, slot))
+                self._watch_syn(t + svc.health.syn_timeout, slot, gen)
 
-    def _watch_syn(self, due: float, flow: Flow) -> None:
+    def _watch_syn(self, due: float, slot: int, gen: int) -> None:
         """Watch a new flow for its SYN-ACK until `due` (passive health). The watch holds no
         more entries than the table holds half-open flows: when full, the entries of flows no
         longer half-open go first, then (a flood) the oldest."""
         watch, limit = self._syn_watch, self.table.max_half_open
         if len(watch) >= limit:
-            while watch and not (watch[0][1].alive and watch[0][1].state == State.SYN_RECV):
+            while len(watch) and not self.half_open(*watch.first()):
                 watch.popleft()
             while len(watch) >= limit:
                 watch.popleft()
-        watch.append((due, flow))
+        watch.append(due, slot, gen)
 
     def sample(self, b: BackendState, kind: str, seconds: float, now: float) -> None:
         """A response-time sample of backend b (sched/pool.py), and its smoothed time into

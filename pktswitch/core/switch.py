@@ -30,7 +30,7 @@ Two NAT modes:
 from __future__ import annotations
 
 import os
-from collections import Counter, deque
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from pktswitch._native import ffi, lib
@@ -38,7 +38,7 @@ from pktswitch.core import packet
 from pktswitch.core.events import EVENT_BATCH, Events
 from pktswitch.core.flows import DEFAULT_MAX_FLOWS, STATES, Flow, FlowTable
 from pktswitch.core.nat import DEFAULT_PORTS, SnatPool
-from pktswitch.core.passive import Passive
+from pktswitch.core.passive import Passive, SynWatch
 from pktswitch.core.registry import MAX_WEIGHT, Registry
 from pktswitch.core.service import ServiceState, service_state
 from pktswitch.core.tcpstate import (
@@ -127,7 +127,7 @@ class Switch(Events, Registry, Passive, Tracing, Views):
         self.last_drop = ""  # the reason the last packet dropped was dropped for
         self.subscriptions: list[Subscription] = []
         # passive health signals: new flows to watch for a SYN-ACK, and signals seen
-        self._syn_watch: deque[tuple[float, Flow]] = deque()
+        self._syn_watch = SynWatch()
         self._passive: list[tuple[ServiceState, BackendState, str]] = []
 
     @classmethod

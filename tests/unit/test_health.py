@@ -414,3 +414,19 @@ def test_the_syn_watch_holds_no_more_than_the_half_open_flows() -> None:
     assert len(h.sw._syn_watch) == 8 and h.sw.flows_evicted == 192
     signals = h.sw.take_passive(h.now + svc.health.syn_timeout)
     assert len(signals) == 8  # the eight flows still half-open, each unanswered
+
+
+def test_the_syn_watch_keeps_its_order_through_compaction() -> None:
+    from pktswitch.core.passive import COMPACT, SynWatch
+
+    watch = SynWatch()
+    n = 3 * COMPACT
+    for i in range(n):
+        watch.append(float(i), i % 1000, i)
+    taken = [watch.popleft() for _ in range(2 * COMPACT + 5)]  # compacts on the way
+    assert taken == [(i % 1000, i) for i in range(2 * COMPACT + 5)]
+    assert len(watch) == n - len(taken) and watch.first_due() == float(len(taken))
+    watch.append(-1.0, 7, 2**32 - 1)  # the largest generation and its slot, packed
+    rest = [watch.popleft() for _ in range(len(watch))]
+    assert rest[-1] == (7, 2**32 - 1) and rest[0] == (len(taken) % 1000, len(taken))
+    assert len(watch) == 0 and watch.first_due() is None
