@@ -9,9 +9,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from pktswitch.core import packet
 from pktswitch.core.switch import Switch
+
+# property tests are held to their examples, never to the clock: on a loaded machine one
+# example may take longer than hypothesis's default 200 ms deadline
+settings.register_profile("pktswitch", deadline=None)
+settings.load_profile("pktswitch")
 
 
 @pytest.fixture(autouse=True)
