@@ -15,6 +15,7 @@ import click
 from pktswitch.control import protocol
 from pktswitch.control.client import ControlError, NotRunning, call, stream
 from pktswitch.control.config import ConfigError, load
+from pktswitch.core.trace import HEADERS_SNAP
 
 EXIT_BAD_CONFIG = 2
 
@@ -278,6 +279,13 @@ def trace_text(ev: dict[str, Any]) -> str:
 @click.option("--flow", "flow", metavar="CLIENT:PORT", help="follow one client connection")
 @click.option("--count", type=click.IntRange(min=1), help="stop after this many packets")
 @click.option("--pcap", type=click.Path(dir_okay=False, writable=True), help="also write a pcap")
+@click.option(
+    "--snaplen",
+    type=click.IntRange(0, 65535),
+    default=HEADERS_SNAP,
+    show_default=True,
+    help="bytes kept of each packet (the default: its headers)",
+)
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per packet")
 def trace(
     sock: str | None,
@@ -285,11 +293,13 @@ def trace(
     flow: str | None,
     count: int | None,
     pcap: str | None,
+    snaplen: int,
     as_json: bool,
 ) -> None:
     """Show live what the switch does to each packet: before and after, changes marked.
 
-    With --pcap, each packet is written twice to FILE, as read and as written (raw IP).
+    With --pcap, each packet is written twice to FILE, as read and as written (raw IP), cut
+    to --snaplen bytes (a pcap keeps each packet's real length too).
     """
     import base64
 
@@ -298,7 +308,7 @@ def trace(
     path = _socket(sock, config)
     out = open(pcap, "wb") if pcap else None  # noqa: SIM115 (closed in finally)
     writer = PcapWriter(out) if out else None
-    events = stream(path, "trace", flow=flow, count=count, snaplen=65535 if pcap else 256)
+    events = stream(path, "trace", flow=flow, count=count, snaplen=snaplen)
     summary: dict[str, Any] = {}
     try:
         with _control_errors():

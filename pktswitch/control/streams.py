@@ -21,7 +21,7 @@ from typing import Any
 
 from pktswitch.core import packet
 from pktswitch.core.switch import Switch
-from pktswitch.core.trace import Record, Subscription
+from pktswitch.core.trace import HEADERS_SNAP, Record, Subscription
 
 FIELDS = ("src", "sport", "dst", "dport", "flags", "ip_csum", "tcp_csum")
 
@@ -75,7 +75,7 @@ class TraceStream:
         count = args.get("count")
         if count is not None and count < 1:
             raise ValueError(f"count must be at least 1, got {count}")
-        snaplen = args.get("snaplen", 65535)
+        snaplen = args.get("snaplen", HEADERS_SNAP)  # (the headers, unless asked for more)
         if not 0 <= snaplen <= 65535:
             raise ValueError(f"snaplen must be 0..65535, got {snaplen}")
         self.switch = switch

@@ -12,6 +12,10 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+# what a trace keeps of each packet unless it asks for more: every header it shows (IPv4 and
+# TCP with their options, 60 bytes each at most); C copies at least this much
+HEADERS_SNAP = 128
+
 QUEUE_MAX = 4096  # records waiting for one subscriber before new ones are dropped
 
 
@@ -33,7 +37,7 @@ class Record:
 class Subscription:
     client: tuple[bytes, int] | None = None  # follow one client address and port only
     count: int | None = None  # stop after this many records
-    snaplen: int = 65535
+    snaplen: int = HEADERS_SNAP
     queue: deque[Record] = field(default_factory=deque)
     matched: int = 0  # records that passed the filter
     dropped: int = 0  # of those, lost to a full queue

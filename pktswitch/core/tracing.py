@@ -13,12 +13,11 @@ from pktswitch.core import packet
 from pktswitch.core.base import SwitchBase
 from pktswitch.core.cdata import CData
 from pktswitch.core.flows import STATES, Registry
-from pktswitch.core.trace import Record, Subscription
+from pktswitch.core.trace import HEADERS_SNAP, Record, Subscription
 
 # records the buffer holds: a batch of the loop's (io/loop.py BATCH), each packet read and
 # decided once, with room to spare; more are counted as lost by C
 TRACE_RECORDS = 128
-MIN_SNAP = 128  # bytes C copies at least: every header a trace shows (IP and TCP, options)
 _REC = ffi.sizeof("pks_trace_rec")
 
 
@@ -47,7 +46,7 @@ class Tracing(SwitchBase):
             lib.pks_trace_set(tab, ffi.NULL, 0, 0)
             self._trace = None
             return
-        snap = max(MIN_SNAP, *(s.snaplen for s in self.subscriptions))
+        snap = max(HEADERS_SNAP, *(s.snaplen for s in self.subscriptions))
         size = TRACE_RECORDS * lib.pks_trace_size(snap, snap)
         self._trace = ffi.new("uint64_t[]", size // 8)  # (8-aligned)
         if lib.pks_trace_set(tab, ffi.cast("uint8_t *", self._trace), size, snap) != 0:

@@ -27,7 +27,9 @@ def test_flows_json_while_held_and_trace_with_pcap(lab: Lab, tmp_path) -> None: 
 
         pcap = tmp_path / "trace.pcap"
         tracer = subprocess.Popen(
-            sw.command("trace", "--json", "--count", "4", "--pcap", str(pcap)),
+            sw.command(
+                "trace", "--json", "--count", "4", "--pcap", str(pcap), "--snaplen", "65535"
+            ),
             stdout=subprocess.PIPE,
             text=True,
         )

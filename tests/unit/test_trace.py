@@ -4,6 +4,7 @@ subscribers. scapy decodes and checks what the records hold."""
 
 from __future__ import annotations
 
+import base64
 import socket
 
 from pktswitch._native import ffi, lib
@@ -24,8 +25,8 @@ from test_offload import (
 )
 
 from pktswitch.control.streams import event
+from pktswitch.core.trace import HEADERS_SNAP as MIN_SNAP
 from pktswitch.core.trace import Subscription
-from pktswitch.core.tracing import MIN_SNAP
 
 
 def test_a_partial_checksum_is_finished_in_the_copies_cut_to_the_snaplen() -> None:
@@ -53,6 +54,31 @@ def test_a_partial_checksum_is_finished_in_the_copies_cut_to_the_snaplen() -> No
     assert ev["raw_before"] == ""  # snaplen 0: the subscriber keeps no bytes
     sw.unsubscribe(sub)
     assert sw.table.tab.trace_cap == 0
+
+
+def test_a_trace_keeps_the_headers_unless_it_asks_for_more() -> None:
+    """A trace stream left at its default keeps 128 bytes of each packet (every header it
+    shows), the packet's length told whole; one asking for 65535 keeps all of it. C copies
+    what the largest asker wants."""
+    from pktswitch.control.streams import TraceStream
+
+    sw = switch(vnet=False)
+    short, whole = (
+        TraceStream(sw, {}, lambda: 1.0),
+        TraceStream(sw, {"snaplen": 65535}, lambda: 1.0),
+    )
+    assert (short.sub.snaplen, whole.sub.snaplen) == (MIN_SNAP, 65535)
+    syn = IP(src=CLIENT, dst=VIP) / TCP(sport=4000, dport=80, flags="S", seq=7)
+    assert push(sw, bytes(syn))
+    data = IP(src=CLIENT, dst=VIP) / TCP(sport=4000, dport=80, flags="PA", seq=8) / Raw(b"x" * 900)
+    assert push(sw, bytes(data)) is not None
+    sw.take_trace()
+    (_, cut), (_, full) = short.poll(10), whole.poll(10)
+    assert base64.b64decode(cut["raw_before"]) == bytes(data)[:MIN_SNAP]
+    assert base64.b64decode(full["raw_before"]) == bytes(data)
+    assert cut["before"]["len"] == full["before"]["len"] == 940
+    sw.unsubscribe(short.sub)
+    sw.unsubscribe(whole.sub)
 
 
 def test_a_record_c_has_no_room_for_is_counted_as_lost() -> None:
