@@ -157,7 +157,7 @@ int native_icmp(pks_table *t, uint8_t *buf, pks_meta *m, double now)
     if (e < 0)
         return drop_exit(m, PKS_E_ICMP_NO_FLOW);
     uint8_t way = (uint8_t)(e & 1);             /* the error travels as a packet of this way */
-    uint32_t seq = (uint32_t)rd16(buf + q + ihl + 4) << 16 | rd16(buf + q + ihl + 6);
+    uint32_t seq = rd32(buf + q + ihl + 4);
     if (!quote_in_flight(&t->flows[e >> 1], way, seq))
         return drop_exit(m, PKS_E_ICMP_WINDOW);
     pks_nat n;

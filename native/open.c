@@ -315,7 +315,7 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
     {   /* the client's sequence space starts here (the SYN takes one number): what an ICMP
          * error about the SYN quotes */
         const uint8_t *th = buf + m->hdr + m->l4_off;
-        f->seq_end[0] = ((uint32_t)rd16(th + 4) << 16 | rd16(th + 6)) + 1 + m->payload;
+        f->seq_end[0] = rd32(th + 4) + 1 + m->payload;
         window_syn(f, 0, th, (uint32_t)(th[12] >> 4) * 4);
     }
     f->service = s->id;

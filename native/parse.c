@@ -73,8 +73,8 @@ int pks_parse(const uint8_t *buf, uint32_t len, pks_meta *m)
         m->key.dport = m->dport = 0;
         memcpy(m->key.saddr, buf + 12, 4);
         memcpy(m->key.daddr, buf + 16, 4);
-        m->saddr4 = (uint32_t)rd16(buf + 12) << 16 | rd16(buf + 14);
-        m->daddr4 = (uint32_t)rd16(buf + 16) << 16 | rd16(buf + 18);
+        m->saddr4 = rd32(buf + 12);
+        m->daddr4 = rd32(buf + 16);
         return m->err = PKS_OK;
     }
     if (buf[9] != PKS_PROTO_TCP)
@@ -98,8 +98,8 @@ int pks_parse(const uint8_t *buf, uint32_t len, pks_meta *m)
     m->key.dport = m->dport = rd16(th + 2);
     memcpy(m->key.saddr, buf + 12, 4);
     memcpy(m->key.daddr, buf + 16, 4);
-    m->saddr4 = (uint32_t)rd16(buf + 12) << 16 | rd16(buf + 14);
-    m->daddr4 = (uint32_t)rd16(buf + 16) << 16 | rd16(buf + 18);
+    m->saddr4 = rd32(buf + 12);
+    m->daddr4 = rd32(buf + 16);
     return m->err = PKS_OK;
 }
 

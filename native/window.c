@@ -13,8 +13,6 @@
 #define WINDOW_SLACK 65536u /* conntrack's MAXACKWINDOW floor: how far behind a segment may
                                be and still be a retransmission */
 
-static inline uint32_t rd32(const uint8_t *p) { return (uint32_t)rd16(p) << 16 | rd16(p + 2); }
-
 /* a before b in sequence space (RFC 1982 serial arithmetic) */
 static inline int before(uint32_t a, uint32_t b) { return (int32_t)(a - b) < 0; }
 
