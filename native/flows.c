@@ -2,32 +2,39 @@
  * remove. */
 #include "pks_internal.h"
 
-static void ho_unlink(pks_table *t, uint32_t slot)
+/* the list a flow in `state` belongs to: the half-open flows, the closing ones, or none */
+static pks_list *list_of(pks_table *t, uint8_t state)
+{
+    if (state == PKS_S_SYN_RECV)
+        return &t->ho;
+    return state == PKS_S_TIME_WAIT || state == PKS_S_CLOSE ? &t->closing : NULL;
+}
+
+static void list_unlink(pks_table *t, pks_list *l, uint32_t slot)
 {
     pks_flow *f = &t->flows[slot];
     if (f->prev == PKS_NONE)
-        t->ho_head = f->next;
+        l->head = f->next;
     else
         t->flows[f->prev].next = f->next;
     if (f->next == PKS_NONE)
-        t->ho_tail = f->prev;
+        l->tail = f->prev;
     else
         t->flows[f->next].prev = f->prev;
-    t->half_open--;
+    l->count--;
 }
 
-static void ho_append(pks_table *t, uint32_t slot)
+static void list_append(pks_table *t, pks_list *l, uint32_t slot)
 {
     pks_flow *f = &t->flows[slot];
-    f->prev = t->ho_tail;
+    f->prev = l->tail;
     f->next = PKS_NONE;
-    if (t->ho_tail == PKS_NONE)
-        t->ho_head = slot;
+    if (l->tail == PKS_NONE)
+        l->head = slot;
     else
-        t->flows[t->ho_tail].next = slot;
-    t->ho_tail = slot;
-    if (++t->half_open > t->half_open_peak)
-        t->half_open_peak = t->half_open;
+        t->flows[l->tail].next = slot;
+    l->tail = slot;
+    l->count++;
 }
 
 /* a flow of backend b leaves state `was` for `to` (PKS_S_NONE: not counted, before its
@@ -52,10 +59,15 @@ int flow_state(pks_table *t, uint32_t slot, uint8_t state, double now)
 {
     pks_flow *f = &t->flows[slot];
     load_move(t, f->backend, f->state, state);
-    if (f->state == PKS_S_SYN_RECV && state != PKS_S_SYN_RECV)
-        ho_unlink(t, slot);
-    else if (state == PKS_S_SYN_RECV && f->state != PKS_S_SYN_RECV)
-        ho_append(t, slot);
+    pks_list *was = list_of(t, f->state), *to = list_of(t, state);
+    if (was != to) {
+        if (was)
+            list_unlink(t, was, slot);
+        if (to)
+            list_append(t, to, slot);
+        if (t->ho.count > t->half_open_peak)
+            t->half_open_peak = t->ho.count;
+    }
     f->state = state;
     f->timeout = (float)t->timeouts[state];
     double due = now + f->timeout;
@@ -143,8 +155,9 @@ int pks_table_remove(pks_table *t, uint32_t slot)
     pks_flow *f = &t->flows[slot];
     index_del(t, slot << 1);
     index_del(t, slot << 1 | 1);
-    if (f->state == PKS_S_SYN_RECV)
-        ho_unlink(t, slot);
+    pks_list *l = list_of(t, f->state);
+    if (l)
+        list_unlink(t, l, slot);
     load_move(t, f->backend, f->state, PKS_S_NONE);
     if (f->timer_seq)
         t->stale++;

@@ -11,6 +11,42 @@ static int64_t snat_next(const pks_snat *p, uint32_t ep)
     return q->count ? (int64_t)q->pairs[q->head] : -1;
 }
 
+/* The flows a reclaim looks at in each list before it gives up (a backend's are rarely far
+ * down: the lists are oldest first, and a pool runs short toward the busiest backend) */
+#define RECLAIM_LOOK 64
+
+/* Every SNAT pair toward endpoint ep is in use: the flow to take one from, the oldest that
+ * has finished (TIME_WAIT, CLOSE: the backend forgets it first) toward ep, else the oldest
+ * half-open one (a SYN flood's), among the first RECLAIM_LOOK of each list; PKS_NONE: none */
+static uint32_t reclaim_from(const pks_table *t, uint32_t ep)
+{
+    const pks_list *lists[2] = {&t->closing, &t->ho};
+    for (int l = 0; l < 2; l++) {
+        uint32_t s = lists[l]->head;
+        for (uint32_t k = 0; k < RECLAIM_LOOK && s != PKS_NONE; k++, s = t->flows[s].next) {
+            const pks_flow *f = &t->flows[s];
+            if (f->has_snat && f->backend < t->bk_cap && t->bk_ep[f->backend] == ep)
+                return s;
+        }
+    }
+    return PKS_NONE;
+}
+
+/* flow g holds no SNAT pair, or one toward an endpoint C knows */
+static int pair_known(const pks_table *t, const pks_flow *g)
+{
+    return !g->has_snat || (t->snat && g->backend < t->bk_cap && t->bk_ep[g->backend] != PKS_NONE);
+}
+
+/* flow g gives its SNAT pair back (freed when its last packet was seen: the pool counts a
+ * pair reused within a backend's TIME_WAIT of that) */
+static void give_back(pks_table *t, const pks_flow *g)
+{
+    pks_snat_release(t->snat, t->bk_ep[g->backend],
+                     (uint32_t)(g->snat_port - t->snat->lo) * t->snat->naddrs + g->snat_addr,
+                     g->last_seen);
+}
+
 /* A pick not taken yet: the member, what the OPEN event says of it, and the program's
  * state once the flow is open (rr's index) */
 typedef struct {
@@ -169,8 +205,9 @@ static void take(pks_service *s, const choice *c)
 /* A client's SYN without a flow (old = PKS_NONE), or reusing the port of flow `old` in
  * TIME_WAIT or CLOSE: open its flow (pks_service.h, "New flows in C"), or drop it with the
  * reason (PKS_V_DROP), checked in this order: not a SYN, a source no client has, a wrong
- * TCP checksum, no service, the access list, a full table, no backend, no SNAT pair, a tuple
- * in use; or leave it to Python with the reason
+ * TCP checksum, no service, the access list, a full table, no backend, no SNAT pair (none
+ * free, and no flow toward the backend to take one from: reclaim_from), a tuple in use; or
+ * leave it to Python with the reason
  * (PKS_V_SLOW) when the switch is not set up for it (no state grid, no hash key, a
  * backend's SNAT queue not written, no room for events or timers). Everything that can
  * refuse is checked before anything changes. */
@@ -200,14 +237,14 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
      * half-open flows as the table and its half-open share need (a lowered limit may need
      * several) */
     uint32_t count = t->count - (old != PKS_NONE);
-    if (count >= t->nslots && !t->half_open)
+    if (count >= t->nslots && !t->ho.count)
         return drop_exit(m, PKS_E_TABLE_FULL);  /* every place is an established flow's */
     uint32_t evict = 0;
     if (count >= t->nslots)
         evict = count - t->nslots + 1;
-    if (t->half_open >= t->max_half_open && t->half_open - t->max_half_open + 1 > evict)
-        evict = t->half_open - t->max_half_open + 1;
-    if (evict > t->half_open)
+    if (t->ho.count >= t->max_half_open && t->ho.count - t->max_half_open + 1 > evict)
+        evict = t->ho.count - t->max_half_open + 1;
+    if (evict > t->ho.count)
         return drop_exit(m, PKS_E_TABLE_FULL);
     if (PKS_EVENTS - t->ev_count < (uint64_t)evict + PKS_EV_OPEN_ROOM)
         return slow_exit(t, m, PKS_SLOW_EVENTS);
@@ -237,25 +274,40 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
     }
     uint32_t ep = PKS_NONE;                     /* the pick's queue in the SNAT pool */
     int64_t pair = -1;
+    uint32_t victim = PKS_NONE;                 /* the flow whose pair the new one takes */
     if (t->snat) {
         if (pick->backend >= t->bk_cap || (ep = t->bk_ep[pick->backend]) == PKS_NONE)
             return slow_exit(t, m, PKS_SLOW_NO_ENDPOINT);
         if ((pair = snat_next(t->snat, ep)) < 0) {
-            t->snat->exhausted++;
-            return drop_exit(m, PKS_E_SNAT);
+            if ((victim = reclaim_from(t, ep)) == PKS_NONE) {
+                t->snat->exhausted++;
+                return drop_exit(m, PKS_E_SNAT);
+            }
+            pair = (uint32_t)(t->flows[victim].snat_port - t->snat->lo) * t->snat->naddrs
+                   + t->flows[victim].snat_addr;
+            /* a half-open victim is room made too: the evictions it spares */
+            if (victim != old) {
+                uint32_t c2 = count - 1;
+                uint32_t h2 = t->ho.count - (t->flows[victim].state == PKS_S_SYN_RECV);
+                evict = c2 >= t->nslots ? c2 - t->nslots + 1 : 0;
+                if (h2 >= t->max_half_open && h2 - t->max_half_open + 1 > evict)
+                    evict = h2 - t->max_half_open + 1;
+            }
         }
     }
-    /* every flow this SYN ends must give its SNAT pair back to a queue C knows */
-    uint32_t e = old != PKS_NONE ? old : t->ho_head;
-    for (uint32_t i = 0; i < evict + (old != PKS_NONE); i++) {
-        const pks_flow *g = &t->flows[e];
-        if (g->has_snat && (!t->snat || g->backend >= t->bk_cap
-                            || t->bk_ep[g->backend] == PKS_NONE))
+    /* every flow this SYN ends must give its SNAT pair back to a queue C knows: the reused
+     * port's, then the evicted ones (the oldest half-open flows, the victim aside) */
+    if (old != PKS_NONE && !pair_known(t, &t->flows[old]))
+        return slow_exit(t, m, PKS_SLOW_NO_ENDPOINT);
+    for (uint32_t i = 0, e = t->ho.head; i < evict; e = t->flows[e].next) {
+        if (e == victim)
+            continue;
+        if (!pair_known(t, &t->flows[e]))
             return slow_exit(t, m, PKS_SLOW_NO_ENDPOINT);
-        e = i == 0 && old != PKS_NONE ? t->ho_head : g->next;
+        i++;
     }
     /* the new flow's keys: dir 0 as the SYN came, dir 1 the answer to the rewritten SYN;
-     * neither may belong to another flow than the one this SYN ends */
+     * neither may belong to another flow than those this SYN ends */
     pks_key k1;
     memset(&k1, 0, sizeof k1);
     k1.family = 4;
@@ -270,14 +322,17 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
         k1.dport = m->sport;
     }
     int64_t e0 = pks_table_lookup(t, &m->key), e1 = pks_table_lookup(t, &k1);
-    if ((e0 >= 0 && (uint32_t)(e0 >> 1) != old) || (e1 >= 0 && (uint32_t)(e1 >> 1) != old)
+    if ((e0 >= 0 && (uint32_t)(e0 >> 1) != old)
+        || (e1 >= 0 && (uint32_t)(e1 >> 1) != old && (uint32_t)(e1 >> 1) != victim)
         || memcmp(&m->key, &k1, sizeof k1) == 0)
         return drop_exit(m, PKS_E_TUPLE);
     if (timer_room(t) != 0)                     /* the new flow's timer cannot fail below */
         return slow_exit(t, m, PKS_SLOW_NO_MEMORY);
     /* from here on nothing refuses */
+    if (victim != PKS_NONE)             /* the pool's only free pair: the victim's */
+        give_back(t, &t->flows[victim]);
     if (pair >= 0)          /* taken before the ended flows' pairs go back, as in Python */
-        pair = pks_snat_alloc(t->snat, ep, now);    /* the pair snat_next named */
+        pair = pks_snat_alloc(t->snat, ep, now);    /* the pair snat_next or reclaim named */
     /* Events, in the order Python applies them: the reused port's flow's END, the new flow's
      * OPEN (its reason is written from the counts at the pick, before the evictions), then
      * each EVICT. (pks_snat_release only fails when a ring cannot grow, out of memory: the
@@ -285,21 +340,22 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
     if (old != PKS_NONE) {
         pks_flow *o = &t->flows[old];
         event_put(t, old, PKS_EV_END, o->state, o->state, 0, now, 0);
-        if (o->has_snat)
-            pks_snat_release(t->snat, t->bk_ep[o->backend],
-                             (uint32_t)(o->snat_port - t->snat->lo) * t->snat->naddrs
-                                 + o->snat_addr, now);
+        if (o->has_snat && victim != old)
+            give_back(t, o);
         pks_table_remove(t, old);
     }
     uint32_t open_at = (t->ev_head + t->ev_count++) % PKS_EVENTS;   /* OPEN's place */
+    if (victim != PKS_NONE && victim != old) {
+        pks_flow *o = &t->flows[victim];
+        event_put(t, victim, PKS_EV_RECLAIM, o->state, o->state, 0, now, 0);
+        pks_table_remove(t, victim);
+    }
     for (uint32_t i = 0; i < evict; i++) {
-        uint32_t v = t->ho_head;
+        uint32_t v = t->ho.head;
         pks_flow *o = &t->flows[v];
         event_put(t, v, PKS_EV_EVICT, o->state, o->state, 0, now, 0);
         if (o->has_snat)
-            pks_snat_release(t->snat, t->bk_ep[o->backend],
-                             (uint32_t)(o->snat_port - t->snat->lo) * t->snat->naddrs
-                                 + o->snat_addr, now);
+            give_back(t, o);
         pks_table_remove(t, v);
     }
     uint32_t slot = free_slot(t);               /* there is room: the count is below

@@ -21,8 +21,8 @@ typedef struct {
     uint32_t maxwin[2]; /* the largest window (scaled) each way advertised */
     uint32_t timer_seq; /* the flow's live entry in the timer heap, 0: none */
     uint32_t gen;       /* flows opened in this slot so far: tells a flow from its successor */
-    uint32_t prev;      /* the half-open list (oldest first), while state is SYN_RECV */
-    uint32_t next;
+    uint32_t prev;      /* the table's list of the flow's state (pks_table: ho, closing), or */
+    uint32_t next;      /* (next) the free slots' */
     float timeout;      /* idle seconds before expiry, the state's when it was entered */
     uint32_t backend;   /* Python's numbers for the flow's backend, service, the reason it */
     uint32_t reason;    /* was chosen; and the SNAT pair (address index, port) with has_snat */
@@ -73,6 +73,9 @@ typedef struct {
                                (as many as the table or its half-open share need) */
 #define PKS_EV_REFUSED 7    /* the backend answered the client's SYN with an RST (no SYN-ACK
                                yet): a passive health signal */
+#define PKS_EV_RECLAIM 8    /* C ended a flow to take its SNAT pair for a new one, every pair
+                               toward its backend being in use (open.c, reclaim_from): `from`
+                               is its state, TIME_WAIT or CLOSE, else SYN_RECV */
 #define PKS_EVENTS 1024     /* ring size: when it is full, C leaves packets to Python */
 
 /* what an event carries besides its head, by kind */

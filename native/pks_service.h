@@ -36,7 +36,8 @@ typedef struct {
 #define PKS_SERVICES 1024   /* services C schedules at once */
 #define PKS_SLOTS_MAX 5000011 /* a hashed service's slots (maglev's largest table) */
 #define PKS_MEMBERS_MAX 65536 /* backends in one service */
-#define PKS_EV_OPEN_ROOM 2  /* events one SYN C opens writes besides its EVICTs: END, OPEN */
+#define PKS_EV_OPEN_ROOM 3  /* events one SYN C opens writes besides its EVICTs: END, OPEN,
+                               RECLAIM */
 
 typedef struct {
     uint32_t vip;       /* host order */

@@ -5,6 +5,13 @@
 #include "pks_service.h"
 #include "pks_snat.h"
 
+/* a list of flows through their prev and next: first, last, how many */
+typedef struct {
+    uint32_t head;
+    uint32_t tail;
+    uint32_t count;
+} pks_list;
+
 typedef struct {
     uint32_t nslots;    /* flows the table can hold */
     uint32_t nkeys;     /* keys in the index (2 per flow) */
@@ -15,10 +22,10 @@ typedef struct {
     uint8_t trans[2][4][PKS_STATES]; /* next state by [dir][event][state]; event: SYN FIN ACK RST */
     uint8_t has_trans;  /* trans is loaded: C moves flows' states */
     double timeouts[PKS_STATES]; /* idle timeout per state, seconds (pks_table_set_timeouts) */
-    uint32_t half_open; /* flows in SYN_RECV, and the list of them, oldest first */
+    pks_list ho;        /* the flows in SYN_RECV, oldest first, and their most at once */
     uint32_t half_open_peak;
-    uint32_t ho_head;
-    uint32_t ho_tail;
+    pks_list closing;   /* the flows in TIME_WAIT or CLOSE, in the order they came there:
+                           the first to give an SNAT pair back when a backend's run out */
     pks_timer *heap;    /* min-heap by due; grows by doubling */
     uint32_t heap_len;
     uint32_t heap_cap;

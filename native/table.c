@@ -87,7 +87,7 @@ pks_table *pks_table_new(uint32_t nslots, uint64_t seed)
     t->fresh = 0;
     t->echo_at = -1e18;                         /* the echo bucket full from the start */
     memset(t->index, 0xff, cap * sizeof *t->index);
-    t->ho_head = t->ho_tail = PKS_NONE;
+    t->ho.head = t->ho.tail = t->closing.head = t->closing.tail = PKS_NONE;
     t->max_half_open = nslots;
     return t;
 }

@@ -24,7 +24,7 @@ void check_opens(opens *o)
                 CHECK(g->snat_port != f->snat_port || g->snat_addr != f->snat_addr);
         }
     }
-    CHECK(t->count == used && t->nkeys == 2 * used && t->half_open == half);
+    CHECK(t->count == used && t->nkeys == 2 * used && t->ho.count == half);
     check_free(t);
     for (uint32_t b = 0; b < 4; b++) {  /* each backend's load is its flows, recounted */
         uint32_t active = 0, inactive = 0;
@@ -38,9 +38,19 @@ void check_opens(opens *o)
         CHECK(t->bk_load[b].active == active && t->bk_load[b].inactive == inactive);
     }
     uint32_t n = 0;
-    for (uint32_t s = t->ho_head; s != PKS_NONE; s = t->flows[s].next, n++)
+    for (uint32_t s = t->ho.head; s != PKS_NONE; s = t->flows[s].next, n++)
         CHECK(s < NSLOTS && n < NSLOTS && t->flows[s].state == PKS_S_SYN_RECV);
     CHECK(n == half);
+    uint32_t closing = 0, prev = PKS_NONE;      /* the closing list: every such flow, linked */
+    for (uint32_t i = 0; i < NSLOTS; i++)
+        closing += t->flows[i].used && (t->flows[i].state == PKS_S_TIME_WAIT
+                                        || t->flows[i].state == PKS_S_CLOSE);
+    n = 0;
+    for (uint32_t s = t->closing.head; s != PKS_NONE; prev = s, s = t->flows[s].next, n++) {
+        CHECK(s < NSLOTS && n < NSLOTS && t->flows[s].prev == prev);
+        CHECK(t->flows[s].state == PKS_S_TIME_WAIT || t->flows[s].state == PKS_S_CLOSE);
+    }
+    CHECK(n == closing && t->closing.count == closing && t->closing.tail == prev);
     if (o->pool) {
         uint32_t total = 0;
         for (uint32_t ep = 0; ep < o->pool->nq; ep++) {
@@ -58,6 +68,27 @@ void check_opens(opens *o)
         int64_t k = pks_service_state(t, 0x10007u, got, 4);
         CHECK(k >= 0 && memcmp(got, o->state, (size_t)k * sizeof got[0]) == 0);
     }
+}
+
+/* A SYN refused an SNAT pair: some endpoint has every pair in use, none held by a flow that
+ * finished or is half-open (the tables here are shorter than a reclaim's look) */
+static int snat_refusal_ok(const opens *o)
+{
+    for (uint32_t ep = 0; ep < 3; ep++) {
+        const pks_snatq *q = &o->pool->q[ep];
+        if (q->fresh < o->pool->size || q->count)
+            continue;
+        int held = 0;
+        for (uint32_t i = 0; i < NSLOTS; i++) {
+            const pks_flow *f = &o->t->flows[i];
+            held |= f->used && o->t->bk_ep[f->backend] == ep
+                    && (f->state == PKS_S_TIME_WAIT || f->state == PKS_S_CLOSE
+                        || f->state == PKS_S_SYN_RECV);
+        }
+        if (!held)
+            return 1;
+    }
+    return 0;
 }
 
 /* Python's removal of a flow: its SNAT pair back to the pool, the slot free */
@@ -78,16 +109,16 @@ void take_events(opens *o)
     while ((n = pks_events_take(o->t, evs, 8)) > 0)
         for (uint32_t k = 0; k < n; k++) {
             const pks_event *e = &evs[k];
-            CHECK(e->slot < NSLOTS && e->kind >= PKS_EV_RESPONSE && e->kind <= PKS_EV_REFUSED);
+            CHECK(e->slot < NSLOTS && e->kind >= PKS_EV_RESPONSE && e->kind <= PKS_EV_RECLAIM);
             if (e->kind == PKS_EV_OPEN) {
                 o->opened++;
                 CHECK(e->service == SVC);
             }
-            if (e->kind == PKS_EV_END || e->kind == PKS_EV_EVICT) {
+            if (e->kind == PKS_EV_END || e->kind == PKS_EV_EVICT || e->kind == PKS_EV_RECLAIM) {
                 o->ended++;
                 if (e->kind == PKS_EV_EVICT)
                     CHECK(e->from == PKS_S_SYN_RECV);
-                else
+                else if (e->kind == PKS_EV_END)
                     CHECK(e->from == PKS_S_TIME_WAIT || e->from == PKS_S_CLOSE);
             }
         }
@@ -265,6 +296,8 @@ void drive_opens(const uint8_t *data, size_t size, const pks_meta *m, int vnet)
                 }
             } else if (v == PKS_V_DROP && pm.err >= PKS_E_NO_FLOW) {
                 CHECK(o.t->count == count && o.t->ev_count == from);  /* nothing changed */
+                if (pm.err == PKS_E_SNAT)
+                    CHECK(snat_refusal_ok(&o));
             }
             break;
         }

@@ -15,8 +15,23 @@ uint32_t check_open_events(const opens *o, uint32_t from, uint32_t slot)
     CHECK(at < n);
     const pks_event *open = &t->events[(t->ev_head + from + at) % PKS_EVENTS];
     CHECK(open->kind == PKS_EV_OPEN && open->slot == slot);
-    for (uint32_t i = at + 1; i < n; i++)
-        CHECK(t->events[(t->ev_head + from + i) % PKS_EVENTS].kind == PKS_EV_EVICT);
+    for (uint32_t i = at + 1; i < n; i++) {
+        /* the flow whose SNAT pair the new one took, first: toward the same backend
+         * endpoint, finished or else half-open (none finished toward it is left) */
+        const pks_event *e = &t->events[(t->ev_head + from + i) % PKS_EVENTS];
+        if (e->kind == PKS_EV_RECLAIM) {
+            CHECK(i == at + 1 && t->snat);
+            uint32_t ep = t->bk_ep[e->backend];
+            CHECK(ep == t->bk_ep[t->flows[slot].backend]);
+            CHECK(e->from == PKS_S_TIME_WAIT || e->from == PKS_S_CLOSE
+                  || e->from == PKS_S_SYN_RECV);
+            for (uint32_t s = t->closing.head; e->from == PKS_S_SYN_RECV && s != PKS_NONE;
+                 s = t->flows[s].next)
+                CHECK(t->bk_ep[t->flows[s].backend] != ep);
+        } else {
+            CHECK(e->kind == PKS_EV_EVICT);
+        }
+    }
     return from + at;
 }
 

@@ -55,14 +55,14 @@ void check_lists(const model *md)
         timers += f->used && f->timer_seq != 0;
         CHECK(f->used || f->timer_seq == 0);
     }
-    for (uint32_t s = t->ho_head; s != PKS_NONE; s = t->flows[s].next) {
+    for (uint32_t s = t->ho.head; s != PKS_NONE; s = t->flows[s].next) {
         CHECK(s < NSLOTS && n < NSLOTS);
         CHECK(t->flows[s].used && t->flows[s].state == PKS_S_SYN_RECV);
         CHECK(t->flows[s].prev == prev);
         prev = s;
         n++;
     }
-    CHECK(t->ho_tail == prev && n == syn_recv && t->half_open == syn_recv);
+    CHECK(t->ho.tail == prev && n == syn_recv && t->ho.count == syn_recv);
     uint32_t live = 0;
     for (uint32_t i = 0; i < t->heap_len; i++) {
         const pks_timer *e = &t->heap[i];

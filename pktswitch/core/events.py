@@ -46,6 +46,7 @@ if tuple(_UNPACKED.split()) != EVENT_FIELDS:
     raise RuntimeError(f"pks_event's fields are {EVENT_FIELDS}; take_events reads {_UNPACKED}")
 EV_SYNACK, EV_REFUSED = lib.PKS_EV_SYNACK, lib.PKS_EV_REFUSED
 EV_OPEN, EV_END, EV_EVICT = lib.PKS_EV_OPEN, lib.PKS_EV_END, lib.PKS_EV_EVICT
+EV_RECLAIM = lib.PKS_EV_RECLAIM
 NO_REASON = lib.PKS_NONE  # a flow C opened, before its OPEN event
 
 
@@ -82,8 +83,8 @@ class Events(SwitchBase):
             ) in EVENT.iter_unpack(self._event_bytes[: n * EVENT.size]):
                 if kind == EV_OPEN:
                     self._opened(slot, gen, backend, reason, service, t, value, (d0, d1, d2, d3))
-                elif kind in (EV_END, EV_EVICT):
-                    self._ended(was, backend, reason, d0, d1, kind == EV_EVICT)  # bytes in, out
+                elif kind in (EV_END, EV_EVICT, EV_RECLAIM):
+                    self._ended(kind, was, backend, reason, d0, d1)  # bytes in, out
                 elif kind == EV_SYNACK:  # (its flow may have ended since: the event says all)
                     self._answered(backend, to, value, t)
                 elif kind == EV_REFUSED:
@@ -143,12 +144,15 @@ class Events(SwitchBase):
         if number is not None and b.rt is not None:
             lib.pks_backend_rt(self.table.tab, number, b.rt)
 
-    def _ended(self, was: int, backend: int, reason: int, b0: int, b1: int, evicted: bool) -> None:
+    def _ended(self, kind: int, was: int, backend: int, reason: int, b0: int, b1: int) -> None:
         """C ended a flow (and freed its SNAT pair) to open a new one: in TIME_WAIT or CLOSE,
-        for its client's reused port, or the oldest half-open one, to make room. What
-        _expire counts, from the event."""
-        if evicted:
+        for its client's reused port (END); the oldest half-open one, to make room (EVICT);
+        or one whose SNAT pair the new flow takes (RECLAIM). What _expire counts, from the
+        event."""
+        if kind == EV_EVICT:
             self.flows_evicted += 1
+        elif kind == EV_RECLAIM:
+            self.flows_reclaimed[STATES[was].name] += 1
         else:
             self.flows_reused += 1
             self.flows_expired[STATES[was].name] += 1

@@ -369,17 +369,17 @@ class FlowTable:
     @property
     def half_open(self) -> int:
         """Flows in SYN_RECV (SYN seen, handshake not finished)."""
-        return int(self.tab.half_open)
+        return int(self.tab.ho.count)
 
     @property
     def half_open_peak(self) -> int:
         return int(self.tab.half_open_peak)
 
     def half_open_full(self) -> bool:
-        return bool(self.tab.half_open >= self.max_half_open)
+        return bool(self.tab.ho.count >= self.max_half_open)
 
     def oldest_half_open(self) -> Flow | None:
-        slot = self.tab.ho_head
+        slot = self.tab.ho.head
         return None if slot == lib.PKS_NONE else Flow(self, slot)
 
     # ---------------------------------------------------------------- membership

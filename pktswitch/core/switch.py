@@ -123,6 +123,9 @@ class Switch(Events, Registry, Passive, Tracing, Views):
         self.flows_reused = 0  # SYNs that replaced a TIME_WAIT/CLOSE flow
         self.flows_reset = 0  # flows ended by the switch (their backend went down)
         self.flows_evicted = 0  # half-open flows ended early to make room for a new SYN
+        # flows ended early to give their SNAT pair to a new one, by state (TIME_WAIT, CLOSE,
+        # SYN_RECV): every pair toward the backend was in use
+        self.flows_reclaimed: Counter[str] = Counter()
         self._created_per_s: dict[int, int] = {}  # whole second -> flows created in it
         self.last_drop = ""  # the reason the last packet dropped was dropped for
         self.subscriptions: list[Subscription] = []
