@@ -159,6 +159,8 @@ int pks_table_remove(pks_table *t, uint32_t slot)
     if (l)
         list_unlink(t, l, slot);
     load_move(t, f->backend, f->state, PKS_S_NONE);
+    if (f->client_bits)
+        client_gone(t, f);
     if (f->timer_seq)
         t->stale++;
     uint32_t gen = f->gen;

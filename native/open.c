@@ -205,7 +205,8 @@ static void take(pks_service *s, const choice *c)
 /* A client's SYN without a flow (old = PKS_NONE), or reusing the port of flow `old` in
  * TIME_WAIT or CLOSE: open its flow (pks_service.h, "New flows in C"), or drop it with the
  * reason (PKS_V_DROP), checked in this order: not a SYN, a source no client has, a wrong
- * TCP checksum, no service, the access list, a full table, no backend, no SNAT pair (none
+ * TCP checksum, no service, the access list, the client's limits (clients.c), a full
+ * table, no backend, no SNAT pair (none
  * free, and no flow toward the backend to take one from: reclaim_from), a tuple in use; or
  * leave it to Python with the reason
  * (PKS_V_SLOW) when the switch is not set up for it (no state grid, no hash key, a
@@ -233,6 +234,11 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
         return drop_exit(m, PKS_E_NO_SERVICE);
     if (s->acl && !acl_permits(s, m->saddr4))
         return drop_exit(m, PKS_E_ACL);
+    if (s->lim_bits) {
+        int why = client_check(t, s, m->saddr4, old, now);
+        if (why)
+            return drop_exit(m, why);
+    }
     /* the room: the flow this SYN ends (its port's) first, then as many of the oldest
      * half-open flows as the table and its half-open share need (a lowered limit may need
      * several) */
@@ -383,6 +389,8 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
         f->snat_port = (uint16_t)(t->snat->lo + pair / t->snat->naddrs);
     }
     flow_state(t, slot, PKS_S_SYN_RECV, now);   /* its timer has room (timer_room) */
+    if (s->lim_bits)
+        client_open(t, s, slot, now);
     t->bk_load[pick->backend].total++;
     t->opened++;
     event_write(t, open_at, slot, PKS_EV_OPEN, 0, PKS_S_SYN_RECV, 0, now, c.value);

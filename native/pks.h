@@ -7,6 +7,7 @@
 #include "pks_flow.h"
 #include "pks_service.h"
 #include "pks_snat.h"
+#include "pks_clients.h"
 #include "pks_table.h"
 #include "pks_trace.h"
 #include "pks_program.h"

@@ -38,6 +38,8 @@ typedef struct {
     uint8_t syns;       /* SYNs seen from the client, as Python counts them (255 at most) */
     uint8_t wscale[2];  /* each way's SYN: its window scale option's shift + 1, 0: none */
     uint8_t win_known;  /* bit d: maxend[d] is known */
+    uint8_t client_bits;/* counted in the client table under this prefix (pks_clients.h),
+                           0: not counted */
 } pks_flow;
 
 /* the timer heap: one live entry per flow at most, stale ones skipped when they surface */

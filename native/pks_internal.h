@@ -47,6 +47,11 @@ static inline int drop_exit(pks_meta *m, int why)
 }
 
 /* offered by one source file to the others */
+/* clients.c */
+PKS_HIDDEN int client_check(pks_table *t, const pks_service *s, uint32_t addr, uint32_t old,
+                            double now);
+PKS_HIDDEN void client_open(pks_table *t, const pks_service *s, uint32_t slot, double now);
+PKS_HIDDEN void client_gone(pks_table *t, const pks_flow *f);
 /* flows.c */
 PKS_HIDDEN int flow_state(pks_table *t, uint32_t slot, uint8_t state, double now);
 PKS_HIDDEN uint32_t free_slot(const pks_table *t);
@@ -63,6 +68,7 @@ PKS_HIDDEN int process_packet(pks_table *t, uint8_t *buf, uint32_t len, double n
                               int vnet);
 /* service.c */
 PKS_HIDDEN int acl_permits(const pks_service *s, uint32_t addr);
+PKS_HIDDEN pks_service *service_of(pks_table *t, uint32_t id);
 /* snat.c */
 PKS_HIDDEN int grow(void **arr, uint32_t *cap, uint32_t i, size_t size, int fill);
 /* table.c */

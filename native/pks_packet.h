@@ -42,7 +42,10 @@
 #define PKS_E_FIN_WINDOW 27    /* a FIN of a flow outside the window (native/window.c) */
 #define PKS_E_TCP_WINDOW 28    /* data or an ACK of a flow outside the window, or acknowledging
                                   what the other way never sent */
-#define PKS_E_COUNT 29
+#define PKS_E_CLIENT_FLOWS 29  /* a SYN from a client with its service's most flows per client */
+#define PKS_E_CLIENT_RATE 30   /* a SYN from a client past its service's new flows per second */
+#define PKS_E_CLIENTS_FULL 31  /* a SYN from a new client while the client table is full */
+#define PKS_E_COUNT 32
 
 /* why C left a packet to Python (meta->slow with PKS_V_SLOW; names in pks_slow_name(); each
  * counted in the table's slow[]) */

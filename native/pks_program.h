@@ -31,6 +31,17 @@ int pks_backend_rt(pks_table *t, uint32_t backend, double rt);
  * (network, mask) pairs. 0; -1 no such service, too long, no memory */
 int pks_service_acl(pks_table *t, uint32_t id, const uint32_t *prefixes, uint32_t nallow,
                     uint32_t ndeny);
+/* Service `id`'s per-client limits (pks_clients.h): a client (its address's first `bits`
+ * bits, 1..32) has at most max_flows flows (0: no limit) and opens at most `rate` new flows
+ * per second (0: no limit), `burst` (>= 1) at once; bits 0 removes them (the counts of the
+ * flows open stay right). Set after pks_service_run or pks_service_hash (a new program
+ * keeps them); the first limit makes the client table (2 x the table's flows, at least
+ * PKS_CLIENTS_MIN). 0; -1 no such service, bad bits, rate or burst, or no memory */
+int pks_service_limits(pks_table *t, uint32_t id, uint32_t bits, uint32_t max_flows,
+                       double rate, double burst);
+/* Deletes, from up to max entries of the client table on from where the last sweep ended,
+ * those that hold nothing at `now` (no flow, tat passed): how many it deleted */
+uint32_t pks_clients_sweep(pks_table *t, double now, uint32_t max);
 /* The key of the hashing schedulers: 0, -1 longer than PKS_HASH_KEY_MAX or empty */
 int pks_table_set_hash_key(pks_table *t, const uint8_t *key, uint32_t len);
 /* Keyed BLAKE2b (RFC 7693) of data, 8-byte digest as a little-endian integer; key 1..64

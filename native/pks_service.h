@@ -55,6 +55,11 @@ typedef struct {
                            order, nallow allow prefixes then ndeny deny ones; NULL: none */
     uint32_t nallow;
     uint32_t ndeny;
+    uint32_t lim_bits;  /* per-client limits (pks_service_limits): a client's prefix, 1..32;
+                           0: none */
+    uint32_t lim_flows; /* a client's flows at most, 0: no limit */
+    double lim_gap;     /* 1 / its new flows per second, 0: no limit */
+    double lim_ahead;   /* (burst - 1) x lim_gap: how far its tat may run ahead of now */
 } pks_service;
 
 /* The state each program keeps (pks_service_run's nstate) */

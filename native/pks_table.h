@@ -4,6 +4,7 @@
 #include "pks_flow.h"
 #include "pks_service.h"
 #include "pks_snat.h"
+#include "pks_clients.h"
 
 /* a list of flows through their prev and next: first, last, how many */
 typedef struct {
@@ -49,6 +50,7 @@ typedef struct {
     pks_load *bk_load;  /* each backend's flows, by Python's backend number (pks_table_set_
                            backends): a flow of a backend beyond it is not counted */
     uint32_t bk_load_cap;
+    pks_clients *clients; /* per-client limits' counts (pks_clients.h), NULL: none yet */
     uint64_t hash_state[8]; /* BLAKE2b's state after the hashing schedulers' key block */
     uint32_t hash_key_len;  /* 0: no key set (C opens no hashed flow) */
     uint64_t opened;    /* flows C opened */

@@ -12,7 +12,7 @@ int pks_table_set_snat(pks_table *t, pks_snat *pool, const uint32_t *addrs, uint
     return 0;
 }
 
-static pks_service *service_of(pks_table *t, uint32_t id)
+pks_service *service_of(pks_table *t, uint32_t id)
 {
     for (uint32_t i = 0; i < t->nsvc; i++)
         if (t->svc[i].id == id)

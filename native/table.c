@@ -163,6 +163,9 @@ void pks_table_free(pks_table *t)
         free(t->svc[i].slots);
         free(t->svc[i].acl);
     }
+    if (t->clients)
+        free(t->clients->slots);
+    free(t->clients);
     free(t->bk_ep);
     free(t->bk_load);
     free(t->index);

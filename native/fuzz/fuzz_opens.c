@@ -1,6 +1,33 @@
 /* New flows in C: a service program, SNAT pool and half-open limit driven by the input. */
 #include "fuzz.h"
 
+/* each entry of the client table counts the flows counted under it, no more, no fewer */
+static void check_clients(const pks_table *t)
+{
+    uint32_t counted = 0, total = 0, used = 0;
+    for (uint32_t i = 0; i < NSLOTS; i++)
+        counted += t->flows[i].used && t->flows[i].client_bits;
+    CHECK(t->clients || !counted);
+    for (uint32_t k = 0; t->clients && k <= t->clients->mask; k++) {
+        const pks_client *e = &t->clients->slots[k];
+        if (e->svc_bits == PKS_NONE)
+            continue;
+        used++;
+        uint32_t bits = e->svc_bits & 63, mine = 0;
+        CHECK(bits >= 1 && bits <= 32);
+        for (uint32_t i = 0; i < NSLOTS; i++) {
+            const pks_flow *f = &t->flows[i];
+            uint32_t a = (uint32_t)f->key[0].saddr[0] << 24 | (uint32_t)f->key[0].saddr[1] << 16
+                         | (uint32_t)f->key[0].saddr[2] << 8 | f->key[0].saddr[3];
+            mine += f->used && f->client_bits == bits && (f->service << 6 | bits) == e->svc_bits
+                    && (a & ~0u << (32 - bits)) == e->addr;
+        }
+        CHECK(e->flows == mine);
+        total += mine;
+    }
+    CHECK(total == counted && (!t->clients || used == t->clients->count));
+}
+
 void check_opens(opens *o)
 {
     pks_table *t = o->t;
@@ -63,6 +90,7 @@ void check_opens(opens *o)
         }
         CHECK(o->pool->in_use_total == total);
     }
+    check_clients(t);
     if (o->prog >= 0) {                 /* the program's state is what the picks made it */
         int64_t got[4];
         int64_t k = pks_service_state(t, 0x10007u, got, 4);
@@ -201,6 +229,12 @@ void program(opens *o, const uint8_t *op, const pks_meta *m)
         o->refused = has && (deny ? inside : !inside);
     }
     CHECK(pks_service_acl(o->t, SVC_NONE, NULL, 0, 0) == -1);  /* no such service */
+    /* per-client limits, or none: a prefix of 16..32 bits, 0..3 flows, a rate, a burst */
+    uint32_t lbits = op[1] & 0x04 ? 16 + op[0] % 17 : 0;
+    double rate = (op[0] & 0x18) ? 8.0 / (op[0] >> 3 & 3) : 0.0;
+    CHECK(pks_service_limits(o->t, SVC, lbits, op[1] >> 6, rate, 1 + (op[1] >> 1 & 1)) == 0);
+    CHECK(pks_service_limits(o->t, SVC, 33, 0, 0, 1) == -1);
+    CHECK(pks_service_limits(o->t, SVC_NONE, 32, 1, 0, 1) == -1);
 }
 
 void drive_opens(const uint8_t *data, size_t size, const pks_meta *m, int vnet)
@@ -298,6 +332,12 @@ void drive_opens(const uint8_t *data, size_t size, const pks_meta *m, int vnet)
                 CHECK(o.t->count == count && o.t->ev_count == from);  /* nothing changed */
                 if (pm.err == PKS_E_SNAT)
                     CHECK(snat_refusal_ok(&o));
+                if (pm.err == PKS_E_CLIENT_FLOWS) {   /* the client has its most flows */
+                    uint32_t mine = 0, most = o.t->svc[0].lim_flows;
+                    for (uint32_t i = 0; i < NSLOTS; i++)
+                        mine += o.t->flows[i].used && o.t->flows[i].client_bits;
+                    CHECK(o.t->nsvc == 1 && most && mine >= most);
+                }
             }
             break;
         }
@@ -313,6 +353,7 @@ void drive_opens(const uint8_t *data, size_t size, const pks_meta *m, int vnet)
             uint32_t n = pks_expire(o.t, now + op[1] % 4, due, NSLOTS + 1);
             for (uint32_t k = 0; k < n; k++)
                 python_remove(&o, due[k], now);
+            pks_clients_sweep(o.t, now + op[1] % 4, 1 + op[0] * 8u);
             if (o.pool && op[1] & 0x80) {   /* an endpoint's queue dropped, and added again */
                 uint32_t ep = (op[1] >> 2) % 3;
                 double at = now + (op[0] & 0x40 ? 61 : 30);

@@ -41,6 +41,7 @@ from pktswitch.control.config_schema import (
     HEALTH_KEYS,
     HTTP_STATUS,
     MAX_FLOWS_LIMIT,
+    PER_CLIENT_KEYS,
     PROTOCOLS,
     SCHEDULER_OPTIONS,
     SERVICE_KEYS,
@@ -64,6 +65,7 @@ from pktswitch.control.config_values import (
 )
 from pktswitch.core.acl import Acl
 from pktswitch.core.flows import default_half_open
+from pktswitch.core.limits import BURST_MAX, RATE_MAX, ClientLimits
 from pktswitch.core.switch import MAX_WEIGHT, MODES
 from pktswitch.core.tcpstate import DEFAULT_TIMEOUTS, State
 from pktswitch.sched.health_policy import CHECKS, ON_DOWN, HealthPolicy
@@ -236,7 +238,35 @@ def _service(value: Any, key: str) -> Service:
             allow=v.prefixes(table.get("allow", []), v.join(key, "allow")),
             deny=v.prefixes(table.get("deny", []), v.join(key, "deny")),
         )
-    return Service(name, vip, port, protocol, scheduler, tuple(backends), options, health, acl)
+    per_client = None
+    if "per_client" in table:
+        per_client = _per_client(table["per_client"], v.join(key, "per_client"))
+    return Service(
+        name, vip, port, protocol, scheduler, tuple(backends), options, health, acl, per_client
+    )
+
+
+def _per_client(value: Any, key: str) -> ClientLimits:
+    """[service.per_client]: max_flows or new_flows_per_second (or both), burst, prefix."""
+    table = v.table(value, key, PER_CLIENT_KEYS)
+    if "max_flows" not in table and "new_flows_per_second" not in table:
+        raise Invalid(key, "max_flows or new_flows_per_second", "neither")
+    rate = 0.0
+    if "new_flows_per_second" in table:
+        rate = v.rate(table["new_flows_per_second"], v.join(key, "new_flows_per_second"), RATE_MAX)
+    elif "burst" in table:
+        raise Invalid(v.join(key, "burst"), "new_flows_per_second beside it", "burst alone")
+    d = ClientLimits()
+    return ClientLimits(
+        max_flows=v.integer(table["max_flows"], v.join(key, "max_flows"), 1, MAX_FLOWS_LIMIT)
+        if "max_flows" in table
+        else 0,
+        new_flows_per_second=rate,
+        burst=v.integer(table["burst"], v.join(key, "burst"), 1, BURST_MAX)
+        if "burst" in table
+        else 0,
+        prefix=v.integer(v.get(table, "prefix", key, d.prefix), v.join(key, "prefix"), 1, 32),
+    )
 
 
 def _health(value: Any, key: str) -> HealthPolicy:

@@ -6,8 +6,8 @@ against before the running switch takes it (core/registry.py's reconfigure appli
 - A service keeps its VIP (SERVICE_RESTART_KEYS); services are matched by name and backends
   by name and address (MATCHED_BY): a new name (or address) is a new one, the old one is
   removed and its flows stay until they end.
-- Everything else applies: weights, schedulers, health, access lists, timeouts (from each
-  flow's next state change).
+- Everything else applies: weights, schedulers, health, access lists, per-client limits,
+  timeouts (from each flow's next state change).
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from pktswitch.control.config_values import (
 )
 from pktswitch.core.acl import Acl
 from pktswitch.core.flows import DEFAULT_MAX_FLOWS, HALF_OPEN_SHARE, default_half_open
+from pktswitch.core.limits import BURST_MAX, RATE_MAX, ClientLimits
 from pktswitch.core.nat import DEFAULT_PORTS as DEFAULT_SNAT_PORTS
 from pktswitch.core.switch import MAX_WEIGHT, MODES
 from pktswitch.core.tcpstate import DEFAULT_TIMEOUTS, State, timeout_name
@@ -69,6 +70,7 @@ class Service:
     options: tuple[tuple[str, Any], ...] = ()  # scheduler options, e.g. (("hash_key", "ip"),)
     health: HealthPolicy | None = None  # None: no checks, passive signals on (NO_HEALTH)
     acl: Acl | None = None  # None: every client may connect
+    per_client: ClientLimits | None = None  # None: no client is limited
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +246,41 @@ SERVICE = (
         "active checks and passive signals",
         default_text="no checks; passive signals on",
     ),
+    Key(
+        "per_client",
+        "table [service.per_client]",
+        "limits on each client's flows and new flows per second",
+        default_text="no limits",
+    ),
     Key("backend", "array of tables [[service.backend]]", "the backends; at least one"),
+)
+
+_CL = ClientLimits()
+PER_CLIENT = (
+    Key(
+        "max_flows",
+        f"integer 1..{MAX_FLOWS_LIMIT}",
+        "a client's flows at most; its SYN beyond them is dropped (client_max_flows)",
+        default_text="no limit",
+    ),
+    Key(
+        "new_flows_per_second",
+        f"number > 0, at most {RATE_MAX}",
+        "a client's new flows per second at most, beyond burst (client_rate)",
+        default_text="no limit",
+    ),
+    Key(
+        "burst",
+        f"integer 1..{BURST_MAX}",
+        "new flows a client may open at once",
+        default_text="new_flows_per_second rounded up",
+    ),
+    Key(
+        "prefix",
+        "integer 1..32",
+        "a client is its address's first prefix bits (24: a /24 counts as one client)",
+        _CL.prefix,
+    ),
 )
 
 _HEALTH_KEYS = (
@@ -292,6 +328,7 @@ TABLES = (
     ("[timeouts]", TIMEOUTS),
     ("[[service]]", SERVICE),
     ("[service.health]", HEALTH),
+    ("[service.per_client]", PER_CLIENT),
     ("[[service.backend]]", BACKEND),
 )
 
@@ -299,5 +336,6 @@ TOP_KEYS = tuple(k.name for k in TOP)
 SWITCH_KEYS = tuple(k.name for k in SWITCH)
 SERVICE_KEYS = tuple(k.name for k in SERVICE)
 HEALTH_KEYS = tuple(k.name for k in HEALTH)
+PER_CLIENT_KEYS = tuple(k.name for k in PER_CLIENT)
 BACKEND_KEYS = tuple(k.name for k in BACKEND)
 TIMEOUT_KEYS = {timeout_name(state): state for state in State}

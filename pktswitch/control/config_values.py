@@ -138,13 +138,22 @@ def boolean(value: Any, key: str) -> bool:
     return value
 
 
-def seconds(value: Any, key: str) -> float:
-    expected = f"a number of seconds > 0 and at most {MAX_SECONDS}"
+def _positive(value: Any, key: str, hi: float, expected: str) -> float:
+    """A finite number > 0, at most hi."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise Invalid(key, expected, show(value))
-    if not (0 < value <= MAX_SECONDS and math.isfinite(value)):
+    if not (0 < value <= hi and math.isfinite(value)):
         raise Invalid(key, expected, repr(value))
     return float(value)
+
+
+def seconds(value: Any, key: str) -> float:
+    return _positive(value, key, MAX_SECONDS, f"a number of seconds > 0 and at most {MAX_SECONDS}")
+
+
+def rate(value: Any, key: str, hi: float) -> float:
+    """A number > 0 (of things per second), at most hi."""
+    return _positive(value, key, hi, f"a number > 0 and at most {hi:g}")
 
 
 def name(value: Any, key: str) -> str:

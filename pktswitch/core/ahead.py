@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, cast
 from pktswitch._native import ffi, lib
 from pktswitch.core.acl import CompiledAcl
 from pktswitch.core.cdata import CData
+from pktswitch.core.limits import ClientLimits
 from pktswitch.sched.base import Hashed, Scheduler, Stateful, Told
 from pktswitch.sched.pool import BackendState
 
@@ -159,6 +160,22 @@ class Ahead:
         flat = ffi.new("uint32_t[]", [x for prefix in (*allow, *deny) for x in prefix] or 1)
         if lib.pks_service_acl(self._table.tab, self.sid, flat, len(allow), len(deny)) != 0:
             raise ValueError(f"C cannot hold an access list of {len(allow) + len(deny)} prefixes")
+
+    def write_limits(self, limits: ClientLimits | None) -> None:
+        """The service's per-client limits into C, after write() (None: none)."""
+        if limits is None:
+            rc = lib.pks_service_limits(self._table.tab, self.sid, 0, 0, 0.0, 1.0)
+        else:
+            rc = lib.pks_service_limits(
+                self._table.tab,
+                self.sid,
+                limits.prefix,
+                limits.max_flows,
+                limits.new_flows_per_second,
+                limits.burst_or_default,
+            )
+        if rc != 0:
+            raise ValueError(f"C cannot hold the per-client limits {limits}")
 
     def forget(self) -> None:
         """The service is gone (a reload removed it): a SYN to its VIP and port is no

@@ -24,6 +24,8 @@ PARSE_ERRORS: tuple[str, ...] = tuple(
     ffi.string(lib.pks_err_name(i)).decode() for i in range(lib.PKS_E_COUNT)
 )
 ACL_DENIED = lib.PKS_E_ACL
+# a service's per-client limits refused the SYN (counted per service too)
+CLIENT_LIMITS = frozenset({lib.PKS_E_CLIENT_FLOWS, lib.PKS_E_CLIENT_RATE, lib.PKS_E_CLIENTS_FULL})
 PARSED = lib.PKS_E_NO_FLOW  # codes from here on are of packets that parsed
 # Why C left a packet to Python, indexed by the C code (meta.slow; counted in the table).
 SLOW_REASONS: tuple[str, ...] = tuple(

@@ -41,7 +41,7 @@ class Registry(SwitchBase):
 
     def _schedule_ahead(self, svc: ServiceState) -> None:
         """Write the service into C: its scheduler compiled into a program (core/ahead.py)
-        and its access list."""
+        its access list and its per-client limits."""
         vip = int.from_bytes(svc.vip_bytes, "big")
         if svc.ahead is None:
             svc.ahead = Ahead(self.table, self.table.services.number(svc), vip, svc.port)
@@ -50,6 +50,7 @@ class Registry(SwitchBase):
             cast(Hashed, svc.scheduler).key = self.hash_secret
         svc.ahead.write(svc.scheduler, svc.backends, known)
         svc.ahead.write_acl(svc.acl)
+        svc.ahead.write_limits(svc.per_client)
 
     def _peek(self, svc: ServiceState, client: bytes, cport: int) -> Picked | None:
         """The backend C would give a new flow of the client now, and why: the scheduler,
@@ -180,6 +181,9 @@ class Registry(SwitchBase):
         if (acl and (acl.allow, acl.deny)) != (svc.acl and (svc.acl.allow, svc.acl.deny)):
             svc.acl = acl
             changes.append(f"{n}: access control changed")
+        if spec.per_client != svc.per_client:
+            svc.per_client = spec.per_client
+            changes.append(f"{n}: per-client limits changed")
         current = {(b.name, b.ip, b.port): b for b in svc.backends}
         backends = []
         for bs in spec.backends:

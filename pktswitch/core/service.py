@@ -1,14 +1,16 @@
-"""A service as the switch runs it: its VIP and port, scheduler, backends, health policy and
-access list, and its program in C (core/ahead.py)."""
+"""A service as the switch runs it: its VIP and port, scheduler, backends, health policy,
+access list and per-client limits, and its program in C (core/ahead.py)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pktswitch.core import packet
 from pktswitch.core.acl import CompiledAcl
 from pktswitch.core.ahead import Ahead
+from pktswitch.core.limits import ClientLimits
 from pktswitch.sched.base import Scheduler
 from pktswitch.sched.health_policy import HealthPolicy
 from pktswitch.sched.pool import BackendState
@@ -31,6 +33,8 @@ class ServiceState:
     health: HealthPolicy = NO_HEALTH
     acl: CompiledAcl | None = None  # None: every client may connect
     denied: int = 0  # SYNs refused by the acl
+    per_client: ClientLimits | None = None  # None: no client is limited
+    limited: Counter[str] = field(default_factory=Counter)  # SYNs refused by them, by reason
     # the scheduler as configured: its name and options, to tell what a reload changes
     sched_spec: tuple[str, tuple[tuple[str, object], ...]] = ("", ())
     # backends a reload removed: no new flows, kept until their last flow ends
@@ -56,6 +60,7 @@ def service_state(s: Service) -> ServiceState:
         backends=[BackendState(b.name, b.ip, b.port, b.weight) for b in s.backends],
         health=s.health or NO_HEALTH,
         acl=s.acl.compile() if s.acl is not None else None,
+        per_client=s.per_client,
         sched_spec=(s.scheduler, tuple(s.options)),
     )
 

@@ -61,6 +61,10 @@ MODES = ("fullnat", "nat")
 # seconds between looks at the SNAT queues of backends let go: a sixth of a backend's
 # TIME_WAIT (60 s, which the queue waits out), so a queue goes at most 10 s after it may
 SNAT_SWEEP = 10.0
+# the client table (native/pks_clients.h) is swept of entries that hold nothing a slice at a
+# time, every CLIENT_SWEEP seconds: the whole table in CLIENT_SWEEP_SLICES slices (5 s)
+CLIENT_SWEEP = 0.1
+CLIENT_SWEEP_SLICES = 50
 
 
 class Switch(Events, Registry, Passive, Tracing, Views):
@@ -94,6 +98,7 @@ class Switch(Events, Registry, Passive, Tracing, Views):
         # endpoints of backends let go whose SNAT queue waits out their TIME_WAITs (_sweep)
         self._unused: set[tuple[bytes, int]] = set()
         self._next_sweep = 0.0
+        self._next_client_sweep = 0.0
         self.table = FlowTable(max_flows, timeouts, seed, max_half_open)
         tab = self.table.tab
         # C opens every flow (core/ahead.py), taking SNAT pairs from the pool
@@ -190,6 +195,8 @@ class Switch(Events, Registry, Passive, Tracing, Views):
             self.dropped[reason] += 1
             if meta.err == packet.ACL_DENIED:
                 self._by_vip[meta.daddr4, meta.dport].denied += 1
+            elif meta.err in packet.CLIENT_LIMITS:
+                self._by_vip[meta.daddr4, meta.dport].limited[reason] += 1
             return False
         if meta.slow == packet.SLOW_EVENTS:
             # C had no room in the event ring to say what it would do: with it emptied, it has
@@ -233,6 +240,11 @@ class Switch(Events, Registry, Passive, Tracing, Views):
         if self._unused and now >= self._next_sweep:
             self._next_sweep = now + SNAT_SWEEP
             self._sweep(now)
+        clients = self.table.tab.clients
+        if clients != ffi.NULL and now >= self._next_client_sweep:
+            self._next_client_sweep = now + CLIENT_SWEEP
+            size = clients.mask + 1
+            lib.pks_clients_sweep(self.table.tab, now, -(-size // CLIENT_SWEEP_SLICES))
         return n
 
     def _expire(self, flow: Flow, now: float, counted: bool = True) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pktswitch._native import ffi
 from pktswitch.core import packet
 from pktswitch.core.base import RATE_WINDOW, SwitchBase
 from pktswitch.core.flows import Flow
@@ -139,6 +140,10 @@ class Views(SwitchBase):
                 "to_client": int(tab.icmp_errors[1]),
             },
             "acl_denied": {s.name: s.denied for s in self.services if s.acl is not None},
+            "client_limited": {
+                s.name: dict(s.limited) for s in self.services if s.per_client is not None
+            },
+            "clients_tracked": int(tab.clients.count) if tab.clients != ffi.NULL else 0,
             "snat_exhausted": self.pool.exhausted,
             "snat_early_reuse": self.pool.early_reuse,
             "snat_in_use": {a: self.pool.in_use_by_addr[i] for i, a in enumerate(self.snat)},

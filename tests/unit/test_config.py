@@ -14,6 +14,7 @@ from pktswitch.control.config import (
     parse,
 )
 from pktswitch.core.acl import Acl
+from pktswitch.core.limits import ClientLimits
 from pktswitch.core.tcpstate import DEFAULT_TIMEOUTS, State
 
 FULL = """
@@ -210,6 +211,16 @@ def test_bad_acl_names_the_entry(extra: str, message: str) -> None:
     assert str(e.value) == "c.toml: " + message
 
 
+def test_per_client_limits_parse_with_their_defaults() -> None:
+    cfg = parse(MINIMAL + "[service.per_client]\nnew_flows_per_second = 2.5\n")
+    limits = cfg.services[0].per_client
+    assert limits == ClientLimits(new_flows_per_second=2.5)
+    assert limits is not None and limits.burst_or_default == 3
+    cfg = parse(MINIMAL + "[service.per_client]\nmax_flows = 7\nprefix = 24\n")
+    assert cfg.services[0].per_client == ClientLimits(max_flows=7, prefix=24)
+    assert parse(MINIMAL).services[0].per_client is None
+
+
 def test_nat_mode_needs_no_switch_table_but_mode() -> None:
     cfg = parse('[switch]\nmode = "nat"\n' + SERVICE + BACKEND)
     assert cfg.switch == SwitchConfig(mode="nat")
@@ -368,6 +379,33 @@ BAD = [
     ("timeout-bool", MINIMAL + "[timeouts]\nclose = true\n", "timeouts.close", "(boolean)"),
     ("timeout-string", MINIMAL + '[timeouts]\nclose = "10s"\n', "timeouts.close", "(string)"),
     ("timeout-inf", MINIMAL + "[timeouts]\nclose = inf\n", "timeouts.close", "got inf"),
+    ("per-client-empty", MINIMAL + "[service.per_client]\n",
+     "service[0].per_client", "max_flows or new_flows_per_second, got neither"),
+    ("per-client-unknown", MINIMAL + "[service.per_client]\nmax_flow = 5\n",
+     "service[0].per_client.max_flow", "one of max_flows, new_flows_per_second, burst, prefix"),
+    ("per-client-flows-zero", MINIMAL + "[service.per_client]\nmax_flows = 0\n",
+     "service[0].per_client.max_flows", "an integer 1..16777216, got 0"),
+    ("per-client-flows-huge", MINIMAL + "[service.per_client]\nmax_flows = 16777217\n",
+     "service[0].per_client.max_flows", "an integer 1..16777216, got 16777217"),
+    ("per-client-flows-float", MINIMAL + "[service.per_client]\nmax_flows = 2.5\n",
+     "service[0].per_client.max_flows", "an integer 1..16777216, got 2.5 (float)"),
+    ("per-client-rate-zero", MINIMAL + "[service.per_client]\nnew_flows_per_second = 0\n",
+     "service[0].per_client.new_flows_per_second", "a number > 0 and at most 1e+06, got 0"),
+    ("per-client-rate-huge", MINIMAL + "[service.per_client]\nnew_flows_per_second = 1e7\n",
+     "service[0].per_client.new_flows_per_second", "at most 1e+06, got 10000000.0"),
+    ("per-client-rate-nan", MINIMAL + "[service.per_client]\nnew_flows_per_second = nan\n",
+     "service[0].per_client.new_flows_per_second", "got nan"),
+    ("per-client-rate-string", MINIMAL + '[service.per_client]\nnew_flows_per_second = "5/s"\n',
+     "service[0].per_client.new_flows_per_second", "(string)"),
+    ("per-client-burst-alone", MINIMAL + "[service.per_client]\nmax_flows = 5\nburst = 3\n",
+     "service[0].per_client.burst", "new_flows_per_second beside it, got burst alone"),
+    ("per-client-burst-zero",
+     MINIMAL + "[service.per_client]\nnew_flows_per_second = 5\nburst = 0\n",
+     "service[0].per_client.burst", "an integer 1..1000000, got 0"),
+    ("per-client-prefix-zero", MINIMAL + "[service.per_client]\nmax_flows = 5\nprefix = 0\n",
+     "service[0].per_client.prefix", "an integer 1..32, got 0"),
+    ("per-client-prefix-33", MINIMAL + "[service.per_client]\nmax_flows = 5\nprefix = 33\n",
+     "service[0].per_client.prefix", "an integer 1..32, got 33"),
     ("timeout-unknown", MINIMAL + "[timeouts]\nestablshed = 5\n",
      "timeouts.establshed", "one of none, established, syn_sent, syn_recv, fin_wait, time_wait"),
 ]  # fmt: skip
