@@ -2,7 +2,8 @@
 
 Every socket is non-blocking and every buffer bounded: a client that sends garbage gets an
 error reply, one that stops reading has its connection closed once its reply backlog passes
-MAX_BACKLOG, and none of them can hold up the datapath loop.
+MAX_BACKLOG, one that sends requests far ahead of the answers once they pass MAX_PENDING,
+and none of them can hold up the datapath loop.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pktswitch.io.loop import Loop
 log = logging.getLogger(__name__)
 
 MAX_BACKLOG = 16 * 1024 * 1024  # reply bytes queued for one client before it is dropped
+MAX_PENDING = 4 * MAX_LINE  # request bytes one client may have waiting to be answered
 MAX_CLIENTS = 64  # concurrent control clients; an operator needs a handful (supervisord: no cap)
 
 STREAM_CHUNK = 256  # events moved from a stream into a client's buffer per loop turn
@@ -187,6 +189,9 @@ class ControlServer:
                 if len(conn.inbuf) > MAX_LINE and b"\n" not in conn.inbuf:
                     conn.outbuf += encode({"ok": False, "error": "request line too long"})
                     conn.inbuf.clear()
+                elif len(conn.inbuf) > MAX_PENDING:  # requests sent far ahead of the answers
+                    self._drop(fd)
+                    return
         self._serve(fd, conn)
 
     def _serve(self, fd: int, conn: _Conn) -> None:

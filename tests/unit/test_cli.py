@@ -16,7 +16,7 @@ from scapy.layers.inet import IP, TCP
 
 from pktswitch.cli import main
 from pktswitch.control.daemon import handlers
-from pktswitch.control.server import ControlServer
+from pktswitch.control.server import MAX_PENDING, ControlServer
 from pktswitch.core.switch import ServiceState, Switch
 from pktswitch.io.loop import Loop
 from pktswitch.sched.pool import BackendState
@@ -137,13 +137,19 @@ def test_stats_json(running: tuple[str, Switch]) -> None:
     assert (s["packets_in"], s["packets_forwarded"], s["flows"], s["flows_created"]) == (1, 1, 1, 1)
 
 
+def connected(path: str, timeout: float) -> socket.socket:
+    """A raw client of the control socket at path."""
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(timeout)
+    s.connect(path)
+    return s
+
+
 def test_bad_requests_get_an_error_and_the_server_keeps_serving(
     running: tuple[str, Switch],
 ) -> None:
     path, _ = running
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(5)
-        s.connect(path)
+    with connected(path, 5) as s:
         f = s.makefile("rwb")
         for line, error in [
             (b"not json\n", "not JSON"),
@@ -158,6 +164,28 @@ def test_bad_requests_get_an_error_and_the_server_keeps_serving(
         f.write(b'{"cmd": "ping"}\n')
         f.flush()
         assert json.loads(f.readline()) == {"ok": True, "result": "pong"}
+
+
+def test_a_client_sending_far_ahead_of_the_answers_is_dropped(
+    running: tuple[str, Switch],
+) -> None:
+    path, _ = running
+    with connected(path, 10) as s:
+        s.sendall(b'{"cmd": "trace"}\n')  # a stream that stays open: no answer for a while
+        line = b'{"cmd": "ping"}' + b" " * 1000 + b"\n"
+        sent, closed = 0, False
+        while sent <= MAX_PENDING + len(line) and not closed:
+            try:
+                s.sendall(line)
+                sent += len(line)
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+        assert sent > MAX_PENDING or closed
+        s.shutdown(socket.SHUT_WR)
+        got = b""
+        while chunk := s.recv(65536):  # the server closes: recv ends (b"") within the timeout
+            got += chunk
+        assert b"pong" not in got  # none of the requests it held was answered
 
 
 def test_not_running_is_one_line_and_exit_3(tmp_path: Path) -> None:
