@@ -173,10 +173,10 @@ int pks_table_remove(pks_table *t, uint32_t slot)
     return 0;
 }
 
-uint32_t pks_table_scan(const pks_table *t, uint32_t from, uint32_t *out, uint32_t max)
+uint32_t pks_table_scan(const pks_table *t, uint32_t from, uint32_t *out, uint32_t span)
 {
-    uint32_t n = 0;
-    for (uint32_t i = from; i < t->nslots && n < max; i++)
+    uint32_t n = 0, end = from < t->nslots && t->nslots - from > span ? from + span : t->nslots;
+    for (uint32_t i = from; i < end; i++)
         if (t->flows[i].used)
             out[n++] = i;
     return n;

@@ -392,6 +392,7 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
     if (s->lim_bits)
         client_open(t, s, slot, now);
     t->bk_load[pick->backend].total++;
+    t->bk_load[pick->backend].bytes[0] += m->ip_len;
     t->opened++;
     event_write(t, open_at, slot, PKS_EV_OPEN, 0, PKS_S_SYN_RECV, 0, now, c.value);
     t->events[open_at].data = c.data;

@@ -90,6 +90,7 @@ typedef struct {
     uint32_t active;    /* a backend's flows in ESTABLISHED */
     uint32_t inactive;  /* and in any other state (counted from its first state on) */
     uint64_t total;     /* flows C opened for it */
+    uint64_t bytes[2];  /* the bytes of its flows, each way (in: toward it), ever */
     double rt;          /* its smoothed response time, seconds, as Python wrote it; -1:
                            not measured */
 } pks_load;

@@ -115,8 +115,9 @@ int64_t pks_table_lookup(const pks_table *t, const pks_key *k);
 uint32_t pks_expire(pks_table *t, double now, uint32_t *out, uint32_t max);
 /* the earliest entry's due time (maybe stale: early, never late), or -1 with none */
 double pks_next_due(const pks_table *t);
-/* The used slots from `from` on, up to max of them into out; returns how many (0: no more) */
-uint32_t pks_table_scan(const pks_table *t, uint32_t from, uint32_t *out, uint32_t max);
+/* The used slots among the `span` slots from `from` on, into out (room for span); returns
+ * how many. A walk of the table looks at a bounded span each call. */
+uint32_t pks_table_scan(const pks_table *t, uint32_t from, uint32_t *out, uint32_t span);
 
 /* vnet: 1 if buf starts with a virtio_net_hdr (a TUN device with IFF_VNET_HDR) */
 int pks_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *m, int vnet);

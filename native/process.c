@@ -44,6 +44,8 @@ int process_packet(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_met
         return drop_exit(m, -w);                /* nothing of the flow changes */
     f->pkts[m->dir]++;
     f->bytes[m->dir] += m->ip_len;
+    if (f->backend < t->bk_load_cap)
+        t->bk_load[f->backend].bytes[m->dir] += m->ip_len;
     f->last_seen = now;
     if (w == 0) {                               /* the sequence space seen each way */
         if (m->dir == 1 && (m->tcp_flags & PKS_TCP_SYN))

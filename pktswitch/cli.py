@@ -169,6 +169,7 @@ def flows(
     args = {"service": service, "backend": backend, "state": state, "limit": limit}
     while True:
         rows = _ask(path, "flows", **args)
+        rows.sort(key=lambda r: -r["age"])  # (the switch sends them in table order)
         if as_json:
             text = json.dumps(rows, indent=1)
         else:

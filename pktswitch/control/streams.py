@@ -1,11 +1,11 @@
 """Streaming control commands: answered a chunk per loop turn, between packet batches.
 
-`flows` walks a snapshot of the table (sorted by age once, when the request comes) and
-describes it a chunk per turn, so describing a big table does not stall the datapath for
-the whole time it takes. `trace` is a subscription to the switch:
-records are turned into events here, outside the packet loop: header fields before and after
-(decoded from the bytes in Python), which of them changed, the state transition, and the raw
-bytes (cut to the subscriber's snaplen) for a pcap file. With TUN offloads a packet's TCP
+`flows` walks the table a bounded span of slots per turn and describes what it found a
+chunk per turn, so a big table never stalls the datapath for the time a whole walk takes.
+`trace` is a subscription to the switch: records are turned into events here, outside the
+packet loop: header fields before and after (decoded from the bytes in Python), which of them
+changed, the state transition, and the raw bytes (cut to the subscriber's snaplen) for a pcap
+file. With TUN offloads a packet's TCP
 checksum may be partial (the pseudo-header sum, finished by the device later): the event then
 shows, and the pcap holds, the finished checksum (C finishes it in its copies), and says so
 under "offload".
@@ -14,16 +14,20 @@ under "offload".
 from __future__ import annotations
 
 import base64
+import heapq
 import struct
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from pktswitch.core import packet
+from pktswitch.core.flows import Flow
 from pktswitch.core.switch import Switch
 from pktswitch.core.trace import HEADERS_SNAP, Record, Subscription
 
 FIELDS = ("src", "sport", "dst", "dport", "flags", "ip_csum", "tcp_csum")
+SCAN_SPAN = 2048  # table slots `flows` looks at a loop turn (a few ms at most in Python)
 
 
 def parse_client(text: str) -> tuple[bytes, int]:
@@ -109,7 +113,11 @@ class TraceStream:
 
 
 class FlowsStream:
-    """The flow table, oldest flow first, filtered; flows that expire meanwhile are skipped."""
+    """The flow table, filtered, walked SCAN_SPAN slots a loop turn: never the whole table at
+    once, so the datapath runs between the slices. Without a limit the flows come in table
+    order (the CLI sorts them by age); with one, the `limit` oldest, oldest first, once the
+    walk is over (a bounded heap meanwhile). A flow that ends before it is described is
+    skipped."""
 
     def __init__(self, switch: Switch, args: dict[str, Any], clock: Callable[[], float]) -> None:
         limit = args.get("limit")
@@ -121,11 +129,12 @@ class FlowsStream:
         self.backend = args.get("backend")
         self.state = args["state"].upper() if "state" in args else None
         self.limit = limit
-        self.flows = sorted(switch.table, key=lambda f: f.created)
-        self.pos = 0
+        self.next_slot = 0  # where the walk goes on
+        self.found: deque[Flow] = deque()  # walked, wanted, not described yet
+        self.oldest: list[tuple[float, int, Flow]] = []  # with a limit: a max-heap by age
         self.sent = 0
 
-    def _wanted(self, f: Any) -> bool:
+    def _wanted(self, f: Flow) -> bool:
         return (
             f.alive
             and (self.service is None or f.service.name == self.service)
@@ -133,13 +142,37 @@ class FlowsStream:
             and (self.state is None or f.state.name == self.state)
         )
 
+    def _walk(self) -> None:
+        """One span of the table: its wanted flows into found, or into the heap of the
+        oldest (into found, oldest first, once the walk is over)."""
+        table = self.switch.table
+        flows, self.next_slot = table.scan(self.next_slot, SCAN_SPAN)
+        for f in flows:
+            if not self._wanted(f):
+                continue
+            if self.limit is None:
+                self.found.append(f)
+                continue
+            item = (-f.created, -f.slot, f)  # (ties: the lower slot; flows never compare)
+            if len(self.oldest) < self.limit:
+                heapq.heappush(self.oldest, item)
+            elif item > self.oldest[0]:
+                heapq.heapreplace(self.oldest, item)
+        if self.limit is not None and self._walked():
+            self.found.extend(f for _, _, f in sorted(self.oldest, reverse=True))
+            self.oldest = []
+
+    def _walked(self) -> bool:
+        return self.next_slot >= self.switch.table.max_flows
+
     def poll(self, limit: int) -> list[dict[str, Any]]:
+        if not self.found and not self._walked():
+            self._walk()
         out: list[dict[str, Any]] = []
         now = self.clock()
-        while self.pos < len(self.flows) and len(out) < limit and not self._full():
-            f = self.flows[self.pos]
-            self.pos += 1
-            if self._wanted(f):
+        while self.found and len(out) < limit and not self._full():
+            f = self.found.popleft()
+            if f.alive:
                 out.append(self.switch.flow_view(f, now))
                 self.sent += 1
         return out
@@ -151,10 +184,11 @@ class FlowsStream:
         return True  # more flows, or the summary
 
     def done(self) -> bool:
-        return self._full() or self.pos >= len(self.flows)
+        return self._full() or (self._walked() and not self.found)
 
     def summary(self) -> dict[str, int]:
         return {"flows": self.sent, "table": len(self.switch.table)}
 
     def close(self) -> None:
-        self.flows = []
+        self.found.clear()
+        self.oldest = []

@@ -84,7 +84,7 @@ class Events(SwitchBase):
                 if kind == EV_OPEN:
                     self._opened(slot, gen, backend, reason, service, t, value, (d0, d1, d2, d3))
                 elif kind in (EV_END, EV_EVICT, EV_RECLAIM):
-                    self._ended(kind, was, backend, reason, d0, d1)  # bytes in, out
+                    self._ended(kind, was, reason)
                 elif kind == EV_SYNACK:  # (its flow may have ended since: the event says all)
                     self._answered(backend, to, value, t)
                 elif kind == EV_REFUSED:
@@ -144,7 +144,7 @@ class Events(SwitchBase):
         if number is not None and b.rt is not None:
             lib.pks_backend_rt(self.table.tab, number, b.rt)
 
-    def _ended(self, kind: int, was: int, backend: int, reason: int, b0: int, b1: int) -> None:
+    def _ended(self, kind: int, was: int, reason: int) -> None:
         """C ended a flow (and freed its SNAT pair) to open a new one: in TIME_WAIT or CLOSE,
         for its client's reused port (END); the oldest half-open one, to make room (EVICT);
         or one whose SNAT pair the new flow takes (RECLAIM). What _expire counts, from the
@@ -156,9 +156,6 @@ class Events(SwitchBase):
         else:
             self.flows_reused += 1
             self.flows_expired[STATES[was].name] += 1
-        b = self.table.backends[backend]
-        b.closed_bytes[0] += b0
-        b.closed_bytes[1] += b1
         self.table.ended(reason)
 
     def _answered(self, backend: int, syns: int, handshake: float, now: float) -> None:

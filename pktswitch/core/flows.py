@@ -152,6 +152,14 @@ class CLoad:
     def total(self) -> int:
         return int(self._tab.bk_load[self._n].total)
 
+    @property
+    def bytes_in(self) -> int:
+        return int(self._tab.bk_load[self._n].bytes[0])
+
+    @property
+    def bytes_out(self) -> int:
+        return int(self._tab.bk_load[self._n].bytes[1])
+
 
 STATES = tuple(State)  # by value, quicker than State(n)
 SYN_RECV = State.SYN_RECV
@@ -304,6 +312,7 @@ class FlowTable:
         )
         self.reasons = Reasons()
         self._expired = ffi.new("uint32_t[]", EXPIRE_BATCH)
+        self._scanned = ffi.new("uint32_t[]", EXPIRE_BATCH)  # (scan's, grown as asked)
 
     def __len__(self) -> int:
         return int(self.tab.count)
@@ -317,12 +326,13 @@ class FlowTable:
         if c.active or c.inactive:
             raise RuntimeError(f"backend number {number} is given again with flows on it")
         c.total = b.load.total
+        c.bytes = [b.load.bytes_in, b.load.bytes_out]
         c.rt = -1.0 if b.rt is None else b.rt
         b.load = CLoad(self.tab, number)
 
     def _backend_forgotten(self, b: BackendState, number: int) -> None:
         """b lets its number go (it has no flows): it keeps what C counted, in Python."""
-        b.load = Load(0, 0, b.total)
+        b.load = Load(0, 0, b.total, b.bytes_in, b.bytes_out)
 
     def load(self, backend_number: int) -> tuple[int, int]:
         """The backend's flows as C counts them: (ESTABLISHED, in any other state)."""
@@ -343,14 +353,18 @@ class FlowTable:
 
     def __iter__(self) -> Iterator[Flow]:
         """The flows, by slot (a snapshot taken in batches: flows may end meanwhile)."""
-        out, start = ffi.new("uint32_t[]", EXPIRE_BATCH), 0
-        while True:
-            n = lib.pks_table_scan(self.tab, start, out, EXPIRE_BATCH)
-            if n == 0:
-                return
-            for i in range(n):
-                yield Flow(self, out[i])
-            start = out[n - 1] + 1
+        start = 0
+        while start < self.max_flows:
+            found, start = self.scan(start, EXPIRE_BATCH)
+            yield from found
+
+    def scan(self, start: int, span: int) -> tuple[list[Flow], int]:
+        """The flows in the `span` slots from `start` on, and where the next span starts."""
+        if len(self._scanned) < span:
+            self._scanned = ffi.new("uint32_t[]", span)
+        out = self._scanned
+        n = lib.pks_table_scan(self.tab, start, out, span)
+        return [Flow(self, out[i]) for i in range(n)], start + span
 
     def set_timeouts(self, timeouts: dict[State, float]) -> None:
         """The idle timeout of each state; a flow takes its state's when it enters it."""

@@ -253,11 +253,9 @@ class Switch(Events, Registry, Passive, Tracing, Views):
         c = self.table.native(flow)
         if counted:
             self.flows_expired[STATES[c.state].name] += 1
-        backend = self.table.backends[c.backend]
         if c.has_snat:
+            backend = self.table.backends[c.backend]
             self.pool.free(backend.endpoint, (c.snat_addr, c.snat_port), now)
-        backend.closed_bytes[0] += c.bytes[0]
-        backend.closed_bytes[1] += c.bytes[1]
         self.table.remove(flow)
 
     # ------------------------------------------------------------------ control

@@ -31,6 +31,10 @@ class Counts(Protocol):
     def inactive(self) -> int: ...
     @property
     def total(self) -> int: ...
+    @property
+    def bytes_in(self) -> int: ...  # the bytes of its flows toward it, ever
+    @property
+    def bytes_out(self) -> int: ...  # and from it
 
 
 @dataclass(slots=True)
@@ -41,6 +45,8 @@ class Load:
     active: int = 0
     inactive: int = 0
     total: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
 
 
 class _Count:
@@ -64,7 +70,6 @@ class BackendState:
     port: int
     weight: int = 1  # effective: what schedulers read; 0 takes no new flows (IPVS quiescing)
     load: Counts = field(default_factory=Load)  # its flows (active, inactive, total below)
-    closed_bytes: list[int] = field(default_factory=lambda: [0, 0])  # of expired flows: in, out
     rtt_syn: float | None = None  # smoothed SYN -> SYN-ACK time, seconds
     rt_data: float | None = None  # smoothed first request -> first response time, seconds
     rt: float | None = None  # all samples smoothed together: what lrt compares
@@ -94,6 +99,8 @@ class BackendState:
     active = _Count()
     inactive = _Count()
     total = _Count()
+    bytes_in = _Count()  # and the bytes of its flows, ever, toward it and from it
+    bytes_out = _Count()
 
     def _own(self) -> Load:
         """The counts, when they are this object's to set (not C's)."""
