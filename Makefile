@@ -1,7 +1,7 @@
 # The two commands of README.md. Both run tools/setup.sh first, so a fresh Debian machine
 # needs nothing else (run them as root: the lab and the netns tests create namespaces).
 # `make lint` and `make unit` need neither root nor apt: they set up the venv alone.
-.PHONY: demo test setup venv lint unit fuzz bench bench-core bench-lrt
+.PHONY: demo test setup venv lint unit fuzz bench bench-core bench-lrt bench-inspect
 
 setup:
 	@tools/setup.sh
@@ -38,3 +38,6 @@ bench-core: setup
 
 bench-lrt: setup
 	.venv/bin/python netns-lab/bench_lrt.py $(ARGS)
+
+bench-inspect: setup
+	.venv/bin/python netns-lab/bench_inspect.py $(ARGS)

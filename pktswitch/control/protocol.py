@@ -82,8 +82,11 @@ def check_args(cmd: str, args: Any) -> dict[str, Any]:
     return {k: v for k, v in args.items() if v is not None}
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # one, made once: json.dumps makes one a call
+
+
 def encode(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+    return _ENCODER.encode(obj).encode() + b"\n"
 
 
 def request(cmd: str, **args: Any) -> bytes:

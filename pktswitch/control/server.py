@@ -16,6 +16,7 @@ import os
 import selectors
 import socket
 import stat
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -28,7 +29,8 @@ MAX_BACKLOG = 16 * 1024 * 1024  # reply bytes queued for one client before it is
 MAX_PENDING = 4 * MAX_LINE  # request bytes one client may have waiting to be answered
 MAX_CLIENTS = 64  # concurrent control clients; an operator needs a handful (supervisord: no cap)
 
-STREAM_CHUNK = 256  # events moved from a stream into a client's buffer per loop turn
+STREAM_CHUNK = 32  # events moved from a stream into a client's buffer at a time
+STREAM_TURN = 0.001  # seconds a stream may take of one loop turn (then packets go first)
 STREAM_BACKLOG = 1024 * 1024  # a stream waits while its client has this much unsent
 
 
@@ -237,18 +239,21 @@ class ControlServer:
         return None
 
     def _pump(self) -> None:
-        """Move waiting stream events into their clients' buffers, a bounded amount per turn;
-        a client that does not read leaves its events in the stream's own bounded queue."""
+        """Move waiting stream events into their clients' buffers, for STREAM_TURN at most
+        per client per turn; a client that does not read leaves its events in the stream's
+        own bounded queue."""
         for fd, conn in list(self.conns.items()):
             stream = conn.stream
             if stream is None:
                 if conn.can_answer():
                     self._serve(fd, conn)  # the next pipelined request
                 continue
-            if len(conn.outbuf) > STREAM_BACKLOG:
-                continue
-            for event in stream.poll(STREAM_CHUNK):
-                conn.outbuf += encode({"ok": True, "event": event})
+            until = time.monotonic() + STREAM_TURN
+            while len(conn.outbuf) <= STREAM_BACKLOG and stream.pending() and not stream.done():
+                for event in stream.poll(STREAM_CHUNK):
+                    conn.outbuf += encode({"ok": True, "event": event})
+                if time.monotonic() >= until:
+                    break
             if stream.done():
                 conn.outbuf += encode({"ok": True, "result": stream.summary()})
                 stream.close()

@@ -27,7 +27,7 @@ from pktswitch.core.switch import Switch
 from pktswitch.core.trace import HEADERS_SNAP, Record, Subscription
 
 FIELDS = ("src", "sport", "dst", "dport", "flags", "ip_csum", "tcp_csum")
-SCAN_SPAN = 2048  # table slots `flows` looks at a loop turn (a few ms at most in Python)
+SCAN_SPAN = 512  # table slots `flows` looks at a time (0.4 ms at most in Python)
 
 
 def parse_client(text: str) -> tuple[bytes, int]:
@@ -113,8 +113,8 @@ class TraceStream:
 
 
 class FlowsStream:
-    """The flow table, filtered, walked SCAN_SPAN slots a loop turn: never the whole table at
-    once, so the datapath runs between the slices. Without a limit the flows come in table
+    """The flow table, filtered, walked SCAN_SPAN slots a poll: never the whole table at once,
+    so the datapath runs between the slices. Without a limit the flows come in table
     order (the CLI sorts them by age); with one, the `limit` oldest, oldest first, once the
     walk is over (a bounded heap meanwhile). A flow that ends before it is described is
     skipped."""

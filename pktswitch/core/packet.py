@@ -9,6 +9,7 @@ the first four bytes.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from typing import Any
 
 from pktswitch._native import ffi, lib
@@ -63,7 +64,7 @@ def ip_bytes(ip: str) -> bytes:
 
 def ip_str(addr: CData) -> str:
     """The IPv4 address held in the first 4 bytes of a C 16-byte address field."""
-    return str(ipaddress.IPv4Address(bytes(ffi.buffer(addr, 4))))
+    return socket.inet_ntoa(ffi.buffer(addr, 4))  # (a tenth of ipaddress's time)
 
 
 def summary(meta: CData) -> str:

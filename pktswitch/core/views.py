@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pktswitch._native import ffi
+from pktswitch._native import ffi, lib
 from pktswitch.core import packet
 from pktswitch.core.base import RATE_WINDOW, SwitchBase
-from pktswitch.core.flows import Flow
+from pktswitch.core.flows import STATES, Flow
 from pktswitch.sched.health_policy import state_name
 
 
@@ -35,29 +35,30 @@ class Views(SwitchBase):
 
     # ------------------------------------------------------------------ reading
     def flow_view(self, flow: Flow, now: float) -> dict[str, Any]:
-        """One flow as the control API and `pktswitch flows` show it."""
+        """One flow as the control API and `pktswitch flows` show it (read from its C record
+        once: a listing describes every flow)."""
         nf = self.table.native(flow)
         k0, k1 = nf.key[0], nf.key[1]
-        snat = None
-        if flow.snat is not None:
-            snat = f"{self.snat[flow.snat[0]]}:{flow.snat[1]}"
+        table = self.table
+        timeout = round(float(nf.timeout), 6)  # (a C float, rounded back as configured)
+        reason = nf.reason
         return {
             "protocol": "tcp",
-            "service": flow.service.name,
+            "service": table.services[nf.service].name,
             "client": f"{packet.ip_str(k0.saddr)}:{k0.sport}",
             "vip": f"{packet.ip_str(k0.daddr)}:{k0.dport}",
-            "snat": snat,
-            "backend": flow.backend.name,
+            "snat": f"{self.snat[nf.snat_addr]}:{nf.snat_port}" if nf.has_snat else None,
+            "backend": table.backends[nf.backend].name,
             "backend_address": f"{packet.ip_str(k1.saddr)}:{k1.sport}",
-            "state": flow.state.name,
-            "timeout": flow.timeout,
-            "expires_in": round(max(0.0, nf.last_seen + flow.timeout - now), 3),
-            "age": round(now - flow.created, 3),
+            "state": STATES[nf.state].name,
+            "timeout": timeout,
+            "expires_in": round(max(0.0, nf.last_seen + timeout - now), 3),
+            "age": round(now - nf.created, 3),
             "packets_in": nf.pkts[0],
             "bytes_in": nf.bytes[0],
             "packets_out": nf.pkts[1],
             "bytes_out": nf.bytes[1],
-            "reason": flow.reason,
+            "reason": "" if reason == lib.PKS_NONE else table.reasons.text(reason),
         }
 
     def flows(self, now: float) -> list[dict[str, Any]]:
