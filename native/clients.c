@@ -102,7 +102,7 @@ int pks_service_limits(pks_table *t, uint32_t id, uint32_t bits, uint32_t max_fl
     return 0;
 }
 
-int client_check(pks_table *t, const pks_service *s, uint32_t addr, uint32_t old, double now)
+int client_check(pks_table *t, const pks_service *s, uint32_t addr, double now)
 {
     pks_clients *c = t->clients;
     uint32_t i = find(t, addr & prefix_mask(s->lim_bits), s->id << 6 | s->lim_bits);
@@ -112,11 +112,7 @@ int client_check(pks_table *t, const pks_service *s, uint32_t addr, uint32_t old
         return c->count >= c->limit ? PKS_E_CLIENTS_FULL : 0;
     }
     const pks_client *e = &c->slots[i];
-    uint32_t flows = e->flows;                  /* the flow whose port the SYN reuses ends */
-    if (old != PKS_NONE && t->flows[old].client_bits == s->lim_bits
-        && t->flows[old].service == s->id)
-        flows--;
-    if (s->lim_flows && flows >= s->lim_flows)
+    if (s->lim_flows && e->flows >= s->lim_flows)
         return PKS_E_CLIENT_FLOWS;
     if (s->lim_gap && e->tat - now > s->lim_ahead)
         return PKS_E_CLIENT_RATE;
@@ -144,10 +140,25 @@ void client_open(pks_table *t, const pks_service *s, uint32_t slot, double now)
     f->client_bits = (uint8_t)s->lim_bits;
 }
 
-void client_gone(pks_table *t, const pks_flow *f)
+void client_count(pks_table *t, const pks_flow *f, int counts)
 {
+    pks_clients *c = t->clients;
     uint32_t bits = f->client_bits;
-    uint32_t i = find(t, rd32(f->key[0].saddr) & prefix_mask(bits), f->service << 6 | bits);
-    if (i != PKS_NONE && t->clients->slots[i].flows)
-        t->clients->slots[i].flows--;
+    uint32_t addr = rd32(f->key[0].saddr) & prefix_mask(bits), svc_bits = f->service << 6 | bits;
+    uint32_t i = find(t, addr, svc_bits);
+    if (!counts) {
+        if (i != PKS_NONE && c->slots[i].flows)
+            c->slots[i].flows--;
+        return;
+    }
+    if (i == PKS_NONE) {            /* swept while the flow was closing; no room: uncounted */
+        if (c->count >= c->limit)
+            return;
+        for (i = home(t, addr, svc_bits); c->slots[i].svc_bits != PKS_NONE;
+             i = (i + 1) & c->mask)
+            ;
+        c->slots[i] = (pks_client){.addr = addr, .svc_bits = svc_bits, .flows = 0, .tat = 0};
+        c->count++;
+    }
+    c->slots[i].flows++;
 }

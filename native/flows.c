@@ -60,6 +60,8 @@ int flow_state(pks_table *t, uint32_t slot, uint8_t state, double now)
     pks_flow *f = &t->flows[slot];
     load_move(t, f->backend, f->state, state);
     pks_list *was = list_of(t, f->state), *to = list_of(t, state);
+    if (f->client_bits && (was == &t->closing) != (to == &t->closing))
+        client_count(t, f, to != &t->closing);  /* a finished flow is no client's any more */
     if (was != to) {
         if (was)
             list_unlink(t, was, slot);
@@ -159,8 +161,8 @@ int pks_table_remove(pks_table *t, uint32_t slot)
     if (l)
         list_unlink(t, l, slot);
     load_move(t, f->backend, f->state, PKS_S_NONE);
-    if (f->client_bits)
-        client_gone(t, f);
+    if (f->client_bits && l != &t->closing)
+        client_count(t, f, 0);
     if (f->timer_seq)
         t->stale++;
     uint32_t gen = f->gen;

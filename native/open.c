@@ -235,7 +235,7 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
     if (s->acl && !acl_permits(s, m->saddr4))
         return drop_exit(m, PKS_E_ACL);
     if (s->lim_bits) {
-        int why = client_check(t, s, m->saddr4, old, now);
+        int why = client_check(t, s, m->saddr4, now);
         if (why)
             return drop_exit(m, why);
     }

@@ -48,10 +48,9 @@ static inline int drop_exit(pks_meta *m, int why)
 
 /* offered by one source file to the others */
 /* clients.c */
-PKS_HIDDEN int client_check(pks_table *t, const pks_service *s, uint32_t addr, uint32_t old,
-                            double now);
+PKS_HIDDEN int client_check(pks_table *t, const pks_service *s, uint32_t addr, double now);
 PKS_HIDDEN void client_open(pks_table *t, const pks_service *s, uint32_t slot, double now);
-PKS_HIDDEN void client_gone(pks_table *t, const pks_flow *f);
+PKS_HIDDEN void client_count(pks_table *t, const pks_flow *f, int counts);
 /* flows.c */
 PKS_HIDDEN int flow_state(pks_table *t, uint32_t slot, uint8_t state, double now);
 PKS_HIDDEN uint32_t free_slot(const pks_table *t);

@@ -260,7 +260,7 @@ PER_CLIENT = (
     Key(
         "max_flows",
         f"integer 1..{MAX_FLOWS_LIMIT}",
-        "a client's flows at most; its SYN beyond them is dropped (client_max_flows)",
+        "a client's open flows at most (not TIME_WAIT or CLOSE); a SYN beyond: client_max_flows",
         default_text="no limit",
     ),
     Key(

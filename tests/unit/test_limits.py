@@ -62,6 +62,22 @@ def test_a_flow_that_ends_gives_its_client_room_again() -> None:
     assert not syn(sw, GREEDY, 3, T0 + 5)
 
 
+def test_a_finished_flow_is_not_counted() -> None:
+    """TIME_WAIT and CLOSE flows hold a table slot, not a client's share (HAProxy's conn_cur
+    counts open connections): a client making short connections is not locked out."""
+    sw = switch(ClientLimits(max_flows=1), timeouts={State.TIME_WAIT: 60.0})
+    assert syn(sw, GREEDY, 1)
+    first = next(iter(sw.table))
+    sw.table.set_state(first, State.TIME_WAIT, T0)
+    assert syn(sw, GREEDY, 2) and not syn(sw, GREEDY, 3)
+    sw.table.set_state(first, State.CLOSE, T0)  # closing still
+    assert not syn(sw, GREEDY, 3)
+    sw.table.set_state(first, State.TIME_WAIT, T0)
+    sw.table.remove(first)  # an uncounted flow's end changes no count
+    assert not syn(sw, GREEDY, 3)
+    assert limited(sw) == {"client_max_flows": 3}
+
+
 def test_new_flows_per_second_with_a_burst() -> None:
     sw = switch(ClientLimits(new_flows_per_second=2, burst=3))
     assert [syn(sw, GREEDY, p) for p in (1, 2, 3, 4)] == [True, True, True, False]
