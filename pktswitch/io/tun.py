@@ -64,6 +64,18 @@ def _tc(*args: str) -> str:
     return _run("tc", *args)
 
 
+def route_device(route_get: str) -> str | None:
+    """The device of `ip route get ADDR`'s answer ("192.0.2.1 dev veth1 src 192.0.2.254 uid 0
+    / cache"), None for a local address (dev lo) or none named."""
+    words = route_get.split()
+    if not words or words[0] in ("local", "broadcast", "unreachable", "prohibit", "blackhole"):
+        return None
+    if "dev" not in words[:-1]:
+        return None
+    dev = words[words.index("dev") + 1]
+    return None if dev == "lo" else dev
+
+
 def root_qdisc(tc_show: str) -> str:
     """The kind of a device's root qdisc from `tc qdisc show dev DEV`'s lines
     ("qdisc noqueue 0: root refcnt 2")."""
@@ -213,14 +225,20 @@ class TunDevice:
 
     def steer_replies(self, table: int, endpoints: Sequence[tuple[str, int]]) -> None:
         """nat mode: send TCP from each backend endpoint, and ICMP from each backend address,
-        into the device via `table`; what was added before is left as it is."""
+        into the device via `table`, when it comes in where the host routes to that backend
+        (`iif`: a packet from the client side forged with a backend's address is routed as
+        any other, never taken for its reply); what was added before is left as it is."""
         undo = ("route", "del", "default", "dev", self.name, "table", str(table))
         if undo not in self._undo:
             _ip("route", "replace", "default", "dev", self.name, "table", str(table))
             self._undo.append(undo)
-        tcp = [("from", f"{ip}/32", "ipproto", "tcp", "sport", str(port)) for ip, port in endpoints]
+        came = {ip: self._backend_side(ip) for ip, _ in endpoints}
+        tcp = [
+            ("from", f"{ip}/32", *came[ip], "ipproto", "tcp", "sport", str(port))
+            for ip, port in endpoints
+        ]
         # and ICMP errors from the backends, which the switch translates for the client
-        errors = [("from", f"{ip}/32", "ipproto", "icmp") for ip in {ip for ip, _ in endpoints}]
+        errors = [("from", f"{ip}/32", *came[ip], "ipproto", "icmp") for ip in set(came)]
         for match in sorted(set(tcp)) + sorted(errors):
             spec = (*match, "lookup", str(table), "priority", str(RULE_PRIORITY))
             if ("rule", "del", *spec) in self._undo:
@@ -228,6 +246,18 @@ class TunDevice:
             _remove_stale_rules(spec)
             _ip("rule", "add", *spec)
             self._undo.append(("rule", "del", *spec))
+
+    @staticmethod
+    def _backend_side(ip: str) -> tuple[str, ...]:
+        """("iif", DEVICE): the device the host routes to backend `ip` through, which its
+        replies come in by; () when the route says none (a local or unreachable address)."""
+        dev = route_device(_run("ip", "route", "get", ip))
+        if dev is None:
+            log.warning(
+                "nat mode: no device routes to backend %s; its replies are taken from any", ip
+            )
+            return ()
+        return ("iif", dev)
 
     def spread_receive(self, cpus: Sequence[int], sysfs: str = SYSFS_NET) -> tuple[int, ...]:
         """RPS on the device: the kernel's work on each packet the switch writes (routing it on,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -259,3 +260,56 @@ def test_stats_say_what_the_device_has() -> None:
     s = handlers(sw, None, tun=dev)["stats"]({})
     assert (s["device_qdisc"], s["rps_cpus"]) == ("noqueue", [1, 3])
     assert "device_qdisc" not in handlers(sw, None)["stats"]({})  # no device: not said
+
+
+@pytest.mark.parametrize(
+    ("shown", "dev"),
+    [
+        ("192.0.2.1 dev veth1 src 192.0.2.254 uid 0 \n    cache \n", "veth1"),
+        ("192.0.2.1 via 192.0.2.9 dev eth0 src 192.0.2.254 uid 0\n    cache\n", "eth0"),
+        ("local 192.0.2.1 dev lo table local src 192.0.2.1 uid 0\n    cache <local>\n", None),
+        ("unreachable 192.0.2.1 uid 0\n", None),
+        ("", None),
+    ],
+)
+def test_route_device_as_ip_route_get_shows_it(shown: str, dev: str | None) -> None:
+    assert tun.route_device(shown) == dev
+
+
+def test_nat_reply_rules_take_replies_only_from_the_backends_side(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    routes = {"192.0.2.1": "192.0.2.1 dev vb0 src 192.0.2.254 uid 0\n", "192.0.2.2": ""}
+    added: list[tuple[str, ...]] = []
+
+    def run(*cmd: str) -> str:
+        if cmd[:3] == ("ip", "route", "get"):
+            return routes[cmd[3]]
+        added.append(cmd[1:])
+        return ""
+
+    monkeypatch.setattr(tun, "_run", run)
+    monkeypatch.setattr(tun, "_exec", lambda *cmd: subprocess.CompletedProcess(cmd, 1, "", ""))
+    dev = tun.TunDevice.__new__(tun.TunDevice)
+    dev.name, dev._undo = "pks0", []
+    dev.steer_replies(4242, [("192.0.2.1", 80), ("192.0.2.2", 80)])
+    rules = [a for a in added if a[0] == "rule"]
+    tail = ("lookup", "4242", "priority", str(tun.RULE_PRIORITY))
+    assert rules == [
+        (
+            "rule",
+            "add",
+            "from",
+            "192.0.2.1/32",
+            "iif",
+            "vb0",
+            "ipproto",
+            "tcp",
+            "sport",
+            "80",
+            *tail,
+        ),
+        ("rule", "add", "from", "192.0.2.2/32", "ipproto", "tcp", "sport", "80", *tail),
+        ("rule", "add", "from", "192.0.2.1/32", "iif", "vb0", "ipproto", "icmp", *tail),
+        ("rule", "add", "from", "192.0.2.2/32", "ipproto", "icmp", *tail),
+    ]
