@@ -15,30 +15,42 @@ import time
 CONNECT_TIMEOUT = 5.0  # seconds for all the connections to be made, and for each answer
 
 
-def connect_all(host: str, port: int, n: int) -> list[socket.socket]:
-    """n connections whose SYNs all leave before any of them is waited for."""
+def start_connects(host: str, port: int, n: int, source: str = "") -> list[socket.socket]:
+    """n non-blocking connects (from `source`, else the default address): every SYN out."""
     conns = []
     for _ in range(n):
         s = socket.socket()
         s.setblocking(False)
+        if source:
+            s.bind((source, 0))
         s.connect_ex((host, port))
         conns.append(s)
+    return conns
+
+
+def await_connects(conns: list[socket.socket], timeout: float) -> list[socket.socket]:
+    """Those of conns made within timeout (an error or no answer leaves one out)."""
+    made = []
     with selectors.DefaultSelector() as sel:
         for s in conns:
             sel.register(s, selectors.EVENT_WRITE)
-        pending, deadline = n, time.monotonic() + CONNECT_TIMEOUT
-        while pending:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"{pending} of {n} connections not made")
+        deadline = time.monotonic() + timeout
+        while sel.get_map() and (left := deadline - time.monotonic()) > 0:
             for key, _ in sel.select(left):
                 s = key.fileobj
                 assert isinstance(s, socket.socket)
-                err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                if err:
-                    raise OSError(err, f"connect to {host}:{port}")
                 sel.unregister(s)
-                pending -= 1
+                if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                    made.append(s)
+    return made
+
+
+def connect_all(host: str, port: int, n: int) -> list[socket.socket]:
+    """n connections whose SYNs all leave before any of them is waited for."""
+    conns = start_connects(host, port, n)
+    made = await_connects(conns, CONNECT_TIMEOUT)
+    if len(made) < n:
+        raise TimeoutError(f"{n - len(made)} of {n} connections to {host}:{port} not made")
     for s in conns:
         s.setblocking(True)
         s.settimeout(CONNECT_TIMEOUT)

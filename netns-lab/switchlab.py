@@ -43,11 +43,13 @@ def config_text(
     health: dict[str, object] | None = None,
     switch_keys: dict[str, object] | None = None,
     hash_secret: str | None = LAB_SECRET,
+    per_client: dict[str, object] | None = None,
 ) -> str:
     """A config for the lab: service "web" on VIP:80 over the backends (round robin unless
     `scheduler` says otherwise, with `weights` and scheduler `options`), and service "bulk"
     on VIP:5201 with backend A only (iperf3 needs one backend per client). `extra` adds
-    whole [[service]] blocks (see service_text); `switch_keys` more [switch] keys."""
+    whole [[service]] blocks (see service_text); `switch_keys` more [switch] keys;
+    `per_client` web's [service.per_client] limits."""
     lines = [
         "[switch]",
         f'tun = "{lab.prefix.rstrip("-")[:12]}t0"',
@@ -66,7 +68,7 @@ def config_text(
     if timeouts:
         lines += ["", "[timeouts]", *(f"{k} = {v}" for k, v in timeouts.items())]
     web = {b: (weights or {}).get(b, 1) for b in web_backends}
-    lines.append(service_text(lab, "web", WEB_PORT, scheduler, web, options, health))
+    lines.append(service_text(lab, "web", WEB_PORT, scheduler, web, options, health, per_client))
     lines.append(service_text(lab, "bulk", BULK_PORT, "rr", {"A": 1}))
     lines += list(extra)
     return "\n".join(lines) + "\n"
@@ -80,15 +82,21 @@ def service_text(
     backends: dict[str, int],
     options: dict[str, object] | None = None,
     health: dict[str, object] | None = None,
+    per_client: dict[str, object] | None = None,
 ) -> str:
     """One [[service]] on VIP:port over backends {name: weight}, each on the same port, with
-    scheduler options and a [service.health] table if given."""
+    scheduler options, and [service.health] and [service.per_client] tables if given."""
     lines = ["", "[[service]]", f'name = "{name}"', f'vip = "{lab.VIP}:{port}"']
     lines += ['protocol = "tcp"', f'scheduler = "{scheduler}"']
     for k, v in (options or {}).items():
         lines.append(f"{k} = {json.dumps(v)}")
-    if health is not None:
-        lines += ["", "[service.health]", *(f"{k} = {json.dumps(v)}" for k, v in health.items())]
+    for table, keys in (("health", health), ("per_client", per_client)):
+        if keys is not None:
+            lines += [
+                "",
+                f"[service.{table}]",
+                *(f"{k} = {json.dumps(v)}" for k, v in keys.items()),
+            ]
     for b, weight in backends.items():
         lines += ["", "[[service.backend]]", f'name = "{b}"']
         lines += [f'address = "{lab.BACKENDS[b]}:{port}"', f"weight = {weight}"]

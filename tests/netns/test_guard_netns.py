@@ -1,13 +1,16 @@
-"""Access control and ICMP on real packets: refused clients, pings to the VIP, and an ICMP error
-from a backend reaching the client's socket (the kernel checks its checksum and matches the
+"""Access control and ICMP on real packets: refused clients, a greedy client held to its
+per-client limit while another connects, pings to the VIP, and an ICMP error from a backend
+reaching the client's socket (the kernel checks its checksum and matches the
 quoted header to the socket, so a wrong translation would leave curl waiting for a timeout)."""
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 
 import pytest
-from netns_helpers import NETNS, Lab
+from netns_helpers import LAB_DIR, NETNS, Lab, wait_until
 from switchlab import Switch, config_text
 
 pytestmark = NETNS
@@ -44,6 +47,35 @@ def test_acl_refuses_denied_sources_and_counts_them(lab: Lab) -> None:
         assert s["acl_denied"] == {"web": s["dropped"]["acl_denied"]}
         assert s["dropped"]["acl_denied"] >= 1
         assert s["flows_created"] == 1
+        assert sw.stop() == 0
+
+
+GREEDY_TRIES = 40
+MAX_FLOWS = 8
+
+
+def test_a_greedy_client_cannot_fail_another_clients_connections(lab: Lab) -> None:
+    greedy = lab.EXTRA_CLIENT_IPS[0]
+    with Switch(lab, config_text(lab, per_client={"max_flows": MAX_FLOWS})) as sw:
+        proc = lab.spawn(
+            "cli", sys.executable, str(LAB_DIR / "greedy.py"),
+            lab.VIP, "80", greedy, str(GREEDY_TRIES), "60",
+        )  # fmt: skip
+        log = lab.log_path(proc)
+        assert log is not None
+        line = wait_until("the greedy client's count", lambda: log.read_text().strip(), 30)
+        assert json.loads(line) == {"established": MAX_FLOWS, "refused": GREEDY_TRIES - MAX_FLOWS}
+        # meanwhile another client: new connections, one after another, each answered
+        answers = [curl_status(lab, lab.CLIENT_IP, 5) for _ in range(2 * MAX_FLOWS)]
+        assert [code for code, _, _ in answers] == [0] * 2 * MAX_FLOWS, answers
+        held = [f for f in sw.flows() if f["client"].startswith(f"{greedy}:")]
+        assert [f["state"] for f in held] == ["ESTABLISHED"] * MAX_FLOWS
+        s = sw.stats()
+        refused = s["dropped"]["client_max_flows"]  # each SYN refused, and each retry of one
+        assert refused >= GREEDY_TRIES - MAX_FLOWS
+        assert s["client_limited"] == {"web": {"client_max_flows": refused}}
+        assert set(s["dropped"]) - {"ip_version"} == {"client_max_flows"}  # (IPv6 neighbour talk)
+        lab.stop(proc)
         assert sw.stop() == 0
 
 
