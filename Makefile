@@ -1,7 +1,7 @@
 # The two commands of README.md. Both run tools/setup.sh first, so a fresh Debian machine
 # needs nothing else (run them as root: the lab and the netns tests create namespaces).
 # `make lint` and `make unit` need neither root nor apt: they set up the venv alone.
-.PHONY: demo test setup venv lint unit fuzz bench bench-core bench-lrt bench-inspect
+.PHONY: demo test setup venv lint unit fuzz bench bench-core bench-lrt bench-inspect bench-snat
 
 setup:
 	@tools/setup.sh
@@ -41,3 +41,6 @@ bench-lrt: setup
 
 bench-inspect: setup
 	.venv/bin/python netns-lab/bench_inspect.py $(ARGS)
+
+bench-snat: setup
+	.venv/bin/python netns-lab/bench_snat.py $(ARGS)
