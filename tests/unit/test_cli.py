@@ -181,10 +181,13 @@ def test_a_client_sending_far_ahead_of_the_answers_is_dropped(
             except (BrokenPipeError, ConnectionResetError):
                 closed = True
         assert sent > MAX_PENDING or closed
-        s.shutdown(socket.SHUT_WR)
         got = b""
-        while chunk := s.recv(65536):  # the server closes: recv ends (b"") within the timeout
-            got += chunk
+        try:
+            s.shutdown(socket.SHUT_WR)
+            while chunk := s.recv(65536):  # the server closes: b"" within the timeout, or
+                got += chunk
+        except (ConnectionResetError, BrokenPipeError):  # a reset (it left requests unread)
+            pass
         assert b"pong" not in got  # none of the requests it held was answered
 
 
