@@ -94,7 +94,8 @@ void pks_drain(pks_table *t, int fd, uint8_t *buf, uint32_t cap, int vnet, uint3
             r->now = now;
             return;
         }
-        if (write(fd, buf, (size_t)n) < 0) {
+        /* what pks_process made of it: the same length, or a packet of its own (cookie.c) */
+        if (write(fd, buf, (size_t)m->hdr + m->ip_len) < 0) {
             r->write_errors++;
             r->err = errno;
         }

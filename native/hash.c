@@ -64,7 +64,7 @@ static void b2_compress(uint64_t h[8], const uint8_t block[128], uint64_t count,
 
 /* the state after the key block of a keyed, 8-byte BLAKE2b (the block is the last one when
  * no data follows) */
-static void b2_keyed(uint64_t h[8], const uint8_t *key, uint32_t keylen, int last)
+void b2_keyed(uint64_t h[8], const uint8_t *key, uint32_t keylen, int last)
 {
     uint8_t block[128];
     if (keylen > PKS_HASH_KEY_MAX)

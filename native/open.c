@@ -203,23 +203,32 @@ static void take(pks_service *s, const choice *c)
 }
 
 /* A client's SYN without a flow (old = PKS_NONE), or reusing the port of flow `old` in
- * TIME_WAIT or CLOSE: open its flow (pks_service.h, "New flows in C"), or drop it with the
- * reason (PKS_V_DROP), checked in this order: not a SYN, a source no client has, a wrong
- * TCP checksum, no service, the access list, the client's limits (clients.c), a full
- * table, no backend, no SNAT pair (none
- * free, and no flow toward the backend to take one from: reclaim_from), a tuple in use; or
- * leave it to Python with the reason
- * (PKS_V_SLOW) when the switch is not set up for it (no state grid, no hash key, a
- * backend's SNAT queue not written, no room for events or timers). Everything that can
- * refuse is checked before anything changes. */
+ * TIME_WAIT or CLOSE, or the ACK of a SYN cookie (cookie.c): open its flow (pks_service.h,
+ * "New flows in C"), or under a SYN flood answer the SYN with a cookie, or drop it with the
+ * reason (PKS_V_DROP), checked in this order: not a SYN (nor a cookie's ACK: no_flow, or
+ * bad_cookie while cookies are out), a source no client has, a wrong TCP checksum, no
+ * service, the access list, the client's limits (clients.c), a full table, no backend, no
+ * SNAT pair (none free, and no flow toward the backend to take one from: reclaim_from), a
+ * tuple in use; or leave it to Python with the reason (PKS_V_SLOW) when the switch is not
+ * set up for it (no state grid, no hash key, a backend's SNAT queue not written, no room
+ * for events or timers). Everything that can refuse is checked before anything changes. */
 int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t old)
 {
     if (!t->has_trans)
         return slow_exit(t, m, PKS_SLOW_NO_GRID);
     if (m->key.family != 4)
         return slow_exit(t, m, PKS_SLOW_FAMILY);
-    if ((m->tcp_flags & (PKS_TCP_SYN | PKS_TCP_ACK | PKS_TCP_RST | PKS_TCP_FIN)) != PKS_TCP_SYN)
-        return drop_exit(m, PKS_E_NO_FLOW);     /* a mid-connection packet of no known flow */
+    uint8_t fl = m->tcp_flags & (PKS_TCP_SYN | PKS_TCP_ACK | PKS_TCP_RST | PKS_TCP_FIN);
+    uint32_t isn = 0, cookie = 0;
+    int mss = -1;               /* a SYN cookie's ACK (cookie.c): the MSS index the cookie holds */
+    if (fl != PKS_TCP_SYN) {    /* a mid-connection packet of no known flow, or a cookie's ACK */
+        if (fl != PKS_TCP_ACK || old != PKS_NONE
+            || (mss = cookie_valid(t, buf, m, now, &isn)) == -2)
+            return drop_exit(m, PKS_E_NO_FLOW);
+        if (mss < 0)
+            return drop_exit(m, PKS_E_BAD_COOKIE);
+        cookie = rd32(buf + m->hdr + m->l4_off + 8) - 1;
+    }
     if (!source_ok(t, m->saddr4))
         return drop_exit(m, PKS_E_BAD_SOURCE);
     if (!m->partial && !tcp_csum_ok(buf, m))    /* (a partial sum is the host's own packet) */
@@ -239,6 +248,8 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
         if (why)
             return drop_exit(m, why);
     }
+    if (mss < 0 && old == PKS_NONE && pks_cookies_active(t))
+        return cookie_answer(t, buf, m, now);   /* under a flood: no flow until the ACK */
     /* the room: the flow this SYN ends (its port's) first, then as many of the oldest
      * half-open flows as the table and its half-open share need (a lowered limit may need
      * several) */
@@ -335,6 +346,8 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
     if (timer_room(t) != 0)                     /* the new flow's timer cannot fail below */
         return slow_exit(t, m, PKS_SLOW_NO_MEMORY);
     /* from here on nothing refuses */
+    if (mss >= 0)           /* the cookie's ACK: the backend's SYN, from the client's ISN */
+        cookie_to_syn(buf, m, isn, mss);
     if (victim != PKS_NONE)             /* the pool's only free pair: the victim's */
         give_back(t, &t->flows[victim]);
     if (pair >= 0)          /* taken before the ended flows' pairs go back, as in Python */
@@ -391,6 +404,11 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
     flow_state(t, slot, PKS_S_SYN_RECV, now);   /* its timer has room (timer_room) */
     if (s->lim_bits)
         client_open(t, s, slot, now);
+    if (mss >= 0) {
+        f->cookie = PKS_CK_SYN_SENT;
+        f->seq_delta = cookie;                  /* until the backend's SYN-ACK gives its own */
+        t->cookie_opens++;
+    }
     t->bk_load[pick->backend].total++;
     t->bk_load[pick->backend].bytes[0] += m->ip_len;
     t->opened++;

@@ -40,7 +40,15 @@ typedef struct {
     uint8_t win_known;  /* bit d: maxend[d] is known */
     uint8_t client_bits;/* counted in the client table under this prefix (pks_clients.h),
                            0: not counted */
+    uint8_t cookie;     /* opened by a SYN cookie's ACK (cookie.c): PKS_CK_*; 0: not */
+    uint32_t seq_delta; /* a cookie flow: the backend's sequence numbers minus the client's
+                           view of them (before the backend answered: the cookie itself) */
 } pks_flow;
+
+#define PKS_CK_SYN_SENT 1   /* C sent the backend its SYN and waits for its SYN-ACK */
+#define PKS_CK_WINDOW 2     /* the backend's SYN-ACK is in: it becomes the client's window */
+#define PKS_CK_ANSWERED 3   /* the client has its window; the backend waits for an ACK */
+#define PKS_CK_DONE 4       /* the backend has had the client's ACK: both handshakes over */
 
 /* the timer heap: one live entry per flow at most, stale ones skipped when they surface */
 typedef struct {

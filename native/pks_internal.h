@@ -56,8 +56,6 @@ PKS_HIDDEN int flow_state(pks_table *t, uint32_t slot, uint8_t state, double now
 PKS_HIDDEN uint32_t free_slot(const pks_table *t);
 PKS_HIDDEN void key_reverse(const pks_key *k, pks_nat *n);
 PKS_HIDDEN void put4(uint8_t *p, uint32_t v);
-/* hash.c */
-PKS_HIDDEN uint64_t b2_finish(const uint64_t keyed[8], const uint8_t *data, uint32_t len);
 /* icmp.c */
 PKS_HIDDEN int native_icmp(pks_table *t, uint8_t *buf, pks_meta *m, double now);
 /* open.c */
@@ -77,7 +75,20 @@ PKS_HIDDEN void event_put(pks_table *t, uint32_t slot, uint8_t kind, uint8_t fro
                       uint8_t dir, double now, double value);
 PKS_HIDDEN void index_del(pks_table *t, uint32_t e);
 PKS_HIDDEN void index_put(pks_table *t, uint32_t e);
+/* cookie.c */
+PKS_HIDDEN int cookie_answer(pks_table *t, uint8_t *buf, pks_meta *m, double now);
+PKS_HIDDEN int cookie_valid(const pks_table *t, const uint8_t *buf, const pks_meta *m,
+                            double now, uint32_t *isn);
+PKS_HIDDEN void cookie_to_syn(uint8_t *buf, pks_meta *m, uint32_t isn, int mss);
+PKS_HIDDEN int cookie_inbound(pks_table *t, uint8_t *buf, pks_meta *m, pks_flow *f);
+PKS_HIDDEN void cookie_undo(uint8_t *buf, const pks_meta *m, const pks_flow *f);
+PKS_HIDDEN int cookie_outbound(pks_table *t, uint8_t *buf, pks_meta *m, pks_flow *f);
+/* hash.c */
+PKS_HIDDEN uint64_t b2_finish(const uint64_t keyed[8], const uint8_t *data, uint32_t len);
+PKS_HIDDEN void b2_keyed(uint64_t h[8], const uint8_t *key, uint32_t keylen, int last);
 /* window.c */
+PKS_HIDDEN const uint8_t *tcp_option(const uint8_t *th, uint32_t hlen, uint8_t kind,
+                                     uint8_t len);
 PKS_HIDDEN void window_syn(pks_flow *f, uint8_t d, const uint8_t *th, uint32_t hlen);
 PKS_HIDDEN int window_check(pks_table *t, const pks_flow *f, const pks_meta *m,
                             const uint8_t *th);

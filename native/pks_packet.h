@@ -45,7 +45,9 @@
 #define PKS_E_CLIENT_FLOWS 29  /* a SYN from a client with its service's most flows per client */
 #define PKS_E_CLIENT_RATE 30   /* a SYN from a client past its service's new flows per second */
 #define PKS_E_CLIENTS_FULL 31  /* a SYN from a new client while the client table is full */
-#define PKS_E_COUNT 32
+#define PKS_E_BAD_COOKIE 32    /* an ACK of no flow while SYN cookies are out, whose cookie is
+                                  not one C sent (or is older than two minutes) */
+#define PKS_E_COUNT 33
 
 /* why C left a packet to Python (meta->slow with PKS_V_SLOW; names in pks_slow_name(); each
  * counted in the table's slow[]) */

@@ -42,6 +42,11 @@ int pks_service_limits(pks_table *t, uint32_t id, uint32_t bits, uint32_t max_fl
 /* Deletes, from up to max entries of the client table on from where the last sweep ended,
  * those that hold nothing at `now` (no flow, tat passed): how many it deleted */
 uint32_t pks_clients_sweep(pks_table *t, double now, uint32_t max);
+/* SYN cookies (cookie.c): C answers a SYN with one while `from` half-open flows or more are
+ * in the table (0: always; PKS_NONE: never), keyed with key (1..64 bytes): 0, -1 bad key */
+int pks_table_set_cookies(pks_table *t, uint32_t from, const uint8_t *key, uint32_t len);
+/* 1: C answers a new client's SYN with a cookie now */
+int pks_cookies_active(const pks_table *t);
 /* The key of the hashing schedulers: 0, -1 longer than PKS_HASH_KEY_MAX or empty */
 int pks_table_set_hash_key(pks_table *t, const uint8_t *key, uint32_t len);
 /* Keyed BLAKE2b (RFC 7693) of data, 8-byte digest as a little-endian integer; key 1..64

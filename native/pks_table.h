@@ -54,6 +54,13 @@ typedef struct {
     uint64_t hash_state[8]; /* BLAKE2b's state after the hashing schedulers' key block */
     uint32_t hash_key_len;  /* 0: no key set (C opens no hashed flow) */
     uint64_t opened;    /* flows C opened */
+    uint64_t cookie_state[8]; /* BLAKE2b's state after the SYN cookies' key block */
+    uint32_t cookies_from; /* half-open flows from which C answers SYNs with cookies
+                              (0: always, PKS_NONE: never; pks_table_set_cookies) */
+    uint32_t cookie_key_len;
+    double cookie_last; /* when C last sent a cookie: ACKs are checked for 128 s after */
+    uint64_t cookies_sent;
+    uint64_t cookie_opens; /* flows opened by a valid cookie's ACK */
     uint64_t icmp_echo_replies; /* echo requests to a VIP, answered */
     uint64_t rst_in_window; /* RSTs in their flow's window but not exact: passed on without
                                moving the flow (native/window.c) */
@@ -119,7 +126,11 @@ double pks_next_due(const pks_table *t);
  * how many. A walk of the table looks at a bounded span each call. */
 uint32_t pks_table_scan(const pks_table *t, uint32_t from, uint32_t *out, uint32_t span);
 
-/* vnet: 1 if buf starts with a virtio_net_hdr (a TUN device with IFF_VNET_HDR) */
+/* vnet: 1 if buf starts with a virtio_net_hdr (a TUN device with IFF_VNET_HDR). buf holds
+ * len bytes, and has room for PKS_ROOM more than the virtio_net_hdr whatever len: C may
+ * answer with a packet of its own (cookie.c), whose length m then says (m->hdr +
+ * m->ip_len: what to write back) */
+#define PKS_ROOM 64
 int pks_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *m, int vnet);
 
 /* pks_rewrite with the nat of m's flow and direction */

@@ -39,9 +39,16 @@ int process_packet(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_met
          * the old flow's then) */
         return native_open(t, buf, m, now, (uint32_t)m->slot);
     const uint8_t *th = buf + m->hdr + m->l4_off;
+    int moved = 0;                              /* a cookie flow's backend packet, its
+                                                   sequence number in the client's view */
+    if (f->cookie && (moved = cookie_inbound(t, buf, m, f)) < 0)
+        return drop_exit(m, -moved);
     int w = window_check(t, f, m, th);          /* 1: passed on, moving nothing */
-    if (w < 0)
+    if (w < 0) {
+        if (moved == 1)
+            cookie_undo(buf, m, f);             /* a dropped packet leaves as it came */
         return drop_exit(m, -w);                /* nothing of the flow changes */
+    }
     f->pkts[m->dir]++;
     f->bytes[m->dir] += m->ip_len;
     if (f->backend < t->bk_load_cap)
@@ -93,6 +100,8 @@ int process_packet(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_met
             f->measured = 1;
         }
     }
+    if (f->cookie)
+        return cookie_outbound(t, buf, m, f);
     pks_apply(t, buf, m);
     return PKS_V_FAST;
 }

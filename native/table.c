@@ -86,6 +86,8 @@ pks_table *pks_table_new(uint32_t nslots, uint64_t seed)
     t->free_head = PKS_NONE;                    /* every slot fresh */
     t->fresh = 0;
     t->echo_at = -1e18;                         /* the echo bucket full from the start */
+    t->cookies_from = PKS_NONE;                 /* no SYN cookies until Python sets them */
+    t->cookie_last = -1e18;
     memset(t->index, 0xff, cap * sizeof *t->index);
     t->ho.head = t->ho.tail = t->closing.head = t->closing.tail = PKS_NONE;
     t->max_half_open = nslots;

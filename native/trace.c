@@ -101,7 +101,7 @@ int trace_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta
     uint32_t size = (uint32_t)sizeof *r + r->cap;
     if (v == PKS_V_FAST) {
         memcpy(before + r->cap, buf + hdr, r->cap);
-        if (r->partial)
+        if (r->partial && m->partial)           /* (a packet of C's own is not partial) */
             finish(before + r->cap, r->cap, buf + hdr, m);
         size += r->cap;
     }

@@ -16,24 +16,30 @@
 /* a before b in sequence space (RFC 1982 serial arithmetic) */
 static inline int before(uint32_t a, uint32_t b) { return (int32_t)(a - b) < 0; }
 
-/* the window scale option of a SYN (RFC 7323 2.2), shift + 1; 0: none */
-static uint8_t scale_option(const uint8_t *th, uint32_t hlen)
+const uint8_t *tcp_option(const uint8_t *th, uint32_t hlen, uint8_t kind, uint8_t len)
 {
     for (uint32_t i = 20; i < hlen;) {
-        uint8_t kind = th[i];
-        if (kind == 0)
+        uint8_t k = th[i];
+        if (k == 0)
             break;
-        if (kind == 1) {
+        if (k == 1) {
             i++;
             continue;
         }
         if (i + 1 >= hlen || th[i + 1] < 2 || i + th[i + 1] > hlen)
             break;
-        if (kind == 3 && th[i + 1] == 3)
-            return (uint8_t)((th[i + 2] > 14 ? 14 : th[i + 2]) + 1);
+        if (k == kind && th[i + 1] == len)
+            return th + i;
         i += th[i + 1];
     }
-    return 0;
+    return NULL;
+}
+
+/* the window scale option of a SYN (RFC 7323 2.2), shift + 1; 0: none */
+static uint8_t scale_option(const uint8_t *th, uint32_t hlen)
+{
+    const uint8_t *o = tcp_option(th, hlen, 3, 3);
+    return o ? (uint8_t)((o[2] > 14 ? 14 : o[2]) + 1) : 0;
 }
 
 /* the shift of way d's windows: its SYN's, when both SYNs carried the option */

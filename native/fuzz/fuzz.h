@@ -23,6 +23,10 @@
 
 static inline uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
 static inline uint32_t get32(const uint8_t *p) { return (uint32_t)get16(p) << 16 | get16(p + 2); }
+static inline void put32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
+}
 
 typedef struct {
     uint8_t used, state, measured, synacked;
@@ -57,6 +61,8 @@ typedef struct {
     int prog;               /* PKS_PROG_*, or -1: no program (forgotten) */
     int64_t state[4];       /* what the program's state must be */
     int refused;            /* its access list refuses the client (C must drop its SYNs) */
+    uint32_t cookie, cookie_isn; /* the last SYN cookie C sent, and the SYN's ISN */
+    uint8_t cookie_port;    /* its client port, 0: none sent */
 } opens;
 
 static const uint8_t HKEY[] = "pktswitch-sched";

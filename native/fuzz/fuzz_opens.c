@@ -125,6 +125,18 @@ static int snat_refusal_ok(const opens *o)
     return 0;
 }
 
+/* the packet C wrote (m says where): its IP checksum holds, and its TCP one unless partial */
+static int packet_ok(const uint8_t *buf, const pks_meta *m)
+{
+    const uint8_t *ip = buf + m->hdr;
+    uint32_t ihl = (uint32_t)(ip[0] & 0x0f) * 4, l4len = (uint32_t)m->ip_len - m->l4_off;
+    if (get16(ip + 2) != m->ip_len || pks_csum(ip, ihl, 0) != 0)
+        return 0;
+    uint32_t sum = get16(ip + 12) + get16(ip + 14) + get16(ip + 16) + get16(ip + 18)
+                   + PKS_PROTO_TCP + l4len;
+    return m->partial || pks_csum(ip + m->l4_off, l4len, sum) == 0;
+}
+
 /* Python's removal of a flow: its SNAT pair back to the pool, the slot free */
 void python_remove(opens *o, uint32_t slot, double now)
 {
@@ -260,6 +272,11 @@ void drive_opens(const uint8_t *data, size_t size, const pks_meta *m, int vnet)
         timeouts[st] = (double)(data[st % size] % 4);
     CHECK(pks_table_set_timeouts(o.t, timeouts, PKS_STATES) == 0);
     CHECK(pks_table_set_hash_key(o.t, HKEY, sizeof HKEY - 1) == 0);
+    /* SYN cookies: never, always, or from 1-3 half-open flows on */
+    uint32_t cookies_from = data[size - 4] & 0x40 ? (data[size - 4] & 0x80 ? 0 : 1 + data[2] % 3)
+                                                  : PKS_NONE;
+    CHECK(pks_table_set_cookies(o.t, cookies_from, HKEY, sizeof HKEY - 1) == 0);
+    CHECK(pks_table_set_cookies(o.t, 0, HKEY, 0) == -1);
     CHECK(pks_table_set_backends(o.t, 4) == 0);     /* backends 0..3, their loads counted */
     /* the set-up from the input's last bytes (the packet's first ones must parse) */
     uint8_t cfg = data[size - 1], cfg2 = data[size - 2];
@@ -276,7 +293,7 @@ void drive_opens(const uint8_t *data, size_t size, const pks_meta *m, int vnet)
     }
     const uint8_t first[2] = {(uint8_t)(1 + (cfg >> 4) % 4 + (cfg & 0xe0)), (uint8_t)(cfg2 ^ cfg)};
     program(&o, first, m);
-    uint8_t *buf = malloc(size);
+    uint8_t *buf = malloc(size + PKS_VNET_HDR_LEN + PKS_ROOM);    /* (cookie.c's room) */
     CHECK(buf != NULL);
     double now = 1.0;
     size_t nops = size / 2 < MAX_OPS ? size / 2 : MAX_OPS;
@@ -290,6 +307,26 @@ void drive_opens(const uint8_t *data, size_t size, const pks_meta *m, int vnet)
             th[0] = 0;
             th[1] = (uint8_t)(1 + op[1] % 4);
             th[13] = (op[0] & 7) == 2 ? (uint8_t)(op[1] >> 2) : PKS_TCP_SYN;
+            uint32_t bslot = (op[0] >> 3) % NSLOTS;   /* or (op[1] & 1) from a flow's backend */
+            if ((op[0] & 7) == 2 && (op[1] & 1) && o.t->flows[bslot].used) {
+                const pks_key *k = &o.t->flows[bslot].key[1];
+                uint8_t *ip = buf + m->hdr;
+                memcpy(ip + 12, k->saddr, 4);
+                memcpy(ip + 16, k->daddr, 4);
+                th[0] = (uint8_t)(k->sport >> 8);
+                th[1] = (uint8_t)k->sport;
+                th[2] = (uint8_t)(k->dport >> 8);
+                th[3] = (uint8_t)k->dport;
+                ip[10] = ip[11] = 0;
+                uint16_t c = pks_csum(ip, (uint32_t)(ip[0] & 0x0f) * 4, 0);
+                ip[10] = (uint8_t)(c >> 8);
+                ip[11] = (uint8_t)c;
+            } else if ((op[0] & 0x40) && o.cookie_port) {  /* the last cookie's ACK, or not */
+                th[1] = o.cookie_port;
+                th[13] = PKS_TCP_ACK;
+                put32(th + 4, o.cookie_isn + 1 - (op[1] >> 7));
+                put32(th + 8, o.cookie + 1 + (op[1] & 0x40 ? 0x10000u : 0));
+            }
             if (!m->partial) {      /* a valid TCP checksum, or (op[0] & 0x80) a wrong one */
                 const uint8_t *ip = buf + m->hdr;
                 uint32_t l4len = (uint32_t)m->ip_len - m->l4_off;
@@ -302,6 +339,9 @@ void drive_opens(const uint8_t *data, size_t size, const pks_meta *m, int vnet)
             }
             pks_meta pm;
             uint32_t opened = o.t->opened, count = o.t->count, from = o.t->ev_count;
+            uint64_t cookies = o.t->cookies_sent, cookie_opens = o.t->cookie_opens;
+            uint32_t in_seq = get32(th + 4);
+            uint8_t in_port = th[1];
             uint32_t used = o.t->trace_used;
             uint64_t lost = o.t->trace_lost;
             uint8_t *came = malloc(size);
@@ -310,11 +350,29 @@ void drive_opens(const uint8_t *data, size_t size, const pks_meta *m, int vnet)
             int v = pks_process(o.t, buf, (uint32_t)size, now, &pm, vnet);
             CHECK(v == PKS_V_FAST || v == PKS_V_SLOW || v == PKS_V_DROP);
             check_trace(o.t, used, lost, came, buf, size, v, &pm, vnet);
+            if (v == PKS_V_DROP)
+                CHECK(memcmp(buf, came, size) == 0);    /* a dropped packet leaves as it came */
             free(came);
             if (o.t->trace_used > o.t->trace_cap / 2)
                 o.t->trace_used = 0;            /* as Python takes the records */
             if (o.refused && th[13] == PKS_TCP_SYN)
                 CHECK(o.t->opened == opened);   /* a refused client's SYN opens nothing */
+            if (v == PKS_V_FAST && !(op[0] & 0x80))
+                CHECK(packet_ok(buf, &pm));     /* whatever C wrote, its checksums hold */
+            if (v == PKS_V_FAST && o.t->cookies_sent != cookies) {   /* a cookie's SYN-ACK */
+                const uint8_t *ot = buf + pm.hdr + pm.l4_off;
+                CHECK(o.t->cookies_sent == cookies + 1 && o.t->opened == opened);
+                CHECK(o.t->count == count && o.t->ev_count == from);    /* nothing held */
+                CHECK(ot[13] == (PKS_TCP_SYN | PKS_TCP_ACK) && get32(ot + 8) == in_seq + 1);
+                o.cookie = get32(ot + 4);
+                o.cookie_isn = in_seq;
+                o.cookie_port = in_port;
+            }
+            if (o.t->opened != opened && o.t->cookie_opens != cookie_opens) {  /* by its ACK */
+                const uint8_t *ot = buf + pm.hdr + pm.l4_off;
+                CHECK(ot[13] == PKS_TCP_SYN && get32(ot + 4) + 1 == in_seq + (op[1] >> 7));
+                CHECK(o.t->flows[pm.slot].cookie == PKS_CK_SYN_SENT);
+            }
             if (o.t->opened != opened) {    /* C opened a flow for it */
                 CHECK(o.t->opened == opened + 1 && v == PKS_V_FAST && pm.slot >= 0);
                 CHECK(o.t->flows[pm.slot].state == PKS_S_SYN_RECV);

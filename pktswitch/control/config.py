@@ -66,7 +66,7 @@ from pktswitch.control.config_values import (
 from pktswitch.core.acl import Acl
 from pktswitch.core.flows import default_half_open
 from pktswitch.core.limits import BURST_MAX, RATE_MAX, ClientLimits
-from pktswitch.core.switch import MAX_WEIGHT, MODES
+from pktswitch.core.switch import MAX_WEIGHT, MODES, SYN_COOKIES
 from pktswitch.core.tcpstate import DEFAULT_TIMEOUTS, State
 from pktswitch.sched.health_policy import CHECKS, ON_DOWN, HealthPolicy
 from pktswitch.sched.registry import SCHEDULERS, make
@@ -158,6 +158,7 @@ def _switch(value: Any, key: str) -> tuple[SwitchConfig, list[tuple[str, str]]]:
         offload=v.boolean(*get("offload", d.offload)),
         rps_cpus=v.cpus(*get("rps_cpus", d.rps_cpus)),
         hash_secret=v.secret(*get("hash_secret", None)),
+        syn_cookies=v.choice(*get("syn_cookies", d.syn_cookies), SYN_COOKIES, "mode"),
     )
     return switch, snat
 

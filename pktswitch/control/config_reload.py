@@ -16,7 +16,7 @@ from pktswitch.control.config_schema import SWITCH_KEYS, Config
 from pktswitch.control.config_values import ConfigError
 
 # what a reload cannot change: the device, addresses and sizes the running switch was built on
-RELOADABLE_SWITCH_KEYS = ("max_half_open",)
+RELOADABLE_SWITCH_KEYS = ("max_half_open", "syn_cookies")
 RESTART_KEYS = tuple(k for k in SWITCH_KEYS if k not in RELOADABLE_SWITCH_KEYS)
 SERVICE_RESTART_KEYS = ("vip",)
 MATCHED_BY = {"[[service]]": ("name",), "[[service.backend]]": ("name", "address")}

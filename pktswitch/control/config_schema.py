@@ -30,7 +30,7 @@ from pktswitch.core.acl import Acl
 from pktswitch.core.flows import DEFAULT_MAX_FLOWS, HALF_OPEN_SHARE, default_half_open
 from pktswitch.core.limits import BURST_MAX, RATE_MAX, ClientLimits
 from pktswitch.core.nat import DEFAULT_PORTS as DEFAULT_SNAT_PORTS
-from pktswitch.core.switch import MAX_WEIGHT, MODES
+from pktswitch.core.switch import MAX_WEIGHT, MODES, SYN_COOKIES
 from pktswitch.core.tcpstate import DEFAULT_TIMEOUTS, State, timeout_name
 from pktswitch.sched import maglev
 from pktswitch.sched.hashing import HASH_KEYS
@@ -92,6 +92,8 @@ class SwitchConfig:
     # the key iphash and maglev hash clients with (None: a random one at each start); never
     # shown (repr, errors, views)
     hash_secret: bytes | None = field(default=None, repr=False)
+    # SYN cookies: "auto" (while half the half-open share is taken), "on" (always), "off"
+    syn_cookies: str = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +205,12 @@ SWITCH = (
         "the secret iphash and maglev hash clients with, so that no client can pick its "
         "backend; switches that must agree (behind one ECMP route) share one",
         default_text="a random one at each start (hashed clients move on a restart)",
+    ),
+    Key(
+        "syn_cookies",
+        _quoted(SYN_COOKIES),
+        "answer SYNs with SYN cookies: auto while half of max_half_open is taken",
+        _SW.syn_cookies,
     ),
 )
 

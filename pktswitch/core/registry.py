@@ -151,6 +151,10 @@ class Registry(SwitchBase):
         if half_open != self.table.max_half_open:
             changes.append(f"max_half_open: {self.table.max_half_open} -> {half_open}")
             self.table.max_half_open = half_open
+        cookies = cfg.switch.syn_cookies
+        if cookies != self.syn_cookies:
+            changes.append(f"syn_cookies: {self.syn_cookies} -> {cookies}")
+        self.set_syn_cookies(cookies)  # (the share it starts at may have moved)
         self.refresh(now, schedule=False)  # its lines would repeat the weight changes above
         for svc in self.services:
             svc.scheduler.update(svc.backends)

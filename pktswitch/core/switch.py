@@ -57,6 +57,7 @@ __all__ = ["MAX_WEIGHT", "MODES", "ServiceState", "Switch"]  # (the config check
 MAX_PACKET = 65535 + lib.PKS_VNET_HDR_LEN  # the largest IP packet after a virtio_net_hdr
 
 MODES = ("fullnat", "nat")
+SYN_COOKIES = ("auto", "on", "off")  # auto: while half of the half-open share is taken
 
 # seconds between looks at the SNAT queues of backends let go: a sixth of a backend's
 # TIME_WAIT (60 s, which the queue waits out), so a queue goes at most 10 s after it may
@@ -81,8 +82,10 @@ class Switch(Events, Registry, Passive, Tracing, Views):
         snat_start: int | None = None,
         max_half_open: int | None = None,
         hash_secret: bytes | None = None,
+        syn_cookies: str = "off",
     ) -> None:
-        """`hash_secret`: what iphash and maglev hash clients with (None: a random one)."""
+        """`hash_secret`: what iphash and maglev hash clients with (None: a random one);
+        `syn_cookies`: one of SYN_COOKIES (native/cookie.c; the config's default is auto)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if mode == "fullnat" and not snat:
@@ -111,6 +114,8 @@ class Switch(Events, Registry, Passive, Tracing, Views):
         self._endpoints: dict[int, int] = {}  # id(backend) -> its SNAT pool endpoint
         if lib.pks_table_set_hash_key(tab, self.hash_secret, len(self.hash_secret)) != 0:
             raise ValueError(f"a hash secret is at most {lib.PKS_HASH_KEY_MAX} bytes")
+        self._cookie_key = os.urandom(32)  # a cookie is this switch's only: never shared
+        self.set_syn_cookies(syn_cookies)
         for svc in self.services:
             self._schedule_ahead(svc)
         self.buf = bytearray(MAX_PACKET)
@@ -152,7 +157,18 @@ class Switch(Events, Registry, Passive, Tracing, Views):
             snat_ports=sw.snat_ports,
             seed=seed,
             hash_secret=sw.hash_secret,
+            syn_cookies=sw.syn_cookies,
         )
+
+    def set_syn_cookies(self, mode: str) -> None:
+        """SYN cookies on, off, or (auto) while half of the half-open share is taken: written
+        into C again whenever the share changes."""
+        if mode not in SYN_COOKIES:
+            raise ValueError(f"syn_cookies must be one of {SYN_COOKIES}, got {mode!r}")
+        self.syn_cookies = mode
+        half = max(1, self.table.max_half_open // 2)
+        start = {"on": 0, "off": lib.PKS_NONE, "auto": half}[mode]
+        lib.pks_table_set_cookies(self.table.tab, start, self._cookie_key, len(self._cookie_key))
 
     def set_vnet(self, on: bool) -> None:
         """Packets start with a virtio_net_hdr (the TUN device has offloads on) or not."""
@@ -172,6 +188,12 @@ class Switch(Events, Registry, Passive, Tracing, Views):
             self.forwarded += 1
             return True
         return self.decide(verdict, now)
+
+    def out_length(self) -> int:
+        """The bytes of buf to write after process() said True: the packet C made of the one
+        read (the same length, but for a SYN cookie's packets: native/cookie.c)."""
+        meta = self.meta
+        return int(meta.hdr + meta.ip_len)
 
     def count_fast(self, n: int) -> None:
         """Count n packets the native drain loop read and forwarded by itself."""

@@ -130,6 +130,12 @@ class Views(SwitchBase):
             "flows_reclaimed": dict(self.flows_reclaimed),
             "icmp_echo_replies": int(tab.icmp_echo_replies),
             "tcp_rst_in_window": int(tab.rst_in_window),
+            "syn_cookies": {
+                "mode": self.syn_cookies,
+                "active": bool(lib.pks_cookies_active(tab)),
+                "sent": int(tab.cookies_sent),
+                "opened": int(tab.cookie_opens),
+            },
             "icmp_errors_translated": {
                 "to_backend": int(tab.icmp_errors[0]),
                 "to_client": int(tab.icmp_errors[1]),

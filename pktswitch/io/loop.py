@@ -36,6 +36,7 @@ class Core(Protocol):
     buf: bytearray
 
     def process(self, length: int, now: float) -> bool: ...
+    def out_length(self) -> int: ...  # the bytes of buf to write after a True
     def count_drop(self, reason: str) -> None: ...
     def expire(self, now: float) -> int: ...
     def next_due(self) -> float | None: ...
@@ -113,26 +114,26 @@ class Loop:
                 self.largest_read = n
             # the clock per packet, not per batch: a SYN and its SYN-ACK often arrive in one
             # batch, and the handshake time measured between them must not read as zero
-            self._decide(core.process, n, clock(), view[:n])
+            self._decide(core.process, n, clock(), view)
         view.release()
 
     def _decide(
         self, decide: Callable[[int, float], bool], arg: int, now: float, view: memoryview
     ) -> None:
-        """Python's decision on the packet in the buffer (view[:len]), and its write-back.
+        """Python's decision on the packet in the buffer (view), and its write-back (as long
+        as the core says: a packet may be answered with one of another length).
         `decide(arg, now)` is the core's process (arg: the length) or after_native (arg: the
-        native verdict); the length is view's."""
-        n = len(view)
+        native verdict)."""
         try:
             forward = decide(arg, now)
         except Exception:
             # a bug must not take the datapath down with every flow on it: log, drop, go on
-            self._internal_error(f"on a {n}-byte packet")
+            self._internal_error("on a packet")
             self.core.count_drop("internal_error")
             return
         if forward:
             try:
-                os.write(self.tun_fd, view)
+                os.write(self.tun_fd, view[: self.core.out_length()])
             except OSError as e:
                 # the kernel refused the packet (e.g. no route): count it, keep going
                 self._count_write_errors(e.errno or 0, 1)
@@ -164,7 +165,7 @@ class Loop:
                     raise OSError(r.err, f"{what} (TUN device): {os.strerror(r.err)}")
                 break
             budget -= 1
-            self._decide(sw.after_native, r.verdict, r.now, view[: r.len])
+            self._decide(sw.after_native, r.verdict, r.now, view)
             # Python's decision may have made work for the loop (a timer, a passive health
             # signal, a stream's events): no more sleeping in C before the loop has had a turn
             wait = 0.0

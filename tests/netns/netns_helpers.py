@@ -18,6 +18,7 @@ LAB_DIR = Path(__file__).resolve().parents[2] / "netns-lab"
 sys.path.insert(0, str(LAB_DIR))
 
 from labnet import Lab, lab_names_in_use  # noqa: E402, F401 (re-exported)
+from switchlab import BULK_PORT  # noqa: E402
 
 T = TypeVar("T")
 
@@ -116,3 +117,46 @@ def kaload_result(
     assert log is not None
     last = log.read_text().strip().splitlines()[-1]
     return json.loads(last)  # type: ignore[no-any-return]
+
+
+def bad_checksums(pcap: Path) -> tuple[int, int, list[str]]:
+    """(packets, packets whose IP or TCP checksum differs from scapy's recomputation, the
+    first few of those described)."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.utils import PcapReader
+
+    n = bad = 0
+    seen: list[str] = []
+    with PcapReader(str(pcap)) as reader:
+        for frame in reader:
+            ip = frame[IP]
+            fresh = ip.copy()
+            del fresh.chksum
+            del fresh[TCP].chksum
+            fresh = IP(bytes(fresh))
+            n += 1
+            if (fresh.chksum, fresh[TCP].chksum) != (ip.chksum, ip[TCP].chksum):
+                bad += 1
+                if len(seen) < 5:
+                    t = ip[TCP]
+                    seen.append(
+                        f"#{n} {ip.src}:{t.sport} > {ip.dst}:{t.dport} {t.flags} seq {t.seq} "
+                        f"len {ip.len} ip {ip.chksum:#06x}/{fresh.chksum:#06x} "
+                        f"tcp {t.chksum:#06x}/{fresh[TCP].chksum:#06x}"
+                    )
+    return n, bad, seen
+
+
+def iperf3_captured(lab: Lab, name: str, seconds: int) -> tuple[dict[str, Any], Path]:
+    """iperf3 from the client to the bulk service (20 Mbit/s for `seconds`) while backend A's
+    eth0 is captured: iperf3's "end" report, and the pcap (in the lab's run_dir)."""
+    cap = lab.capture("a", "eth0", f"tcp port {BULK_PORT}", name)
+    try:
+        r = lab.exec(
+            "cli",
+            "iperf3", "-c", lab.VIP, "-p", str(BULK_PORT), "-t", str(seconds), "-b", "20M", "-J",
+            timeout=seconds + 30,
+        )  # fmt: skip
+    finally:
+        pcap = cap.stop()
+    return json.loads(r.stdout)["end"], pcap

@@ -8,15 +8,14 @@ ports so that the kernel finishes every checksum in software before the backend 
 from __future__ import annotations
 
 import collections
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from netns_helpers import NETNS, Lab, hold_connections, wait_until
-from switchlab import BULK_PORT, Switch, config_text
+from netns_helpers import NETNS, Lab, bad_checksums, hold_connections, iperf3_captured, wait_until
+from switchlab import Switch, config_text
 
 from pktswitch.io import tun
 
@@ -176,34 +175,6 @@ def test_rps_hands_what_the_switch_writes_to_the_named_cpus(lab: Lab) -> None:
         assert _received_rps(first) > before
 
 
-def _bad_checksums(pcap: Path) -> tuple[int, int, list[str]]:
-    """(packets, packets whose IP or TCP checksum differs from scapy's recomputation, the
-    first few of those described)."""
-    from scapy.layers.inet import IP, TCP
-    from scapy.utils import PcapReader
-
-    n = bad = 0
-    seen: list[str] = []
-    with PcapReader(str(pcap)) as reader:
-        for frame in reader:
-            ip = frame[IP]
-            fresh = ip.copy()
-            del fresh.chksum
-            del fresh[TCP].chksum
-            fresh = IP(bytes(fresh))
-            n += 1
-            if (fresh.chksum, fresh[TCP].chksum) != (ip.chksum, ip[TCP].chksum):
-                bad += 1
-                if len(seen) < 5:
-                    t = ip[TCP]
-                    seen.append(
-                        f"#{n} {ip.src}:{t.sport} > {ip.dst}:{t.dport} {t.flags} seq {t.seq} "
-                        f"len {ip.len} ip {ip.chksum:#06x}/{fresh.chksum:#06x} "
-                        f"tcp {t.chksum:#06x}/{fresh[TCP].chksum:#06x}"
-                    )
-    return n, bad, seen
-
-
 @pytest.mark.parametrize(
     ("mode", "offload"), [("fullnat", True), ("nat", True), ("fullnat", False)]
 )
@@ -215,18 +186,9 @@ def test_iperf3_10s_with_zero_bad_checksums_at_the_backend(
     sum arrives as a wrong checksum."""
     with Switch(lab, config_text(lab, mode, offload=offload)) as sw:
         assert sw.stats()["offload"] is offload
-        cap = lab.capture("a", "eth0", f"tcp port {BULK_PORT}", f"iperf-{mode}-{offload}")
-        try:
-            r = lab.exec(
-                "cli",
-                "iperf3", "-c", lab.VIP, "-p", str(BULK_PORT), "-t", "10", "-b", "20M", "-J",
-                timeout=40,
-            )  # fmt: skip
-        finally:
-            pcap = cap.stop()
-        end = json.loads(r.stdout)["end"]
+        end, pcap = iperf3_captured(lab, f"iperf-{mode}-{offload}", 10)
         assert end["sum_received"]["bytes"] >= 10 * 20e6 / 8 * 0.9
-        n, bad, seen = _bad_checksums(pcap)
+        n, bad, seen = bad_checksums(pcap)
         assert n > 1000, f"only {n} packets captured"
         assert bad == 0, f"{bad} of {n} packets arrived at backend A with a wrong checksum: {seen}"
         (service,) = {r["service"] for r in sw.flows()}

@@ -191,6 +191,9 @@ class _BrokenCore:
     def process(self, length: int, now: float) -> bool:
         return False
 
+    def out_length(self) -> int:
+        return 0
+
     def count_drop(self, reason: str) -> None:
         self.drops.append(reason)
 
