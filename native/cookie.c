@@ -169,8 +169,14 @@ int cookie_inbound(pks_table *t, uint8_t *buf, pks_meta *m, pks_flow *f)
     (void)t;
     uint8_t flags = m->tcp_flags;
     if (m->dir == 0)        /* before the backend answered the client has no window: nothing
-                               of it is taken (a probe, its ACK again) */
-        return f->cookie == PKS_CK_SYN_SENT ? -PKS_E_TCP_WINDOW : 0;
+                               of it is taken but a pure ACK (a probe, its ACK again), which
+                               cookie_outbound makes the backend's SYN again (one lost) */
+        return f->cookie == PKS_CK_SYN_SENT
+                       && (m->payload
+                           || (flags & (PKS_TCP_SYN | PKS_TCP_ACK | PKS_TCP_RST | PKS_TCP_FIN))
+                                  != PKS_TCP_ACK)
+                   ? -PKS_E_TCP_WINDOW
+                   : 0;
     if (f->cookie == PKS_CK_SYN_SENT) {
         const uint8_t *th = buf + m->hdr + m->l4_off;
         if ((flags & (PKS_TCP_SYN | PKS_TCP_ACK | PKS_TCP_RST)) == (PKS_TCP_SYN | PKS_TCP_ACK)) {
@@ -197,6 +203,11 @@ int cookie_outbound(pks_table *t, uint8_t *buf, pks_meta *m, pks_flow *f)
     uint8_t flags = m->tcp_flags;
     const uint8_t *th = buf + m->hdr + m->l4_off;
     if (m->dir == 0) {
+        if (f->cookie == PKS_CK_SYN_SENT) {     /* the backend's SYN again, as first sent */
+            cookie_to_syn(buf, m, f->seq_end[0] - 1, (int)(f->seq_delta >> 24 & 7));
+            pks_apply(t, buf, m);
+            return PKS_V_FAST;
+        }
         if (flags & PKS_TCP_ACK) {
             move32(buf, m, 8, f->seq_delta);        /* acknowledging the backend's numbers */
             f->cookie = PKS_CK_DONE;
@@ -204,7 +215,7 @@ int cookie_outbound(pks_table *t, uint8_t *buf, pks_meta *m, pks_flow *f)
         pks_apply(t, buf, m);
         return PKS_V_FAST;
     }
-    if ((flags & (PKS_TCP_SYN | PKS_TCP_ACK)) != (PKS_TCP_SYN | PKS_TCP_ACK)) {
+    if ((flags & (PKS_TCP_SYN | PKS_TCP_ACK | PKS_TCP_RST)) != (PKS_TCP_SYN | PKS_TCP_ACK)) {
         pks_apply(t, buf, m);
         return PKS_V_FAST;
     }

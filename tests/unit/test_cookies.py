@@ -152,6 +152,29 @@ def test_before_the_backend_answers_the_client_sends_nothing() -> None:
     assert c.sw.last_drop == "tcp_out_of_window"
 
 
+def test_a_probe_before_the_backend_answers_sends_its_syn_again() -> None:
+    """The backend's SYN lost: the client's zero-window probe (or its ACK again) resends it."""
+    c = Cookies()
+    cookie = c.cookie(mss=1400)
+    assert c.client("A", seq=ISN + 1, ack=cookie + 1, window=64240) is not None
+    again = c.client("A", seq=ISN, ack=cookie + 1, window=64240)
+    assert again is not None
+    t = again[TCP]
+    assert (again.dst, t.dport, t.flags, t.seq, t.options) == (
+        "192.0.2.1", 8080, "S", ISN, [("MSS", 1400)],
+    )  # fmt: skip
+    assert len(c.sw.table) == 1
+
+
+def test_a_syn_ack_with_rst_before_the_answer_resets_the_client() -> None:
+    c = Cookies()
+    cookie = c.cookie()
+    assert c.client("A", seq=ISN + 1, ack=cookie + 1) is not None
+    rst = c.backend("SAR", seq=0, ack=ISN + 1)
+    assert rst is not None
+    assert (rst.dst, "R" in rst[TCP].flags, rst[TCP].seq) == (CLIENT, True, cookie + 1)
+
+
 def test_a_forged_cookie_opens_nothing() -> None:
     c = Cookies()
     cookie = c.cookie()
