@@ -38,13 +38,17 @@ static int pair_known(const pks_table *t, const pks_flow *g)
     return !g->has_snat || (t->snat && g->backend < t->bk_cap && t->bk_ep[g->backend] != PKS_NONE);
 }
 
+/* the number in the SNAT pool (pks_snat.h) of the pair flow g holds */
+static uint32_t pair_of(const pks_table *t, const pks_flow *g)
+{
+    return (uint32_t)(g->snat_port - t->snat->lo) * t->snat->naddrs + g->snat_addr;
+}
+
 /* flow g gives its SNAT pair back (freed when its last packet was seen: the pool counts a
  * pair reused within a backend's TIME_WAIT of that) */
 static void give_back(pks_table *t, const pks_flow *g)
 {
-    pks_snat_release(t->snat, t->bk_ep[g->backend],
-                     (uint32_t)(g->snat_port - t->snat->lo) * t->snat->naddrs + g->snat_addr,
-                     g->last_seen);
+    pks_snat_release(t->snat, t->bk_ep[g->backend], pair_of(t, g), g->last_seen);
 }
 
 /* A pick not taken yet: the member, what the OPEN event says of it, and the program's
@@ -300,8 +304,7 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
                 t->snat->exhausted++;
                 return drop_exit(m, PKS_E_SNAT);
             }
-            pair = (uint32_t)(t->flows[victim].snat_port - t->snat->lo) * t->snat->naddrs
-                   + t->flows[victim].snat_addr;
+            pair = pair_of(t, &t->flows[victim]);
             /* a half-open victim is room made too: the evictions it spares */
             if (victim != old) {
                 uint32_t c2 = count - 1;
