@@ -119,21 +119,26 @@ int client_check(pks_table *t, const pks_service *s, uint32_t addr, double now)
     return 0;
 }
 
-void client_open(pks_table *t, const pks_service *s, uint32_t slot, double now)
+/* the entry of (addr, svc_bits), found, or made (no flow, tat) where its probe ends: the
+ * caller made sure of room */
+static uint32_t find_or_add(pks_table *t, uint32_t addr, uint32_t svc_bits, double tat)
 {
     pks_clients *c = t->clients;
+    uint32_t i = home(t, addr, svc_bits);
+    for (; c->slots[i].svc_bits != PKS_NONE; i = (i + 1) & c->mask)
+        if (c->slots[i].svc_bits == svc_bits && c->slots[i].addr == addr)
+            return i;
+    c->slots[i] = (pks_client){.addr = addr, .svc_bits = svc_bits, .flows = 0, .tat = tat};
+    c->count++;
+    return i;
+}
+
+void client_open(pks_table *t, const pks_service *s, uint32_t slot, double now)
+{
     pks_flow *f = &t->flows[slot];
     uint32_t addr = rd32(f->key[0].saddr) & prefix_mask(s->lim_bits);
-    uint32_t svc_bits = s->id << 6 | s->lim_bits;
-    uint32_t i = find(t, addr, svc_bits);
-    if (i == PKS_NONE) {                        /* client_check made sure of room */
-        for (i = home(t, addr, svc_bits); c->slots[i].svc_bits != PKS_NONE;
-             i = (i + 1) & c->mask)
-            ;
-        c->slots[i] = (pks_client){.addr = addr, .svc_bits = svc_bits, .flows = 0, .tat = now};
-        c->count++;
-    }
-    pks_client *e = &c->slots[i];
+    /* (client_check made sure of room) */
+    pks_client *e = &t->clients->slots[find_or_add(t, addr, s->id << 6 | s->lim_bits, now)];
     e->flows++;
     if (s->lim_gap)
         e->tat = (e->tat > now ? e->tat : now) + s->lim_gap;
@@ -145,20 +150,13 @@ void client_count(pks_table *t, const pks_flow *f, int counts)
     pks_clients *c = t->clients;
     uint32_t bits = f->client_bits;
     uint32_t addr = rd32(f->key[0].saddr) & prefix_mask(bits), svc_bits = f->service << 6 | bits;
-    uint32_t i = find(t, addr, svc_bits);
     if (!counts) {
+        uint32_t i = find(t, addr, svc_bits);
         if (i != PKS_NONE && c->slots[i].flows)
             c->slots[i].flows--;
         return;
     }
-    if (i == PKS_NONE) {            /* swept while the flow was closing; no room: uncounted */
-        if (c->count >= c->limit)
-            return;
-        for (i = home(t, addr, svc_bits); c->slots[i].svc_bits != PKS_NONE;
-             i = (i + 1) & c->mask)
-            ;
-        c->slots[i] = (pks_client){.addr = addr, .svc_bits = svc_bits, .flows = 0, .tat = 0};
-        c->count++;
-    }
-    c->slots[i].flows++;
+    if (c->count >= c->limit && find(t, addr, svc_bits) == PKS_NONE)
+        return;                     /* swept while the flow was closing, and no room: uncounted */
+    c->slots[find_or_add(t, addr, svc_bits, 0)].flows++;
 }
