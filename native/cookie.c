@@ -164,9 +164,8 @@ static void move32(uint8_t *buf, const pks_meta *m, uint32_t off, uint32_t delta
     wr16(th + 16, (uint16_t)~fold(sum));
 }
 
-int cookie_inbound(pks_table *t, uint8_t *buf, pks_meta *m, pks_flow *f)
+int cookie_inbound(uint8_t *buf, pks_meta *m, pks_flow *f)
 {
-    (void)t;
     uint8_t flags = m->tcp_flags;
     if (m->dir == 0)        /* before the backend answered the client has no window: nothing
                                of it is taken but a pure ACK (a probe, its ACK again), which

@@ -80,7 +80,7 @@ PKS_HIDDEN int cookie_answer(pks_table *t, uint8_t *buf, pks_meta *m, double now
 PKS_HIDDEN int cookie_valid(const pks_table *t, const uint8_t *buf, const pks_meta *m,
                             double now, uint32_t *isn);
 PKS_HIDDEN void cookie_to_syn(uint8_t *buf, pks_meta *m, uint32_t isn, int mss);
-PKS_HIDDEN int cookie_inbound(pks_table *t, uint8_t *buf, pks_meta *m, pks_flow *f);
+PKS_HIDDEN int cookie_inbound(uint8_t *buf, pks_meta *m, pks_flow *f);
 PKS_HIDDEN void cookie_undo(uint8_t *buf, const pks_meta *m, const pks_flow *f);
 PKS_HIDDEN int cookie_outbound(pks_table *t, uint8_t *buf, pks_meta *m, pks_flow *f);
 /* hash.c */

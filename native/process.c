@@ -41,7 +41,7 @@ int process_packet(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_met
     const uint8_t *th = buf + m->hdr + m->l4_off;
     int moved = 0;                              /* a cookie flow's backend packet, its
                                                    sequence number in the client's view */
-    if (f->cookie && (moved = cookie_inbound(t, buf, m, f)) < 0)
+    if (f->cookie && (moved = cookie_inbound(buf, m, f)) < 0)
         return drop_exit(m, -moved);
     int w = window_check(t, f, m, th);          /* 1: passed on, moving nothing */
     if (w < 0) {
