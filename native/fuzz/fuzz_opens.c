@@ -125,16 +125,14 @@ static int snat_refusal_ok(const opens *o)
     return 0;
 }
 
-/* the packet C wrote (m says where): its IP checksum holds, and its TCP one unless partial */
+/* the packet C wrote (m says where): its IP checksum holds, and its TCP one unless partial,
+ * by the reference checksum */
 static int packet_ok(const uint8_t *buf, const pks_meta *m)
 {
     const uint8_t *ip = buf + m->hdr;
-    uint32_t ihl = (uint32_t)(ip[0] & 0x0f) * 4, l4len = (uint32_t)m->ip_len - m->l4_off;
-    if (get16(ip + 2) != m->ip_len || pks_csum(ip, ihl, 0) != 0)
+    if (get16(ip + 2) != m->ip_len || ref_csum(ip, (uint32_t)(ip[0] & 0x0f) * 4, 0) != 0)
         return 0;
-    uint32_t sum = get16(ip + 12) + get16(ip + 14) + get16(ip + 16) + get16(ip + 18)
-                   + PKS_PROTO_TCP + l4len;
-    return m->partial || pks_csum(ip + m->l4_off, l4len, sum) == 0;
+    return m->partial || model_tcp_csum_ok(ip, m);
 }
 
 /* Python's removal of a flow: its SNAT pair back to the pool, the slot free */
