@@ -87,8 +87,7 @@ class Flow:
 
     @property
     def reason(self) -> str:  # why that backend ("" until the switch has written it)
-        n = self._c.reason
-        return "" if n == lib.PKS_NONE else self._table.reasons.text(n)
+        return self._table.reason_of(self._c)
 
     @property
     def created(self) -> float:
@@ -109,8 +108,8 @@ class Flow:
         return STATES[int(self._c.state)]
 
     @property
-    def timeout(self) -> float:  # kept as a C float: rounded back to what was configured
-        return round(float(self._c.timeout), 6)
+    def timeout(self) -> float:
+        return timeout_of(self._c)
 
     @property
     def syns(self) -> int:  # SYNs seen from the client (retransmits spoil the handshake time)
@@ -163,6 +162,12 @@ class CLoad:
 
 STATES = tuple(State)  # by value, quicker than State(n)
 SYN_RECV = State.SYN_RECV
+
+
+def timeout_of(c: CData) -> float:
+    """A flow's idle timeout from its C record, kept as a C float: rounded back to what was
+    configured."""
+    return round(float(c.timeout), 6)
 
 
 T = TypeVar("T")
@@ -432,6 +437,10 @@ class FlowTable:
 
     def native(self, flow: Flow) -> CData:
         return self.tab.flows[flow.slot]
+
+    def reason_of(self, c: CData) -> str:
+        """Why a flow (its C record) got its backend; "" until the switch has written it."""
+        return "" if c.reason == lib.PKS_NONE else self.reasons.text(c.reason)
 
     # ----------------------------------------------------------------- expiry
     def next_due(self) -> float | None:

@@ -7,7 +7,7 @@ from typing import Any
 from pktswitch._native import ffi, lib
 from pktswitch.core import packet
 from pktswitch.core.base import RATE_WINDOW, SwitchBase
-from pktswitch.core.flows import STATES, Flow
+from pktswitch.core.flows import STATES, Flow, timeout_of
 from pktswitch.sched.health_policy import state_name
 
 
@@ -40,8 +40,7 @@ class Views(SwitchBase):
         nf = self.table.native(flow)
         k0, k1 = nf.key[0], nf.key[1]
         table = self.table
-        timeout = round(float(nf.timeout), 6)  # (a C float, rounded back as configured)
-        reason = nf.reason
+        timeout = timeout_of(nf)
         return {
             "protocol": "tcp",
             "service": table.services[nf.service].name,
@@ -58,7 +57,7 @@ class Views(SwitchBase):
             "bytes_in": nf.bytes[0],
             "packets_out": nf.pkts[1],
             "bytes_out": nf.bytes[1],
-            "reason": "" if reason == lib.PKS_NONE else table.reasons.text(reason),
+            "reason": table.reason_of(nf),
         }
 
     def flows(self, now: float) -> list[dict[str, Any]]:
