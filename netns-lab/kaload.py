@@ -2,7 +2,7 @@
 every INTERVAL seconds) for DURATION seconds (bounded: it stops by itself), or until SIGTERM
 stops it sooner. Prints "ready" once every connection is open, then at the end one JSON line:
 
-    {"conns": N, "requests": total, "lost": [how each lost connection ended], "backends":
+    {"conns": N, "start": the monotonic clock as they began, "requests": total, "lost": [how each lost connection ended], "backends":
      {BACKEND: requests}, "per_second": [requests in each whole second it ran], "local": [...]}
 
 A lost connection is one that was reset, closed by the peer, timed out or answered wrongly
@@ -92,6 +92,7 @@ def main() -> int:
     seconds = int(end[0] - start)
     result = {
         "conns": conns,
+        "start": start,
         "requests": sum(backends.values()),
         "lost": lost,
         "backends": dict(sorted(backends.items())),

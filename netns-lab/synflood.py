@@ -1,9 +1,11 @@
 """A bounded SYN flood from spoofed sources, for the lab only: COUNT TCP SYNs to HOST:PORT at
 about RATE per second, each from a random address of PREFIX and a random port, sent with a raw
 socket from the namespace it runs in. Stops after COUNT packets or MAX_SECONDS, whichever comes
-first; waits DELAY seconds before the first. Prints one JSON line: {"sent", "seconds", "rate"}.
+first; waits DELAY seconds before the first. With "badsum" each SYN's TCP checksum is wrong (a
+SYN the backend would drop unanswered). Prints one JSON line: {"sent", "start" (the monotonic
+clock at the first), "seconds", "rate"}.
 
-    synflood.py HOST PORT PREFIX COUNT RATE [DELAY] [MAX_SECONDS]
+    synflood.py HOST PORT PREFIX COUNT RATE [DELAY] [MAX_SECONDS] [badsum]
 
 Nothing answers for the spoofed addresses: the lab routes them into a blackhole on the switch's
 side, so SYN-ACKs die there. HOST must be a lab address (a documentation range, RFC 5737).
@@ -34,6 +36,7 @@ def main() -> int:
     count, rate = int(sys.argv[4]), float(sys.argv[5])
     delay = float(sys.argv[6]) if len(sys.argv) > 6 else 0.0
     max_seconds = float(sys.argv[7]) if len(sys.argv) > 7 else 60.0
+    spoil = 0x5A5A if sys.argv[8:9] == ["badsum"] else 0  # flips some bits of each checksum
     dst = ipaddress.ip_address(host)
     if not any(dst in n for n in DOC_RANGES) or not any(prefix.subnet_of(n) for n in DOC_RANGES):
         print(f"refused: {host} and {prefix} must lie in the documentation ranges", file=sys.stderr)
@@ -57,7 +60,7 @@ def main() -> int:
             c = fixed + _sum16(saddr) + sport + (seq >> 16) + (seq & 0xFFFF)
             while c >> 16:
                 c = (c & 0xFFFF) + (c >> 16)
-            csum = struct.pack("!H", ~c & 0xFFFF)
+            csum = struct.pack("!H", ~c & 0xFFFF ^ spoil)
             tcp = struct.pack("!HHI", sport, port, seq) + tail[:8] + csum + tail[10:]
             # IP header: the kernel fills in the total length, id and checksum (raw(7))
             ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 0, 0, 0, 64, 6, 0, saddr, daddr)
@@ -67,7 +70,16 @@ def main() -> int:
         if ahead > 0:
             time.sleep(ahead)
     seconds = time.monotonic() - start
-    print(json.dumps({"sent": sent, "seconds": round(seconds, 3), "rate": round(sent / seconds)}))
+    print(
+        json.dumps(
+            {
+                "sent": sent,
+                "start": start,
+                "seconds": round(seconds, 3),
+                "rate": round(sent / seconds),
+            }
+        )
+    )
     return 0
 
 

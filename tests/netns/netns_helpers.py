@@ -160,3 +160,33 @@ def iperf3_captured(lab: Lab, name: str, seconds: int) -> tuple[dict[str, Any], 
     finally:
         pcap = cap.stop()
     return json.loads(r.stdout)["end"], pcap
+
+
+class HeldClient:
+    """keepalive_client.py in the client: one keep-alive connection through the VIP, asked
+    for one answer at a time; `ip` and `port` are its local address."""
+
+    def __init__(self, lab: Lab, port: int = 80) -> None:
+        cmd = ["ip", "netns", "exec", lab.ns["cli"], sys.executable]
+        self.proc = subprocess.Popen(
+            [*cmd, str(LAB_DIR / "keepalive_client.py"), lab.VIP, str(port)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        self.ip, _, self.port = self.proc.stdout.readline().split()[1].partition(":")
+
+    def ask(self) -> str:
+        """The next answer line ("answer BACKEND"), or "" once the connection has ended."""
+        assert self.proc.stdin and self.proc.stdout
+        if self.proc.poll() is None:
+            self.proc.stdin.write("\n")
+            self.proc.stdin.flush()
+        return self.proc.stdout.readline().strip()
+
+    def __enter__(self) -> HeldClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=10)

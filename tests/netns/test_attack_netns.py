@@ -6,10 +6,9 @@ notice: it keeps its backend and answers every request after the injection."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
-from netns_helpers import LAB_DIR, NETNS, Lab
+from netns_helpers import LAB_DIR, NETNS, HeldClient, Lab
 from switchlab import Switch, config_text
 
 pytestmark = NETNS
@@ -19,44 +18,24 @@ EACH = 100
 
 
 def test_blind_rsts_fins_data_and_syns_break_no_connection(lab: Lab) -> None:
-    with Switch(lab, config_text(lab)) as sw:
-        cmd = ["ip", "netns", "exec", lab.ns["cli"], sys.executable]
-        p = subprocess.Popen(
-            [*cmd, str(LAB_DIR / "keepalive_client.py"), lab.VIP, "80"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    with Switch(lab, config_text(lab)) as sw, HeldClient(lab) as held:
+        first = held.ask()
+        assert first.startswith("answer "), first
+        kinds = [*RSTS, *FINS, *DATA, *SYNS]
+        out = lab.exec(
+            "cli", sys.executable, str(LAB_DIR / "blindinject.py"),
+            lab.VIP, "80", held.ip, held.port, str(EACH), *kinds,
         )  # fmt: skip
-        try:
-            assert p.stdin and p.stdout
-            ip, _, port = p.stdout.readline().split()[1].partition(":")
-
-            def ask() -> str:
-                assert p.stdin and p.stdout
-                if p.poll() is None:
-                    p.stdin.write("\n")
-                    p.stdin.flush()
-                return p.stdout.readline().strip()
-
-            first = ask()
-            assert first.startswith("answer "), first
-            kinds = [*RSTS, *FINS, *DATA, *SYNS]
-            out = lab.exec(
-                "cli", sys.executable, str(LAB_DIR / "blindinject.py"),
-                lab.VIP, "80", ip, port, str(EACH), *kinds,
-            )  # fmt: skip
-            assert json.loads(out.stdout) == {"sent": EACH * len(kinds)}
-            after = [ask() for _ in range(3)]
-            assert after == [first] * 3, (after, sw.stats())  # the same backend, no reset
-            (flow,) = [f for f in sw.flows() if f["client"] == f"{ip}:{port}"]
-            assert flow["state"] == "ESTABLISHED"
-            s = sw.stats()
-            dropped = s["dropped"]
-            # each blind RST is out of the window, or (by a chance of about 1 in 60,000) in it
-            # but not exact: passed on, the flow not moved
-            rsts = dropped.get("rst_out_of_window", 0) + s["tcp_rst_in_window"]
-            assert rsts == EACH * len(RSTS), s
-            assert dropped.get("fin_out_of_window", 0) >= EACH * len(FINS) - 1, s
-            assert dropped.get("tcp_out_of_window", 0) >= EACH * len(DATA) - 1, s
-        finally:
-            if p.stdin:
-                p.stdin.close()
-            p.wait(timeout=10)
+        assert json.loads(out.stdout) == {"sent": EACH * len(kinds)}
+        after = [held.ask() for _ in range(3)]
+        assert after == [first] * 3, (after, sw.stats())  # the same backend, no reset
+        (flow,) = [f for f in sw.flows() if f["client"] == f"{held.ip}:{held.port}"]
+        assert flow["state"] == "ESTABLISHED"
+        s = sw.stats()
+        dropped = s["dropped"]
+        # each blind RST is out of the window, or (by a chance of about 1 in 60,000) in it
+        # but not exact: passed on, the flow not moved
+        rsts = dropped.get("rst_out_of_window", 0) + s["tcp_rst_in_window"]
+        assert rsts == EACH * len(RSTS), s
+        assert dropped.get("fin_out_of_window", 0) >= EACH * len(FINS) - 1, s
+        assert dropped.get("tcp_out_of_window", 0) >= EACH * len(DATA) - 1, s
