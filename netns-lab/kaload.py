@@ -2,8 +2,9 @@
 every INTERVAL seconds) for DURATION seconds (bounded: it stops by itself), or until SIGTERM
 stops it sooner. Prints "ready" once every connection is open, then at the end one JSON line:
 
-    {"conns": N, "start": the monotonic clock as they began, "requests": total, "lost": [how each lost connection ended], "backends":
-     {BACKEND: requests}, "per_second": [requests in each whole second it ran], "local": [...]}
+    {"conns": N, "start": the monotonic clock as they began, "requests": total,
+     "lost": [how each lost connection ended], "backends": {BACKEND: requests},
+     "per_second": [requests in each whole second it ran], "local": [...]}
 
 A lost connection is one that was reset, closed by the peer, timed out or answered wrongly
 before DURATION was over: what a load balancer must never cause to an established flow.
