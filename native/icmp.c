@@ -19,7 +19,9 @@
  * Echo replies are rate-limited as Linux limits its own (a token bucket: 1000 a second, a
  * burst of 50). Everything else that is ICMP is dropped with its reason: a bad checksum, other
  * types, echo requests to addresses that are no VIP, or beyond the rate, errors quoting
- * something that is no TCP packet or no known flow. */
+ * something that is no TCP packet or no known flow, or not sent back to the quoted packet's
+ * source (a VIP or SNAT address; the host routes an SNAT address into the switch only from
+ * the backends' side, pktswitch/io/tun.py). */
 #include "pks_internal.h"
 
 #define ICMP_ECHO_REPLY 0
@@ -144,6 +146,9 @@ int native_icmp(pks_table *t, uint8_t *buf, pks_meta *m, double now)
     uint32_t ihl = (uint32_t)(buf[q] & 0x0f) * 4;
     if (ihl < 20 || end - q < ihl + QUOTED_L4 || buf[q + 9] != PKS_PROTO_TCP)
         return drop_exit(m, PKS_E_ICMP_MALFORMED);
+    if (memcmp(buf + q + 12, buf + ip + 16, 4) != 0)  /* the quote's source, the error's
+                                                            destination */
+        return drop_exit(m, PKS_E_ICMP_ADDRESS);
     /* the quoted packet went out of the switch; the flow knows its answer's key */
     pks_key k;
     memset(&k, 0, sizeof k);

@@ -8,7 +8,7 @@ static const char *const err_names[PKS_E_COUNT] = {
     "tuple_busy", "icmp_checksum", "icmp_other", "icmp_malformed", "icmp_no_flow",
     "bad_source", "tcp_checksum", "icmp_rate", "icmp_out_of_window",
     "rst_out_of_window", "fin_out_of_window", "tcp_out_of_window",
-    "client_max_flows", "client_rate", "clients_full", "bad_cookie",
+    "client_max_flows", "client_rate", "clients_full", "bad_cookie", "icmp_misaddressed",
 };
 
 static const char *const slow_names[PKS_SLOW_COUNT] = {

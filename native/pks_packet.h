@@ -47,7 +47,9 @@
 #define PKS_E_CLIENTS_FULL 31  /* a SYN from a new client while the client table is full */
 #define PKS_E_BAD_COOKIE 32    /* an ACK of no flow while SYN cookies are out, whose cookie is
                                   not one C sent (or is older than two minutes) */
-#define PKS_E_COUNT 33
+#define PKS_E_ICMP_ADDRESS 33  /* ICMP: an error not addressed to the source of the packet it
+                                  quotes (RFC 1122 3.2.2: errors go back to that source) */
+#define PKS_E_COUNT 34
 
 /* why C left a packet to Python (meta->slow with PKS_V_SLOW; names in pks_slow_name(); each
  * counted in the table's slow[]) */

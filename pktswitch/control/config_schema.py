@@ -184,7 +184,7 @@ SWITCH = (
     Key(
         "route_table",
         f"integer 1..{ROUTE_TABLE_MAX}, not {_reserved}",
-        "nat mode: the policy routing table that sends backends' replies into the device",
+        "the policy routing table that sends what the backends send into the device",
         _SW.route_table,
     ),
     Key(

@@ -63,11 +63,8 @@ class Reloader:
                 raise refusal
             # host side first; on a failure what was added stays (recorded, removed at stop)
             if self.tun is not None:
-                sw = new.switch
                 self.tun.route([s.vip for s in new.services])
-                if sw.mode == "nat":
-                    ends = [(b.ip, b.port) for s in new.services for b in s.backends]
-                    self.tun.steer_replies(sw.route_table, ends)
+                steer(self.tun, new)
         except (ConfigError, SetupError) as e:
             self.refused += 1
             log.error("reload refused, the running config stays: %s", e)
@@ -79,6 +76,17 @@ class Reloader:
         self.reloads += 1
         log.info("reloaded %s: %s", new.path, "; ".join(changes) or "no changes")
         return {"config": new.path, "changes": changes}
+
+
+def steer(tun: TunDevice, cfg: Config) -> None:
+    """What comes back from the backends into the device: in nat mode their replies (from
+    each backend's address and port), in full NAT what is addressed to an SNAT address; only
+    from the side the backends are on."""
+    backends = [b for s in cfg.services for b in s.backends]
+    if cfg.switch.mode == "nat":
+        tun.steer_replies(cfg.switch.route_table, [(b.ip, b.port) for b in backends])
+    else:
+        tun.steer_snat(cfg.switch.route_table, cfg.switch.snat, [b.ip for b in backends])
 
 
 def lrt_backends(switch: Switch) -> list[Any]:
@@ -183,11 +191,8 @@ def run(cfg: Config) -> None:
         switch.set_vnet(tun.vnet)
         tun.up()
         tun.spread_receive(rps_targets(sw.rps_cpus))
-        tun.route([s.vip for s in cfg.services] + list(sw.snat))
-        if sw.mode == "nat":
-            tun.steer_replies(
-                sw.route_table, [(b.ip, b.port) for s in cfg.services for b in s.backends]
-            )
+        tun.route([s.vip for s in cfg.services])
+        steer(tun, cfg)
         loop = Loop(switch, tun.fd)
         # always: the services of a reload may need probes, that of a start none yet
         prober = Prober(loop, lrt_backends(switch), loop.clock, switch.sample)

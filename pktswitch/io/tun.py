@@ -228,10 +228,6 @@ class TunDevice:
         into the device via `table`, when it comes in where the host routes to that backend
         (`iif`: a packet from the client side forged with a backend's address is routed as
         any other, never taken for its reply); what was added before is left as it is."""
-        undo = ("route", "del", "default", "dev", self.name, "table", str(table))
-        if undo not in self._undo:
-            _ip("route", "replace", "default", "dev", self.name, "table", str(table))
-            self._undo.append(undo)
         came = {ip: self._backend_side(ip) for ip, _ in endpoints}
         tcp = [
             ("from", f"{ip}/32", *came[ip], "ipproto", "tcp", "sport", str(port))
@@ -239,7 +235,24 @@ class TunDevice:
         ]
         # and ICMP errors from the backends, which the switch translates for the client
         errors = [("from", f"{ip}/32", *came[ip], "ipproto", "icmp") for ip in set(came)]
-        for match in sorted(set(tcp)) + sorted(errors):
+        self._steer(table, sorted(set(tcp)) + sorted(errors))
+
+    def steer_snat(self, table: int, snat: Sequence[str], backends: Sequence[str]) -> None:
+        """full NAT: send what is addressed to an SNAT address into the device via `table`
+        only when it comes in where the host routes to a backend (`iif`): the backends'
+        answers, and ICMP errors about what the switch sent them. The same address from the
+        client side (an error forged about a backend-bound packet) is routed as any other,
+        never into the switch. What was added before is left as it is."""
+        sides = sorted({self._backend_side(ip) for ip in backends})
+        self._steer(table, [("to", f"{a}/32", *side) for a in snat for side in sides])
+
+    def _steer(self, table: int, matches: Sequence[tuple[str, ...]]) -> None:
+        """A rule for each match into `table`, whose default route points into the device."""
+        undo = ("route", "del", "default", "dev", self.name, "table", str(table))
+        if undo not in self._undo:
+            _ip("route", "replace", "default", "dev", self.name, "table", str(table))
+            self._undo.append(undo)
+        for match in matches:
             spec = (*match, "lookup", str(table), "priority", str(RULE_PRIORITY))
             if ("rule", "del", *spec) in self._undo:
                 continue  # added before (a reload passes every backend again)
@@ -253,9 +266,7 @@ class TunDevice:
         replies come in by; () when the route says none (a local or unreachable address)."""
         dev = route_device(_run("ip", "route", "get", ip))
         if dev is None:
-            log.warning(
-                "nat mode: no device routes to backend %s; its replies are taken from any", ip
-            )
+            log.warning("no device routes to backend %s: its replies are taken from any side", ip)
             return ()
         return ("iif", dev)
 

@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from netns_helpers import LAB_DIR, NETNS, Lab, wait_until
+from netns_helpers import LAB_DIR, NETNS, HeldClient, Lab, wait_until
 from switchlab import Switch, config_text
 
 pytestmark = NETNS
@@ -111,3 +111,33 @@ def test_a_backends_port_unreachable_fails_the_clients_connect_at_once(lab: Lab,
             assert sw.stop() == 0
     finally:
         lab.exec("a", "nft", "delete", "table", "inet", table, check=False)
+
+
+def test_an_error_about_a_backend_bound_packet_reaches_the_switch_only_from_the_backends(
+    lab: Lab,
+) -> None:
+    """The same forged error (port unreachable to the SNAT address, quoting SNAT:port >
+    backend:80 of a live flow with a guessed sequence number) sent from backend A's
+    namespace reaches the switch (and is dropped there: icmp_out_of_window), sent from the
+    client's never does: the host routes the SNAT address into the switch only from the
+    backends' side."""
+    with Switch(lab, config_text(lab, web_backends="A")) as sw, HeldClient(lab) as held:
+        assert held.ask() == "answer A"
+        (flow,) = [f for f in sw.flows() if f["client"] == f"{held.ip}:{held.port}"]
+        snat, _, sport = flow["snat"].partition(":")
+        forge = [sys.executable, str(LAB_DIR / "icmpforge.py"), snat, snat, sport]
+        forge += [lab.BACKENDS["A"], "80", "12345"]
+        lab.exec("cli", *forge)
+        lab.exec("a", *forge)
+
+        def icmp_drops() -> dict[str, int]:
+            dropped = sw.stats()["dropped"]
+            return {k: v for k, v in dropped.items() if k.startswith("icmp")}
+
+        wait_until("A's error", lambda: icmp_drops(), 10)
+        # a last error from the client side would have come in by now: a ping after it
+        lab.exec("cli", "ping", "-n", "-c", "1", "-W", "2", lab.VIP)
+        assert icmp_drops() == {"icmp_out_of_window": 1}
+        assert sw.stats()["icmp_errors_translated"] == {"to_backend": 0, "to_client": 0}
+        assert held.ask() == "answer A"
+        assert sw.stop() == 0

@@ -125,6 +125,19 @@ def test_an_error_quoting_a_sequence_number_not_in_flight_is_dropped(seq: int) -
     assert h.sw.stats(h.now)["icmp_errors_translated"] == {"to_backend": 0, "to_client": 0}
 
 
+@pytest.mark.parametrize("to", [VIP, CLIENT, "192.0.2.1"])
+def test_an_error_not_sent_back_to_the_quoted_source_is_dropped(to: str) -> None:
+    """An error about SNAT > backend goes back to SNAT; one addressed elsewhere (the VIP: as
+    if from the client side) is forged."""
+    h = Harness()
+    out = h.send(IP(src=CLIENT, dst=VIP) / TCP(sport=40000, dport=80, flags="S", seq=100))
+    assert out is not None
+    err = IP(src=out.dst, dst=to) / ICMP(type=3, code=3) / Raw(bytes(out)[:28])
+    assert h.send(err) is None
+    assert h.sw.dropped == {"icmp_misaddressed": 1}
+    assert h.sw.stats(h.now)["icmp_errors_translated"] == {"to_backend": 0, "to_client": 0}
+
+
 @pytest.mark.parametrize("mode", ["fullnat", "nat"])
 def test_fragmentation_needed_from_the_client_side_reaches_the_backend(mode: str) -> None:
     h = Harness(mode=mode)

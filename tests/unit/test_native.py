@@ -362,7 +362,7 @@ def test_err_names() -> None:
         "tuple_busy", "icmp_checksum", "icmp_other", "icmp_malformed", "icmp_no_flow",
         "bad_source", "tcp_checksum", "icmp_rate", "icmp_out_of_window",
         "rst_out_of_window", "fin_out_of_window", "tcp_out_of_window",
-        "client_max_flows", "client_rate", "clients_full", "bad_cookie",
+        "client_max_flows", "client_rate", "clients_full", "bad_cookie", "icmp_misaddressed",
     ]  # fmt: skip
     assert len(names) == lib.PKS_E_COUNT
     assert [err_name(i) for i in range(lib.PKS_E_COUNT)] == names
