@@ -31,9 +31,10 @@
  *             (half the inputs) it moves a flow's state by the grid on RST, SYN, FIN and
  *             ACK, counts the client's SYNs, tells a backend's RST before any SYN-ACK, and
  *             times the first response, each reported as exactly the event the model expects;
- *             an ICMP error about a flow (the model inserts one its quote is about) comes out
- *             with valid checksums, quoting the packet as the flow's other way sees it, and
- *             any other ICMP is dropped with an icmp_* reason, the buffer untouched.
+ *             an ICMP error about a flow (the model inserts one its quote is about), sent back
+ *             to the quote's source, comes out with valid checksums, quoting the packet as
+ *             the flow's other way sees it, and any other ICMP is dropped with an icmp_*
+ *             reason, the buffer untouched.
  *   opens   - with the packet's service running a program (rr and wrr with their state, a
  *             hash table with empty slots, lc, wlc, lrt), a small SNAT pool and half-open limit
  *             (drive_opens): SYNs from other client ports, state changes, expiry, removals,

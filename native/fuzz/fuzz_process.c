@@ -164,7 +164,10 @@ void run_process(model *md, const uint8_t *data, size_t size, const pks_meta *m,
         CHECK(pm.slot == -1 && (v == PKS_V_DROP || v == PKS_V_FAST));
         if (v == PKS_V_DROP) {
             CHECK((pm.err >= PKS_E_ICMP_CHECKSUM && pm.err <= PKS_E_ICMP_NO_FLOW)
-                  || pm.err == PKS_E_ICMP_RATE || pm.err == PKS_E_ICMP_WINDOW);
+                  || pm.err == PKS_E_ICMP_RATE || pm.err == PKS_E_ICMP_WINDOW
+                  || pm.err == PKS_E_ICMP_ADDRESS);
+            if (pm.err == PKS_E_ICMP_ADDRESS)   /* not sent back to the quote's source */
+                CHECK(memcmp(data + m->hdr + 16, data + m->hdr + m->l4_off + 8 + 12, 4) != 0);
             if (pm.err == PKS_E_ICMP_WINDOW) {  /* a known flow, and a quote not in flight */
                 const uint8_t *was = data + m->hdr + m->l4_off + 8;
                 pks_key about;
@@ -177,6 +180,7 @@ void run_process(model *md, const uint8_t *data, size_t size, const pks_meta *m,
             const uint8_t *ip = buf + m->hdr, *quote = ip + m->l4_off + 8;
             uint32_t ihl = m->l4_off, qihl = (uint32_t)(quote[0] & 0x0f) * 4;
             CHECK(m->icmp_type != 8);
+            CHECK(memcmp(data + m->hdr + 16, data + m->hdr + ihl + 8 + 12, 4) == 0);
             CHECK(pks_csum(ip, ihl, 0) == 0 && pks_csum(quote, qihl, 0) == 0);
             CHECK(pks_csum(ip + ihl, m->ip_len - ihl, 0) == 0);
             CHECK(memcmp(buf, data, m->hdr + 10) == 0);  /* all before the IP checksum */
