@@ -49,7 +49,7 @@ static int drain_wait(pks_table *t, int fd, int epfd, double deadline, pks_drain
 uint32_t pks_process_many(pks_table *t, const uint8_t *pkts, uint32_t size, uint32_t n,
                           uint8_t *buf, uint32_t cap, int vnet, pks_meta *m)
 {
-    if (size > cap)
+    if (size > cap || cap - size < PKS_ROOM)    /* (what C may answer with: pks_process) */
         return 0;
     for (uint32_t i = 0; i < n; i++) {
         memcpy(buf, pkts + (size_t)i * size, size);

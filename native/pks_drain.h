@@ -41,6 +41,7 @@ void pks_drain(pks_table *t, int fd, uint8_t *buf, uint32_t cap, int vnet, uint3
 /* pks_drain's work on packets already read, for the core benchmark (no device, no
  * syscalls): each of the n packets of `size` bytes at pkts + i * size is copied into buf (cap
  * bytes) as read() would, stamped with CLOCK_MONOTONIC and processed. Stops at the first
- * packet that is not PKS_V_FAST; returns how many were (0 when size > cap). */
+ * packet that is not PKS_V_FAST; returns how many were (0 when buf has no PKS_ROOM beyond
+ * size). */
 uint32_t pks_process_many(pks_table *t, const uint8_t *pkts, uint32_t size, uint32_t n,
                           uint8_t *buf, uint32_t cap, int vnet, pks_meta *m);
