@@ -69,25 +69,29 @@ static void echo_reply(uint8_t *buf, uint32_t ip, uint32_t l4, uint32_t end)
 
 /* the error's quoted packet and outer header rewritten as the flow's direction `way` is
  * (n, from pks_flow_nat): the quote is a packet of the other direction, so its source becomes
- * n's daddr:dport and its destination n's saddr:sport; the outer header speaks for n's saddr
- * (unless keep_sender) toward n's daddr */
+ * n's daddr:dport and its destination n's saddr:sport, its sequence and acknowledgment
+ * numbers move by mv[0] and mv[1] (a cookie flow's, cookie.c; mv[1] only when the quote holds
+ * them); the outer header speaks for n's saddr (unless keep_sender) toward n's daddr */
 static void translate(uint8_t *buf, uint32_t ip, uint32_t l4, uint32_t end, const pks_nat *n,
-                      int keep_sender)
+                      int keep_sender, const uint32_t mv[2])
 {
     uint32_t q = l4 + ICMP_HEADER, th = q + (uint32_t)(buf[q] & 0x0f) * 4;
-    uint8_t old[12], new[12];
+    uint32_t words = end - th >= 12 ? 2 : 1;    /* the quote's seq, and its ack if there */
+    uint8_t old[20], new[20];
     memcpy(old, buf + q + 12, 8);
-    memcpy(old + 8, buf + th, 4);
+    memcpy(old + 8, buf + th, 4 + 4 * words);
     memcpy(new, n->daddr, 4);                  /* the quote's source */
     memcpy(new + 4, n->saddr, 4);              /* and destination */
     wr16(new + 8, n->dport);
     wr16(new + 10, n->sport);
+    for (uint32_t i = 0; i < words; i++)
+        put4(new + 12 + 4 * i, rd32(old + 12 + 4 * i) + mv[i]);
     memcpy(buf + q + 12, new, 8);
-    memcpy(buf + th, new + 8, 4);
+    memcpy(buf + th, new + 8, 4 + 4 * words);
     csum_into(buf, q, th, q + 10);
-    if (end - th >= TCP_CSUM_END) {             /* RFC 1624: pseudo-header and ports changed */
+    if (end - th >= TCP_CSUM_END) {             /* RFC 1624: pseudo-header, ports and numbers */
         uint32_t s = (uint16_t)~rd16(buf + th + 16);
-        for (uint32_t i = 0; i < sizeof old; i += 2)
+        for (uint32_t i = 0; i < 12 + 4 * words; i += 2)
             s += (uint16_t)~rd16(old + i) + rd16(new + i);
         wr16(buf + th + 16, (uint16_t)~fold(s));
     }
@@ -96,6 +100,26 @@ static void translate(uint8_t *buf, uint32_t ip, uint32_t l4, uint32_t end, cons
     memcpy(buf + ip + 16, n->daddr, 4);
     csum_into(buf, ip, l4, ip + 10);
     csum_into(buf, l4, end, l4 + 2);
+}
+
+/* A cookie flow's backend numbers are not the client's (cookie.c: the client's = the
+ * backend's - seq_delta): the moves of a quote of the other way's packet, or -1 when the
+ * quote is of the switch's own SYN-ACK (no backend's number known yet) */
+static int cookie_moves(const pks_flow *f, uint8_t way, const uint8_t *qth, uint32_t qlen,
+                        uint32_t mv[2])
+{
+    mv[0] = mv[1] = 0;
+    if (!f->cookie)
+        return 0;
+    if (way == 0) {                             /* the quote: a backend's packet, as the
+                                                   client saw it */
+        if (f->cookie == PKS_CK_SYN_SENT)
+            return -1;
+        mv[0] = f->seq_delta;
+    } else if (qlen >= 14 && (qth[13] & PKS_TCP_ACK)) {
+        mv[1] = -f->seq_delta;                  /* the client's ack, as the backend saw it */
+    }
+    return 0;
 }
 
 /* a token of the echo replies' bucket, if there is one at `now` */
@@ -163,11 +187,14 @@ int native_icmp(pks_table *t, uint8_t *buf, pks_meta *m, double now)
         return drop_exit(m, PKS_E_ICMP_NO_FLOW);
     uint8_t way = (uint8_t)(e & 1);             /* the error travels as a packet of this way */
     uint32_t seq = rd32(buf + q + ihl + 4);
-    if (!quote_in_flight(&t->flows[e >> 1], way, seq))
+    const pks_flow *f = &t->flows[e >> 1];
+    uint32_t mv[2];
+    if (!quote_in_flight(f, way, seq)
+        || cookie_moves(f, way, buf + q + ihl, end - q - ihl, mv) < 0)
         return drop_exit(m, PKS_E_ICMP_WINDOW);
     pks_nat n;
     pks_flow_nat(t, (uint32_t)(e >> 1), way, &n);
-    translate(buf, ip, l4, end, &n, !t->snat && way == 0);
+    translate(buf, ip, l4, end, &n, !t->snat && way == 0, mv);
     t->icmp_errors[way]++;
     return PKS_V_FAST;
 }
