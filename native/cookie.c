@@ -178,6 +178,10 @@ int cookie_inbound(uint8_t *buf, pks_meta *m, pks_flow *f)
                    : 0;
     if (f->cookie == PKS_CK_SYN_SENT) {
         const uint8_t *th = buf + m->hdr + m->l4_off;
+        if (!(flags & PKS_TCP_ACK) || rd32(th + 8) != f->seq_end[0])
+            return -PKS_E_TCP_WINDOW;       /* a SYN-ACK or RST must acknowledge the SYN C
+                                               sent (RFC 5961 3.2 in SYN-SENT): one that
+                                               does not is forged */
         if ((flags & (PKS_TCP_SYN | PKS_TCP_ACK | PKS_TCP_RST)) == (PKS_TCP_SYN | PKS_TCP_ACK)) {
             f->seq_delta = rd32(th + 4) - f->seq_delta;     /* the cookie's, until now */
             f->cookie = PKS_CK_WINDOW;

@@ -155,6 +155,23 @@ def test_a_backend_refusing_resets_the_client_where_it_expects(flags: str) -> No
     assert (rst.dst, rst[TCP].flags, rst[TCP].seq) == (CLIENT, flags, cookie + 1)
 
 
+@pytest.mark.parametrize(
+    ("flags", "ack"), [("SA", ISN), ("SA", ISN + 2), ("RA", ISN + 1000), ("R", 0), ("S", 0)]
+)
+def test_before_the_backend_answers_only_what_acknowledges_its_syn_is_taken(
+    flags: str, ack: int
+) -> None:
+    """A SYN-ACK or RST that does not acknowledge the backend's SYN (ISN + 1) is forged:
+    dropped, and the real SYN-ACK after it still opens the flow."""
+    c = Cookies()
+    cookie = c.acked()
+    assert c.backend(flags, seq=BACKEND_ISN + 7, ack=ack) is None
+    assert c.sw.last_drop == "tcp_out_of_window"
+    out = c.backend("SA", seq=BACKEND_ISN, ack=ISN + 1, window=29200)
+    assert out is not None
+    assert (out[TCP].flags, out[TCP].seq, out[TCP].ack) == ("A", cookie + 1, ISN + 1)
+
+
 def test_before_the_backend_answers_the_client_sends_nothing() -> None:
     c = Cookies()
     cookie = c.acked()
