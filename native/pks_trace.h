@@ -4,13 +4,15 @@
 #include "pks_table.h"
 
 /* One record in the trace buffer (pks_trace_set), followed by `cap` bytes of the packet as
- * it came and, when it was forwarded, `cap` bytes of it as it left (a rewrite keeps the
- * length). The copies are IP packets, without the virtio_net_hdr (in vnet); a TCP checksum
+ * it came and, when it was forwarded, `out_cap` bytes of it as it left (a rewrite keeps the
+ * length; a packet C answers with, cookie.c, may be up to PKS_ROOM longer). The copies are IP packets, without the virtio_net_hdr (in vnet); a TCP checksum
  * that the device was to finish (partial) is finished in the copies, as the wire carries it. */
 typedef struct {
     uint32_t size;      /* bytes of this record with its copies, a multiple of 8 */
     uint32_t len;       /* the IP packet's length */
     uint32_t cap;       /* bytes of it copied: min(len, snap) */
+    uint32_t out_len;   /* forwarded: the IP packet's length as it left; else 0 */
+    uint32_t out_cap;   /* bytes of that copied: min(out_len, snap) */
     int32_t slot;       /* its flow's slot after the decision, -1: none */
     uint32_t service;   /* its flow's numbers, PKS_NONE: no flow */
     uint32_t backend;
@@ -35,5 +37,5 @@ typedef struct {
  * record that does not fit is not written and counted in trace_lost. 0; -1: cap holds no
  * record of snap bytes, or a misaligned buffer. */
 int pks_trace_set(pks_table *t, uint8_t *buf, uint32_t cap, uint32_t snap);
-/* the bytes one record of a packet of len bytes takes with snap (both copies) */
+/* the bytes one record of a packet of len bytes takes at most with snap (both copies) */
 uint32_t pks_trace_size(uint32_t len, uint32_t snap);

@@ -22,8 +22,8 @@ int pks_trace_set(pks_table *t, uint8_t *buf, uint32_t cap, uint32_t snap)
 
 uint32_t pks_trace_size(uint32_t len, uint32_t snap)
 {
-    uint32_t cap = len < snap ? len : snap;
-    return ALIGN8((uint32_t)sizeof(pks_trace_rec) + 2 * cap);
+    uint32_t cap = len < snap ? len : snap, out = len + PKS_ROOM < snap ? len + PKS_ROOM : snap;
+    return ALIGN8((uint32_t)sizeof(pks_trace_rec) + cap + out);
 }
 
 /* the copy's TCP checksum, finished as the device would (the field holds the pseudo-header
@@ -99,11 +99,15 @@ int trace_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta
         r->has_client = 1;
     }
     uint32_t size = (uint32_t)sizeof *r + r->cap;
-    if (v == PKS_V_FAST) {
-        memcpy(before + r->cap, buf + hdr, r->cap);
+    if (v == PKS_V_FAST) {                      /* (m->ip_len: the length it leaves with) */
+        r->out_len = m->ip_len;
+        r->out_cap = r->out_len < t->trace_snap ? r->out_len : t->trace_snap;
+        if (sizeof *r + r->cap + r->out_cap > need)     /* (longer than PKS_ROOM allows) */
+            r->out_cap = need - (uint32_t)sizeof *r - r->cap;
+        memcpy(before + r->cap, buf + hdr, r->out_cap);
         if (r->partial && m->partial)           /* (a packet of C's own is not partial) */
-            finish(before + r->cap, r->cap, buf + hdr, m);
-        size += r->cap;
+            finish(before + r->cap, r->out_cap, buf + hdr, m);
+        size += r->out_cap;
     }
     r->size = ALIGN8(size);
     r->t = now;

@@ -321,10 +321,11 @@ def trace(
                     break
                 click.echo(json.dumps(ev) if as_json else trace_text(ev))
                 if writer is not None:
-                    length = ev["before"]["len"]
-                    writer.write(ev["time"], base64.b64decode(ev["raw_before"]), length)
+                    raw = base64.b64decode(ev["raw_before"])
+                    writer.write(ev["time"], raw, ev["before"]["len"])
                     if ev["raw_after"] is not None:
-                        writer.write(ev["time"], base64.b64decode(ev["raw_after"]), length)
+                        raw = base64.b64decode(ev["raw_after"])
+                        writer.write(ev["time"], raw, ev["after"]["len"])
     except KeyboardInterrupt:
         pass
     finally:

@@ -100,7 +100,10 @@ void check_trace(const pks_table *t, uint32_t used, uint64_t lost, const uint8_t
     uint32_t cap = len < t->trace_snap ? len : t->trace_snap;
     CHECK(used + r->size == t->trace_used);
     CHECK(r->len == len && r->cap == cap && r->verdict == v);
-    CHECK(r->size == ((uint32_t)sizeof *r + cap * (v == PKS_V_FAST ? 2 : 1) + 7) / 8 * 8);
+    uint32_t out_len = v == PKS_V_FAST ? pm->ip_len : 0;
+    uint32_t out_cap = out_len < t->trace_snap ? out_len : t->trace_snap;
+    CHECK(r->out_len == out_len && r->out_cap == out_cap);
+    CHECK(r->size == ((uint32_t)sizeof *r + cap + out_cap + 7) / 8 * 8);
     CHECK(r->err == (v == PKS_V_DROP ? pm->err : 0));
     CHECK(memcmp(r->vnet, in, hdr < size ? hdr : size) == 0);
     /* the packet as it came (a packet C answers with its own may differ in all but length) */
@@ -112,7 +115,7 @@ void check_trace(const pks_table *t, uint32_t used, uint64_t lost, const uint8_t
     const uint8_t *copy = (const uint8_t *)(r + 1);
     CHECK(same_but_csum(copy, in + hdr, cap, (uint32_t)im.l4_off + 16, partial));
     if (v == PKS_V_FAST)        /* (finished where the packet left partial too) */
-        CHECK(same_but_csum(copy + cap, out + hdr, cap, (uint32_t)pm->l4_off + 16,
+        CHECK(same_but_csum(copy + cap, out + hdr, out_cap, (uint32_t)pm->l4_off + 16,
                             partial && pm->partial));
     if (r->slot >= 0) {
         const pks_flow *f = &t->flows[r->slot];

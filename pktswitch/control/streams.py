@@ -50,7 +50,7 @@ def event(rec: Record, seq: int, snaplen: int, wall: float) -> dict[str, Any]:
         # (C finished a partial checksum in the copies: they show what the wire carries)
         offload = {"partial_checksum": partial, "gso_type": gso_type, "gso_size": gso_size}
     before = packet.describe(raw_before, rec.length)
-    after = packet.describe(raw_after, rec.length) if raw_after is not None else None
+    after = packet.describe(raw_after, rec.out_length) if raw_after is not None else None
     changed = [f for f in FIELDS if after is not None and before.get(f) != after.get(f)]
     flow = rec.flow
     ev: dict[str, Any] = {

@@ -23,13 +23,14 @@ QUEUE_MAX = 4096  # records waiting for one subscriber before new ones are dropp
 class Record:
     t: float  # the switch's clock (`now`) when the packet was handled
     before: bytes  # the IP packet as it came, its first `snap` bytes at most
-    after: bytes | None  # as it left (as many bytes); None: dropped
+    after: bytes | None  # as it left, its first `snap` bytes at most; None: dropped
     verdict: str  # "fast" (forwarded) or "drop:<reason>"
     # the packet's flow as it was then, if any: (client "ip:port", service, backend)
     flow: tuple[str, str, str] | None
     transition: tuple[str, str] | None  # (old state, new state) when it changed
     vnet: bytes = b""  # the virtio_net_hdr the packet came with (TUN offloads), if any
     length: int = 0  # the IP packet's whole length
+    out_length: int = 0  # and as it left (a packet the switch answered with: its own)
     finished: bool = False  # its TCP checksum was partial (offloads): the copies finish it
 
 

@@ -87,7 +87,7 @@ class Tracing(SwitchBase):
                 _name(self.table.services, r.service),
                 _name(self.table.backends, r.backend),
             )
-        copies = bytes(raw[at : at + 2 * cap])
+        copies = bytes(raw[at : at + cap + r.out_cap])
         fast = r.verdict == packet.VERDICT_FAST
         was, to = getattr(r, "from"), r.to
         rec = Record(
@@ -99,6 +99,7 @@ class Tracing(SwitchBase):
             transition=(STATES[was].name, STATES[to].name) if was != to else None,
             vnet=bytes(r.vnet) if self.vnet else b"",
             length=r.len,
+            out_length=r.out_len,
             finished=bool(r.partial),
         )
         for sub in wanting:

@@ -5,6 +5,8 @@ checksum."""
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from scapy.layers.inet import ICMP, IP, TCP
 from scapy.packet import Raw
@@ -12,8 +14,11 @@ from scapy_oracle import checksums_ok
 from test_icmp import icmp_checksums_ok
 from test_switch import CLIENT, SNAT, VIP
 
+from pktswitch.control.streams import event
 from pktswitch.core.switch import ServiceState, Switch
 from pktswitch.core.tcpstate import DEFAULT_TIMEOUTS
+from pktswitch.core.trace import HEADERS_SNAP as MIN_SNAP
+from pktswitch.core.trace import Subscription
 from pktswitch.sched.pool import BackendState
 from pktswitch.sched.registry import make
 
@@ -250,8 +255,8 @@ def test_an_error_from_the_backends_side_quotes_the_clients_own_packet() -> None
     (the kernel matches the quote to its socket)."""
     c = Cookies()
     cookie = c.open()
-    mine = IP(src=CLIENT, dst=VIP) / TCP(sport=40000, dport=80, flags="PA", seq=ISN + 1,
-                                         ack=cookie + 1) / Raw(b"GET / HTTP/1.1\r\n\r\n")  # fmt: skip
+    tcp = TCP(sport=40000, dport=80, flags="PA", seq=ISN + 1, ack=cookie + 1)
+    mine = IP(src=CLIENT, dst=VIP) / tcp / Raw(b"GET / HTTP/1.1\r\n\r\n")
     sent = c.send(mine)
     assert sent is not None and sent[TCP].ack == BACKEND_ISN + 1
     back = c.send(icmp_error("192.0.2.254", SNAT, sent))
@@ -285,3 +290,24 @@ def test_an_error_about_the_switchs_own_syn_ack_reaches_no_backend() -> None:
                                         ack=ISN + 1, window=0)  # fmt: skip
     assert c.send(icmp_error("198.51.100.254", VIP, IP(bytes(own)))) is None
     assert c.sw.dropped == {"icmp_out_of_window": 1}
+
+
+def test_a_trace_shows_the_packets_the_switch_answers_with_whole() -> None:
+    """The client's SYN leaves as the cookie's SYN-ACK (44 bytes from 44), its ACK as the
+    backend's SYN (44 bytes from 40): each after-copy is the packet that left, whole."""
+    c = Cookies()
+    sub = Subscription()
+    c.sw.subscribe(sub)
+    cookie = c.acked(mss=1400)
+    c.sw.take_trace()
+    syn_ack, syn = list(sub.queue)
+    assert (syn_ack.length, syn_ack.out_length, syn.length, syn.out_length) == (44, 44, 40, 44)
+    assert syn.after is not None and syn_ack.after is not None
+    assert IP(syn_ack.after)[TCP].seq == cookie and IP(syn_ack.after)[TCP].flags == "SA"
+    left = IP(syn.after)
+    assert checksums_ok(left) and len(syn.after) == 44
+    assert (left[TCP].flags, left[TCP].options) == ("S", [("MSS", 1400)])
+    ev = event(syn, 1, MIN_SNAP, 0.0)
+    assert (ev["before"]["len"], ev["after"]["len"]) == (40, 44)
+    assert base64.b64decode(ev["raw_after"]) == syn.after
+    c.sw.unsubscribe(sub)
