@@ -282,10 +282,17 @@ BASELINE = PktSwitchBaseline  # with --baseline only
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def wrk(lab: Lab, duration: int, close: bool) -> dict[str, float]:
+def wrk(lab: Lab, duration: int, close: bool, pace_ms: int = 0) -> dict[str, float]:
+    """wrk -t1 -c32 for `duration` s, flat out, or with `pace_ms` between each connection's
+    answer and its next request (wrk's delay(): a load that leaves the CPUs room, so that
+    its latency shows what holds packets back rather than who gets the CPU)."""
     args = ["wrk", "-t1", "-c32", f"-d{duration}s", "--latency"]
     if close:
         args += ["-H", "Connection: close"]
+    if pace_ms:
+        script = lab.run_dir / f"pace{pace_ms}.lua"
+        script.write_text(f"function delay()\n  return {pace_ms}\nend\n")
+        args += ["-s", str(script)]
     out = lab.exec("cli", *args, f"http://{lab.VIP}/", timeout=duration + 30).stdout
     res: dict[str, float] = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
     for pct in ("50", "99"):

@@ -9,9 +9,12 @@ flows by a spoofed SYN flood (netns-lab/synflood.py; the lb namespace blackholes
 SYN-ACKs), then wrk runs keep-alive HTTP (-t1 -c32) for --duration s four times: alone,
 while `pktswitch stats --json` runs back to back (the control: what the CLI's own processes
 cost a two-core machine, the switch answering in microseconds), while `pktswitch flows
---json` does, and while `pktswitch backends --json` does. Per tree: wrk's requests/s and
-p99 latency in each run, the p99 ratios to the run alone, how many listings completed and
-how long one took. Each run's steal (/proc/stat) is
+--json` does, and while `pktswitch backends --json` does; each both flat out (wrk, nginx and
+the switch fill both CPUs: every other process takes CPU from them) and paced (--pace-ms
+between each connection's answer and its next request: the CPUs have room, and the latency
+shows what holds packets back). Per tree: wrk's requests/s and p99 latency in each run, the
+p99 ratios to the run alone under the same load, how many listings completed and how long
+one took. Each run's steal (/proc/stat) is
 printed; a run with steal above 5 % says so. The backends resend no SYN-ACK (their
 tcp_synack_retries is 0: waves of 200k resent SYN-ACKs through the switch would drown the
 figures), and the runs' order turns round by round. It prints figures; it is not a timed test.
@@ -40,6 +43,7 @@ MAX_FLOWS = 262144
 RATE = 40_000  # SYNs per second asked of the generator
 SETTLE = 5.0  # seconds after the flood before the first run (the backends' SYN queues drain)
 RUNS = (("alone", None), ("stats", "stats"), ("flows", "flows"), ("backends", "backends"))
+LOADS = ("flat out", "paced")
 
 
 def listing_loop(exe: str, sock: str, cmd: str, stop: threading.Event) -> list[float]:
@@ -52,7 +56,9 @@ def listing_loop(exe: str, sock: str, cmd: str, stop: threading.Event) -> list[f
     return took
 
 
-def measure(lab: Lab, exe: str, sock: str, cmd: str | None, duration: int) -> dict[str, float]:
+def measure(
+    lab: Lab, exe: str, sock: str, cmd: str | None, duration: int, pace_ms: int
+) -> dict[str, float]:
     before = cpu_ticks(Path("/proc/stat").read_text())
     stop, took = threading.Event(), []
     thread = None
@@ -60,7 +66,7 @@ def measure(lab: Lab, exe: str, sock: str, cmd: str | None, duration: int) -> di
         thread = threading.Thread(target=lambda: took.extend(listing_loop(exe, sock, cmd, stop)))
         thread.start()
     try:
-        res = wrk(lab, duration, close=False)
+        res = wrk(lab, duration, close=False, pace_ms=pace_ms)
     finally:
         stop.set()
         if thread is not None:
@@ -89,9 +95,12 @@ def run_tree(
         flows = sw.stats()["flows"]
         time.sleep(SETTLE)
         out = {}
-        for name, cmd in RUNS[rnd % len(RUNS) :] + RUNS[: rnd % len(RUNS)]:
-            out[name] = measure(lab, exe, sw.socket, cmd, args.duration)
-            out[name]["table"] = flows
+        for load in LOADS:
+            pace = args.pace_ms if load == "paced" else 0
+            for name, cmd in RUNS[rnd % len(RUNS) :] + RUNS[: rnd % len(RUNS)]:
+                run = f"{name} {load}"
+                out[run] = measure(lab, exe, sw.socket, cmd, args.duration, pace)
+                out[run]["table"] = flows
     return out
 
 
@@ -101,6 +110,7 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     ap.add_argument("--flows", type=int, default=200_000, help="half-open flows to fill with")
     ap.add_argument("--baseline", help="another tree (its .venv/bin/pktswitch) beside this one")
+    ap.add_argument("--pace-ms", type=int, default=10, help="the paced load's delay")
     args = ap.parse_args()
     if not 1000 <= args.flows <= MAX_FLOWS:
         ap.error(f"--flows: 1000..{MAX_FLOWS}")
@@ -117,19 +127,19 @@ def main() -> int:
                 rows[tree].append(got)
                 for name, r in got.items():
                     mark = "  (steal above 5 %)" if r["steal_pct"] > 5 else ""
-                    print(f"round {rnd} {tree} {name:8} table={r['table']:.0f} "
+                    print(f"round {rnd} {tree} {name:17} table={r['table']:.0f} "
                           f"rps={r['rps']:.0f} p99={r.get('p99_ms', 0):.2f}ms "
                           f"listings={r['listings']:.0f} each={r['listing_s']:.2f}s "
                           f"steal={r['steal_pct']:.1f}%{mark}", flush=True)  # fmt: skip
     print(f"\nmedians over {args.rounds} round(s), {args.flows} flows asked, wrk -t1 -c32 "
-          f"keep-alive {args.duration} s")  # fmt: skip
+          f"keep-alive {args.duration} s, flat out and paced ({args.pace_ms} ms)")  # fmt: skip
     print("tree | run | rps | p99 ms | p99 / alone | listings | one listing s")
-    for tree in trees:
-        alone = statistics.median(g["alone"].get("p99_ms", 0) for g in rows[tree])
+    for tree, load in ((t, load) for t in trees for load in LOADS):
+        alone = statistics.median(g[f"alone {load}"].get("p99_ms", 0) for g in rows[tree])
         for name, _ in RUNS:
-            rs = [g[name] for g in rows[tree]]
+            rs = [g[f"{name} {load}"] for g in rows[tree]]
             p99 = statistics.median(r.get("p99_ms", 0) for r in rs)
-            print(f"{tree} | {name} | {statistics.median(r['rps'] for r in rs):.0f} | "
+            print(f"{tree} | {name} {load} | {statistics.median(r['rps'] for r in rs):.0f} | "
                   f"{p99:.2f} | {p99 / alone if alone else 0:.2f} | "
                   f"{statistics.median(r['listings'] for r in rs):.0f} | "
                   f"{statistics.median(r['listing_s'] for r in rs):.2f}")  # fmt: skip
