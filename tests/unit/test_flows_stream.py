@@ -9,7 +9,7 @@ from test_switch import SNAT, VIP, service
 from pktswitch.control.streams import SCAN_SPAN, FlowsStream
 from pktswitch.core.switch import Switch
 
-SLOTS = 8 * SCAN_SPAN
+SLOTS = 64 * SCAN_SPAN  # (room for 3000 flows)
 
 
 def filled(n: int) -> Switch:
