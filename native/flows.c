@@ -57,6 +57,12 @@ static void load_move(pks_table *t, uint32_t b, uint8_t was, uint8_t to)
 /* the one way a flow's state changes, from Python (pks_flow_set_state) or from a packet */
 int flow_state(pks_table *t, uint32_t slot, uint8_t state, double now)
 {
+    return flow_state_for(t, slot, state, t->timeouts[state], now);
+}
+
+/* the flow into `state` with its own timeout (a UDP flow's: its service's udp_timeout) */
+int flow_state_for(pks_table *t, uint32_t slot, uint8_t state, double timeout, double now)
+{
     pks_flow *f = &t->flows[slot];
     load_move(t, f->backend, f->state, state);
     pks_list *was = list_of(t, f->state), *to = list_of(t, state);
@@ -71,7 +77,7 @@ int flow_state(pks_table *t, uint32_t slot, uint8_t state, double now)
             t->half_open_peak = t->ho.count;
     }
     f->state = state;
-    f->timeout = (float)t->timeouts[state];
+    f->timeout = (float)timeout;
     double due = now + f->timeout;
     /* a later deadline keeps the live entry: it comes due early and is pushed back */
     if (!f->timer_seq || due < f->timer_due)

@@ -14,12 +14,12 @@
  * nat mode an error from the client side keeps its sender (the backend routes back through
  * the switch anyway). The quoted IP header's checksum is recomputed; the quoted TCP checksum
  * is adjusted when the quote reaches it (18 bytes of TCP; with the minimum 8 there is no
- * checksum to fix); the ICMP checksum is recomputed over the message. Lengths never change.
+ * checksum to fix), a UDP one always (its 8 bytes hold it) unless it is 0, none; the ICMP checksum is recomputed over the message. Lengths never change.
  *
  * Echo replies are rate-limited as Linux limits its own (a token bucket: 1000 a second, a
  * burst of 50). Everything else that is ICMP is dropped with its reason: a bad checksum, other
  * types, echo requests to addresses that are no VIP, or beyond the rate, errors quoting
- * something that is no TCP packet or no known flow, or not sent back to the quoted packet's
+ * something that is no TCP or UDP packet or no known flow, or not sent back to the quoted packet's
  * source (a VIP or SNAT address; the host routes an SNAT address into the switch only from
  * the backends' side, pktswitch/io/tun.py). */
 #include "pks_internal.h"
@@ -76,7 +76,9 @@ static void translate(uint8_t *buf, uint32_t ip, uint32_t l4, uint32_t end, cons
                       int keep_sender, const uint32_t mv[2])
 {
     uint32_t q = l4 + ICMP_HEADER, th = q + (uint32_t)(buf[q] & 0x0f) * 4;
-    uint32_t words = end - th >= 12 ? 2 : 1;    /* the quote's seq, and its ack if there */
+    int udp = buf[q + 9] == PKS_PROTO_UDP;
+    /* the quote's TCP seq, and its ack if there (UDP: none) */
+    uint32_t words = udp ? 0 : end - th >= 12 ? 2 : 1;
     uint8_t old[20], new[20];
     memcpy(old, buf + q + 12, 8);
     memcpy(old + 8, buf + th, 4 + 4 * words);
@@ -89,11 +91,15 @@ static void translate(uint8_t *buf, uint32_t ip, uint32_t l4, uint32_t end, cons
     memcpy(buf + q + 12, new, 8);
     memcpy(buf + th, new + 8, 4 + 4 * words);
     csum_into(buf, q, th, q + 10);
-    if (end - th >= TCP_CSUM_END) {             /* RFC 1624: pseudo-header, ports and numbers */
-        uint32_t s = (uint16_t)~rd16(buf + th + 16);
+    uint8_t *field = buf + th + pks_csum_field(buf[q + 9]);
+    /* RFC 1624: pseudo-header, ports and numbers, when the quote holds the checksum (a UDP
+     * one of 0 is none; one that comes out 0 is 0xffff) */
+    if (udp ? rd16(field) != 0 : end - th >= TCP_CSUM_END) {
+        uint32_t s = (uint16_t)~rd16(field);
         for (uint32_t i = 0; i < 12 + 4 * words; i += 2)
             s += (uint16_t)~rd16(old + i) + rd16(new + i);
-        wr16(buf + th + 16, (uint16_t)~fold(s));
+        uint16_t c = (uint16_t)~fold(s);
+        wr16(field, c == 0 && udp ? 0xffff : c);
     }
     if (!keep_sender)
         memcpy(buf + ip + 12, n->saddr, 4);
@@ -164,11 +170,12 @@ int native_icmp(pks_table *t, uint8_t *buf, pks_meta *m, double now)
     }
     if (!is_error(m->icmp_type))
         return drop_exit(m, PKS_E_ICMP_OTHER);
-    uint32_t q = l4 + ICMP_HEADER;              /* the quoted packet: IPv4, TCP, its ports */
+    uint32_t q = l4 + ICMP_HEADER;              /* the quoted packet: IPv4, TCP or UDP, its ports */
     if (end - q < 20 || buf[q] >> 4 != 4)
         return drop_exit(m, PKS_E_ICMP_MALFORMED);
     uint32_t ihl = (uint32_t)(buf[q] & 0x0f) * 4;
-    if (ihl < 20 || end - q < ihl + QUOTED_L4 || buf[q + 9] != PKS_PROTO_TCP)
+    uint8_t proto = buf[q + 9];
+    if (ihl < 20 || end - q < ihl + QUOTED_L4 || (proto != PKS_PROTO_TCP && proto != PKS_PROTO_UDP))
         return drop_exit(m, PKS_E_ICMP_MALFORMED);
     if (memcmp(buf + q + 12, buf + ip + 16, 4) != 0)  /* the quote's source, the error's
                                                             destination */
@@ -177,7 +184,7 @@ int native_icmp(pks_table *t, uint8_t *buf, pks_meta *m, double now)
     pks_key k;
     memset(&k, 0, sizeof k);
     k.family = 4;
-    k.proto = PKS_PROTO_TCP;
+    k.proto = proto;
     memcpy(k.saddr, buf + q + 16, 4);
     memcpy(k.daddr, buf + q + 12, 4);
     k.sport = rd16(buf + q + ihl + 2);
@@ -188,9 +195,10 @@ int native_icmp(pks_table *t, uint8_t *buf, pks_meta *m, double now)
     uint8_t way = (uint8_t)(e & 1);             /* the error travels as a packet of this way */
     uint32_t seq = rd32(buf + q + ihl + 4);
     const pks_flow *f = &t->flows[e >> 1];
-    uint32_t mv[2];
-    if (!quote_in_flight(f, way, seq)
-        || cookie_moves(f, way, buf + q + ihl, end - q - ihl, mv) < 0)
+    uint32_t mv[2] = {0, 0};
+    if (proto == PKS_PROTO_TCP      /* (a UDP flow has no sequence numbers to check) */
+        && (!quote_in_flight(f, way, seq)
+            || cookie_moves(f, way, buf + q + ihl, end - q - ihl, mv) < 0))
         return drop_exit(m, PKS_E_ICMP_WINDOW);
     pks_nat n;
     pks_flow_nat(t, (uint32_t)(e >> 1), way, &n);

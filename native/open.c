@@ -145,14 +145,18 @@ static int source_ok(const pks_table *t, uint32_t src)
     return 1;
 }
 
-/* The SYN's TCP checksum, over the pseudo-header and the segment, verifies: a SYN the
- * backend would drop must not open a flow (nor count against the backend as unanswered) */
-static int tcp_csum_ok(const uint8_t *buf, const pks_meta *m)
+/* The SYN's TCP checksum (or the first datagram's UDP one), over the pseudo-header and the
+ * segment, verifies: a packet the backend would drop must not open a flow (nor count
+ * against the backend as unanswered). A UDP checksum of 0 over IPv4 is none: it passes. */
+static int l4_csum_ok(const uint8_t *buf, const pks_meta *m)
 {
     const uint8_t *ip = buf + m->hdr;
-    uint32_t l4len = (uint32_t)m->ip_len - m->l4_off;
+    int udp = m->key.proto == PKS_PROTO_UDP;
+    if (udp && m->l4_csum == 0)
+        return 1;
+    uint32_t l4len = udp ? 8u + m->payload : (uint32_t)m->ip_len - m->l4_off;
     uint32_t sum = rd16(ip + 12) + rd16(ip + 14) + rd16(ip + 16) + rd16(ip + 18)
-                   + PKS_PROTO_TCP + l4len;
+                   + m->key.proto + l4len;
     return pks_csum(ip + m->l4_off, l4len, sum) == 0;
 }
 
@@ -207,7 +211,8 @@ static void take(pks_service *s, const choice *c)
 }
 
 /* A client's SYN without a flow (old = PKS_NONE), or reusing the port of flow `old` in
- * TIME_WAIT or CLOSE, or the ACK of a SYN cookie (cookie.c): open its flow (pks_service.h,
+ * TIME_WAIT or CLOSE, or the ACK of a SYN cookie (cookie.c), or a UDP datagram of no flow
+ * (to a UDP service: its flow in state UDP, with the service's udp_timeout): open its flow (pks_service.h,
  * "New flows in C"), or under a SYN flood answer the SYN with a cookie, or drop it with the
  * reason (PKS_V_DROP), checked in this order: not a SYN (nor a cookie's ACK: no_flow, or
  * bad_cookie while cookies are out), a source no client has, a wrong TCP checksum, no
@@ -218,14 +223,15 @@ static void take(pks_service *s, const choice *c)
  * for events or timers). Everything that can refuse is checked before anything changes. */
 int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t old)
 {
-    if (!t->has_trans)
+    int tcp = m->key.proto == PKS_PROTO_TCP;    /* else UDP: any datagram opens a flow */
+    if (tcp && !t->has_trans)
         return slow_exit(t, m, PKS_SLOW_NO_GRID);
     if (m->key.family != 4)
         return slow_exit(t, m, PKS_SLOW_FAMILY);
     uint8_t fl = m->tcp_flags & (PKS_TCP_SYN | PKS_TCP_ACK | PKS_TCP_RST | PKS_TCP_FIN);
     uint32_t isn = 0, cookie = 0;
     int mss = -1;               /* a SYN cookie's ACK (cookie.c): the MSS index the cookie holds */
-    if (fl != PKS_TCP_SYN) {    /* a mid-connection packet of no known flow, or a cookie's ACK */
+    if (tcp && fl != PKS_TCP_SYN) {    /* a mid-connection packet of no known flow, or a cookie's ACK */
         if (fl != PKS_TCP_ACK || old != PKS_NONE
             || (mss = cookie_valid(t, buf, m, now, &isn)) == -2)
             return drop_exit(m, PKS_E_NO_FLOW);
@@ -235,11 +241,12 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
     }
     if (!source_ok(t, m->saddr4))
         return drop_exit(m, PKS_E_BAD_SOURCE);
-    if (!m->partial && !tcp_csum_ok(buf, m))    /* (a partial sum is the host's own packet) */
-        return drop_exit(m, PKS_E_TCP_CHECKSUM);
+    if (!m->partial && !l4_csum_ok(buf, m))     /* (a partial sum is the host's own packet) */
+        return drop_exit(m, tcp ? PKS_E_TCP_CHECKSUM : PKS_E_UDP_CHECKSUM);
     pks_service *s = NULL;
     for (uint32_t i = 0; i < t->nsvc; i++)
-        if (t->svc[i].vip == m->daddr4 && t->svc[i].port == m->dport) {
+        if (t->svc[i].vip == m->daddr4 && t->svc[i].port == m->dport
+            && t->svc[i].proto == m->key.proto) {
             s = &t->svc[i];
             break;
         }
@@ -252,7 +259,7 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
         if (why)
             return drop_exit(m, why);
     }
-    if (mss < 0 && old == PKS_NONE && pks_cookies_active(t))
+    if (tcp && mss < 0 && old == PKS_NONE && pks_cookies_active(t))
         return cookie_answer(t, buf, m, now);   /* under a flood: no flow until the ACK */
     /* the room: the flow this SYN ends (its port's) first, then as many of the oldest
      * half-open flows as the table and its half-open share need (a lowered limit may need
@@ -263,8 +270,8 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
     uint32_t evict = 0;
     if (count >= t->nslots)
         evict = count - t->nslots + 1;
-    if (t->ho.count >= t->max_half_open && t->ho.count - t->max_half_open + 1 > evict)
-        evict = t->ho.count - t->max_half_open + 1;
+    if (tcp && t->ho.count >= t->max_half_open && t->ho.count - t->max_half_open + 1 > evict)
+        evict = t->ho.count - t->max_half_open + 1;    /* (a UDP flow is not half-open) */
     if (evict > t->ho.count)
         return drop_exit(m, PKS_E_TABLE_FULL);
     if (PKS_EVENTS - t->ev_count < (uint64_t)evict + PKS_EV_OPEN_ROOM)
@@ -310,7 +317,7 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
                 uint32_t c2 = count - 1;
                 uint32_t h2 = t->ho.count - (t->flows[victim].state == PKS_S_SYN_RECV);
                 evict = c2 >= t->nslots ? c2 - t->nslots + 1 : 0;
-                if (h2 >= t->max_half_open && h2 - t->max_half_open + 1 > evict)
+                if (tcp && h2 >= t->max_half_open && h2 - t->max_half_open + 1 > evict)
                     evict = h2 - t->max_half_open + 1;
             }
         }
@@ -331,7 +338,7 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
     pks_key k1;
     memset(&k1, 0, sizeof k1);
     k1.family = 4;
-    k1.proto = PKS_PROTO_TCP;
+    k1.proto = m->key.proto;
     put4(k1.saddr, pick->addr);
     k1.sport = pick->port;
     if (pair >= 0) {
@@ -389,10 +396,12 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
     f->bytes[0] = m->ip_len;
     f->last_seen = now;
     f->created = now;
-    f->syns = 1;
-    {   /* the client's sequence space starts here (the SYN takes one number): what an ICMP
-         * error about the SYN quotes */
+    if (m->payload)         /* a UDP request: its answer is the response lrt measures */
+        f->req_at = now;
+    if (tcp) {  /* the client's sequence space starts here (the SYN takes one number): what
+                 * an ICMP error about the SYN quotes */
         const uint8_t *th = buf + m->hdr + m->l4_off;
+        f->syns = 1;
         f->seq_end[0] = rd32(th + 4) + 1 + m->payload;
         window_syn(f, 0, th, (uint32_t)(th[12] >> 4) * 4);
     }
@@ -404,7 +413,9 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
         f->snat_addr = (uint16_t)(pair % t->snat->naddrs);
         f->snat_port = (uint16_t)(t->snat->lo + pair / t->snat->naddrs);
     }
-    flow_state(t, slot, PKS_S_SYN_RECV, now);   /* its timer has room (timer_room) */
+    uint8_t state = tcp ? PKS_S_SYN_RECV : PKS_S_UDP;
+    flow_state_for(t, slot, state, tcp ? t->timeouts[state] : s->udp_timeout, now);
+                                                /* its timer has room (timer_room) */
     if (s->lim_bits)
         client_open(t, s, slot, now);
     if (mss >= 0) {
@@ -415,7 +426,7 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
     t->bk_load[pick->backend].total++;
     t->bk_load[pick->backend].bytes[0] += m->ip_len;
     t->opened++;
-    event_write(t, open_at, slot, PKS_EV_OPEN, 0, PKS_S_SYN_RECV, 0, now, c.value);
+    event_write(t, open_at, slot, PKS_EV_OPEN, 0, state, 0, now, c.value);
     t->events[open_at].data = c.data;
     m->slot = (int32_t)slot;
     m->dir = 0;

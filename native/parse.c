@@ -9,6 +9,7 @@ static const char *const err_names[PKS_E_COUNT] = {
     "bad_source", "tcp_checksum", "icmp_rate", "icmp_out_of_window",
     "rst_out_of_window", "fin_out_of_window", "tcp_out_of_window",
     "client_max_flows", "client_rate", "clients_full", "bad_cookie", "icmp_misaddressed",
+    "udp_length", "udp_checksum",
 };
 
 static const char *const slow_names[PKS_SLOW_COUNT] = {
@@ -28,6 +29,26 @@ const char *pks_err_name(int err)
     if (err < 0 || err >= PKS_E_COUNT)
         return "unknown";
     return err_names[err];
+}
+
+/* a well-formed IPv4 packet's meta: where its parts are, its key */
+static int parsed(pks_meta *m, const uint8_t *buf, uint32_t ihl, uint32_t tot, uint8_t proto,
+                  uint32_t payload, uint16_t l4_csum, uint16_t sport, uint16_t dport)
+{
+    m->ip_len = (uint16_t)tot;
+    m->l4_off = (uint16_t)ihl;
+    m->payload = (uint16_t)payload;
+    m->ip_csum = rd16(buf + 10);
+    m->l4_csum = l4_csum;
+    m->key.family = 4;
+    m->key.proto = proto;
+    m->key.sport = m->sport = sport;
+    m->key.dport = m->dport = dport;
+    memcpy(m->key.saddr, buf + 12, 4);
+    memcpy(m->key.daddr, buf + 16, 4);
+    m->saddr4 = rd32(buf + 12);
+    m->daddr4 = rd32(buf + 16);
+    return m->err = PKS_OK;
 }
 
 int pks_parse(const uint8_t *buf, uint32_t len, pks_meta *m)
@@ -61,22 +82,20 @@ int pks_parse(const uint8_t *buf, uint32_t len, pks_meta *m)
     if (buf[9] == PKS_PROTO_ICMP) {
         if (l4len < 8)                          /* type, code, checksum, 4 bytes of rest */
             return m->err = PKS_E_L4SHORT;
-        m->ip_len = (uint16_t)tot;
-        m->l4_off = (uint16_t)ihl;
-        m->payload = (uint16_t)(l4len - 8);
-        m->ip_csum = rd16(buf + 10);
-        m->l4_csum = rd16(buf + ihl + 2);
         m->icmp_type = buf[ihl];
         m->icmp_code = buf[ihl + 1];
-        m->key.family = 4;
-        m->key.proto = PKS_PROTO_ICMP;
-        m->key.sport = m->sport = 0;
-        m->key.dport = m->dport = 0;
-        memcpy(m->key.saddr, buf + 12, 4);
-        memcpy(m->key.daddr, buf + 16, 4);
-        m->saddr4 = rd32(buf + 12);
-        m->daddr4 = rd32(buf + 16);
-        return m->err = PKS_OK;
+        return parsed(m, buf, ihl, tot, PKS_PROTO_ICMP, l4len - 8, rd16(buf + ihl + 2), 0, 0);
+    }
+    if (buf[9] == PKS_PROTO_UDP) {
+        if (l4len < 8)
+            return m->err = PKS_E_L4SHORT;
+        const uint8_t *uh = buf + ihl;
+        uint32_t ulen = rd16(uh + 4);           /* a length short of the IP payload leaves the
+                                                   rest as padding, as Linux does */
+        if (ulen < 8 || ulen > l4len)
+            return m->err = PKS_E_UDP_LENGTH;
+        return parsed(m, buf, ihl, tot, PKS_PROTO_UDP, ulen - 8, rd16(uh + 6), rd16(uh),
+                      rd16(uh + 2));
     }
     if (buf[9] != PKS_PROTO_TCP)
         return m->err = PKS_E_PROTO;
@@ -86,22 +105,9 @@ int pks_parse(const uint8_t *buf, uint32_t len, pks_meta *m)
     uint32_t doff = (uint32_t)(th[12] >> 4) * 4;
     if (doff < 20 || doff > l4len)
         return m->err = PKS_E_TCPOFF;
-
-    m->ip_len = (uint16_t)tot;
-    m->l4_off = (uint16_t)ihl;
-    m->payload = (uint16_t)(l4len - doff);
-    m->ip_csum = rd16(buf + 10);
-    m->l4_csum = rd16(th + 16);
     m->tcp_flags = th[13];
-    m->key.family = 4;
-    m->key.proto = PKS_PROTO_TCP;
-    m->key.sport = m->sport = rd16(th);
-    m->key.dport = m->dport = rd16(th + 2);
-    memcpy(m->key.saddr, buf + 12, 4);
-    memcpy(m->key.daddr, buf + 16, 4);
-    m->saddr4 = rd32(buf + 12);
-    m->daddr4 = rd32(buf + 16);
-    return m->err = PKS_OK;
+    return parsed(m, buf, ihl, tot, PKS_PROTO_TCP, l4len - doff, rd16(th + 16), rd16(th),
+                  rd16(th + 2));
 }
 
 static inline uint16_t rd16le(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
@@ -116,9 +122,9 @@ int pks_parse_vnet(const uint8_t *buf, uint32_t len, pks_meta *m)
         return m->err;
     m->hdr = PKS_VNET_HDR_LEN;
     if (buf[0] & PKS_VNET_F_NEEDS_CSUM) {
-        /* the device finishes the checksum at csum_start + csum_offset: it must be TCP's */
-        if (m->key.proto != PKS_PROTO_TCP || rd16le(buf + 6) != m->l4_off
-            || rd16le(buf + 8) != 16)
+        /* the device finishes the checksum at csum_start + csum_offset: TCP's or UDP's */
+        uint16_t field = m->key.proto == PKS_PROTO_TCP ? 16 : m->key.proto == PKS_PROTO_UDP ? 6 : 0;
+        if (!field || rd16le(buf + 6) != m->l4_off || rd16le(buf + 8) != field)
             return m->err = PKS_E_VNET;
         m->partial = 1;
     }

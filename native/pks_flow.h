@@ -62,6 +62,8 @@ typedef struct {
 #define PKS_S_SYN_RECV 3    /* tcpstate.State.SYN_RECV: the half-open state */
 #define PKS_S_TIME_WAIT 5   /* TIME_WAIT and CLOSE: a client's SYN in them opens a new flow */
 #define PKS_S_CLOSE 6
+#define PKS_S_UDP 11        /* a UDP flow's one state (IPVS's "UDP"), past the TCP states of
+                               the grid (PKS_STATES): its timeout is its service's */
 #define PKS_NONE 0xffffffff /* no slot (list ends, no oldest half-open flow) */
 #define PKS_COMPACT_MIN 1024 /* stale timer entries tolerated before the heap is rebuilt */
 

@@ -25,6 +25,9 @@ static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[
 static inline uint32_t rd32(const uint8_t *p) { return (uint32_t)rd16(p) << 16 | rd16(p + 2); }
 static inline void wr16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
 
+/* where a transport header's checksum field is: TCP's at 16, UDP's at 6 */
+static inline uint32_t pks_csum_field(uint8_t proto) { return proto == PKS_PROTO_UDP ? 6 : 16; }
+
 static inline uint32_t fold(uint32_t s)
 {
     s = (s & 0xffff) + (s >> 16);
@@ -53,6 +56,8 @@ PKS_HIDDEN void client_open(pks_table *t, const pks_service *s, uint32_t slot, d
 PKS_HIDDEN void client_count(pks_table *t, const pks_flow *f, int counts);
 /* flows.c */
 PKS_HIDDEN int flow_state(pks_table *t, uint32_t slot, uint8_t state, double now);
+PKS_HIDDEN int flow_state_for(pks_table *t, uint32_t slot, uint8_t state, double timeout,
+                              double now);
 PKS_HIDDEN uint32_t free_slot(const pks_table *t);
 PKS_HIDDEN void key_reverse(const pks_key *k, pks_nat *n);
 PKS_HIDDEN void put4(uint8_t *p, uint32_t v);

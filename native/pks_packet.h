@@ -30,7 +30,7 @@
 #define PKS_E_ICMP_CHECKSUM 18  /* ICMP: the message's checksum is wrong */
 #define PKS_E_ICMP_OTHER 19     /* ICMP: a type the switch does not handle, an echo request
                                    to no VIP */
-#define PKS_E_ICMP_MALFORMED 20 /* ICMP: an error that quotes no TCP packet in full enough */
+#define PKS_E_ICMP_MALFORMED 20 /* ICMP: an error that quotes no TCP or UDP packet in full */
 #define PKS_E_ICMP_NO_FLOW 21   /* ICMP: an error about no known flow */
 #define PKS_E_BAD_SOURCE 22     /* a SYN from an address no client has (the switch's own, a
                                    VIP or SNAT address; loopback, 0/8, multicast, 240/4) */
@@ -49,7 +49,9 @@
                                   not one C sent (or is older than two minutes) */
 #define PKS_E_ICMP_ADDRESS 33  /* ICMP: an error not addressed to the source of the packet it
                                   quotes (RFC 1122 3.2.2: errors go back to that source) */
-#define PKS_E_COUNT 34
+#define PKS_E_UDP_LENGTH 34    /* UDP: a length field under 8 or past the IP packet's end */
+#define PKS_E_UDP_CHECKSUM 35  /* UDP: a new flow's first datagram with a wrong checksum */
+#define PKS_E_COUNT 36
 
 /* why C left a packet to Python (meta->slow with PKS_V_SLOW; names in pks_slow_name(); each
  * counted in the table's slow[]) */
@@ -68,10 +70,11 @@
 #define PKS_VNET_HDR_LEN 10
 #define PKS_VNET_F_NEEDS_CSUM 1
 
-/* transport protocols parsed: TCP is switched; ICMP is parsed only as far as its type and code
- * and always left to Python (echo replies, errors about a flow) */
+/* transport protocols parsed: TCP and UDP are switched; ICMP is parsed only as far as its type
+ * and code (native/icmp.c: echo replies, errors about a flow) */
 #define PKS_PROTO_ICMP 1
 #define PKS_PROTO_TCP 6
+#define PKS_PROTO_UDP 17
 
 #define PKS_STATES 11    /* TCP states in Python's tcpstate.State */
 
@@ -83,7 +86,7 @@
 
 typedef struct {
     uint8_t family;     /* 4 (6 later) */
-    uint8_t proto;      /* 6 = TCP (17 = UDP later) */
+    uint8_t proto;      /* PKS_PROTO_TCP, PKS_PROTO_UDP (PKS_PROTO_ICMP: no flow's) */
     uint16_t sport;     /* host byte order */
     uint16_t dport;
     uint16_t pad;       /* always 0: keys are compared as bytes */
@@ -109,7 +112,7 @@ typedef struct {
     uint16_t l4_off;    /* offset of the transport header */
     uint16_t payload;   /* transport payload bytes */
     uint16_t ip_csum;   /* IP header checksum as read */
-    uint16_t l4_csum;   /* transport checksum as read */
+    uint16_t l4_csum;   /* transport checksum as read (UDP: 0 is none, over IPv4) */
     uint16_t sport;     /* = key.sport, key.dport, and the IPv4 addresses as host-order */
     uint16_t dport;     /* integers: cheap for Python to read on the new-flow path */
     uint32_t saddr4;

@@ -34,6 +34,7 @@ typedef struct {
 #define PKS_PROG_LRT 6      /* least response time: least rt * (overhead + 1) per weight */
 
 #define PKS_SERVICES 1024   /* services C schedules at once */
+#define PKS_TIMEOUT_MAX 2147483 /* seconds: the longest timeout (the config's, HAProxy's) */
 #define PKS_SLOTS_MAX 5000011 /* a hashed service's slots (maglev's largest table) */
 #define PKS_MEMBERS_MAX 65536 /* backends in one service */
 #define PKS_EV_OPEN_ROOM 3  /* events one SYN C opens writes besides its EVICTs: END, OPEN,
@@ -41,9 +42,12 @@ typedef struct {
 
 typedef struct {
     uint32_t vip;       /* host order */
-    uint16_t port;
+    uint16_t port;      /* with proto: what the service is (a TCP and a UDP service may share
+                           a VIP and port) */
+    uint8_t proto;      /* PKS_PROTO_TCP or PKS_PROTO_UDP (pks_service_transport) */
     uint8_t prog;       /* PKS_PROG_* */
     uint8_t with_port;  /* hashed: the client port is hashed too (hash_key = "ip+port") */
+    double udp_timeout; /* UDP: its flows' idle timeout, seconds */
     uint32_t id;        /* Python's service number */
     uint32_t len;       /* members */
     pks_pick *picks;    /* the members */

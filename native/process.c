@@ -1,4 +1,5 @@
-/* One packet: parse, look up, decide (fast path) or leave it to Python. */
+/* One packet: parse, look up, decide (fast path) or leave it to Python. A TCP flow's packet
+ * is checked against its window and moves its state; a UDP flow's is counted and passed. */
 #include "pks_internal.h"
 
 void pks_apply(pks_table *t, uint8_t *buf, const pks_meta *m)
@@ -15,11 +16,36 @@ int pks_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *
     return process_packet(t, buf, len, now, m, vnet);
 }
 
+/* a packet of flow f passed on: counted, its time the flow's last */
+static void count(pks_table *t, pks_flow *f, const pks_meta *m, double now)
+{
+    f->pkts[m->dir]++;
+    f->bytes[m->dir] += m->ip_len;
+    if (f->backend < t->bk_load_cap)
+        t->bk_load[f->backend].bytes[m->dir] += m->ip_len;
+    f->last_seen = now;
+}
+
+/* the first request -> first response time (lrt's sample), once per flow */
+static void time_response(pks_table *t, pks_flow *f, const pks_meta *m, double now)
+{
+    if (!m->payload || f->measured)
+        return;
+    if (m->dir == 0) {
+        if (f->req_at == 0)
+            f->req_at = now;
+    } else if (f->req_at != 0) {
+        event_put(t, (uint32_t)m->slot, PKS_EV_RESPONSE, f->state, f->state, 1, now,
+                  now - f->req_at);
+        f->measured = 1;
+    }
+}
+
 int process_packet(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *m, int vnet)
 {
     if ((vnet ? pks_parse_vnet(buf, len, m) : pks_parse(buf, len, m)) != PKS_OK)
         return PKS_V_DROP;
-    if (m->key.proto != PKS_PROTO_TCP)
+    if (m->key.proto == PKS_PROTO_ICMP)
         return native_icmp(t, buf, m, now);     /* with m->slot = -1 */
     int64_t e = pks_table_lookup(t, &m->key);
     if (e < 0)
@@ -31,6 +57,13 @@ int process_packet(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_met
                                                hands the packet back (core/switch.py) */
         return slow_exit(t, m, PKS_SLOW_EVENTS);
     pks_flow *f = &t->flows[m->slot];
+    if (m->key.proto == PKS_PROTO_UDP) {        /* a datagram of a UDP flow: no state moves,
+                                                   its timer goes on from last_seen */
+        count(t, f, m, now);
+        time_response(t, f, m, now);
+        pks_apply(t, buf, m);
+        return PKS_V_FAST;
+    }
     if (m->dir == 0 && (f->state == PKS_S_TIME_WAIT || f->state == PKS_S_CLOSE)
         && (m->tcp_flags & (PKS_TCP_SYN | PKS_TCP_ACK | PKS_TCP_RST | PKS_TCP_FIN))
                == PKS_TCP_SYN)
@@ -49,11 +82,7 @@ int process_packet(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_met
             cookie_undo(buf, m, f);             /* a dropped packet leaves as it came */
         return drop_exit(m, -w);                /* nothing of the flow changes */
     }
-    f->pkts[m->dir]++;
-    f->bytes[m->dir] += m->ip_len;
-    if (f->backend < t->bk_load_cap)
-        t->bk_load[f->backend].bytes[m->dir] += m->ip_len;
-    f->last_seen = now;
+    count(t, f, m, now);
     if (w == 0) {                               /* the sequence space seen each way */
         if (m->dir == 1 && (m->tcp_flags & PKS_TCP_SYN))
             window_syn(f, 1, th, (uint32_t)(th[12] >> 4) * 4);
@@ -90,16 +119,7 @@ int process_packet(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_met
                       now - f->created);
         }
     }
-    if (m->payload && !f->measured) {           /* first request -> first response */
-        if (m->dir == 0) {
-            if (f->req_at == 0)
-                f->req_at = now;
-        } else if (f->req_at != 0) {
-            event_put(t, (uint32_t)m->slot, PKS_EV_RESPONSE, f->state, f->state, 1, now,
-                      now - f->req_at);
-            f->measured = 1;
-        }
-    }
+    time_response(t, f, m, now);
     if (f->cookie)
         return cookie_outbound(t, buf, m, f);
     pks_apply(t, buf, m);

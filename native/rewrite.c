@@ -1,5 +1,6 @@
 /* The NAT rewrite: addresses and ports of one packet, checksums updated incrementally
- * (RFC 1624). */
+ * (RFC 1624). A UDP checksum of 0 over IPv4 means none and stays 0; one that comes out 0 is
+ * written as 0xffff, its other form in one's complement (RFC 768). */
 #include "pks_internal.h"
 
 /* RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'), summed over every 16-bit word that changes. */
@@ -29,8 +30,11 @@ void pks_rewrite(uint8_t *buf, const pks_meta *m, const pks_nat *n)
     wr16(th, n->sport);
     wr16(th + 2, n->dport);
     wr16(buf + 10, (uint16_t)~fold((uint16_t)~rd16(buf + 10) + ip));
-    if (m->partial)                             /* the field holds the sum itself */
-        wr16(th + 16, (uint16_t)fold(rd16(th + 16) + l4));
-    else
-        wr16(th + 16, (uint16_t)~fold((uint16_t)~rd16(th + 16) + l4));
+    uint8_t *field = th + pks_csum_field(m->key.proto);
+    if (m->partial) {                           /* the field holds the sum itself */
+        wr16(field, (uint16_t)fold(rd16(field) + l4));
+    } else if (m->key.proto != PKS_PROTO_UDP || rd16(field) != 0) {
+        uint16_t c = (uint16_t)~fold((uint16_t)~rd16(field) + l4);
+        wr16(field, c == 0 && m->key.proto == PKS_PROTO_UDP ? 0xffff : c);
+    }
 }

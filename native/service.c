@@ -32,6 +32,7 @@ static pks_service *service_program(pks_table *t, uint32_t id, uint32_t vip, uin
             return NULL;
         s = &t->svc[t->nsvc++];
         memset(s, 0, sizeof *s);
+        s->proto = PKS_PROTO_TCP;
     }
     free(s->picks);
     free(s->state);
@@ -108,6 +109,17 @@ int pks_service_hash(pks_table *t, uint32_t id, uint32_t vip, uint16_t port,
     s->slots = copy;
     s->size = size;
     s->with_port = !!with_port;
+    return 0;
+}
+
+int pks_service_transport(pks_table *t, uint32_t id, int proto, double udp_timeout)
+{
+    pks_service *s = service_of(t, id);
+    if (!s || (proto != PKS_PROTO_TCP && proto != PKS_PROTO_UDP)
+        || !(udp_timeout > 0 && udp_timeout <= PKS_TIMEOUT_MAX))
+        return -1;
+    s->proto = (uint8_t)proto;
+    s->udp_timeout = udp_timeout;
     return 0;
 }
 

@@ -30,7 +30,7 @@ uint32_t pks_trace_size(uint32_t len, uint32_t snap)
  * sum: the checksum is over the segment with it), when the copy holds the field */
 static void finish(uint8_t *copy, uint32_t cap, const uint8_t *ip, const pks_meta *m)
 {
-    uint32_t at = (uint32_t)m->l4_off + 16;
+    uint32_t at = (uint32_t)m->l4_off + pks_csum_field(m->key.proto);
     if (at + 2 <= cap) {
         uint16_t c = pks_csum(ip + m->l4_off, (uint32_t)m->ip_len - m->l4_off, 0);
         wr16(copy + at, c);

@@ -241,10 +241,11 @@ def _endpoint_text(d: dict[str, Any], changed: Sequence[str], mark: bool) -> str
         return text + ("*" if mark and name in changed else "")
 
     if "sport" not in d:
-        return f"{d['len']} bytes, not TCP/IPv4"
+        return f"{d['len']} bytes, not TCP or UDP over IPv4"
+    kind = f"[{f('flags', d['flags'])}]" if "flags" in d else "udp"
     return (
         f"{f('src', d['src'])}:{f('sport', str(d['sport']))} > "
-        f"{f('dst', d['dst'])}:{f('dport', str(d['dport']))} [{f('flags', d['flags'])}]"
+        f"{f('dst', d['dst'])}:{f('dport', str(d['dport']))} {kind}"
     )
 
 
@@ -260,11 +261,12 @@ def trace_text(ev: dict[str, Any]) -> str:
     b, a, ch = ev["before"], ev["after"], ev["changed"]
 
     def sums(d: dict[str, Any], mark: bool) -> str:
-        if "tcp_csum" not in d:
+        l4 = "tcp" if "tcp_csum" in d else "udp" if "udp_csum" in d else None
+        if l4 is None:
             return ""
         ip = f"{d['ip_csum']:#06x}" + ("*" if mark and "ip_csum" in ch else "")
-        tcp = f"{d['tcp_csum']:#06x}" + ("*" if mark and "tcp_csum" in ch else "")
-        return f"ip {ip} tcp {tcp}"
+        csum = f"{d[l4 + '_csum']:#06x}" + ("*" if mark and l4 + "_csum" in ch else "")
+        return f"ip {ip} {l4} {csum}"
 
     before = _endpoint_text(b, ch, False)
     after = _endpoint_text(a, ch, True) if a else "(dropped)"

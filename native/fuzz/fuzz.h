@@ -74,12 +74,14 @@ static const uint8_t HKEY[] = "pktswitch-sched";
 
 /* offered by one file to the others */
 uint16_t ref_csum(const uint8_t *buf, uint32_t len, uint32_t sum);
-uint32_t pseudo_sum(const uint8_t *buf, uint32_t l4len);
-int tcp_csum_ok(const uint8_t *buf, const pks_meta *m);
+uint32_t csum_at(const pks_meta *m);
+uint32_t l4_covered(const uint8_t *buf, const pks_meta *m);
+uint32_t pseudo_sum(const uint8_t *buf, uint32_t l4len, uint8_t proto);
+int l4_csum_ok(const uint8_t *buf, const pks_meta *m);
 uint16_t full_ip_csum(const uint8_t *buf, uint32_t ihl);
-uint16_t full_tcp_csum(const uint8_t *buf, const pks_meta *m);
+uint16_t full_l4_csum(const uint8_t *buf, const pks_meta *m);
 int same_csum(uint16_t a, uint16_t b);
-int is_rewritable_byte(uint32_t i, uint32_t l4);
+int is_rewritable_byte(uint32_t i, uint32_t l4, uint32_t field);
 void check_meta(const uint8_t *buf, uint32_t len, const pks_meta *m);
 void check_icmp_meta(const uint8_t *buf, uint32_t len, const pks_meta *m);
 uint32_t partial_residue(const uint8_t *ip, const pks_meta *m);
@@ -102,7 +104,7 @@ void do_insert(model *md, uint32_t slot, const pks_key *k0, const pks_key *k1);
 void do_flow_for(model *md, uint32_t slot, const pks_meta *m, const pks_nat *to);
 int quote_key(const uint8_t *q, uint32_t len, pks_key *k);
 int model_source_ok(uint32_t src);
-int model_tcp_csum_ok(const uint8_t *ip, const pks_meta *m);
+int model_l4_csum_ok(const uint8_t *ip, const pks_meta *m);
 int serial_le(uint32_t a, uint32_t b);
 int model_in_flight(const pks_table *t, int64_t e, const uint8_t *q);
 void trace_on(pks_table *t, uint8_t knob);

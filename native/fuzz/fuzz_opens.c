@@ -132,7 +132,7 @@ static int packet_ok(const uint8_t *buf, const pks_meta *m)
     const uint8_t *ip = buf + m->hdr;
     if (get16(ip + 2) != m->ip_len || ref_csum(ip, (uint32_t)(ip[0] & 0x0f) * 4, 0) != 0)
         return 0;
-    return m->partial || model_tcp_csum_ok(ip, m);
+    return m->partial || model_l4_csum_ok(ip, m);
 }
 
 /* Python's removal of a flow: its SNAT pair back to the pool, the slot free */

@@ -3,18 +3,18 @@
 
 /* --------------------------------------------------------------- packet path */
 
-/* the key of the TCP packet an ICMP error quotes (at q, len bytes), reversed: the key of
- * the flow's packets the error is about. 0 when no such packet is quoted in full enough. */
+/* the key of the TCP or UDP packet an ICMP error quotes (at q, len bytes), reversed: the key
+ * of the flow's packets the error is about. 0 when no such packet is quoted in full enough. */
 int quote_key(const uint8_t *q, uint32_t len, pks_key *k)
 {
     if (len < 20 || q[0] >> 4 != 4)
         return 0;
     uint32_t ihl = (uint32_t)(q[0] & 0x0f) * 4;
-    if (ihl < 20 || len < ihl + 8 || q[9] != PKS_PROTO_TCP)
+    if (ihl < 20 || len < ihl + 8 || (q[9] != PKS_PROTO_TCP && q[9] != PKS_PROTO_UDP))
         return 0;
     memset(k, 0, sizeof *k);
     k->family = 4;
-    k->proto = PKS_PROTO_TCP;
+    k->proto = q[9];
     memcpy(k->saddr, q + 16, 4);
     memcpy(k->daddr, q + 12, 4);
     k->sport = get16(q + ihl + 2);
@@ -30,12 +30,15 @@ int model_source_ok(uint32_t src)
     return top != 0 && top != 127 && top < 224;
 }
 
-/* the TCP checksum of the segment at ip (m's), with the pseudo-header, by the reference */
-int model_tcp_csum_ok(const uint8_t *ip, const pks_meta *m)
+/* the TCP or UDP checksum of the segment at ip (m's), with the pseudo-header, by the
+ * reference (a UDP checksum of 0: none, right) */
+int model_l4_csum_ok(const uint8_t *ip, const pks_meta *m)
 {
-    uint32_t l4len = (uint32_t)m->ip_len - m->l4_off;
+    if (m->key.proto == PKS_PROTO_UDP && get16(ip + m->l4_off + 6) == 0)
+        return 1;
+    uint32_t l4len = l4_covered(ip, m);
     uint32_t sum = get16(ip + 12) + get16(ip + 14) + get16(ip + 16) + get16(ip + 18)
-                   + PKS_PROTO_TCP + l4len;
+                   + m->key.proto + l4len;
     return ref_csum(ip + m->l4_off, l4len, sum) == 0;
 }
 
@@ -113,9 +116,9 @@ void check_trace(const pks_table *t, uint32_t used, uint64_t lost, const uint8_t
     int partial = r->partial;
     CHECK(partial == (came && im.partial));
     const uint8_t *copy = (const uint8_t *)(r + 1);
-    CHECK(same_but_csum(copy, in + hdr, cap, (uint32_t)im.l4_off + 16, partial));
+    CHECK(same_but_csum(copy, in + hdr, cap, (uint32_t)im.l4_off + csum_at(&im), partial));
     if (v == PKS_V_FAST)        /* (finished where the packet left partial too) */
-        CHECK(same_but_csum(copy + cap, out + hdr, out_cap, (uint32_t)pm->l4_off + 16,
+        CHECK(same_but_csum(copy + cap, out + hdr, out_cap, (uint32_t)pm->l4_off + csum_at(pm),
                             partial && pm->partial));
     if (r->slot >= 0) {
         const pks_flow *f = &t->flows[r->slot];
@@ -161,7 +164,7 @@ void run_process(model *md, const uint8_t *data, size_t size, const pks_meta *m,
         return;
     }
     int64_t e = model_find(md, &m->key);
-    if (m->key.proto != PKS_PROTO_TCP) {        /* ICMP: dropped with its reason, or an
+    if (m->key.proto == PKS_PROTO_ICMP) {       /* ICMP: dropped with its reason, or an
                                                    error about a flow translated (this table
                                                    has no VIP to answer echoes for) */
         CHECK(pm.slot == -1 && (v == PKS_V_DROP || v == PKS_V_FAST));
@@ -176,7 +179,7 @@ void run_process(model *md, const uint8_t *data, size_t size, const pks_meta *m,
                 pks_key about;
                 CHECK(quote_key(was, m->ip_len - m->l4_off - 8, &about));
                 int64_t e = model_find(md, &about);
-                CHECK(e >= 0 && !model_in_flight(md->t, e, was));
+                CHECK(e >= 0 && was[9] == PKS_PROTO_TCP && !model_in_flight(md->t, e, was));
             }
             CHECK(memcmp(buf, data, size) == 0);
         } else {
@@ -204,7 +207,7 @@ void run_process(model *md, const uint8_t *data, size_t size, const pks_meta *m,
             after.dport = get16(quote + qihl + 2);
             int64_t e0 = model_find(md, &before), e1 = model_find(md, &after);
             CHECK(e0 >= 0 && e1 == (e0 ^ 1));
-            CHECK(model_in_flight(md->t, e0, was));
+            CHECK(was[9] == PKS_PROTO_UDP || model_in_flight(md->t, e0, was));
         }
         free(buf);
         return;
@@ -213,16 +216,17 @@ void run_process(model *md, const uint8_t *data, size_t size, const pks_meta *m,
     uint8_t four = m->tcp_flags & (PKS_TCP_SYN | PKS_TCP_ACK | PKS_TCP_RST | PKS_TCP_FIN);
     int reused = e >= 0 && dir == 0 && four == PKS_TCP_SYN
                  && (md->s[slot].state == PKS_S_TIME_WAIT || md->s[slot].state == PKS_S_CLOSE);
+    int udp = m->key.proto == PKS_PROTO_UDP;
     if (e < 0 || reused) {  /* a new flow's packet: this table has no service, so C drops
-                               it (no_flow, no_service), or leaves it without a grid */
-        if (!md->t->has_trans)
+                               it (no_flow, no_service), or leaves a TCP one without a grid */
+        if (!udp && !md->t->has_trans)
             CHECK(v == PKS_V_SLOW && pm.slow == PKS_SLOW_NO_GRID);
-        else if (four != PKS_TCP_SYN)
+        else if (!udp && four != PKS_TCP_SYN)
             CHECK(v == PKS_V_DROP && pm.err == PKS_E_NO_FLOW);
         else if (!model_source_ok(m->saddr4))
             CHECK(v == PKS_V_DROP && pm.err == PKS_E_BAD_SOURCE);
-        else if (!m->partial && !model_tcp_csum_ok(data + m->hdr, m))
-            CHECK(v == PKS_V_DROP && pm.err == PKS_E_TCP_CHECKSUM);
+        else if (!m->partial && !model_l4_csum_ok(data + m->hdr, m))
+            CHECK(v == PKS_V_DROP && pm.err == (udp ? PKS_E_UDP_CHECKSUM : PKS_E_TCP_CHECKSUM));
         else
             CHECK(v == PKS_V_DROP && pm.err == PKS_E_NO_SERVICE);
         CHECK(md->t->ev_count == 0);
@@ -235,7 +239,11 @@ void run_process(model *md, const uint8_t *data, size_t size, const pks_meta *m,
         return;
     }
     const uint8_t *th = data + m->hdr + m->l4_off;
-    int moves = 1, werr = window_expect(&was, (uint8_t)dir, m, th, &moves);
+    int moves = 0, werr = 0;    /* (a UDP flow has no window) */
+    if (!udp) {
+        moves = 1;
+        werr = window_expect(&was, (uint8_t)dir, m, th, &moves);
+    }
     if (werr) {                 /* out of the window: dropped, and nothing of the flow moves */
         CHECK(v == PKS_V_DROP && pm.err == werr && pm.slot == (int32_t)slot);
         CHECK(memcmp(buf, data, size) == 0);
@@ -263,7 +271,7 @@ void run_process(model *md, const uint8_t *data, size_t size, const pks_meta *m,
     CHECK(f->pkts[dir ^ 1] == ms->pkts[dir ^ 1] && f->bytes[dir ^ 1] == ms->bytes[dir ^ 1]);
     CHECK(f->last_seen == 2.5);
     /* an ACK's acknowledgment number is remembered for its direction, nothing else changes */
-    uint32_t ack = get32(data + m->hdr + m->l4_off + 8);
+    uint32_t ack = udp ? 0 : get32(data + m->hdr + m->l4_off + 8);
     CHECK(f->ack[dir] == (m->tcp_flags & PKS_TCP_ACK && moves ? ack : acks[slot][dir]));
     CHECK(f->ack[dir ^ 1] == acks[slot][dir ^ 1]);
     /* C decides on every packet of a flow given a grid; without one, not on those with SYN,
@@ -271,7 +279,7 @@ void run_process(model *md, const uint8_t *data, size_t size, const pks_meta *m,
     uint8_t stop = md->t->has_trans ? 0 : PKS_TCP_SYN | PKS_TCP_RST | PKS_TCP_FIN;
     uint8_t syn_ack_rst = m->tcp_flags & (PKS_TCP_SYN | PKS_TCP_ACK | PKS_TCP_RST);
     int synack = md->t->has_trans && dir == 1 && syn_ack_rst == (PKS_TCP_SYN | PKS_TCP_ACK);
-    int fast = !(m->tcp_flags & stop);
+    int fast = udp || !(m->tcp_flags & stop);
     uint8_t state = md->s[slot].state;
     uint8_t want = state;
     if (fast && md->t->has_trans && moves) {   /* RST > SYN > FIN > ACK, as tcpstate.event_of;

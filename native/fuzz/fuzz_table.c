@@ -231,7 +231,7 @@ void drive_table(const uint8_t *data, size_t size, const pks_meta *m, int vnet)
         int icmp_quote = m->err == PKS_OK && m->key.proto == PKS_PROTO_ICMP
                          && quote_key(data + m->hdr + m->l4_off + 8,
                                       m->ip_len - m->l4_off - 8, &quoted);
-        if (code == 3 && (m->err != PKS_OK || (m->key.proto != PKS_PROTO_TCP && !icmp_quote)))
+        if (code == 3 && (m->err != PKS_OK || (m->key.proto == PKS_PROTO_ICMP && !icmp_quote)))
             code = 0;
         switch (code) {
         case 0: /* insert two small keys; slots 8..15 are out of range */

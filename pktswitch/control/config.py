@@ -36,6 +36,7 @@ from pktswitch.control.config_schema import (
     BACKEND_KEYS,
     DEFAULT_PROTOCOL,
     DEFAULT_SCHEDULER,
+    DEFAULT_UDP_TIMEOUT,
     DEFAULT_WEIGHT,
     HEALTH_COUNT_MAX,
     HEALTH_KEYS,
@@ -242,9 +243,15 @@ def _service(value: Any, key: str) -> Service:
     per_client = None
     if "per_client" in table:
         per_client = _per_client(table["per_client"], v.join(key, "per_client"))
+    udp_timeout = DEFAULT_UDP_TIMEOUT
+    if "udp_timeout" in table:
+        if protocol != "udp":
+            raise Invalid(v.join(key, "udp_timeout"), 'a key of protocol "udp" only', protocol)
+        udp_timeout = v.seconds(table["udp_timeout"], v.join(key, "udp_timeout"))
     return Service(
-        name, vip, port, protocol, scheduler, tuple(backends), options, health, acl, per_client
-    )
+        name, vip, port, protocol, scheduler, tuple(backends), options, health, acl, per_client,
+        udp_timeout,
+    )  # fmt: skip
 
 
 def _per_client(value: Any, key: str) -> ClientLimits:

@@ -64,7 +64,7 @@ def reload_text(table: str, key: Key) -> str:
     if table == "[switch]":
         return APPLIES if key.name in RELOADABLE_SWITCH_KEYS else RESTART
     if table == "[[service]]" and key.name in SERVICE_RESTART_KEYS:
-        return "no: a service keeps its VIP (add one under another name)"
+        return "no: a service keeps its VIP and protocol (add one under another name)"
     if key.name in MATCHED_BY.get(table, ()):
         kind = table.strip("[]").split(".")[-1]
         return (

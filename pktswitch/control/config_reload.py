@@ -3,9 +3,9 @@ against before the running switch takes it (core/registry.py's reconfigure appli
 
 - [switch]: only RELOADABLE_SWITCH_KEYS; the device, addresses and sizes the running switch
   was built on (RESTART_KEYS) change only with a restart.
-- A service keeps its VIP (SERVICE_RESTART_KEYS); services are matched by name and backends
-  by name and address (MATCHED_BY): a new name (or address) is a new one, the old one is
-  removed and its flows stay until they end.
+- A service keeps its VIP and protocol (SERVICE_RESTART_KEYS); services are matched by name
+  and backends by name and address (MATCHED_BY): a new name (or address) is a new one, the
+  old one is removed and its flows stay until they end.
 - Everything else applies: weights, schedulers, health, access lists, per-client limits,
   timeouts (from each flow's next state change).
 """
@@ -18,7 +18,7 @@ from pktswitch.control.config_values import ConfigError
 # what a reload cannot change: the device, addresses and sizes the running switch was built on
 RELOADABLE_SWITCH_KEYS = ("max_half_open", "syn_cookies")
 RESTART_KEYS = tuple(k for k in SWITCH_KEYS if k not in RELOADABLE_SWITCH_KEYS)
-SERVICE_RESTART_KEYS = ("vip",)
+SERVICE_RESTART_KEYS = ("vip", "protocol")
 MATCHED_BY = {"[[service]]": ("name",), "[[service.backend]]": ("name", "address")}
 
 
@@ -42,5 +42,12 @@ def reload_refusal(running: Config, new: Config) -> ConfigError | None:
                 f"service[{i}].vip",
                 f"'{was_svc.vip}:{was_svc.port}' as running (a service keeps its VIP; add the "
                 f"new one under another name), got '{s.vip}:{s.port}'",
+            )
+        if was_svc is not None and was_svc.protocol != s.protocol:
+            return ConfigError(
+                new.path,
+                f"service[{i}].protocol",
+                f"{was_svc.protocol!r} as running (a service keeps its protocol; add the new one "
+                f"under another name), got {s.protocol!r}",
             )
     return None

@@ -30,6 +30,7 @@ from pktswitch.core.acl import Acl
 from pktswitch.core.flows import DEFAULT_MAX_FLOWS, HALF_OPEN_SHARE, default_half_open
 from pktswitch.core.limits import BURST_MAX, RATE_MAX, ClientLimits
 from pktswitch.core.nat import DEFAULT_PORTS as DEFAULT_SNAT_PORTS
+from pktswitch.core.service import DEFAULT_UDP_TIMEOUT
 from pktswitch.core.switch import MAX_WEIGHT, MODES, SYN_COOKIES
 from pktswitch.core.tcpstate import DEFAULT_TIMEOUTS, State, timeout_name
 from pktswitch.sched import maglev
@@ -38,7 +39,7 @@ from pktswitch.sched.health_policy import CHECKS, ON_DOWN, HealthPolicy
 from pktswitch.sched.registry import SCHEDULERS
 from pktswitch.sched.tables import MAX_IPHASH_BUCKETS
 
-PROTOCOLS = frozenset({"tcp"})
+PROTOCOLS = frozenset({"tcp", "udp"})
 DEFAULT_PROTOCOL = "tcp"
 DEFAULT_SCHEDULER = "rr"  # HAProxy's default balance
 MAX_FLOWS_LIMIT = 16_777_216  # 2**24 flows: 64 times conntrack's default
@@ -71,6 +72,7 @@ class Service:
     health: HealthPolicy | None = None  # None: no checks, passive signals on (NO_HEALTH)
     acl: Acl | None = None  # None: every client may connect
     per_client: ClientLimits | None = None  # None: no client is limited
+    udp_timeout: float = DEFAULT_UDP_TIMEOUT  # protocol "udp": a flow's idle seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +225,12 @@ SERVICE = (
     Key("name", f"{NAME}, unique among services", "names the service (CLI, logs, reloads)"),
     Key("vip", "'IPv4:PORT'", "the address and port clients connect to"),
     Key("protocol", _quoted(PROTOCOLS), "the transport protocol", DEFAULT_PROTOCOL),
+    Key(
+        "udp_timeout",
+        f'{SECONDS}; protocol "udp" only',
+        "a UDP flow's idle timeout (IPVS's udp timeout)",
+        DEFAULT_UDP_TIMEOUT,
+    ),
     Key("scheduler", _quoted(SCHEDULERS), "how a new flow's backend is picked", DEFAULT_SCHEDULER),
     Key(
         "hash_key",

@@ -26,7 +26,7 @@ from pktswitch.core.flows import Flow
 from pktswitch.core.switch import Switch
 from pktswitch.core.trace import HEADERS_SNAP, Record, Subscription
 
-FIELDS = ("src", "sport", "dst", "dport", "flags", "ip_csum", "tcp_csum")
+FIELDS = ("src", "sport", "dst", "dport", "flags", "ip_csum", "tcp_csum", "udp_csum")
 SCAN_SPAN = 64  # table slots `flows` looks at a time (about 0.1 ms at most in Python)
 
 

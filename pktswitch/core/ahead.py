@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, cast
 
 from pktswitch._native import ffi, lib
+from pktswitch.core import packet
 from pktswitch.core.acl import CompiledAcl
 from pktswitch.core.cdata import CData
 from pktswitch.core.limits import ClientLimits
@@ -160,6 +161,12 @@ class Ahead:
         flat = ffi.new("uint32_t[]", [x for prefix in (*allow, *deny) for x in prefix] or 1)
         if lib.pks_service_acl(self._table.tab, self.sid, flat, len(allow), len(deny)) != 0:
             raise ValueError(f"C cannot hold an access list of {len(allow) + len(deny)} prefixes")
+
+    def write_transport(self, protocol: str, udp_timeout: float) -> None:
+        """The service's protocol into C, after write(), and a UDP flow's idle timeout."""
+        proto = {name: n for n, name in packet.PROTOCOLS.items()}[protocol]
+        if lib.pks_service_transport(self._table.tab, self.sid, proto, udp_timeout) != 0:
+            raise ValueError(f"C cannot run a {protocol} service with udp_timeout {udp_timeout}")
 
     def write_limits(self, limits: ClientLimits | None) -> None:
         """The service's per-client limits into C, after write() (None: none)."""

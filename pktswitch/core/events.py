@@ -119,7 +119,7 @@ class Events(SwitchBase):
                 text = svc.ahead.reason(svc.scheduler, svc.backends, c, b, value, data)  # type: ignore[union-attr]
                 c.reason = table.reasons.hold(text)
         self._created(t)
-        if svc.health.passive:
+        if svc.health.passive and svc.protocol == "tcp":  # (a UDP flow has no SYN-ACK)
             c = table.tab.flows[slot]
             if c.gen == gen and c.used:
                 self._watch_syn(t + svc.health.syn_timeout, slot, gen)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 from pktswitch._native import ffi, lib
 from pktswitch.core.cdata import CData
-from pktswitch.core.tcpstate import DEFAULT_TIMEOUTS, TRANSITIONS, Event, State
+from pktswitch.core.tcpstate import DEFAULT_TIMEOUTS, TRANSITIONS, Event, State, UdpState
 from pktswitch.sched.base import ACTIVE_WEIGHT
 from pktswitch.sched.pool import Load
 
@@ -104,7 +104,7 @@ class Flow:
         return (int(c.snat_addr), int(c.snat_port)) if c.has_snat else None
 
     @property
-    def state(self) -> State:
+    def state(self) -> State | UdpState:
         return STATES[int(self._c.state)]
 
     @property
@@ -160,7 +160,8 @@ class CLoad:
         return int(self._tab.bk_load[self._n].bytes[1])
 
 
-STATES = tuple(State)  # by value, quicker than State(n)
+# by value, quicker than State(n): the TCP states, then a UDP flow's
+STATES: tuple[State | UdpState, ...] = (*State, *UdpState)
 SYN_RECV = State.SYN_RECV
 
 
@@ -300,7 +301,11 @@ class FlowTable:
         grid = bytes(TRANSITIONS[d][e][s] for d in (0, 1) for e in Event for s in State)
         if lib.pks_table_set_transitions(self.tab, grid, len(grid)) != 0:
             raise RuntimeError("the native table refused the TCP state grid")
-        if State.SYN_RECV != lib.PKS_S_SYN_RECV or len(State) != lib.PKS_STATES:
+        if (
+            State.SYN_RECV != lib.PKS_S_SYN_RECV
+            or len(State) != lib.PKS_STATES
+            or UdpState.UDP != lib.PKS_S_UDP
+        ):
             raise RuntimeError("native/pks_flow.h and tcpstate.State disagree on the states")
         if ACTIVE_WEIGHT != lib.PKS_ACTIVE_WEIGHT:
             raise RuntimeError("native/pks_service.h and sched/base.py weigh flows differently")

@@ -39,6 +39,8 @@ BY_DESIGN = frozenset({SLOW_REASONS[lib.PKS_SLOW_EVENTS]})
 
 PROTO_ICMP = 1
 PROTO_TCP = 6
+PROTO_UDP = 17
+PROTOCOLS = {PROTO_TCP: "tcp", PROTO_UDP: "udp"}  # the transports the switch balances
 
 _FLAG_LETTERS = (
     (0x02, "S"),
@@ -93,6 +95,12 @@ def describe(raw: bytes, length: int | None = None) -> dict[str, Any]:
         d["dport"] = int.from_bytes(t[2:4], "big")
         d["flags"] = flags_str(t[13])
         d["tcp_csum"] = int.from_bytes(t[16:18], "big")
+    elif raw[9] == PROTO_UDP and len(raw) >= ihl + 8:
+        u = raw[ihl:]
+        d["sport"] = int.from_bytes(u[0:2], "big")
+        d["dport"] = int.from_bytes(u[2:4], "big")
+        d["udp_len"] = int.from_bytes(u[4:6], "big")
+        d["udp_csum"] = int.from_bytes(u[6:8], "big")
     return d
 
 

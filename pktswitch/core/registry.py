@@ -40,8 +40,8 @@ class Registry(SwitchBase):
         return ep
 
     def _schedule_ahead(self, svc: ServiceState) -> None:
-        """Write the service into C: its scheduler compiled into a program (core/ahead.py)
-        its access list and its per-client limits."""
+        """Write the service into C: its scheduler compiled into a program (core/ahead.py),
+        its protocol, its access list and its per-client limits."""
         vip = int.from_bytes(svc.vip_bytes, "big")
         if svc.ahead is None:
             svc.ahead = Ahead(self.table, self.table.services.number(svc), vip, svc.port)
@@ -49,6 +49,7 @@ class Registry(SwitchBase):
         if svc.scheduler.program == "hash":  # C hashes its clients with the switch's secret
             cast(Hashed, svc.scheduler).key = self.hash_secret
         svc.ahead.write(svc.scheduler, svc.backends, known)
+        svc.ahead.write_transport(svc.protocol, svc.udp_timeout)
         svc.ahead.write_acl(svc.acl)
         svc.ahead.write_limits(svc.per_client)
 
@@ -188,6 +189,9 @@ class Registry(SwitchBase):
         if spec.per_client != svc.per_client:
             svc.per_client = spec.per_client
             changes.append(f"{n}: per-client limits changed")
+        if spec.udp_timeout != svc.udp_timeout:  # (new flows take it)
+            changes.append(f"{n}: udp_timeout {svc.udp_timeout:g} -> {spec.udp_timeout:g} s")
+            svc.udp_timeout = spec.udp_timeout
         current = {(b.name, b.ip, b.port): b for b in svc.backends}
         backends = []
         for bs in spec.backends:

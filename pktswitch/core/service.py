@@ -19,6 +19,9 @@ from pktswitch.sched.registry import make
 if TYPE_CHECKING:
     from pktswitch.control.config_schema import Service
 
+# a UDP flow's idle timeout unless the service says (IPVS's: ipvsadm --set's udp)
+DEFAULT_UDP_TIMEOUT = 300.0
+
 # a service without [service.health]: no active checks, passive signals on (nginx's default)
 NO_HEALTH = HealthPolicy(check="none", passive=True)
 
@@ -30,6 +33,8 @@ class ServiceState:
     port: int
     scheduler: Scheduler
     backends: list[BackendState]
+    protocol: str = "tcp"  # or "udp" (core/packet.py PROTOCOLS)
+    udp_timeout: float = DEFAULT_UDP_TIMEOUT  # a UDP flow's idle seconds
     health: HealthPolicy = NO_HEALTH
     acl: CompiledAcl | None = None  # None: every client may connect
     denied: int = 0  # SYNs refused by the acl
@@ -56,6 +61,8 @@ def service_state(s: Service) -> ServiceState:
         name=s.name,
         vip=s.vip,
         port=s.port,
+        protocol=s.protocol,
+        udp_timeout=s.udp_timeout,
         scheduler=make(s.scheduler, **dict(s.options)),
         backends=[BackendState(b.name, b.ip, b.port, b.weight) for b in s.backends],
         health=s.health or NO_HEALTH,

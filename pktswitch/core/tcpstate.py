@@ -37,6 +37,13 @@ class State(IntEnum):
     SYNACK = 10
 
 
+class UdpState(IntEnum):
+    """A UDP flow's one state (IPVS's "UDP"), numbered after the TCP states: outside the grid,
+    no packet moves it, and its timeout is its service's udp_timeout."""
+
+    UDP = 11
+
+
 class Event(IntEnum):
     SYN = 0
     FIN = 1

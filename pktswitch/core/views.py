@@ -42,7 +42,7 @@ class Views(SwitchBase):
         table = self.table
         timeout = timeout_of(nf)
         return {
-            "protocol": "tcp",
+            "protocol": packet.PROTOCOLS[k0.proto],
             "service": table.services[nf.service].name,
             "client": f"{packet.ip_str(k0.saddr)}:{k0.sport}",
             "vip": f"{packet.ip_str(k0.daddr)}:{k0.dport}",

@@ -12,7 +12,7 @@ from scapy.layers.inet import ICMP, IP, TCP
 from scapy.packet import Raw
 from scapy_oracle import checksums_ok
 from test_icmp import icmp_checksums_ok
-from test_switch import CLIENT, SNAT, VIP
+from test_switch import CLIENT, SNAT, VIP, push
 
 from pktswitch.control.streams import event
 from pktswitch.core.switch import ServiceState, Switch
@@ -36,13 +36,8 @@ class Cookies:
         self.now = T0
 
     def send(self, pkt: IP) -> IP | None:
-        raw = bytes(pkt)
-        self.sw.buf[: len(raw)] = raw
-        if not self.sw.process(len(raw), self.now):
-            assert self.sw.buf[: len(raw)] == raw, "a dropped packet must not be modified"
-            return None
-        out = IP(bytes(self.sw.buf[: self.sw.out_length()]))
-        assert icmp_checksums_ok(out) if ICMP in out else checksums_ok(out)
+        out = push(self.sw, pkt, self.now)
+        assert out is None or (icmp_checksums_ok(out) if ICMP in out else checksums_ok(out))
         return out
 
     def client(self, flags: str, sport: int = 40000, **kw: object) -> IP | None:

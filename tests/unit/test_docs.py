@@ -66,7 +66,7 @@ def test_the_reference_lists_every_key_with_its_reload_rule() -> None:
     assert "| `vip` | 'IPv4:PORT' | required | no: a service keeps its VIP" in ref
     est = "| `established` | seconds > 0, at most 2147483 | `900` | yes, from each flow's next"
     assert est + " state change" in ref
-    assert '| `protocol` | "tcp" | `"tcp"` | yes |' in ref
+    assert '| `protocol` | "tcp" or "udp" | `"tcp"` | no: a service keeps its VIP and' in ref
 
 
 def test_architecture_shows_the_state_table_the_code_runs_on() -> None:

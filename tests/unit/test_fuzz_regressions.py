@@ -128,6 +128,9 @@ def test_native_survives_fuzz_input(path: Path, vnet: bool) -> None:
     elif m.key.proto == packet.PROTO_ICMP:  # no VIP to answer, no flow an error is about
         assert verdict == lib.PKS_V_DROP and pm.slot == -1
         assert packet.PARSE_ERRORS[pm.err].startswith("icmp_")
+    elif m.key.proto == packet.PROTO_UDP:  # nor a UDP service a datagram opens a flow of
+        assert verdict == lib.PKS_V_DROP and pm.slot == -1
+        assert packet.PARSE_ERRORS[pm.err] in ("no_service", "bad_source", "udp_checksum")
     else:  # an empty table knows no flow, and has no state grid to open one
         assert verdict == lib.PKS_V_SLOW and pm.slot == -1 and pm.err == lib.PKS_OK
     assert bytes(buf) == data

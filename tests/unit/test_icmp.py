@@ -66,6 +66,13 @@ def test_echo_replies_are_rate_limited_as_linux_limits_its_own() -> None:
             / ICMP(type=3, code=3)
             / IP(src=SNAT, dst="192.0.2.1")
             / UDP(sport=1024, dport=53),
+            "icmp_no_flow",
+        ),
+        (  # quotes an SCTP packet
+            IP(src="192.0.2.1", dst=SNAT)
+            / ICMP(type=3, code=3)
+            / IP(src=SNAT, dst="192.0.2.1", proto=132)
+            / Raw(bytes(12)),
             "icmp_malformed",
         ),
         (  # quotes fewer than 8 bytes of TCP
@@ -82,7 +89,17 @@ def test_echo_replies_are_rate_limited_as_linux_limits_its_own() -> None:
             "icmp_no_flow",
         ),
     ],
-    ids=["echo_no_vip", "timestamp", "echo_reply", "checksum", "junk", "udp", "short", "no_flow"],
+    ids=[
+        "echo_no_vip",
+        "timestamp",
+        "echo_reply",
+        "checksum",
+        "junk",
+        "udp",
+        "sctp",
+        "short",
+        "no_flow",
+    ],
 )
 def test_other_icmp_is_counted_and_dropped(pkt: IP, reason: str) -> None:
     h = Harness()

@@ -303,7 +303,10 @@ MALFORMED: list[tuple[str, bytes, str]] = [
     ("MF fragment", bytes(IP(flags="MF") / TCP()), "fragment"),
     ("fragment offset", bytes(IP(frag=1) / TCP()), "fragment"),
     ("last fragment", bytes(IP(flags="DF", frag=0x1FFF) / TCP()), "fragment"),
-    ("udp", bytes(IP() / UDP()), "protocol"),
+    ("sctp", bytes(IP(proto=132) / Raw(bytes(12))), "protocol"),
+    ("udp_7_bytes", bytes(IP(proto=17) / Raw(bytes(7))), "l4_short"),
+    ("udp length 7", bytes(IP() / UDP(len=7)), "udp_length"),
+    ("udp length past the packet", bytes(IP() / UDP(len=9)), "udp_length"),
     ("gre", bytes(IP(proto=47) / Raw(bytes(20))), "protocol"),
     ("icmp_7_bytes", bytes(IP(proto=1) / Raw(bytes(7))), "l4_short"),
     ("no tcp header", bytes(IP(proto=6)), "l4_short"),
@@ -347,7 +350,7 @@ def test_parse_resets_meta_on_error() -> None:
     m = ffi.new("pks_meta *")
     good = tcp(flags="PA", payload=b"x")
     assert lib.pks_parse(cbuf(good), len(good), m) == lib.PKS_OK
-    bad = bytearray(bytes(IP(proto=17) / Raw(bytes(20))))
+    bad = bytearray(bytes(IP(proto=132) / Raw(bytes(20))))
     m.slot, m.dir = 5, 1
     assert lib.pks_parse(cbuf(bad), len(bad), m) == lib.PKS_E_PROTO
     assert (m.slot, m.dir, m.tcp_flags, m.payload) == (-1, 0, 0, 0)
@@ -363,6 +366,7 @@ def test_err_names() -> None:
         "bad_source", "tcp_checksum", "icmp_rate", "icmp_out_of_window",
         "rst_out_of_window", "fin_out_of_window", "tcp_out_of_window",
         "client_max_flows", "client_rate", "clients_full", "bad_cookie", "icmp_misaddressed",
+        "udp_length", "udp_checksum",
     ]  # fmt: skip
     assert len(names) == lib.PKS_E_COUNT
     assert [err_name(i) for i in range(lib.PKS_E_COUNT)] == names

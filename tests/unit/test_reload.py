@@ -147,8 +147,13 @@ def test_reload_changes_scheduler_acl_and_half_open_limit() -> None:
             "new.toml: switch.hash_secret: the running value 'secret' (it changes only with a "
             "restart), got 'another'",
         ),
+        (
+            (f'vip = "{VIP}:80"', f'vip = "{VIP}:80"\nprotocol = "udp"'),
+            "new.toml: service[0].protocol: 'tcp' as running (a service keeps its protocol; "
+            "add the new one under another name), got 'udp'",
+        ),
     ],
-    ids=["tun", "max_flows", "vip", "hash_secret"],
+    ids=["tun", "max_flows", "vip", "hash_secret", "protocol"],
 )
 def test_what_only_a_restart_changes_is_refused(change: tuple[str, str], message: str) -> None:
     text = config({"A": 1}, switch="max_flows = 262144\n")

@@ -27,6 +27,17 @@ def service(names: str = "ABC", port: int = 80, scheduler: str = "rr") -> Servic
     return ServiceState("web", VIP, port, make(scheduler), backends)
 
 
+def push(sw: Switch, pkt: IP, now: float) -> IP | None:
+    """pkt through sw at `now`: what it writes (as long as it says, parsed by scapy), or None
+    when it drops the packet, which must then be left as it came."""
+    raw = bytes(pkt)
+    sw.buf[: len(raw)] = raw
+    if not sw.process(len(raw), now):
+        assert sw.buf[: len(raw)] == raw, "a dropped packet must not be modified"
+        return None
+    return IP(bytes(sw.buf[: sw.out_length()]))
+
+
 class Harness:
     """Feeds packets through a Switch and returns what it would write, parsed by scapy."""
 
@@ -155,7 +166,8 @@ def test_states_follow_the_conversation_and_c_moves_them_from_the_syn_on() -> No
     ("pkt", "reason"),
     [
         # what parses but opens no flow: test_decisions.py
-        (IP(src=CLIENT, dst=VIP) / UDP(sport=1, dport=80), "protocol"),
+        (IP(src=CLIENT, dst=VIP) / UDP(sport=1, dport=80), "no_service"),
+        (IP(src=CLIENT, dst=VIP, proto=132) / Raw(bytes(12)), "protocol"),
         (bytes(IP(src=CLIENT, dst=VIP) / TCP(sport=1, dport=80, flags="S"))[:30], "total_length"),
         (b"\x60" + bytes(39), "ip_version"),
         (b"", "short"),
