@@ -164,7 +164,7 @@ class Ahead:
 
     def write_transport(self, protocol: str, udp_timeout: float) -> None:
         """The service's protocol into C, after write(), and a UDP flow's idle timeout."""
-        proto = {name: n for n, name in packet.PROTOCOLS.items()}[protocol]
+        proto = packet.PROTOCOL_NUMBERS[protocol]
         if lib.pks_service_transport(self._table.tab, self.sid, proto, udp_timeout) != 0:
             raise ValueError(f"C cannot run a {protocol} service with udp_timeout {udp_timeout}")
 

@@ -41,6 +41,7 @@ PROTO_ICMP = 1
 PROTO_TCP = 6
 PROTO_UDP = 17
 PROTOCOLS = {PROTO_TCP: "tcp", PROTO_UDP: "udp"}  # the transports the switch balances
+PROTOCOL_NUMBERS = {name: n for n, name in PROTOCOLS.items()}
 
 _FLAG_LETTERS = (
     (0x02, "S"),
