@@ -82,11 +82,12 @@ def steer(tun: TunDevice, cfg: Config) -> None:
     """What comes back from the backends into the device: in nat mode their replies (from
     each backend's address and port), in full NAT what is addressed to an SNAT address; only
     from the side the backends are on."""
-    backends = [b for s in cfg.services for b in s.backends]
     if cfg.switch.mode == "nat":
-        tun.steer_replies(cfg.switch.route_table, [(b.ip, b.port) for b in backends])
+        endpoints = [(b.ip, b.port, s.protocol) for s in cfg.services for b in s.backends]
+        tun.steer_replies(cfg.switch.route_table, endpoints)
     else:
-        tun.steer_snat(cfg.switch.route_table, cfg.switch.snat, [b.ip for b in backends])
+        backends = [b.ip for s in cfg.services for b in s.backends]
+        tun.steer_snat(cfg.switch.route_table, cfg.switch.snat, backends)
 
 
 def lrt_backends(switch: Switch) -> list[Any]:

@@ -7,8 +7,8 @@ the device, and VIP and SNAT addresses must not be local addresses of this host:
 that shares a 4-tuple with a forwarded flow makes the kernel drop that flow's packets.
 
 In nat mode the backends reply to the client address itself, so their replies are caught by
-policy routing: a rule per backend (from its address, TCP, from its port) looks up a table
-whose default route points into the TUN device. Everything added is recorded and removed on
+policy routing: a rule per backend (from its address, its protocol, from its port) looks up a
+table whose default route points into the TUN device. Everything added is recorded and removed on
 close, in reverse order.
 """
 
@@ -223,19 +223,20 @@ class TunDevice:
             _ip("route", "replace", f"{p}/32", "dev", self.name)
             self._undo.append(undo)
 
-    def steer_replies(self, table: int, endpoints: Sequence[tuple[str, int]]) -> None:
-        """nat mode: send TCP from each backend endpoint, and ICMP from each backend address,
+    def steer_replies(self, table: int, endpoints: Sequence[tuple[str, int, str]]) -> None:
+        """nat mode: send TCP or UDP (the endpoint's protocol) from each backend endpoint
+        (address, port, protocol), and ICMP from each backend address,
         into the device via `table`, when it comes in where the host routes to that backend
         (`iif`: a packet from the client side forged with a backend's address is routed as
         any other, never taken for its reply); what was added before is left as it is."""
-        came = {ip: self._backend_side(ip) for ip, _ in endpoints}
-        tcp = [
-            ("from", f"{ip}/32", *came[ip], "ipproto", "tcp", "sport", str(port))
-            for ip, port in endpoints
+        came = {ip: self._backend_side(ip) for ip, _, _ in endpoints}
+        replies = [
+            ("from", f"{ip}/32", *came[ip], "ipproto", proto, "sport", str(port))
+            for ip, port, proto in endpoints
         ]
         # and ICMP errors from the backends, which the switch translates for the client
         errors = [("from", f"{ip}/32", *came[ip], "ipproto", "icmp") for ip in set(came)]
-        self._steer(table, sorted(set(tcp)) + sorted(errors))
+        self._steer(table, sorted(set(replies)) + sorted(errors))
 
     def steer_snat(self, table: int, snat: Sequence[str], backends: Sequence[str]) -> None:
         """full NAT: send what is addressed to an SNAT address into the device via `table`

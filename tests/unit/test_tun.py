@@ -292,7 +292,9 @@ def test_nat_reply_rules_take_replies_only_from_the_backends_side(
     monkeypatch.setattr(tun, "_exec", lambda *cmd: subprocess.CompletedProcess(cmd, 1, "", ""))
     dev = tun.TunDevice.__new__(tun.TunDevice)
     dev.name, dev._undo = "pks0", []
-    dev.steer_replies(4242, [("192.0.2.1", 80), ("192.0.2.2", 80)])
+    dev.steer_replies(
+        4242, [("192.0.2.1", 80, "tcp"), ("192.0.2.2", 80, "tcp"), ("192.0.2.2", 53, "udp")]
+    )
     rules = [a for a in added if a[0] == "rule"]
     tail = ("lookup", "4242", "priority", str(tun.RULE_PRIORITY))
     assert rules == [
@@ -310,6 +312,7 @@ def test_nat_reply_rules_take_replies_only_from_the_backends_side(
             *tail,
         ),
         ("rule", "add", "from", "192.0.2.2/32", "ipproto", "tcp", "sport", "80", *tail),
+        ("rule", "add", "from", "192.0.2.2/32", "ipproto", "udp", "sport", "53", *tail),
         ("rule", "add", "from", "192.0.2.1/32", "iif", "vb0", "ipproto", "icmp", *tail),
         ("rule", "add", "from", "192.0.2.2/32", "ipproto", "icmp", *tail),
     ]
