@@ -83,11 +83,12 @@ def service_text(
     options: dict[str, object] | None = None,
     health: dict[str, object] | None = None,
     per_client: dict[str, object] | None = None,
+    protocol: str = "tcp",
 ) -> str:
     """One [[service]] on VIP:port over backends {name: weight}, each on the same port, with
     scheduler options, and [service.health] and [service.per_client] tables if given."""
     lines = ["", "[[service]]", f'name = "{name}"', f'vip = "{lab.VIP}:{port}"']
-    lines += ['protocol = "tcp"', f'scheduler = "{scheduler}"']
+    lines += [f'protocol = "{protocol}"', f'scheduler = "{scheduler}"']
     for k, v in (options or {}).items():
         lines.append(f"{k} = {json.dumps(v)}")
     for table, keys in (("health", health), ("per_client", per_client)):

@@ -15,7 +15,7 @@ case "${1:-}" in
 esac
 
 APT_PACKAGES=(iproute2 nginx-light iperf3 tcpdump curl ethtool nftables iputils-ping gcc python3-dev
-  python3-venv)
+  python3-venv dnsmasq-base bind9-dnsutils)
 
 apt_packages() {
   local missing=() p

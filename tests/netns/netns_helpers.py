@@ -120,9 +120,9 @@ def kaload_result(
 
 
 def bad_checksums(pcap: Path) -> tuple[int, int, list[str]]:
-    """(packets, packets whose IP or TCP checksum differs from scapy's recomputation, the
-    first few of those described)."""
-    from scapy.layers.inet import IP, TCP
+    """(packets, packets whose IP or TCP/UDP checksum differs from scapy's recomputation, the
+    first few of those described). A UDP checksum of 0 is none (IPv4): not recomputed."""
+    from scapy.layers.inet import IP, TCP, UDP
     from scapy.utils import PcapReader
 
     n = bad = 0
@@ -130,19 +130,22 @@ def bad_checksums(pcap: Path) -> tuple[int, int, list[str]]:
     with PcapReader(str(pcap)) as reader:
         for frame in reader:
             ip = frame[IP]
+            l4 = TCP if TCP in ip else UDP
             fresh = ip.copy()
             del fresh.chksum
-            del fresh[TCP].chksum
+            if l4 is TCP or ip[UDP].chksum != 0:
+                del fresh[l4].chksum
             fresh = IP(bytes(fresh))
             n += 1
-            if (fresh.chksum, fresh[TCP].chksum) != (ip.chksum, ip[TCP].chksum):
+            if (fresh.chksum, fresh[l4].chksum) != (ip.chksum, ip[l4].chksum):
                 bad += 1
                 if len(seen) < 5:
-                    t = ip[TCP]
+                    t = ip[l4]
+                    what = f"{t.flags} seq {t.seq}" if l4 is TCP else "udp"
                     seen.append(
-                        f"#{n} {ip.src}:{t.sport} > {ip.dst}:{t.dport} {t.flags} seq {t.seq} "
+                        f"#{n} {ip.src}:{t.sport} > {ip.dst}:{t.dport} {what} "
                         f"len {ip.len} ip {ip.chksum:#06x}/{fresh.chksum:#06x} "
-                        f"tcp {t.chksum:#06x}/{fresh[TCP].chksum:#06x}"
+                        f"l4 {t.chksum:#06x}/{fresh[l4].chksum:#06x}"
                     )
     return n, bad, seen
 
