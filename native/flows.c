@@ -116,9 +116,15 @@ uint32_t free_slot(const pks_table *t)
 
 int pks_table_insert(pks_table *t, uint32_t slot, const pks_key *k0, const pks_key *k1)
 {
+    return flow_insert(t, slot, k0, k1, 0);
+}
+
+int flow_insert(pks_table *t, uint32_t slot, const pks_key *k0, const pks_key *k1,
+                int one_packet)
+{
     if (slot >= t->nslots || t->flows[slot].used)
         return -2;
-    if (pks_table_lookup(t, k0) >= 0 || pks_table_lookup(t, k1) >= 0
+    if ((!one_packet && pks_table_lookup(t, k0) >= 0) || pks_table_lookup(t, k1) >= 0
         || memcmp(k0, k1, sizeof *k0) == 0)
         return -1;
     take_free(t, slot);
@@ -131,7 +137,9 @@ int pks_table_insert(pks_table *t, uint32_t slot, const pks_key *k0, const pks_k
     f->synack_at = -1.0;
     f->prev = f->next = PKS_NONE;
     f->used = 1;
-    index_put(t, slot << 1);
+    f->one_packet = (uint8_t)!!one_packet;
+    if (!one_packet)
+        index_put(t, slot << 1);
     index_put(t, slot << 1 | 1);
     t->count++;
     return 0;
@@ -156,12 +164,23 @@ void put4(uint8_t *p, uint32_t v)
     p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
 }
 
+uint32_t pair_of(const pks_table *t, const pks_flow *g)
+{
+    return (uint32_t)(g->snat_port - t->snat->lo) * t->snat->naddrs + g->snat_addr;
+}
+
+void give_back(pks_table *t, const pks_flow *g)
+{
+    pks_snat_release(t->snat, t->bk_ep[g->backend], pair_of(t, g), g->last_seen);
+}
+
 int pks_table_remove(pks_table *t, uint32_t slot)
 {
     if (slot >= t->nslots || !t->flows[slot].used)
         return -1;
     pks_flow *f = &t->flows[slot];
-    index_del(t, slot << 1);
+    if (!f->one_packet)                         /* (a one-packet flow's dir 0 is not indexed) */
+        index_del(t, slot << 1);
     index_del(t, slot << 1 | 1);
     pks_list *l = list_of(t, f->state);
     if (l)

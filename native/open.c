@@ -38,19 +38,6 @@ static int pair_known(const pks_table *t, const pks_flow *g)
     return !g->has_snat || (t->snat && g->backend < t->bk_cap && t->bk_ep[g->backend] != PKS_NONE);
 }
 
-/* the number in the SNAT pool (pks_snat.h) of the pair flow g holds */
-static uint32_t pair_of(const pks_table *t, const pks_flow *g)
-{
-    return (uint32_t)(g->snat_port - t->snat->lo) * t->snat->naddrs + g->snat_addr;
-}
-
-/* flow g gives its SNAT pair back (freed when its last packet was seen: the pool counts a
- * pair reused within a backend's TIME_WAIT of that) */
-static void give_back(pks_table *t, const pks_flow *g)
-{
-    pks_snat_release(t->snat, t->bk_ep[g->backend], pair_of(t, g), g->last_seen);
-}
-
 /* A pick not taken yet: the member, what the OPEN event says of it, and the program's
  * state once the flow is open (rr's index) */
 typedef struct {
@@ -210,10 +197,32 @@ static void take(pks_service *s, const choice *c)
     }
 }
 
+/* The datagram of a one-packet service's client went to the backend its pick names, whose
+ * flow for that client socket still awaits an answer: the flow takes it too (one more to
+ * answer) */
+static int one_packet_again(pks_table *t, pks_service *s, const choice *c, uint8_t *buf,
+                            pks_meta *m, uint32_t slot, double now)
+{
+    take(s, c);
+    pks_flow *f = &t->flows[slot];
+    f->pkts[0]++;
+    f->bytes[0] += m->ip_len;
+    if (f->backend < t->bk_load_cap)
+        t->bk_load[f->backend].bytes[0] += m->ip_len;
+    f->last_seen = now;
+    m->slot = (int32_t)slot;
+    m->dir = 0;
+    pks_nat n0;
+    key_reverse(&f->key[1], &n0);
+    pks_rewrite(buf, m, &n0);
+    return PKS_V_FAST;
+}
+
 /* A client's SYN without a flow (old = PKS_NONE), or reusing the port of flow `old` in
  * TIME_WAIT or CLOSE, or the ACK of a SYN cookie (cookie.c), or a UDP datagram of no flow
- * (to a UDP service: its flow in state UDP, with the service's udp_timeout): open its flow (pks_service.h,
- * "New flows in C"), or under a SYN flood answer the SYN with a cookie, or drop it with the
+ * (to a UDP service: its flow in state UDP, with the service's udp_timeout; a one-packet
+ * service's flow is keyed by its answer only, so that the client's next datagram is picked
+ * for again): open its flow (pks_service.h, "New flows in C"), or under a SYN flood answer the SYN with a cookie, or drop it with the
  * reason (PKS_V_DROP), checked in this order: not a SYN (nor a cookie's ACK: no_flow, or
  * bad_cookie while cookies are out), a source no client has, a wrong TCP checksum, no
  * service, the access list, the client's limits (clients.c), a full table, no backend, no
@@ -349,6 +358,9 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
         k1.dport = m->sport;
     }
     int64_t e0 = pks_table_lookup(t, &m->key), e1 = pks_table_lookup(t, &k1);
+    if (s->one_packet && e1 >= 0 && t->flows[e1 >> 1].one_packet
+        && memcmp(&t->flows[e1 >> 1].key[0], &m->key, sizeof m->key) == 0)
+        return one_packet_again(t, s, &c, buf, m, (uint32_t)(e1 >> 1), now);
     if ((e0 >= 0 && (uint32_t)(e0 >> 1) != old)
         || (e1 >= 0 && (uint32_t)(e1 >> 1) != old && (uint32_t)(e1 >> 1) != victim)
         || memcmp(&m->key, &k1, sizeof k1) == 0)
@@ -389,7 +401,7 @@ int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t ol
     }
     uint32_t slot = free_slot(t);               /* there is room: the count is below
                                                        nslots after the evictions */
-    pks_table_insert(t, slot, &m->key, &k1);    /* checked above: cannot fail */
+    flow_insert(t, slot, &m->key, &k1, s->one_packet);  /* checked above: cannot fail */
     take(s, &c);
     pks_flow *f = &t->flows[slot];
     f->pkts[0] = 1;

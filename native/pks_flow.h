@@ -41,6 +41,8 @@ typedef struct {
     uint8_t client_bits;/* counted in the client table under this prefix (pks_clients.h),
                            0: not counted */
     uint8_t cookie;     /* opened by a SYN cookie's ACK (cookie.c): PKS_CK_*; 0: not */
+    uint8_t one_packet; /* a one-packet service's datagram awaiting its answer: only key[1]
+                           is indexed (pks_service.h) */
     uint32_t seq_delta; /* a cookie flow: the backend's sequence numbers minus the client's
                            view of them (before the backend answered: the cookie itself) */
 } pks_flow;
@@ -88,6 +90,7 @@ typedef struct {
 #define PKS_EV_RECLAIM 8    /* C ended a flow to take its SNAT pair for a new one, every pair
                                toward its backend being in use (open.c, reclaim_from): `from`
                                is its state, TIME_WAIT or CLOSE, else SYN_RECV */
+#define PKS_EV_ANSWERED 9   /* C ended a one-packet flow: each of its datagrams was answered */
 #define PKS_EVENTS 1024     /* ring size: when it is full, C leaves packets to Python */
 
 /* what an event carries besides its head, by kind */

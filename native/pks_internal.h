@@ -59,6 +59,14 @@ PKS_HIDDEN int flow_state(pks_table *t, uint32_t slot, uint8_t state, double now
 PKS_HIDDEN int flow_state_for(pks_table *t, uint32_t slot, uint8_t state, double timeout,
                               double now);
 PKS_HIDDEN uint32_t free_slot(const pks_table *t);
+/* pks_table_insert; one_packet: only k1 is indexed (a one-packet flow, pks_service.h) */
+PKS_HIDDEN int flow_insert(pks_table *t, uint32_t slot, const pks_key *k0, const pks_key *k1,
+                           int one_packet);
+/* the number in the SNAT pool (pks_snat.h) of the pair flow g holds */
+PKS_HIDDEN uint32_t pair_of(const pks_table *t, const pks_flow *g);
+/* flow g gives its SNAT pair back (freed when its last packet was seen: the pool counts a
+ * pair reused within a backend's TIME_WAIT of that) */
+PKS_HIDDEN void give_back(pks_table *t, const pks_flow *g);
 PKS_HIDDEN void key_reverse(const pks_key *k, pks_nat *n);
 PKS_HIDDEN void put4(uint8_t *p, uint32_t v);
 /* icmp.c */

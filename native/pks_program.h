@@ -28,10 +28,12 @@ int64_t pks_service_state(const pks_table *t, uint32_t id, int64_t *out, uint32_
  * 0; -1 a backend not counted, or another negative time */
 int pks_backend_rt(pks_table *t, uint32_t backend, double rt);
 /* Service `id`'s transport: PKS_PROTO_TCP (a new service's) or PKS_PROTO_UDP, whose flows
- * idle out after udp_timeout seconds (> 0, at most PKS_TIMEOUT_MAX). Set after
- * pks_service_run or pks_service_hash (a new program keeps it). 0; -1 no such service, another
- * protocol or timeout */
-int pks_service_transport(pks_table *t, uint32_t id, int proto, double udp_timeout);
+ * idle out after udp_timeout seconds (> 0, at most PKS_TIMEOUT_MAX); one_packet (UDP only):
+ * every datagram is scheduled on its own (pks_service.h). Set after pks_service_run or
+ * pks_service_hash (a new program keeps it). 0; -1 no such service, another protocol or
+ * timeout, one_packet for TCP */
+int pks_service_transport(pks_table *t, uint32_t id, int proto, double udp_timeout,
+                          int one_packet);
 /* Service `id`'s access list (pks_service.h): nallow allow prefixes then ndeny deny ones,
  * (network, mask) pairs. 0; -1 no such service, too long, no memory */
 int pks_service_acl(pks_table *t, uint32_t id, const uint32_t *prefixes, uint32_t nallow,

@@ -47,6 +47,7 @@ typedef struct {
     uint8_t proto;      /* PKS_PROTO_TCP or PKS_PROTO_UDP (pks_service_transport) */
     uint8_t prog;       /* PKS_PROG_* */
     uint8_t with_port;  /* hashed: the client port is hashed too (hash_key = "ip+port") */
+    uint8_t one_packet; /* UDP: each datagram is scheduled on its own (IPVS's -o) */
     double udp_timeout; /* UDP: its flows' idle timeout, seconds */
     uint32_t id;        /* Python's service number */
     uint32_t len;       /* members */

@@ -62,6 +62,13 @@ int process_packet(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_met
         count(t, f, m, now);
         time_response(t, f, m, now);
         pks_apply(t, buf, m);
+        if (f->one_packet && m->dir == 1 && f->pkts[1] >= f->pkts[0]) {
+            /* every datagram of the one-packet flow has its answer: it ends */
+            event_put(t, (uint32_t)m->slot, PKS_EV_ANSWERED, f->state, f->state, 1, now, 0);
+            if (f->has_snat)
+                give_back(t, f);
+            pks_table_remove(t, (uint32_t)m->slot);
+        }
         return PKS_V_FAST;
     }
     if (m->dir == 0 && (f->state == PKS_S_TIME_WAIT || f->state == PKS_S_CLOSE)

@@ -112,14 +112,17 @@ int pks_service_hash(pks_table *t, uint32_t id, uint32_t vip, uint16_t port,
     return 0;
 }
 
-int pks_service_transport(pks_table *t, uint32_t id, int proto, double udp_timeout)
+int pks_service_transport(pks_table *t, uint32_t id, int proto, double udp_timeout,
+                          int one_packet)
 {
     pks_service *s = service_of(t, id);
     if (!s || (proto != PKS_PROTO_TCP && proto != PKS_PROTO_UDP)
-        || !(udp_timeout > 0 && udp_timeout <= PKS_TIMEOUT_MAX))
+        || !(udp_timeout > 0 && udp_timeout <= PKS_TIMEOUT_MAX)
+        || (one_packet && proto != PKS_PROTO_UDP))
         return -1;
     s->proto = (uint8_t)proto;
     s->udp_timeout = udp_timeout;
+    s->one_packet = (uint8_t)!!one_packet;
     return 0;
 }
 

@@ -42,10 +42,13 @@ def dig(
     wait: int = 2,
     port: int = DNS_PORT,
     tcp: bool = False,
+    source: str = "",
 ) -> list[str]:
     """`dig +short who.lab TXT` at server from role's namespace (a new socket, so a new
-    source port, each call): the answers, quotes removed; [] when none came."""
+    source port, each call, unless `source` "IP#PORT" names one): the answers, quotes
+    removed; [] when none came."""
     cmd = ["dig", "+short", f"+tries={tries}", f"+time={wait}", f"-p{port}", f"@{server}"]
+    cmd += ["-b", source] if source else []
     cmd += [NAME, "TXT", "+tcp" if tcp else "+notcp"]
     res = lab.exec(role, *cmd, check=False, timeout=tries * wait + 10)
     return [line.strip('"') for line in res.stdout.split()]

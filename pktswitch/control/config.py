@@ -248,9 +248,14 @@ def _service(value: Any, key: str) -> Service:
         if protocol != "udp":
             raise Invalid(v.join(key, "udp_timeout"), 'a key of protocol "udp" only', protocol)
         udp_timeout = v.seconds(table["udp_timeout"], v.join(key, "udp_timeout"))
+    one_packet = False
+    if "one_packet" in table:
+        if protocol != "udp":
+            raise Invalid(v.join(key, "one_packet"), 'a key of protocol "udp" only', protocol)
+        one_packet = v.boolean(table["one_packet"], v.join(key, "one_packet"))
     return Service(
         name, vip, port, protocol, scheduler, tuple(backends), options, health, acl, per_client,
-        udp_timeout,
+        udp_timeout, one_packet,
     )  # fmt: skip
 
 

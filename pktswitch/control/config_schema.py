@@ -73,6 +73,7 @@ class Service:
     acl: Acl | None = None  # None: every client may connect
     per_client: ClientLimits | None = None  # None: no client is limited
     udp_timeout: float = DEFAULT_UDP_TIMEOUT  # protocol "udp": a flow's idle seconds
+    one_packet: bool = False  # protocol "udp": each datagram scheduled on its own
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +231,12 @@ SERVICE = (
         f'{SECONDS}; protocol "udp" only',
         "a UDP flow's idle timeout (IPVS's udp timeout)",
         DEFAULT_UDP_TIMEOUT,
+    ),
+    Key(
+        "one_packet",
+        'boolean; protocol "udp" only',
+        "every datagram is scheduled on its own (IPVS's -o), its flow ending once answered",
+        False,
     ),
     Key("scheduler", _quoted(SCHEDULERS), "how a new flow's backend is picked", DEFAULT_SCHEDULER),
     Key(

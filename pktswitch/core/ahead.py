@@ -162,11 +162,16 @@ class Ahead:
         if lib.pks_service_acl(self._table.tab, self.sid, flat, len(allow), len(deny)) != 0:
             raise ValueError(f"C cannot hold an access list of {len(allow) + len(deny)} prefixes")
 
-    def write_transport(self, protocol: str, udp_timeout: float) -> None:
-        """The service's protocol into C, after write(), and a UDP flow's idle timeout."""
+    def write_transport(self, protocol: str, udp_timeout: float, one_packet: bool) -> None:
+        """The service's protocol into C, after write(), a UDP flow's idle timeout, and
+        whether each datagram is scheduled on its own."""
         proto = packet.PROTOCOL_NUMBERS[protocol]
-        if lib.pks_service_transport(self._table.tab, self.sid, proto, udp_timeout) != 0:
-            raise ValueError(f"C cannot run a {protocol} service with udp_timeout {udp_timeout}")
+        tab = self._table.tab
+        if lib.pks_service_transport(tab, self.sid, proto, udp_timeout, one_packet) != 0:
+            raise ValueError(
+                f"C cannot run a {protocol} service with udp_timeout {udp_timeout}"
+                f"{' one-packet' if one_packet else ''}"
+            )
 
     def write_limits(self, limits: ClientLimits | None) -> None:
         """The service's per-client limits into C, after write() (None: none)."""

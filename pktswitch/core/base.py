@@ -54,6 +54,7 @@ class SwitchBase:
     flows_reused: int
     flows_reset: int
     flows_evicted: int
+    flows_answered: int
     flows_reclaimed: Counter[str]
     syn_cookies: str
     _created_per_s: dict[int, int]

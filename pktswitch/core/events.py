@@ -46,7 +46,7 @@ if tuple(_UNPACKED.split()) != EVENT_FIELDS:
     raise RuntimeError(f"pks_event's fields are {EVENT_FIELDS}; take_events reads {_UNPACKED}")
 EV_SYNACK, EV_REFUSED = lib.PKS_EV_SYNACK, lib.PKS_EV_REFUSED
 EV_OPEN, EV_END, EV_EVICT = lib.PKS_EV_OPEN, lib.PKS_EV_END, lib.PKS_EV_EVICT
-EV_RECLAIM = lib.PKS_EV_RECLAIM
+EV_RECLAIM, EV_ANSWERED = lib.PKS_EV_RECLAIM, lib.PKS_EV_ANSWERED
 NO_REASON = lib.PKS_NONE  # a flow C opened, before its OPEN event
 
 
@@ -83,7 +83,7 @@ class Events(SwitchBase):
             ) in EVENT.iter_unpack(self._event_bytes[: n * EVENT.size]):
                 if kind == EV_OPEN:
                     self._opened(slot, gen, backend, reason, service, t, value, (d0, d1, d2, d3))
-                elif kind in (EV_END, EV_EVICT, EV_RECLAIM):
+                elif kind in (EV_END, EV_EVICT, EV_RECLAIM, EV_ANSWERED):
                     self._ended(kind, was, reason)
                 elif kind == EV_SYNACK:  # (its flow may have ended since: the event says all)
                     self._answered(backend, to, value, t)
@@ -147,9 +147,11 @@ class Events(SwitchBase):
     def _ended(self, kind: int, was: int, reason: int) -> None:
         """C ended a flow (and freed its SNAT pair) to open a new one: in TIME_WAIT or CLOSE,
         for its client's reused port (END); the oldest half-open one, to make room (EVICT);
-        or one whose SNAT pair the new flow takes (RECLAIM). What _expire counts, from the
-        event."""
-        if kind == EV_EVICT:
+        or one whose SNAT pair the new flow takes (RECLAIM); or a one-packet flow whose every
+        datagram was answered (ANSWERED). What _expire counts, from the event."""
+        if kind == EV_ANSWERED:
+            self.flows_answered += 1
+        elif kind == EV_EVICT:
             self.flows_evicted += 1
         elif kind == EV_RECLAIM:
             self.flows_reclaimed[STATES[was].name] += 1

@@ -49,7 +49,7 @@ class Registry(SwitchBase):
         if svc.scheduler.program == "hash":  # C hashes its clients with the switch's secret
             cast(Hashed, svc.scheduler).key = self.hash_secret
         svc.ahead.write(svc.scheduler, svc.backends, known)
-        svc.ahead.write_transport(svc.protocol, svc.udp_timeout)
+        svc.ahead.write_transport(svc.protocol, svc.udp_timeout, svc.one_packet)
         svc.ahead.write_acl(svc.acl)
         svc.ahead.write_limits(svc.per_client)
 
@@ -192,6 +192,9 @@ class Registry(SwitchBase):
         if spec.udp_timeout != svc.udp_timeout:  # (new flows take it)
             changes.append(f"{n}: udp_timeout {svc.udp_timeout:g} -> {spec.udp_timeout:g} s")
             svc.udp_timeout = spec.udp_timeout
+        if spec.one_packet != svc.one_packet:  # (new datagrams take it)
+            changes.append(f"{n}: one_packet {svc.one_packet} -> {spec.one_packet}")
+            svc.one_packet = spec.one_packet
         current = {(b.name, b.ip, b.port): b for b in svc.backends}
         backends = []
         for bs in spec.backends:

@@ -35,6 +35,7 @@ class ServiceState:
     backends: list[BackendState]
     protocol: str = "tcp"  # or "udp" (core/packet.py PROTOCOLS)
     udp_timeout: float = DEFAULT_UDP_TIMEOUT  # a UDP flow's idle seconds
+    one_packet: bool = False  # UDP: each datagram scheduled on its own (IPVS's -o)
     health: HealthPolicy = NO_HEALTH
     acl: CompiledAcl | None = None  # None: every client may connect
     denied: int = 0  # SYNs refused by the acl
@@ -63,6 +64,7 @@ def service_state(s: Service) -> ServiceState:
         port=s.port,
         protocol=s.protocol,
         udp_timeout=s.udp_timeout,
+        one_packet=s.one_packet,
         scheduler=make(s.scheduler, **dict(s.options)),
         backends=[BackendState(b.name, b.ip, b.port, b.weight) for b in s.backends],
         health=s.health or NO_HEALTH,

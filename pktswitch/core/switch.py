@@ -133,6 +133,7 @@ class Switch(Events, Registry, Passive, Tracing, Views):
         self.flows_reused = 0  # SYNs that replaced a TIME_WAIT/CLOSE flow
         self.flows_reset = 0  # flows ended by the switch (their backend went down)
         self.flows_evicted = 0  # half-open flows ended early to make room for a new SYN
+        self.flows_answered = 0  # one-packet flows ended by the answer to each datagram
         # flows ended early to give their SNAT pair to a new one, by state (TIME_WAIT, CLOSE,
         # SYN_RECV): every pair toward the backend was in use
         self.flows_reclaimed: Counter[str] = Counter()

@@ -126,6 +126,7 @@ class Views(SwitchBase):
             "flows_reused": self.flows_reused,
             "flows_reset": self.flows_reset,
             "flows_evicted": self.flows_evicted,
+            "flows_answered": self.flows_answered,
             "flows_reclaimed": dict(self.flows_reclaimed),
             "icmp_echo_replies": int(tab.icmp_echo_replies),
             "tcp_rst_in_window": int(tab.rst_in_window),

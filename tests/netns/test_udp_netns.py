@@ -107,6 +107,21 @@ def test_dns_queries_spread_over_the_backends(lab: Lab, dns: None, mode: str) ->
     assert zeros == ["a"]  # the query sent without a checksum arrived without one
 
 
+@pytest.mark.parametrize("mode", ["fullnat", "nat"])
+def test_one_packet_spreads_one_client_sockets_queries(lab: Lab, dns: None, mode: str) -> None:
+    source = f"{lab.CLIENT_IP}#5300"  # every query from one socket address
+    with Switch(lab, dns_config(lab, mode)) as sw:  # without one_packet: the flow keeps it
+        kept = [dig(lab, lab.VIP, source=source) for _ in range(3)]
+        assert kept == [["A"]] * 3, (kept, sw.flows())
+    with Switch(lab, dns_config(lab, mode, one_packet=True)) as sw:
+        spread = [dig(lab, lab.VIP, source=source) for _ in range(6)]
+        why = (spread, sw.stats(), sw.flows())
+        assert [a[0] if len(a) == 1 else a for a in spread] == list("ABCABC"), why
+        assert sw.flows() == []  # each ended with its answer
+        s = sw.stats()
+        assert (s["flows_created"], s["flows_answered"], s["flows_expired"]) == (6, 6, {}), s
+
+
 def test_udp_flows_idle_out_after_udp_timeout(lab: Lab, dns: None) -> None:
     with Switch(lab, dns_config(lab, "fullnat", udp_timeout=1)) as sw:
         asked = time.monotonic()

@@ -30,10 +30,12 @@ UDP_TIMEOUT = 30.0
 class Udp:
     """A switch with service "dns" on VIP:53/udp over A, B, C (port 5353), round robin."""
 
-    def __init__(self, mode: str = "fullnat", names: str = "ABC", **kw: object) -> None:
+    def __init__(
+        self, mode: str = "fullnat", names: str = "ABC", one_packet: bool = False, **kw: object
+    ) -> None:
         backends = [BackendState(n, BACKENDS[n], 5353) for n in names]
         svc = ServiceState("dns", VIP, 53, make("rr"), backends, protocol="udp",
-                           udp_timeout=UDP_TIMEOUT)  # fmt: skip
+                           udp_timeout=UDP_TIMEOUT, one_packet=one_packet)  # fmt: skip
         self.sw = Switch([svc], mode=mode, snat=[SNAT] if mode == "fullnat" else [], seed=1,
                          snat_start=0, timeouts=dict(DEFAULT_TIMEOUTS), **kw)  # type: ignore[arg-type]  # fmt: skip
         self.now = T0
