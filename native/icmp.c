@@ -26,6 +26,8 @@
 
 #define ICMP_ECHO_REPLY 0
 #define ICMP_ECHO_REQUEST 8
+#define ICMP_UNREACH 3
+#define ICMP_PORT_UNREACH 3 /* (its code) */
 #define ICMP_HEADER 8       /* type, code, checksum, 4 bytes that depend on the type */
 #define QUOTED_L4 8         /* the bytes of the transport header an error must quote at least */
 #define TCP_CSUM_END 18     /* quoted TCP bytes that include its checksum field */
@@ -200,9 +202,17 @@ int native_icmp(pks_table *t, uint8_t *buf, pks_meta *m, double now)
         && (!quote_in_flight(f, way, seq)
             || cookie_moves(f, way, buf + q + ihl, end - q - ihl, mv) < 0))
         return drop_exit(m, PKS_E_ICMP_WINDOW);
+    /* the backend has no socket on a UDP flow's port: a passive health signal, as an RST
+     * answering a SYN is (Python's to weigh) */
+    int refused = proto == PKS_PROTO_UDP && way == 1 && m->icmp_type == ICMP_UNREACH
+                  && m->icmp_code == ICMP_PORT_UNREACH;
+    if (refused && t->ev_count == PKS_EVENTS)
+        return slow_exit(t, m, PKS_SLOW_EVENTS);
     pks_nat n;
     pks_flow_nat(t, (uint32_t)(e >> 1), way, &n);
     translate(buf, ip, l4, end, &n, !t->snat && way == 0, mv);
     t->icmp_errors[way]++;
+    if (refused)
+        event_put(t, (uint32_t)(e >> 1), PKS_EV_REFUSED, f->state, f->state, 1, now, 0);
     return PKS_V_FAST;
 }

@@ -86,7 +86,8 @@ typedef struct {
 #define PKS_EV_EVICT 6      /* C ended the oldest half-open flow to make room for a new one
                                (as many as the table or its half-open share need) */
 #define PKS_EV_REFUSED 7    /* the backend answered the client's SYN with an RST (no SYN-ACK
-                               yet): a passive health signal */
+                               yet), or a UDP flow's datagram with ICMP port unreachable: a
+                               passive health signal */
 #define PKS_EV_RECLAIM 8    /* C ended a flow to take its SNAT pair for a new one, every pair
                                toward its backend being in use (open.c, reclaim_from): `from`
                                is its state, TIME_WAIT or CLOSE, else SYN_RECV */

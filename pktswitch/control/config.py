@@ -234,6 +234,12 @@ def _service(value: Any, key: str) -> Service:
         addresses[b.ip, b.port] = item_key
         backends.append(b)
     health = _health(table["health"], v.join(key, "health")) if "health" in table else None
+    if protocol == "udp" and health and health.check != "none" and not health.port:
+        raise Invalid(
+            v.join(v.join(key, "health"), "port"),
+            f"the TCP port a UDP service's {health.check} check connects to (or check = none)",
+            "none",
+        )
     acl = None
     if "allow" in table or "deny" in table:
         acl = Acl(
@@ -304,6 +310,7 @@ def _health(value: Any, key: str) -> HealthPolicy:
         eject_max=v.seconds(*get("eject_max")),
         on_down=v.choice(*get("on_down"), ON_DOWN, "policy"),
         slow_start=v.seconds_or_zero(*get("slow_start")),
+        port=v.integer(table["port"], v.join(key, "port"), 1, 65535) if "port" in table else 0,
     )
     if not policy.path.startswith("/") or any(c.isspace() or ord(c) < 32 for c in policy.path):
         raise Invalid(

@@ -319,10 +319,16 @@ _HEALTH_KEYS = (
     Key("path", "HTTP path starting with '/'", "what check = http asks for"),
     Key("status", f"integer {HTTP_STATUS[0]}..{HTTP_STATUS[1]}", "the status it expects"),
     Key(
+        "port",
+        "integer 1..65535; required for a UDP service's tcp or http check",
+        "the port tcp and http checks connect to",
+        default_text="each backend's own",
+    ),
+    Key(
         "passive",
         "boolean",
-        "a SYN refused (RST) or not answered in syn_timeout, confirmed by a check of the "
-        "switch's own, ejects",
+        "a SYN refused (RST) or not answered in syn_timeout, or a UDP datagram refused (ICMP "
+        "port unreachable), confirmed by a check of the switch's own, ejects",
     ),
     Key("syn_timeout", SECONDS, "how long a SYN may wait for its SYN-ACK"),
     Key("eject", SECONDS, "how long an ejection lasts, doubled for each one in a row"),

@@ -1,17 +1,19 @@
 """Health monitoring on the switch's loop: active checks, passive signals, weights, policies.
 
 Active checks are non-blocking sockets from the switch's namespace to each backend's own
-address: a TCP connect, or an HTTP GET whose status line must carry the expected status.
+address: a TCP connect, or an HTTP GET whose status line must carry the expected status (to
+the backend's port, or the policy's `port`: a UDP service's checks need one).
 One check per backend at a time, every `interval`, failed after `timeout`; sockets close with
 RST so checks leave no TIME_WAIT behind. The monitor also takes the switch's passive signals
-(SYNs unanswered or answered with RST) and confirms each with a check of its own at once (the
-service's check, or a TCP connect where it has none): only a failed confirmation ejects, for
-a client can make a SYN go unanswered or refused (one the backend drops) but cannot make the
-switch's own connect fail. It recomputes effective weights (down, ejected, draining, slow
-start), applies the down policy (keep or reset the flows) and logs every change with its
-reason. It scans every backend at most every SCAN_EVERY seconds, and at once
-when a passive signal waits: a busy loop turns a thousand times a second or more, and a scan
-of 200 backends with checks takes some 170 microseconds.
+(SYNs unanswered or answered with RST, UDP datagrams answered with ICMP port unreachable) and
+confirms each with a check of its own at once (the service's check, or where it has none a
+TCP connect, or for a UDP service a datagram that fails only if refused too): only a failed
+confirmation ejects, for a client can make a SYN go unanswered or refused (one the backend
+drops) but cannot make the switch's own connect fail. It recomputes effective weights (down,
+ejected, draining, slow start), applies the down policy (keep or reset the flows) and logs
+every change with its reason. It scans every backend at most every SCAN_EVERY seconds, and at
+once when a passive signal waits: a busy loop turns a thousand times a second or more, and a
+scan of 200 backends with checks takes some 170 microseconds.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pktswitch.control.probes import connect_nonblocking
+from pktswitch.control.probes import connect_nonblocking, datagram_sent
 from pktswitch.core.switch import ServiceState, Switch
 from pktswitch.io.loop import Loop
 from pktswitch.sched import health_policy as health
@@ -45,6 +47,7 @@ class _Check:
     sent: bool = False
     answer: bytes = b""
     confirms: str = ""  # the passive signal this check confirms ("": a routine check)
+    udp: bool = False  # a datagram to a UDP backend: fails only if refused (ICMP)
 
 
 class HealthMonitor:
@@ -94,8 +97,8 @@ class HealthMonitor:
             return
         self._next_scan = now + SCAN_EVERY
         for fd, c in list(self.inflight.items()):
-            if now - c.started > c.svc.health.timeout:
-                self._finish(fd, False, "timeout", now)
+            if now - c.started > c.svc.health.timeout:  # (a datagram not refused: passed)
+                self._finish(fd, c.udp, "not refused" if c.udp else "timeout", now)
         busy = {c.backend for c in self.inflight.values()}
         times = []  # when each checked backend's next check is due (a service may stop checks)
         for svc in self.switch.services:
@@ -156,7 +159,13 @@ class HealthMonitor:
         refused at once, no file descriptors) is left to the caller, which counts it as a
         failed check."""
         self.checks += 1
-        s = connect_nonblocking(b.ip, b.port)
+        if svc.protocol == "udp" and svc.health.check == "none":
+            s = datagram_sent(b.ip, b.port)  # (a confirmation: a UDP service has no other)
+            fd = s.fileno()
+            self.inflight[fd] = _Check(s, svc, b, now, sent=True, confirms=confirms, udp=True)
+            self.loop.sel.register(fd, selectors.EVENT_READ, lambda _ev, fd=fd: self._ready(fd))
+            return
+        s = connect_nonblocking(b.ip, svc.health.port or b.port)
         fd = s.fileno()
         self.inflight[fd] = _Check(s, svc, b, now, confirms=confirms)
         self.loop.sel.register(fd, selectors.EVENT_WRITE, lambda _ev, fd=fd: self._ready(fd))
@@ -164,6 +173,16 @@ class HealthMonitor:
     def _ready(self, fd: int) -> None:
         c = self.inflight[fd]
         now = self.clock()
+        if c.udp:  # an answer passes; the backend's ICMP port unreachable fails
+            try:
+                c.sock.recv(MAX_RESPONSE)
+            except ConnectionRefusedError:
+                self._finish(fd, False, "ICMP port unreachable", now)
+            except OSError as e:
+                self._finish(fd, False, str(e), now)
+            else:
+                self._finish(fd, True, "answered", now)
+            return
         if not c.sent:
             err = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if err:

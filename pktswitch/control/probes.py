@@ -40,6 +40,21 @@ def connect_nonblocking(ip: str, port: int) -> socket.socket:
     return s
 
 
+def datagram_sent(ip: str, port: int) -> socket.socket:
+    """An empty UDP datagram sent to ip:port from a connected socket, which then reads the
+    answer, or ConnectionRefusedError once an ICMP port unreachable came back; OSError if it
+    could not be sent."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setblocking(False)
+    try:
+        s.connect((ip, port))
+        s.send(b"")
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
 class Prober:
     def __init__(
         self,

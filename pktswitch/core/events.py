@@ -47,6 +47,8 @@ if tuple(_UNPACKED.split()) != EVENT_FIELDS:
 EV_SYNACK, EV_REFUSED = lib.PKS_EV_SYNACK, lib.PKS_EV_REFUSED
 EV_OPEN, EV_END, EV_EVICT = lib.PKS_EV_OPEN, lib.PKS_EV_END, lib.PKS_EV_EVICT
 EV_RECLAIM, EV_ANSWERED = lib.PKS_EV_RECLAIM, lib.PKS_EV_ANSWERED
+# what a backend's refusal was, by its service's protocol (PKS_EV_REFUSED)
+REFUSED_BY = {"tcp": "RST in answer to a SYN", "udp": "ICMP port unreachable"}
 NO_REASON = lib.PKS_NONE  # a flow C opened, before its OPEN event
 
 
@@ -90,7 +92,8 @@ class Events(SwitchBase):
                 elif kind == EV_REFUSED:
                     svc = table.services[service]
                     if svc.health.passive:
-                        self._passive.append((svc, backends[backend], "RST in answer to a SYN"))
+                        why = REFUSED_BY[svc.protocol]
+                        self._passive.append((svc, backends[backend], why))
                 else:
                     self.sample(backends[backend], "data", value, t)
             if n < batch:

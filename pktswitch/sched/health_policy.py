@@ -13,6 +13,11 @@ checks themselves (sockets) live in control/health_checks.py, the passive signal
   doubling. A client can make a healthy backend refuse or drop its SYN; it cannot make the
   switch's own connect fail. The last backend of a service that takes new flows is never
   ejected. A SYN with a wrong TCP checksum opens no flow (C drops it).
+- UDP services: the active check is a TCP or HTTP check of a configured `port` (a UDP port
+  answers nothing a check could read), or none; the passive signal is an ICMP port
+  unreachable from the backend about a flow's datagram, confirmed by the service's check, or
+  where it has none by a datagram of the switch's own to the backend's port, which fails only
+  if the backend refuses it too (ICMP port unreachable within `timeout`).
 - Drain: an operator's word; no new flows, existing ones stay.
 - Slow start: a backend that comes back takes weight / slow_start more each second until
   its full weight (weight-aware schedulers; rr ignores weights).
@@ -47,6 +52,7 @@ class HealthPolicy:
     eject_max: float = 60.0
     on_down: str = "keep"  # what happens to a down backend's flows: keep, or reset (RST)
     slow_start: float = 0.0  # seconds; 0 = off
+    port: int = 0  # the port tcp and http checks connect to; 0: each backend's own
 
 
 def state_name(b: BackendState, policy: HealthPolicy, now: float) -> str:

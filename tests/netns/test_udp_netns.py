@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import json
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -42,26 +43,27 @@ print(s.getsockname()[1], a[-1:].decode())
 
 
 @pytest.fixture(scope="module")
-def dns(lab: Lab) -> Iterator[None]:
-    """dnsmasq on every backend, for this module's tests; stopped by PID at its end."""
-    procs = []
+def dns(lab: Lab) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
+    """dnsmasq on every backend, for this module's tests, by role (a test that stops one
+    starts it again); stopped by PID at its end."""
+    procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for role in lab.backend_roles:
-            procs.append(start_dns(lab, role))
-        yield
+            procs[role] = start_dns(lab, role)
+        yield procs
     finally:
-        for proc in procs:
+        for proc in procs.values():
             lab.stop(proc)
 
 
-def dns_config(lab: Lab, mode: str, **keys: object) -> str:
+def dns_config(lab: Lab, mode: str, health: dict[str, object] | None = None, **keys: object) -> str:
     backends = {"A": 1, "B": 1, "C": 1}
-    svc = service_text(lab, "dns", DNS_PORT, "rr", backends, keys or None, protocol="udp")
+    svc = service_text(lab, "dns", DNS_PORT, "rr", backends, keys or None, health, protocol="udp")
     return config_text(lab, mode, extra=[svc])
 
 
 @pytest.mark.parametrize("mode", ["fullnat", "nat"])
-def test_dns_queries_spread_over_the_backends(lab: Lab, dns: None, mode: str) -> None:
+def test_dns_queries_spread_over_the_backends(lab: Lab, dns: object, mode: str) -> None:
     from scapy.layers.inet import IP, UDP
     from scapy.utils import rdpcap
 
@@ -108,7 +110,7 @@ def test_dns_queries_spread_over_the_backends(lab: Lab, dns: None, mode: str) ->
 
 
 @pytest.mark.parametrize("mode", ["fullnat", "nat"])
-def test_one_packet_spreads_one_client_sockets_queries(lab: Lab, dns: None, mode: str) -> None:
+def test_one_packet_spreads_one_client_sockets_queries(lab: Lab, dns: object, mode: str) -> None:
     source = f"{lab.CLIENT_IP}#5300"  # every query from one socket address
     with Switch(lab, dns_config(lab, mode)) as sw:  # without one_packet: the flow keeps it
         kept = [dig(lab, lab.VIP, source=source) for _ in range(3)]
@@ -122,7 +124,7 @@ def test_one_packet_spreads_one_client_sockets_queries(lab: Lab, dns: None, mode
         assert (s["flows_created"], s["flows_answered"], s["flows_expired"]) == (6, 6, {}), s
 
 
-def test_udp_flows_idle_out_after_udp_timeout(lab: Lab, dns: None) -> None:
+def test_udp_flows_idle_out_after_udp_timeout(lab: Lab, dns: object) -> None:
     with Switch(lab, dns_config(lab, "fullnat", udp_timeout=1)) as sw:
         asked = time.monotonic()
         assert dig(lab, lab.VIP) == ["A"]
@@ -171,3 +173,40 @@ def test_iperf3_udp_through_a_udp_vip(lab: Lab, mode: str) -> None:
     assert bad == 0, seen
     assert n >= sent - lost, (n, end)
     assert stats["packets_in"] == stats["packets_forwarded"] + sum(stats["dropped"].values())
+
+
+def backend_row(sw: Switch, name: str) -> dict[str, object]:
+    (row,) = [r for r in sw.stats_backends() if (r["service"], r["backend"]) == ("dns", name)]
+    return row
+
+
+def test_a_refusing_backend_is_ejected_and_a_failing_check_takes_one_down(
+    lab: Lab, dns: dict[str, subprocess.Popen[bytes]]
+) -> None:
+    """B stops its DNS server: the query sent to it is refused (ICMP port unreachable, which
+    reaches dig as such), the switch's own datagram is refused too, and B is ejected, in both
+    modes. With a TCP check of port 53, B's checks fail: it is taken down."""
+    lab.stop(dns.pop("b"))
+    try:
+        for mode in ("fullnat", "nat"):
+            with Switch(lab, dns_config(lab, mode)) as sw:
+                assert dig(lab, lab.VIP, tries=1) == ["A"]
+                refused = dig(lab, lab.VIP, tries=1)  # B's turn: refused
+                assert "refused" in " ".join(refused), refused  # dig had the ICMP error
+                wait_until("B ejected", lambda: backend_row(sw, "B")["health"] == "ejected")
+                reason = str(backend_row(sw, "B")["health_reason"])
+                assert "ICMP port unreachable, and the switch's check failed" in reason, reason
+                after = [dig(lab, lab.VIP) for _ in range(4)]
+                assert sorted(a[0] for a in after) == ["A", "A", "C", "C"], after
+                assert sw.stats()["icmp_errors_translated"]["to_client"] == 1
+        health = {"check": "tcp", "port": DNS_PORT, "interval": 0.2, "timeout": 0.2, "fall": 2}
+        cfg = dns_config(lab, "nat", health=health)
+        with Switch(lab, cfg) as sw:
+            wait_until("B down", lambda: backend_row(sw, "B")["health"] == "down", timeout=15)
+            row = backend_row(sw, "B")
+            assert "2 checks failed" in str(row["health_reason"]), row
+            assert backend_row(sw, "A")["health"] == "up"
+            answers = [dig(lab, lab.VIP) for _ in range(4)]
+            assert sorted(a[0] for a in answers) == ["A", "A", "C", "C"], answers
+    finally:
+        dns["b"] = start_dns(lab, "b")
