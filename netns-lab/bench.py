@@ -19,6 +19,9 @@ Per variant and round, from the client namespace, each load bounded by --duratio
   bulk  iperf3 -c VIP -t D                              one stream, Gbit/s at the receiver
   conn  wrk -t1 -c32 -d D -H 'Connection: close' URL    new connections per second
   ka    wrk -t1 -c32 -d D --latency URL                 keep-alive requests/s, p50, p99
+  udp   iperf3 -u -l 64 at 10, 20, ... 240 kpps         datagrams/s at the highest rate that
+                                                        lost none (bench_udp.py; variants
+                                                        that balance UDP only)
 and the balancer's CPU (utime+stime / wall, 100 = one core) and RSS (the largest after any one
 load of the round); with RPS the kernel's work on what pktswitch writes runs in softirq on any
 CPU and is not in its CPU%. The lab's CPU (every core's busy time from /proc/stat, 200 = both
@@ -67,9 +70,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_udp import udp_search
 from labnet import Lab
 from steal import busy_ticks, cpu_ticks, kept, pair_ratios, spread, steal_pct
-from switchlab import BULK_PORT, Switch, config_text
+from switchlab import BULK_PORT, Switch, config_text, service_text
 
 HERE = Path(__file__).resolve().parent
 TOOLS = {"wrk": "wrk", "haproxy": "haproxy", "nft": "nftables", "iperf3": "iperf3"}
@@ -109,6 +113,7 @@ def rss_kib(pid: int | None) -> int | None:
 class Variant:
     name = ""
     forwarding = True  # a router path: run with tcp_early_demux off (see the docstring)
+    udp = True  # balances UDP: runs the udp load
 
     def __init__(self, lab: Lab, round_no: int) -> None:
         self.lab = lab
@@ -136,6 +141,7 @@ class PktSwitch(Variant):
             snat=snat,
             scheduler=self.scheduler,
             switch_keys={"rps_cpus": self.rps},
+            extra=[service_text(self.lab, "bulk-udp", BULK_PORT, "rr", {"A": 1}, protocol="udp")],
         )
         self.sw = Switch(self.lab, cfg)
         self.sw.start()
@@ -153,6 +159,7 @@ class PktSwitchBaseline(PktSwitch):
 
     name = "baseline"
     exe = ""
+    udp = False  # (a tree from before UDP services may refuse the config)
 
     def start(self) -> None:
         snat = f"203.0.113.{1 + PktSwitch.runs % 9}"
@@ -185,6 +192,7 @@ NFT = """table ip pks_bench {
     ip daddr VIP tcp dport 80 dnat to numgen inc mod 3 map {
       0 : 192.0.2.1, 1 : 192.0.2.2, 2 : 192.0.2.3 }
     ip daddr VIP tcp dport 5201 dnat to 192.0.2.1
+    ip daddr VIP udp dport 5201 dnat to 192.0.2.1
   }
   chain post {
     type nat hook postrouting priority srcnat; policy accept;
@@ -238,6 +246,7 @@ backend iperf
 class HAProxy(Variant):
     name = "haproxy"
     forwarding = False
+    udp = False  # (mode tcp: HAProxy balances no UDP)
 
     def start(self) -> None:
         cfg = self.lab.run_dir / "haproxy.cfg"
@@ -256,6 +265,7 @@ class HAProxy(Variant):
 
 class NaiveTun(Variant):
     name = "naive-tun"
+    udp = False  # (it forwards TCP only)
 
     def start(self) -> None:
         snat = f"203.0.113.{11 + self.round_no % 9}"
@@ -329,6 +339,7 @@ LOADS = {
     "bulk": lambda lab, duration: iperf(lab, duration),
     "conn": lambda lab, duration: wrk(lab, duration, close=True),
     "ka": lambda lab, duration: wrk(lab, duration, close=False),
+    "udp": lambda lab, duration: udp_search(lab, duration),
 }
 
 
@@ -385,6 +396,8 @@ COLUMNS = [
     ("ka_p99_ms", "ka p99 ms", "{:.3f}"),
     ("ka_cpu", "CPU% ka", "{:.0f}"),
     ("ka_lab_us", "lab CPU us/req", "{:.1f}"),
+    ("udp_kpps", "udp kpps at 0 % loss", "{:.1f}"),
+    ("udp_cpu", "CPU% udp", "{:.0f}"),
     ("rss_mib", "RSS MiB", "{:.1f}"),
 ]
 TARGETS = {  # the project's targets: pktswitch / reference >= value
@@ -394,6 +407,7 @@ TARGETS = {  # the project's targets: pktswitch / reference >= value
     ("conn_rps", "nft-nat"): 0.8,
     ("ka_rps", "haproxy"): 1.2,
     ("ka_rps", "nft-nat"): 0.85,
+    ("udp_kpps", "nft-nat"): 0.6,  # as bulk: a userspace hop against the kernel's own
 }
 
 
@@ -464,6 +478,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=10, help="seconds per load run")
     ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--loads", default=",".join(LOADS), help="a subset of " + ",".join(LOADS))
     ap.add_argument(
         "--max-steal", type=float, default=STEAL_MAX_PCT,
         help="%% of the CPU a hypervisor may steal during a load before it runs again",
@@ -482,6 +497,9 @@ def main() -> int:
             ap.error(f"--baseline: no {exe} (run tools/setup.sh in {args.baseline})")
         BASELINE.exe = str(exe)
         VARIANTS[BASELINE.name] = BASELINE
+    loads = [x for x in args.loads.split(",") if x]
+    if set(loads) - set(LOADS):
+        ap.error(f"unknown loads {sorted(set(loads) - set(LOADS))}; known: {', '.join(LOADS)}")
     unknown = set(names) - set(VARIANTS)
     if unknown:
         ap.error(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
@@ -493,8 +511,10 @@ def main() -> int:
     }
     with Lab(checksum_oracle=False) as lab:
         for r in range(args.rounds):
-            for load in LOADS:
+            for load in loads:
                 for name in names:  # one slice each, neighbours in time for the ratios
+                    if load == "udp" and not VARIANTS[name].udp:
+                        continue
                     v = VARIANTS[name](lab, r)
                     demux = "0" if v.forwarding else "1"
                     lab.exec("lb", "sysctl", "-qw", f"net.ipv4.tcp_early_demux={demux}")
