@@ -164,6 +164,15 @@ void put4(uint8_t *p, uint32_t v)
     p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
 }
 
+void flow_count(pks_table *t, pks_flow *f, const pks_meta *m, double now)
+{
+    f->pkts[m->dir]++;
+    f->bytes[m->dir] += m->ip_len;
+    if (f->backend < t->bk_load_cap)
+        t->bk_load[f->backend].bytes[m->dir] += m->ip_len;
+    f->last_seen = now;
+}
+
 uint32_t pair_of(const pks_table *t, const pks_flow *g)
 {
     return (uint32_t)(g->snat_port - t->snat->lo) * t->snat->naddrs + g->snat_addr;

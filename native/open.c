@@ -204,17 +204,10 @@ static int one_packet_again(pks_table *t, pks_service *s, const choice *c, uint8
                             pks_meta *m, uint32_t slot, double now)
 {
     take(s, c);
-    pks_flow *f = &t->flows[slot];
-    f->pkts[0]++;
-    f->bytes[0] += m->ip_len;
-    if (f->backend < t->bk_load_cap)
-        t->bk_load[f->backend].bytes[0] += m->ip_len;
-    f->last_seen = now;
     m->slot = (int32_t)slot;
     m->dir = 0;
-    pks_nat n0;
-    key_reverse(&f->key[1], &n0);
-    pks_rewrite(buf, m, &n0);
+    flow_count(t, &t->flows[slot], m, now);
+    pks_apply(t, buf, m);
     return PKS_V_FAST;
 }
 
@@ -222,14 +215,14 @@ static int one_packet_again(pks_table *t, pks_service *s, const choice *c, uint8
  * TIME_WAIT or CLOSE, or the ACK of a SYN cookie (cookie.c), or a UDP datagram of no flow
  * (to a UDP service: its flow in state UDP, with the service's udp_timeout; a one-packet
  * service's flow is keyed by its answer only, so that the client's next datagram is picked
- * for again): open its flow (pks_service.h, "New flows in C"), or under a SYN flood answer the SYN with a cookie, or drop it with the
- * reason (PKS_V_DROP), checked in this order: not a SYN (nor a cookie's ACK: no_flow, or
- * bad_cookie while cookies are out), a source no client has, a wrong TCP checksum, no
- * service, the access list, the client's limits (clients.c), a full table, no backend, no
- * SNAT pair (none free, and no flow toward the backend to take one from: reclaim_from), a
- * tuple in use; or leave it to Python with the reason (PKS_V_SLOW) when the switch is not
- * set up for it (no state grid, no hash key, a backend's SNAT queue not written, no room
- * for events or timers). Everything that can refuse is checked before anything changes. */
+ * for again): open its flow (pks_service.h, "New flows in C"), or under a SYN flood answer
+ * the SYN with a cookie, or drop it with the reason (PKS_V_DROP), checked in this order:
+ * not a SYN (nor a cookie's ACK: no_flow, or bad_cookie while cookies are out), a source
+ * no client has, a wrong TCP checksum, no service, the access list, the client's limits
+ * (clients.c), a full table, no backend, no SNAT pair (none free, and no flow toward the
+ * backend to take one from: reclaim_from), a tuple in use; or leave it to Python with the
+ * reason (PKS_V_SLOW) when the switch is not set up for it (no state grid, no hash key, a
+ * backend's SNAT queue not written, no room for events or timers). Everything that can refuse is checked before anything changes. */
 int native_open(pks_table *t, uint8_t *buf, pks_meta *m, double now, uint32_t old)
 {
     int tcp = m->key.proto == PKS_PROTO_TCP;    /* else UDP: any datagram opens a flow */

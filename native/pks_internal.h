@@ -62,6 +62,8 @@ PKS_HIDDEN uint32_t free_slot(const pks_table *t);
 /* pks_table_insert; one_packet: only k1 is indexed (a one-packet flow, pks_service.h) */
 PKS_HIDDEN int flow_insert(pks_table *t, uint32_t slot, const pks_key *k0, const pks_key *k1,
                            int one_packet);
+/* a packet of flow f, its direction m->dir, passed on: counted, its time the flow's last */
+PKS_HIDDEN void flow_count(pks_table *t, pks_flow *f, const pks_meta *m, double now);
 /* the number in the SNAT pool (pks_snat.h) of the pair flow g holds */
 PKS_HIDDEN uint32_t pair_of(const pks_table *t, const pks_flow *g);
 /* flow g gives its SNAT pair back (freed when its last packet was seen: the pool counts a

@@ -16,16 +16,6 @@ int pks_process(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_meta *
     return process_packet(t, buf, len, now, m, vnet);
 }
 
-/* a packet of flow f passed on: counted, its time the flow's last */
-static void count(pks_table *t, pks_flow *f, const pks_meta *m, double now)
-{
-    f->pkts[m->dir]++;
-    f->bytes[m->dir] += m->ip_len;
-    if (f->backend < t->bk_load_cap)
-        t->bk_load[f->backend].bytes[m->dir] += m->ip_len;
-    f->last_seen = now;
-}
-
 /* the first request -> first response time (lrt's sample), once per flow */
 static void time_response(pks_table *t, pks_flow *f, const pks_meta *m, double now)
 {
@@ -59,7 +49,7 @@ int process_packet(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_met
     pks_flow *f = &t->flows[m->slot];
     if (m->key.proto == PKS_PROTO_UDP) {        /* a datagram of a UDP flow: no state moves,
                                                    its timer goes on from last_seen */
-        count(t, f, m, now);
+        flow_count(t, f, m, now);
         time_response(t, f, m, now);
         pks_apply(t, buf, m);
         if (f->one_packet && m->dir == 1 && f->pkts[1] >= f->pkts[0]) {
@@ -89,7 +79,7 @@ int process_packet(pks_table *t, uint8_t *buf, uint32_t len, double now, pks_met
             cookie_undo(buf, m, f);             /* a dropped packet leaves as it came */
         return drop_exit(m, -w);                /* nothing of the flow changes */
     }
-    count(t, f, m, now);
+    flow_count(t, f, m, now);
     if (w == 0) {                               /* the sequence space seen each way */
         if (m->dir == 1 && (m->tcp_flags & PKS_TCP_SYN))
             window_syn(f, 1, th, (uint32_t)(th[12] >> 4) * 4);

@@ -8,8 +8,8 @@ that shares a 4-tuple with a forwarded flow makes the kernel drop that flow's pa
 
 In nat mode the backends reply to the client address itself, so their replies are caught by
 policy routing: a rule per backend (from its address, its protocol, from its port) looks up a
-table whose default route points into the TUN device. Everything added is recorded and removed on
-close, in reverse order.
+table whose default route points into the TUN device. Everything added is recorded and removed
+on close, in reverse order.
 """
 
 from __future__ import annotations
