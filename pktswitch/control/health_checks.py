@@ -159,16 +159,17 @@ class HealthMonitor:
         refused at once, no file descriptors) is left to the caller, which counts it as a
         failed check."""
         self.checks += 1
-        if svc.protocol == "udp" and svc.health.check == "none":
-            s = datagram_sent(b.ip, b.port)  # (a confirmation: a UDP service has no other)
-            fd = s.fileno()
-            self.inflight[fd] = _Check(s, svc, b, now, sent=True, confirms=confirms, udp=True)
-            self.loop.sel.register(fd, selectors.EVENT_READ, lambda _ev, fd=fd: self._ready(fd))
-            return
-        s = connect_nonblocking(b.ip, svc.health.port or b.port)
+        # a UDP service without a check confirms by a datagram, read for its refusal
+        udp = svc.protocol == "udp" and svc.health.check == "none"
+        s = (
+            datagram_sent(b.ip, b.port)
+            if udp
+            else connect_nonblocking(b.ip, svc.health.port or b.port)
+        )
         fd = s.fileno()
-        self.inflight[fd] = _Check(s, svc, b, now, confirms=confirms)
-        self.loop.sel.register(fd, selectors.EVENT_WRITE, lambda _ev, fd=fd: self._ready(fd))
+        self.inflight[fd] = _Check(s, svc, b, now, sent=udp, confirms=confirms, udp=udp)
+        wait = selectors.EVENT_READ if udp else selectors.EVENT_WRITE
+        self.loop.sel.register(fd, wait, lambda _ev, fd=fd: self._ready(fd))
 
     def _ready(self, fd: int) -> None:
         c = self.inflight[fd]
